@@ -1,0 +1,59 @@
+"""Parameter specifications: one declaration serves the node (ROS parameter descriptors) and the profile
+validator (which checks config/*.yaml before anything starts). No rclpy import here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+# The Python types a ROS parameter can take, by the name used in error messages.
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One ROS parameter: its type, default, documentation and allowed range."""
+
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    read_only: bool = False
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def check(self, value: Any) -> Any:
+        """Return `value` coerced to this parameter's type, or raise ValueError saying what was expected."""
+        expected = _TYPE_NAMES[self.type]
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not self.type:
+            raise ValueError(f"expected {expected}, got {value!r}")
+        if self.type is float and not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        if self.min is not None and value < self.min:
+            raise ValueError(f"must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise ValueError(f"must be <= {self.max}, got {value!r}")
+        return value
+
+
+# Every engine declares these.
+COMMON_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("robot_id", "", "Robot identity: hardware_id on /diagnostics and the hub's <robot>. "
+              "Empty means the node's namespace, or 'robot' in the root namespace.", read_only=True),
+    ParamSpec("heartbeat_period", 1.0, "Seconds between /diagnostics heartbeats.", min=0.05, max=60.0),
+)
+
+# Declared by rclpy itself on every node; a profile may set them.
+BUILTIN_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("use_sim_time", False, "Take time from /clock (Gazebo or sim_vehicle)."),
+)
+
+
+def by_name(specs: Sequence[ParamSpec]) -> dict[str, ParamSpec]:
+    return {spec.name: spec for spec in specs}

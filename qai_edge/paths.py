@@ -1,0 +1,41 @@
+"""Where the package's shared files (config/, launch/) are, however it was installed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "qai_edge"
+
+
+def share_dir() -> Path:
+    """The qai_edge share directory.
+
+    A source checkout (an editable install, or running from the repo) uses its own files, so an edited
+    config/edge.yaml takes effect without reinstalling. Otherwise: the ament index (colcon installs),
+    then share/qai_edge under this interpreter's prefix (pip installs).
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "package.xml").is_file() and (checkout / "config").is_dir():
+        return checkout
+    prefix = ament_prefix()
+    if prefix is not None:
+        return prefix / "share" / PACKAGE
+    installed = Path(sys.prefix) / "share" / PACKAGE
+    if installed.is_dir():
+        return installed
+    raise FileNotFoundError(f"cannot find the {PACKAGE} share directory (looked in {checkout} and {installed})")
+
+
+def ament_prefix() -> Path | None:
+    """The install prefix of qai_edge in the ament index (colcon installs), or None when not indexed."""
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        return Path(get_package_prefix(PACKAGE))
+    except (ImportError, LookupError, OSError, ValueError):  # OSError: AMENT_PREFIX_PATH unset
+        return None
+
+
+def share_file(*parts: str) -> Path:
+    return share_dir().joinpath(*parts)

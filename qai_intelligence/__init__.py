@@ -1,0 +1,1 @@
+"""Intelligence engine: liquid neural networks (ncps) and reinforcement learning."""

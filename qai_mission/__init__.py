@@ -1,0 +1,1 @@
+"""Mission engine: runs missions, graphs of tasks, across the engines."""
