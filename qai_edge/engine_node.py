@@ -1,0 +1,145 @@
+"""The ROS shell every engine shares: parameters declared from their specs, a heartbeat on /diagnostics,
+and the capability announcement the mission engine routes tasks by."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from qai_edge.health import Level
+from qai_edge.params import COMMON_PARAMETERS, ParamSpec
+from qai_interfaces.msg import EngineCapabilities, TaskKind
+
+# Late joiners (a restarted mission engine, `ros2 topic echo`) get every engine's last announcement.
+CAPABILITIES_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CAPABILITIES_TOPIC = "engine_capabilities"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+_INT64_MAX = 2**63 - 1
+
+
+def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.min is not None or spec.max is not None:
+        if spec.type is float:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.min if spec.min is not None else -sys.float_info.max),
+                to_value=float(spec.max if spec.max is not None else sys.float_info.max))]
+        elif spec.type is int:
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(spec.min if spec.min is not None else -_INT64_MAX),
+                to_value=int(spec.max if spec.max is not None else _INT64_MAX), step=1)]
+    return descriptor
+
+
+class EngineNode(Node):
+    """Base of the engine nodes. Subclasses override health() and task_kinds()."""
+
+    def __init__(self, node_name: str, parameters: Sequence[ParamSpec] = (), **kwargs):
+        super().__init__(node_name, **kwargs)
+        for spec in (*COMMON_PARAMETERS, *parameters):
+            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+        self.robot_id = (self.get_parameter("robot_id").value
+                         or self.get_namespace().strip("/").replace("/", "_") or "robot")
+        self._started_at = time.monotonic()
+
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._capabilities_pub = self.create_publisher(EngineCapabilities, CAPABILITIES_TOPIC, CAPABILITIES_QOS)
+        # Steady time: heartbeats go on when use_sim_time is set and /clock is silent.
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self._heartbeat_timer = None
+        self._start_heartbeat()
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+    def start(self) -> "EngineNode":
+        """Announce and send the first heartbeat; called once the subclass is fully built."""
+        self.announce_capabilities()
+        self.publish_heartbeat()
+        self.get_logger().info(f"{self.get_fully_qualified_name()} up (robot_id={self.robot_id}, "
+                               f"kinds: {', '.join(k.name for k in self.task_kinds()) or 'none'})")
+        return self
+
+    # What subclasses say about themselves.
+
+    def health(self) -> tuple[Level, str, dict[str, str]]:
+        """Level, one-line message and values for the heartbeat."""
+        return Level.OK, "running", {}
+
+    def task_kinds(self) -> list[TaskKind]:
+        """The task kinds this engine serves right now."""
+        return []
+
+    def task_action_name(self) -> str:
+        """Fully qualified name of this engine's RunTask action server, or '' when it serves none."""
+        return ""
+
+    # Heartbeat and announcement.
+
+    def announce_capabilities(self) -> None:
+        message = EngineCapabilities()
+        message.header.stamp = self.get_clock().now().to_msg()
+        message.engine = self.get_fully_qualified_name()
+        message.task_action = self.task_action_name()
+        message.kinds = self.task_kinds()
+        self._capabilities_pub.publish(message)
+
+    def publish_heartbeat(self) -> None:
+        level, text, values = self.health()
+        status = DiagnosticStatus(name=self.get_fully_qualified_name(), hardware_id=self.robot_id,
+                                  message=text)
+        status.level = bytes([int(level)])
+        common = {"pid": str(os.getpid()), "uptime_s": f"{time.monotonic() - self._started_at:.1f}",
+                  "kinds": ",".join(kind.name for kind in self.task_kinds())}
+        status.values = [KeyValue(key=key, value=str(value)) for key, value in {**common, **values}.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(array)
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat_timer is not None:
+            self.destroy_timer(self._heartbeat_timer)
+        period = self.get_parameter("heartbeat_period").value
+        self._heartbeat_timer = self.create_timer(period, self.publish_heartbeat, clock=self._steady_clock)
+
+    def _on_parameters_set(self, parameters: list[Parameter]) -> None:
+        if any(parameter.name == "heartbeat_period" for parameter in parameters):
+            self._start_heartbeat()
+
+
+def spin_node(make_node: Callable[[], Node], args=None) -> int:
+    """Entry point body shared by the engine executables: init, spin until SIGINT/SIGTERM, shut down.
+
+    The executor exists before the node, so a signal that lands while the node is being built (its
+    context already shut down) ends the process as cleanly as one that lands while it spins.
+    """
+    rclpy.init(args=args)
+    executor = SingleThreadedExecutor()
+    node = None
+    try:
+        node = make_node()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Otherwise a signal shut the context down while the node was being built: a clean stop.
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

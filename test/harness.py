@@ -1,0 +1,169 @@
+"""Helpers for tests that cross processes: start real node processes, watch them over real DDS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sysconfig
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from qai_edge.supervisor import die_with_parent
+
+SCRIPTS = Path(sysconfig.get_path("scripts"))
+
+
+def unique_namespace() -> str:
+    """A namespace no other test uses, so a test sees only its own nodes."""
+    return f"/t{uuid.uuid4().hex[:8]}"
+
+
+class ManagedChild:
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True, preexec_fn=die_with_parent)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen.poll() is None:
+            for sig in (signal.SIGINT, signal.SIGKILL):
+                try:
+                    os.killpg(self.popen.pid, sig)  # the child's session: its own children too
+                except ProcessLookupError:
+                    pass
+                if self.wait(timeout) is not None:
+                    break
+        self._log.close()
+
+
+class ProcessGroup:
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.children: list[ManagedChild] = []
+
+    def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> ManagedChild:
+        child = ManagedChild(name, argv, self.directory / f"{name}-{len(self.children)}.log",
+                             {**os.environ, **env} if env else None)
+        self.children.append(child)
+        return child
+
+    def start_node(self, executable: str, name: str | None = None, namespace: str = "/",
+                   parameters: Mapping[str, Any] | None = None) -> ManagedChild:
+        """Start an installed node executable with its name, namespace and parameters."""
+        name = name or executable
+        params_file = self.directory / f"{name}-params.yaml"
+        fqn = f"{namespace.rstrip('/')}/{name}"
+        params_file.write_text(yaml.safe_dump({fqn: {"ros__parameters": dict(parameters or {})}}))
+        argv = [str(SCRIPTS / executable), "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
+                "--params-file", str(params_file)]
+        return self.start(name, argv)
+
+    def start_cli(self, name: str, *args: str) -> ManagedChild:
+        return self.start(name, [str(SCRIPTS / "qai-edge"), *args])
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class RosProbe:
+    """A node in the test process with its own rclpy context (one DDS participant), for watching topics."""
+
+    def __init__(self, name: str):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.diagnostics: dict[str, list] = {}  # status name -> statuses received, oldest first
+        self._diagnostics_subscription = None
+
+    def watch_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        def on_array(array):
+            for status in array.status:
+                self.diagnostics.setdefault(status.name, []).append(status)
+
+        self._diagnostics_subscription = self.node.create_subscription(
+            DiagnosticArray, "/diagnostics", on_array, 50)
+
+    def latest_status(self, name: str):
+        statuses = self.diagnostics.get(name)
+        return statuses[-1] if statuses else None
+
+    def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+
+def status_values(status) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def status_level(status) -> int:
+    return status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
+

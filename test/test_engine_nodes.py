@@ -1,0 +1,104 @@
+"""Each engine, in its own process over real DDS: heartbeat, capability announcement, clean exit."""
+
+import signal
+import time
+
+import pytest
+
+from harness import pid_alive, status_level, status_values, unique_namespace
+from qai_edge.nodes import NODE_TYPES
+
+ENGINES = sorted(NODE_TYPES)
+# First contact between fresh processes takes about a second (discovery); leave room on a loaded CI box.
+DISCOVERY_TIMEOUT = 20.0
+
+
+@pytest.mark.parametrize("executable", ENGINES)
+def test_engine_reports_ok_on_diagnostics_from_its_own_process(executable, processes, ros_probe):
+    namespace = unique_namespace()
+    node = processes.start_node(executable, namespace=namespace,
+                                parameters={"robot_id": "rover7", "heartbeat_period": 0.2})
+    ros_probe.watch_diagnostics()
+    name = f"{namespace}/{executable}"
+    status = ros_probe.spin_until(lambda: ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
+                                  f"a heartbeat from {name}\n{node.log()}")
+    assert status_level(status) == 0, status.message
+    assert status.hardware_id == "rover7"
+    values = status_values(status)
+    assert values["pid"] == str(node.pid)  # from that process, not from a stale one
+    # The heartbeat keeps coming at the configured period.
+    count = len(ros_probe.diagnostics[name])
+    ros_probe.spin_for(1.0)
+    assert len(ros_probe.diagnostics[name]) - count >= 3
+
+
+@pytest.mark.parametrize("executable", ENGINES)
+def test_engine_announces_capabilities_that_are_true(executable, processes, ros_probe):
+    from rclpy.action import get_action_server_names_and_types_by_node
+
+    from qai_edge.engine_node import CAPABILITIES_QOS
+    from qai_interfaces.msg import EngineCapabilities
+
+    namespace = unique_namespace()
+    node = processes.start_node(executable, namespace=namespace)
+    announcements = []
+    ros_probe.node.create_subscription(EngineCapabilities, f"{namespace}/engine_capabilities",
+                                       announcements.append, CAPABILITIES_QOS)
+    ros_probe.watch_diagnostics()
+    name = f"{namespace}/{executable}"
+    ros_probe.spin_until(lambda: announcements and ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
+                         f"the announcement and a heartbeat of {name}\n{node.log()}")
+    (announcement,) = announcements
+    assert announcement.engine == name
+    announced_kinds = [kind.name for kind in announcement.kinds]
+    assert status_values(ros_probe.latest_status(name))["kinds"] == ",".join(announced_kinds)
+    servers = [server for server, _ in get_action_server_names_and_types_by_node(
+        ros_probe.node, executable, namespace)]
+    if announcement.task_action:
+        assert announcement.task_action in servers
+    else:
+        assert announced_kinds == []  # serving kinds without an action to run them would be a lie
+        assert not any(server.endswith("/run_task") for server in servers)
+
+
+def test_capability_announcement_reaches_a_late_subscriber(processes, ros_probe):
+    """Transient local: a mission engine that starts (or restarts) after an engine still learns its kinds."""
+    from qai_edge.engine_node import CAPABILITIES_QOS
+    from qai_interfaces.msg import EngineCapabilities
+
+    namespace = unique_namespace()
+    node = processes.start_node("io_engine", namespace=namespace, parameters={"heartbeat_period": 0.2})
+    ros_probe.watch_diagnostics()
+    ros_probe.spin_until(lambda: ros_probe.latest_status(f"{namespace}/io_engine"), DISCOVERY_TIMEOUT,
+                         f"io_engine up\n{node.log()}")
+    ros_probe.spin_for(0.5)
+    announcements = []
+    ros_probe.node.create_subscription(EngineCapabilities, f"{namespace}/engine_capabilities",
+                                       announcements.append, CAPABILITIES_QOS)
+    ros_probe.spin_until(lambda: announcements, DISCOVERY_TIMEOUT, "the latched announcement")
+    assert announcements[0].engine == f"{namespace}/io_engine"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("executable", ENGINES)
+def test_engine_exits_cleanly_within_two_seconds_of_a_signal(executable, sig, processes, ros_probe):
+    namespace = unique_namespace()
+    node = processes.start_node(executable, namespace=namespace, parameters={"heartbeat_period": 0.2})
+    ros_probe.watch_diagnostics()
+    ros_probe.spin_until(lambda: ros_probe.latest_status(f"{namespace}/{executable}"), DISCOVERY_TIMEOUT,
+                         f"{executable} spinning\n{node.log()}")
+    sent = time.monotonic()
+    node.popen.send_signal(sig)
+    code = node.wait(timeout=2.0)
+    assert code is not None, f"{executable} still running 2 s after {sig.name}\n{node.log()}"
+    assert time.monotonic() - sent <= 2.0
+    assert code == 0, node.log()
+    assert "Traceback" not in node.log()
+    assert not pid_alive(node.pid)
+
+
+def test_out_of_range_parameter_stops_the_node_with_an_error_naming_it(processes):
+    node = processes.start_node("mission_engine", parameters={"heartbeat_period": 0.0})
+    code = node.wait(timeout=DISCOVERY_TIMEOUT)
+    assert code not in (None, 0)
+    assert "heartbeat_period" in node.log()
