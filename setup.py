@@ -1,0 +1,36 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "qai_edge"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="QAI edge node: mission, intelligence, quantum bridge and I/O engines as ROS 2 nodes",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["qai_edge", "qai_edge.*", "qai_mission", "qai_mission.*",
+                                    "qai_intelligence", "qai_intelligence.*", "qai_quantum_bridge",
+                                    "qai_quantum_bridge.*", "qai_io", "qai_io.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools", "pyyaml"],
+    zip_safe=True,
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            # The engine nodes (qai_edge.nodes.NODE_TYPES lists the same).
+            "mission_engine = qai_mission.node:main",
+            "intelligence_engine = qai_intelligence.node:main",
+            "quantum_bridge = qai_quantum_bridge.node:main",
+            "io_engine = qai_io.node:main",
+            # Command-line tools.
+            "qai-edge = qai_edge.cli:main",
+        ],
+    },
+)
