@@ -21,7 +21,7 @@ setup(
     ],
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
-    tests_require=["pytest"],
+    extras_require={"test": ["pytest"]},  # colcon test reads this; setuptools >= 72 drops tests_require
     entry_points={
         "console_scripts": [
             # The engine nodes (qai_edge.nodes.NODE_TYPES lists the same).

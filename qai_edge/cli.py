@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import signal
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ import yaml
 
 from qai_edge.health import HealthBoard, Level, format_table
 from qai_edge.nodes import NODE_TYPES
-from qai_edge.paths import ament_prefix
+from qai_edge.paths import installed_executable
 from qai_edge.profile import Profile, ProfileError, load_profile
 
 DESCRIPTION = """\
@@ -52,19 +49,10 @@ def _say(text: str) -> None:
 
 
 def executable_command(executable: str) -> list[str]:
-    """How to start a node executable: the installed program (colcon lib/ or the venv's scripts), or
-    its module run by this interpreter when neither is there."""
-    candidates = []
-    prefix = ament_prefix()
-    if prefix is not None:
-        candidates.append(prefix / "lib" / "qai_edge" / executable)
-    candidates.append(Path(sysconfig.get_path("scripts")) / executable)
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    found = shutil.which(executable)
-    if found:
-        return [found]
+    """How to start a node executable: the installed program, or its module run by this interpreter."""
+    found = installed_executable(executable)
+    if found is not None:
+        return [str(found)]
     module = NODE_TYPES[executable].entry_point.split(":")[0]
     return [sys.executable, "-m", module]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 PACKAGE = "qai_edge"
@@ -35,6 +38,21 @@ def ament_prefix() -> Path | None:
         return Path(get_package_prefix(PACKAGE))
     except (ImportError, LookupError, OSError, ValueError):  # OSError: AMENT_PREFIX_PATH unset
         return None
+
+
+def installed_executable(executable: str) -> Path | None:
+    """An executable of this package: <prefix>/lib/qai_edge (colcon installs, where `ros2 run` looks),
+    else this interpreter's scripts directory (pip installs), else PATH."""
+    candidates = []
+    prefix = ament_prefix()
+    if prefix is not None:
+        candidates.append(prefix / "lib" / PACKAGE / executable)
+    candidates.append(Path(sysconfig.get_path("scripts")) / executable)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(executable)
+    return Path(found) if found else None
 
 
 def share_file(*parts: str) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sysconfig
 import time
 import uuid
 from pathlib import Path
@@ -13,9 +12,14 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from qai_edge.paths import installed_executable
 from qai_edge.supervisor import die_with_parent
 
-SCRIPTS = Path(sysconfig.get_path("scripts"))
+def installed(executable: str) -> Path:
+    """An installed executable of qai_edge (colcon: <prefix>/lib/qai_edge; pip: the venv's scripts dir)."""
+    found = installed_executable(executable)
+    assert found is not None, f"{executable} is not installed"
+    return found
 
 
 def unique_namespace() -> str:
@@ -76,12 +80,12 @@ class ProcessGroup:
         params_file = self.directory / f"{name}-params.yaml"
         fqn = f"{namespace.rstrip('/')}/{name}"
         params_file.write_text(yaml.safe_dump({fqn: {"ros__parameters": dict(parameters or {})}}))
-        argv = [str(SCRIPTS / executable), "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
+        argv = [str(installed(executable)), "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
                 "--params-file", str(params_file)]
         return self.start(name, argv)
 
     def start_cli(self, name: str, *args: str) -> ManagedChild:
-        return self.start(name, [str(SCRIPTS / "qai-edge"), *args])
+        return self.start(name, [str(installed("qai-edge")), *args])
 
     def stop_all(self) -> None:
         for child in reversed(self.children):

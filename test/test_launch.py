@@ -5,7 +5,8 @@ the profile logic the launch file relies on (load_profile, NodeSpec.launch_argum
 test_profile.py, and the same nodes coming up healthy by test_cli_up.py.
 
 Run in a colcon workspace:  colcon test --packages-select qai_edge  (or pytest test/test_launch.py after
-sourcing install/setup.bash).
+sourcing install/setup.bash). Jazzy's launch_testing before its 2026-09 sync (launch < 3.4.5) needs
+pytest < 8.1, as Ubuntu 24.04 ships; newer pytest fails to load that plugin.
 """
 
 import textwrap
