@@ -19,6 +19,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from qai_edge.health import Level
 from qai_edge.params import COMMON_PARAMETERS, ParamSpec
+from qai_edge.task_server import TaskServer
+from qai_edge.tasks import ServedKind
 from qai_interfaces.msg import EngineCapabilities, TaskKind
 
 # Late joiners (a restarted mission engine, `ros2 topic echo`) get every engine's last announcement.
@@ -49,6 +51,7 @@ class EngineNode(Node):
 
     def __init__(self, node_name: str, parameters: Sequence[ParamSpec] = (), **kwargs):
         super().__init__(node_name, **kwargs)
+        self.task_server: TaskServer | None = None
         for spec in (*COMMON_PARAMETERS, *parameters):
             self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
         self.robot_id = (self.get_parameter("robot_id").value
@@ -62,6 +65,10 @@ class EngineNode(Node):
         self._heartbeat_timer = None
         self._start_heartbeat()
         self.add_post_set_parameters_callback(self._on_parameters_set)
+
+    def serve(self, kinds: Sequence[ServedKind], max_workers: int = 8) -> None:
+        """Serve these task kinds through RunTask at <node>/run_task (announced by start())."""
+        self.task_server = TaskServer(self, kinds, max_workers=max_workers)
 
     def start(self) -> "EngineNode":
         """Announce and send the first heartbeat; called once the subclass is fully built."""
@@ -79,11 +86,11 @@ class EngineNode(Node):
 
     def task_kinds(self) -> list[TaskKind]:
         """The task kinds this engine serves right now."""
-        return []
+        return self.task_server.kind_messages() if self.task_server else []
 
     def task_action_name(self) -> str:
         """Fully qualified name of this engine's RunTask action server, or '' when it serves none."""
-        return ""
+        return self.task_server.action_name if self.task_server else ""
 
     # Heartbeat and announcement.
 
@@ -102,6 +109,9 @@ class EngineNode(Node):
         status.level = bytes([int(level)])
         common = {"pid": str(os.getpid()), "uptime_s": f"{time.monotonic() - self._started_at:.1f}",
                   "kinds": ",".join(kind.name for kind in self.task_kinds())}
+        if self.task_server is not None:
+            common["tasks_running"] = str(self.task_server.running)
+            common.update({f"tasks_{outcome}": str(n) for outcome, n in self.task_server.counts.items()})
         status.values = [KeyValue(key=key, value=str(value)) for key, value in {**common, **values}.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -140,6 +150,8 @@ def spin_node(make_node: Callable[[], Node], args=None) -> int:
     finally:
         executor.shutdown()
         if node is not None:
+            if getattr(node, "task_server", None) is not None:
+                node.task_server.destroy()
             node.destroy_node()
         rclpy.try_shutdown()
     return 0

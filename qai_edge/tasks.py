@@ -1,0 +1,160 @@
+"""What an engine serves: task kinds, their handlers, and the context a handler runs in. No rclpy import.
+
+A handler is a plain function `run(request, context) -> dict` called in a worker thread. It reports
+progress with `context.feedback(...)`, checks `context.canceled` (or waits with `context.sleep`, which
+raises TaskCanceled), and fails with `TaskFailed(message, retryable=...)`. The RunTask shell
+(qai_edge.task_server) turns these into action feedback, results and cancellation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jsonschema
+
+ON_RESTART_REDISPATCH = "redispatch"
+ON_RESTART_FAIL = "fail"
+
+
+class TaskFailed(Exception):
+    """The attempt failed. `retryable=False` when another attempt cannot help (bad parameters)."""
+
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+class TaskCanceled(Exception):
+    """Raised inside a handler (by TaskContext.sleep / check_canceled) once a cancel was requested."""
+
+
+# -- JSON values: task parameters, results and feedback values travel as JSON text ---------------
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed (JSON numbers must be finite)")
+
+
+def decode_json(text: str) -> Any:
+    """Strict JSON: NaN and Infinity (which Python's json accepts) are errors."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def encode_json(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def decode_values(pairs: Mapping[str, str]) -> dict[str, Any]:
+    """Decode key -> JSON text pairs; ValueError names the key whose value is not valid JSON."""
+    values = {}
+    for key, text in pairs.items():
+        try:
+            values[key] = decode_json(text)
+        except ValueError as error:
+            raise ValueError(f"{key}: not valid JSON ({error}): {text!r}") from None
+    return values
+
+
+def has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(has_non_finite(v) for v in value)
+    return False
+
+
+# -- Kinds -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskKindSpec:
+    """A task kind as an engine announces it (qai_interfaces/TaskKind)."""
+
+    name: str
+    description: str = ""
+    parameters_schema: Mapping[str, Any] | None = None  # JSON Schema of the parameters object
+    result_keys: tuple[str, ...] = ()
+    resources: frozenset[str] = frozenset()
+    default_timeout: float | None = None  # seconds
+    on_restart: str = ON_RESTART_REDISPATCH
+
+    def parameter_errors(self, parameters: Mapping[str, Any], skip: Callable[[str], bool] = lambda name: False
+                         ) -> list[str]:
+        """Schema violations as 'parameters.<name>: why'; parameters for which `skip` is true (result
+        references, resolved only when the task starts) are not checked."""
+        if self.parameters_schema is None:
+            return []
+        errors = []
+        for error in _validator(self.parameters_schema).iter_errors(dict(parameters)):
+            path = list(error.absolute_path)
+            if path and skip(str(path[0])):
+                continue
+            where = "parameters" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+            errors.append(f"{where}: {error.message}")
+        return errors
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _validator(schema: Mapping[str, Any]):
+    key = json.dumps(schema, sort_keys=True)
+    validator = _VALIDATORS.get(key)
+    if validator is None:
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        validator = _VALIDATORS[key] = cls(schema)
+    return validator
+
+
+# -- Running one task --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskRequest:
+    mission_id: str
+    task_id: str
+    kind: str
+    attempt: int
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None  # seconds; None: no limit given
+
+
+class TaskContext:
+    """Handed to a handler: feedback out, cancellation in. Thread-safe."""
+
+    def __init__(self, publish_feedback: Callable[[float, str, Mapping[str, Any]], None] = lambda *a: None):
+        self._publish_feedback = publish_feedback
+        self._canceled = threading.Event()
+
+    @property
+    def canceled(self) -> bool:
+        return self._canceled.is_set()
+
+    def request_cancel(self) -> None:
+        self._canceled.set()
+
+    def check_canceled(self) -> None:
+        if self._canceled.is_set():
+            raise TaskCanceled()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, waking at once (with TaskCanceled) when a cancel is requested."""
+        if self._canceled.wait(max(0.0, seconds)):
+            raise TaskCanceled()
+
+    def feedback(self, progress: float = math.nan, status: str = "", **values: Any) -> None:
+        self._publish_feedback(progress, status, values)
+
+
+Handler = Callable[[TaskRequest, TaskContext], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ServedKind:
+    spec: TaskKindSpec
+    handler: Handler
