@@ -31,6 +31,7 @@ setup(
             "io_engine = qai_io.node:main",
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
+            "qai-mission = qai_mission.cli:main",
         ],
     },
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -76,11 +77,19 @@ class ProcessGroup:
     def start_node(self, executable: str, name: str | None = None, namespace: str = "/",
                    parameters: Mapping[str, Any] | None = None) -> ManagedChild:
         """Start an installed node executable with its name, namespace and parameters."""
-        name = name or executable
-        params_file = self.directory / f"{name}-params.yaml"
+        return self._start_ros([str(installed(executable))], name or executable, namespace, parameters)
+
+    def start_test_engine(self, name: str = "test_engine", namespace: str = "/",
+                          parameters: Mapping[str, Any] | None = None) -> ManagedChild:
+        """Start test/task_engine.py, the test-only engine (sleep, move, fail, echo, once kinds)."""
+        return self._start_ros([sys.executable, str(Path(__file__).with_name("task_engine.py"))], name, namespace,
+                               parameters)
+
+    def _start_ros(self, command: list[str], name: str, namespace: str, parameters) -> ManagedChild:
+        params_file = self.directory / f"{name}-params-{len(self.children)}.yaml"
         fqn = f"{namespace.rstrip('/')}/{name}"
         params_file.write_text(yaml.safe_dump({fqn: {"ros__parameters": dict(parameters or {})}}))
-        argv = [str(installed(executable)), "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
+        argv = [*command, "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
                 "--params-file", str(params_file)]
         return self.start(name, argv)
 

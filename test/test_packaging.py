@@ -67,7 +67,7 @@ def test_package_xml_declares_what_the_code_imports():
             imported.add(module)
     ros_packages = {"rclpy", "rcl_interfaces", "diagnostic_msgs", "qai_interfaces", "ament_index_python",
                     "std_msgs", "geometry_msgs", "nav_msgs", "sensor_msgs", "builtin_interfaces",
-                    "action_msgs", "rosgraph_msgs", "std_srvs"}
+                    "action_msgs", "rosgraph_msgs", "std_srvs", "unique_identifier_msgs"}
     for package in imported & ros_packages:
         assert package in declared, f"package.xml does not declare {package}"
     assert {"launch", "launch_ros"} <= declared  # launch/edge.launch.py

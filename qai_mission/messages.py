@@ -1,0 +1,81 @@
+"""qai_interfaces messages <-> mission core types, for the node and the client. No rclpy import."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from qai_edge.convert import (duration_from_seconds, json_pairs, key_values, optional_seconds_from_duration,
+                              optional_seconds_from_time, seconds_from_duration, time_from_seconds)
+from qai_edge.tasks import decode_values
+from qai_interfaces.msg import Mission as MissionMsg
+from qai_interfaces.msg import MissionState, RetryPolicy as RetryPolicyMsg
+from qai_interfaces.msg import Task as TaskMsg
+from qai_interfaces.msg import TaskState
+from qai_mission.codec import MissionFormatError
+from qai_mission.model import MissionSpec, RetryPolicy, TaskSpec
+
+
+def task_from_msg(msg: TaskMsg, where: str) -> TaskSpec:
+    name = f"{where} ({msg.id})" if msg.id else where
+    try:
+        parameters = decode_values(json_pairs(msg.parameters))
+    except ValueError as error:
+        raise MissionFormatError(f"{name}: parameters.{error}") from None
+    retry = msg.retry
+    return TaskSpec(
+        id=msg.id, kind=msg.kind, priority=msg.priority, depends_on=tuple(msg.depends_on),
+        deadline=optional_seconds_from_time(msg.deadline), timeout=optional_seconds_from_duration(msg.timeout),
+        retry=RetryPolicy(max_retries=retry.max_retries, initial_backoff=seconds_from_duration(retry.initial_backoff),
+                          backoff_multiplier=retry.backoff_multiplier,
+                          max_backoff=seconds_from_duration(retry.max_backoff)),
+        resources=frozenset(msg.resources), optional=msg.optional, parameters=parameters)
+
+
+def task_to_msg(spec: TaskSpec, parameters: Mapping[str, Any] | None = None, timeout: float | None = None) -> TaskMsg:
+    """`parameters` and `timeout` replace the spec's (resolved references, what is left of a timeout)."""
+    return TaskMsg(
+        id=spec.id, kind=spec.kind, priority=spec.priority, depends_on=list(spec.depends_on),
+        deadline=time_from_seconds(spec.deadline),
+        timeout=duration_from_seconds(timeout if timeout is not None else spec.timeout),
+        retry=RetryPolicyMsg(max_retries=spec.retry.max_retries,
+                             initial_backoff=duration_from_seconds(spec.retry.initial_backoff),
+                             backoff_multiplier=float(spec.retry.backoff_multiplier),
+                             max_backoff=duration_from_seconds(spec.retry.max_backoff)),
+        resources=sorted(spec.resources), optional=spec.optional,
+        parameters=key_values(spec.parameters if parameters is None else parameters))
+
+
+def mission_from_msg(msg: MissionMsg) -> MissionSpec:
+    return MissionSpec(id=msg.id, name=msg.name,
+                       tasks=tuple(task_from_msg(t, f"tasks[{i}]") for i, t in enumerate(msg.tasks)))
+
+
+def mission_to_msg(spec: MissionSpec) -> MissionMsg:
+    return MissionMsg(id=spec.id, name=spec.name, tasks=[task_to_msg(t) for t in spec.tasks])
+
+
+def task_state_msg(task) -> TaskState:
+    """A scheduler Task (or a journal TaskRecord) as a TaskState message."""
+    progress = task.progress if hasattr(task, "progress") else math.nan
+    return TaskState(task_id=task.spec.id, kind=task.spec.kind, state=int(task.status), attempt=task.attempt,
+                     preemptions=task.preemptions, engine=task.engine,
+                     progress=float(progress) if progress is not None else math.nan, message=task.message,
+                     started=time_from_seconds(task.started_at), finished=time_from_seconds(task.finished_at),
+                     result=key_values(task.result or {}))
+
+
+def mission_state_msg(mission, stamp_seconds: float, tasks=None) -> MissionState:
+    """A scheduler Mission (or a journal MissionRecord) as a MissionState message."""
+    all_tasks = list(mission.tasks.values()) if isinstance(mission.tasks, dict) else list(mission.tasks)
+    counts = {"succeeded": 0, "failed": 0, "running": 0}
+    for task in all_tasks:
+        name = task.status.name.lower()
+        if name in counts:
+            counts[name] += 1
+    state = MissionState(mission_id=mission.id, name=mission.name, state=int(mission.status), message=mission.message, tasks_total=len(all_tasks),
+                         tasks_succeeded=counts["succeeded"], tasks_failed=counts["failed"],
+                         tasks_running=counts["running"],
+                         tasks=[task_state_msg(t) for t in (all_tasks if tasks is None else tasks)])
+    state.header.stamp = time_from_seconds(stamp_seconds)
+    return state
