@@ -15,17 +15,14 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from qai_edge.health import Level
 from qai_edge.params import COMMON_PARAMETERS, ParamSpec
+from qai_edge.qos import CAPABILITIES_QOS
 from qai_edge.task_server import TaskServer
 from qai_edge.tasks import ServedKind
 from qai_interfaces.msg import EngineCapabilities, TaskKind
 
-# Late joiners (a restarted mission engine, `ros2 topic echo`) get every engine's last announcement.
-CAPABILITIES_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CAPABILITIES_TOPIC = "engine_capabilities"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 

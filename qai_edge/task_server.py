@@ -23,6 +23,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.task import Future
 
+from qai_edge.qos import ACTION_QOS_ARGUMENTS
 from qai_edge.convert import key_values, kind_to_msg, optional_seconds_from_duration
 from qai_edge.tasks import (ServedKind, TaskCanceled, TaskContext, TaskFailed, TaskRequest, decode_values,
                             has_non_finite)
@@ -53,7 +54,7 @@ class TaskServer:
         self._server = ActionServer(node, RunTask, "~/run_task", execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=self._on_cancel_request,
-                                    callback_group=ReentrantCallbackGroup())
+                                    callback_group=ReentrantCallbackGroup(), **ACTION_QOS_ARGUMENTS)
 
     @property
     def running(self) -> int:

@@ -32,13 +32,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from qai_edge.convert import decoded_key_values
+from qai_edge.qos import ACTION_QOS_ARGUMENTS, MISSION_STATES_QOS
 from qai_interfaces.action import ExecuteMission
 from qai_interfaces.msg import MissionState
 from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
 from qai_mission.codec import load_mission_file, mission_from_dict, task_from_dict
 from qai_mission.messages import mission_to_msg, task_to_msg
 from qai_mission.model import MissionSpec, MissionStatus, TaskSpec, TaskStatus
-from qai_mission.node import MISSION_STATES_QOS
 
 
 class MissionOutcome(Enum):
@@ -149,7 +149,7 @@ class MissionClient:
             prefix = "/" + prefix
         self._names = {name: f"{prefix}{name}" for name in
                        ("execute_mission", "add_tasks", "cancel_task", "get_mission_state", "mission_states")}
-        self._action = ActionClient(node, ExecuteMission, self._names["execute_mission"])
+        self._action = ActionClient(node, ExecuteMission, self._names["execute_mission"], **ACTION_QOS_ARGUMENTS)
         self._add_tasks = node.create_client(AddTasks, self._names["add_tasks"])
         self._cancel = node.create_client(CancelTask, self._names["cancel_task"])
         self._get_state = node.create_client(GetMissionState, self._names["get_mission_state"])
@@ -162,9 +162,9 @@ class MissionClient:
                on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None) -> str:
         """Send a mission (a MissionSpec, a mission document, or the path of a YAML mission file) and
         return its id once the mission engine accepted it. Raises MissionRejected with the reason."""
-        spec = self._as_spec(mission)
         self._wait_for(lambda: self._action.server_is_ready(), timeout,
                        f"the mission engine's {self._names['execute_mission']} action")
+        spec = self._as_spec(mission)  # now: relative deadlines count from here
         tracked = _Tracked(spec.id)
         tracked.on_update = on_update
         send = self._action.send_goal_async(ExecuteMission.Goal(mission=mission_to_msg(spec)),

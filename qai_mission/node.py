@@ -23,13 +23,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
 from rclpy.action.client import ClientGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from unique_identifier_msgs.msg import UUID
 
 from qai_edge.convert import decoded_key_values, kind_from_msg
-from qai_edge.engine_node import CAPABILITIES_QOS, CAPABILITIES_TOPIC, DIAGNOSTICS_TOPIC, EngineNode, spin_node
+from qai_edge.engine_node import CAPABILITIES_TOPIC, DIAGNOSTICS_TOPIC, EngineNode, spin_node
 from qai_edge.health import Level
+from qai_edge.qos import ACTION_QOS_ARGUMENTS, CAPABILITIES_QOS, MISSION_STATES_QOS
 from qai_edge.tasks import ServedKind, TaskKindSpec
 from qai_interfaces.action import ExecuteMission, RunTask
 from qai_interfaces.msg import EngineCapabilities, MissionState
@@ -42,8 +42,7 @@ from qai_mission.parameters import PARAMETERS
 from qai_mission.scheduler import Cancel, Dispatch, Reattach, Scheduler
 from qai_mission.validation import MissionInvalid, check_tasks
 
-MISSION_STATES_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+GOAL_RESPONSE_TIMEOUT = 10.0  # s
 
 WAIT_KIND = TaskKindSpec(
     name="wait", description="Wait a number of seconds (on the ROS clock of the mission engine).",
@@ -72,6 +71,8 @@ class EngineLink:
         self.client: ActionClient | None = None
         self.last_heartbeat: float | None = None  # monotonic
         self.up = False
+        self.announced_at = 0.0
+        self.unreachable_reported = False
         self.goals: dict[str, ClientGoalHandle] = {}  # goal id (hex) -> handle
         self.cancel_when_accepted: set[str] = set()
 
@@ -89,13 +90,14 @@ class MissionEngine(EngineNode):
         self._waiters: dict[str, tuple] = {}  # mission id -> (goal handle, future)
         self._pending_feedback: dict[str, dict] = {}  # mission id -> {task id: task}
         self._last_state_sent: dict[str, float] = {}
+        self._awaiting_acceptance: dict[str, tuple] = {}  # goal id -> (sent at, task, attempt, engine link)
         self._group = ReentrantCallbackGroup()
 
         self.journal: Journal | None = None
         self.journal_error = ""
         journal_path = f"{param('data_dir')}/{self.robot_id}/missions.db"
         try:
-            self.journal = Journal(journal_path)
+            self.journal = Journal(journal_path, durable=param("journal_durable"))
             self.journal.prune(self.keep_finished)
             for record in self.journal.unfinished():
                 self.scheduler.restore(record)
@@ -113,7 +115,7 @@ class MissionEngine(EngineNode):
         self._mission_server = ActionServer(
             self, ExecuteMission, "execute_mission", execute_callback=self._execute_mission,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._on_mission_cancel_request,
-            callback_group=self._group)
+            callback_group=self._group, **ACTION_QOS_ARGUMENTS)
         self.create_service(AddTasks, "add_tasks", self._on_add_tasks)
         self.create_service(CancelTask, "cancel_task", self._on_cancel_task)
         self.create_service(GetMissionState, "get_mission_state", self._on_get_mission_state)
@@ -137,7 +139,11 @@ class MissionEngine(EngineNode):
         return link
 
     def _on_capabilities(self, msg: EngineCapabilities) -> None:
+        if msg.engine not in self.engines:
+            self.get_logger().info(f"engine {msg.engine} announced: {', '.join(k.name for k in msg.kinds) or 'no kinds'}"
+                                   f"{' at ' + msg.task_action if msg.task_action else ''}")
         link = self._link(msg.engine)
+        link.announced_at = time.monotonic()
         restarted = link.stamp is not None and (msg.header.stamp.sec, msg.header.stamp.nanosec) != link.stamp
         link.stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         link.kinds = [kind_from_msg(kind) for kind in msg.kinds]
@@ -146,8 +152,8 @@ class MissionEngine(EngineNode):
             if link.client is not None:
                 link.client.destroy()
             link.task_action = msg.task_action
-            link.client = (ActionClient(self, RunTask, msg.task_action, callback_group=self._group)
-                           if msg.task_action else None)
+            link.client = (ActionClient(self, RunTask, msg.task_action, callback_group=self._group,
+                                        **ACTION_QOS_ARGUMENTS) if msg.task_action else None)
         if restarted and link.up:
             self.get_logger().warning(f"engine {link.name} restarted: its running tasks are lost")
             self._engine_down(link)
@@ -176,6 +182,13 @@ class MissionEngine(EngineNode):
                                           f"{now - (link.last_heartbeat or now):.1f} s)")
                 self._engine_down(link)
                 changed = True
+            elif not alive and link.kinds and not link.unreachable_reported and now - link.announced_at > 10.0:
+                link.unreachable_reported = True
+                fresh = link.last_heartbeat is not None and now - link.last_heartbeat < self.engine_timeout
+                found = link.client is not None and link.client.server_is_ready()
+                self.get_logger().warning(
+                    f"engine {link.name} announced kinds 10 s ago but is not reachable (heartbeat "
+                    f"{'fresh' if fresh else 'missing'}, action server {'found' if found else 'not found'})")
         if changed:
             self._publish_routes()
 
@@ -265,6 +278,7 @@ class MissionEngine(EngineNode):
             self.scheduler.forget(old.id)
 
     def _on_tick(self) -> None:
+        self._expire_unanswered_goals()
         self.scheduler.tick()
         self._flush()
         self._send_states(self._now())
@@ -283,9 +297,12 @@ class MissionEngine(EngineNode):
         future = link.client.send_goal_async(goal, feedback_callback=partial(self._on_task_feedback, task,
                                                                                  dispatch.attempt),
                                              goal_uuid=goal_uuid)
+        self._awaiting_acceptance[task.goal_id] = (time.monotonic(), task, dispatch.attempt, link)
         future.add_done_callback(partial(self._on_goal_response, task, dispatch.attempt, link, task.goal_id))
 
     def _on_goal_response(self, task, attempt, link: EngineLink, goal_id: str, future: Future) -> None:
+        if self._awaiting_acceptance.pop(goal_id, None) is None:
+            return  # given up on already
         handle = future.result()
         if not handle.accepted:
             self.scheduler.task_failed(task, attempt, f"{link.name} rejected the goal", retryable=False)
@@ -296,6 +313,16 @@ class MissionEngine(EngineNode):
             link.cancel_when_accepted.discard(goal_id)
             handle.cancel_goal_async()
         self._flush()
+
+    def _expire_unanswered_goals(self) -> None:
+        """A goal request the engine never answered (lost, or the engine stalled) fails the attempt, so a
+        task cannot hang; a retry that reaches the engine replaces the old goal if it did arrive."""
+        now = time.monotonic()
+        for goal_id, (sent, task, attempt, link) in list(self._awaiting_acceptance.items()):
+            if now - sent > GOAL_RESPONSE_TIMEOUT:
+                del self._awaiting_acceptance[goal_id]
+                self.scheduler.task_failed(task, attempt, f"{link.name} did not answer the goal within "
+                                                          f"{GOAL_RESPONSE_TIMEOUT:g} s")
 
     def _follow(self, task, attempt, link: EngineLink, goal_id: str, handle, reattached: bool) -> None:
         link.goals[goal_id] = handle

@@ -9,6 +9,8 @@ from qai_edge.params import ParamSpec
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("data_dir", "~/.ros/qai_edge", "Directory of the mission journal (<data_dir>/<robot_id>/missions.db).",
               read_only=True),
+    ParamSpec("journal_durable", True, "fsync every journal commit (WAL, synchronous=FULL). false: for simulation "
+              "and benchmarks only; a power loss may lose the last changes.", read_only=True),
     ParamSpec("max_concurrent_missions", 16, "Missions running at once; more are rejected.", min=1, max=10000),
     ParamSpec("tick_period", 0.05, "Seconds between checks of timeouts, deadlines and retry backoffs.",
               min=0.001, max=1.0),

@@ -441,11 +441,23 @@ class Scheduler:
     # -- Scheduling -----------------------------------------------------------------------------
 
     def schedule(self) -> None:
-        """Start every ready task whose engine is up and whose resources are free, best first."""
+        """Start every ready task whose engine is up and whose resources are free, best first.
+
+        Tasks blocked on a resource wait in that resource's heap; while the resource is free, the top of
+        its heap competes with the ready heap, so a release wakes one task, not all of its waiters.
+        """
         ready = self._ready
         holders = self._holders
-        while ready:
-            _, token, task = heapq.heappop(ready)
+        waiting = self._waiting_resource
+        while True:
+            best, source = (ready[0], ready) if ready else (None, None)
+            for resource, bucket in waiting.items():
+                if bucket and resource not in holders and (best is None or bucket[0] < best):
+                    best, source = bucket[0], bucket
+            if best is None:
+                return
+            heapq.heappop(source)
+            _, token, task = best
             if task.status != TaskStatus.READY or token != task.queue_token:
                 continue
             route = self.routes.get(task.spec.kind)
@@ -456,7 +468,7 @@ class Scheduler:
             busy = [r for r in resources if r in holders]
             if busy:
                 self._maybe_preempt(task, busy)
-                heapq.heappush(self._waiting_resource.setdefault(busy[0], []), (task.sort_key, token, task))
+                heapq.heappush(waiting.setdefault(busy[0], []), best)
                 continue
             self._dispatch(task, route, resources)
 
@@ -549,12 +561,10 @@ class Scheduler:
         heapq.heappush(self._timers, (when, next(self._seq), what, task, token))
 
     def _release(self, task: Task) -> None:
-        """The attempt has ended: free its resources and let the tasks waiting on them try again."""
+        """The attempt has ended: free its resources."""
         for resource in task.resources:
             if self._holders.get(resource) is task:
-                del self._holders[resource]
-                for entry in self._waiting_resource.pop(resource, ()):
-                    heapq.heappush(self._ready, entry)
+                del self._holders[resource]  # its waiters compete again in schedule()
         running = self._running_on.get(task.engine)
         if running is not None:
             running.discard(task)

@@ -41,6 +41,17 @@ class ManagedChild:
     def pid(self) -> int:
         return self.popen.pid
 
+    def describe(self) -> str:
+        """'running (state S)' or 'exited with N', for failure messages."""
+        code = self.popen.poll()
+        if code is not None:
+            return f"exited with {code}"
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            state = "?"
+        return f"running (state {state})"
+
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
@@ -110,14 +121,20 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def _failure(timeout: float, what: str | Callable[[], str]) -> AssertionError:
+    """`what` may be a callable, so details such as process logs are read when the wait fails."""
+    return AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+             interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            raise _failure(timeout, what)
         time.sleep(interval)
 
 
@@ -152,14 +169,14 @@ class RosProbe:
         statuses = self.diagnostics.get(name)
         return statuses[-1] if statuses else None
 
-    def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                raise _failure(timeout, what)
             self.executor.spin_once(timeout_sec=0.05)
 
     def spin_for(self, seconds: float) -> None:

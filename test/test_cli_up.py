@@ -40,7 +40,7 @@ def wait_all_ok(ros_probe, namespace, up):
         statuses = [ros_probe.latest_status(name) for name in names]
         return all(s is not None and status_level(s) == 0 for s in statuses)
 
-    ros_probe.spin_until(all_ok, TIMEOUT, f"every node OK on /diagnostics\n{up.log()}")
+    ros_probe.spin_until(all_ok, TIMEOUT, lambda: f"every node OK on /diagnostics\n{up.log()}")
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def running_up(tmp_path, processes, ros_probe):
     up = processes.start_cli("up", "up", "--profile", str(write_profile(tmp_path, namespace)))
     ros_probe.watch_diagnostics()
     wait_all_ok(ros_probe, namespace, up)
-    wait_for(lambda: "all 4 nodes healthy" in up.log(), TIMEOUT, f"up to report health\n{up.log()}")
+    wait_for(lambda: "all 4 nodes healthy" in up.log(), TIMEOUT, lambda: f"up to report health\n{up.log()}")
     return namespace, up
 
 
@@ -69,14 +69,14 @@ def test_up_restarts_a_node_killed_with_sigkill(running_up, ros_probe):
     namespace, up = running_up
     (victim,) = started_pids(up, "io_engine")
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(started_pids(up, "io_engine")) == 2, TIMEOUT, f"io_engine restarted\n{up.log()}")
+    wait_for(lambda: len(started_pids(up, "io_engine")) == 2, TIMEOUT, lambda: f"io_engine restarted\n{up.log()}")
     assert "io_engine exited (pid %d): killed by SIGKILL" % victim in up.log()
     replacement = started_pids(up, "io_engine")[-1]
     assert replacement != victim and pid_alive(replacement)
     # The new process beats on /diagnostics.
     name = f"{namespace}/io_engine"
     ros_probe.spin_until(lambda: status_values(ros_probe.latest_status(name))["pid"] == str(replacement),
-                         TIMEOUT, f"a heartbeat from the restarted io_engine\n{up.log()}")
+                         TIMEOUT, lambda: f"a heartbeat from the restarted io_engine\n{up.log()}")
     assert status_level(ros_probe.latest_status(name)) == 0
 
 
@@ -119,7 +119,7 @@ def test_up_gives_up_on_a_node_after_its_restart_limit(tmp_path, processes, ros_
     for attempt in (1, 2):
         wait_for(lambda: len(started_pids(up, "quantum_bridge")) == attempt, TIMEOUT, f"start {attempt}")
         os.kill(started_pids(up, "quantum_bridge")[-1], signal.SIGKILL)
-    wait_for(lambda: "quantum_bridge gave_up" in up.log(), TIMEOUT, f"give up\n{up.log()}")
+    wait_for(lambda: "quantum_bridge gave_up" in up.log(), TIMEOUT, lambda: f"give up\n{up.log()}")
     assert "1 restarts in the last 120 s" in up.log()
     # The others keep running; the overall exit code says a node was lost.
     others = [pid for name in ENGINES if name != "quantum_bridge" for pid in started_pids(up, name)]

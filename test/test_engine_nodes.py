@@ -21,7 +21,7 @@ def test_engine_reports_ok_on_diagnostics_from_its_own_process(executable, proce
     ros_probe.watch_diagnostics()
     name = f"{namespace}/{executable}"
     status = ros_probe.spin_until(lambda: ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
-                                  f"a heartbeat from {name}\n{node.log()}")
+                                  lambda: f"a heartbeat from {name}\n{node.log()}")
     assert status_level(status) == 0, status.message
     assert status.hardware_id == "rover7"
     values = status_values(status)
@@ -36,7 +36,7 @@ def test_engine_reports_ok_on_diagnostics_from_its_own_process(executable, proce
 def test_engine_announces_capabilities_that_are_true(executable, processes, ros_probe):
     from rclpy.action import get_action_server_names_and_types_by_node
 
-    from qai_edge.engine_node import CAPABILITIES_QOS
+    from qai_edge.qos import CAPABILITIES_QOS
     from qai_interfaces.msg import EngineCapabilities
 
     namespace = unique_namespace()
@@ -47,7 +47,7 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
     ros_probe.watch_diagnostics()
     name = f"{namespace}/{executable}"
     ros_probe.spin_until(lambda: announcements and ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
-                         f"the announcement and a heartbeat of {name}\n{node.log()}")
+                         lambda: f"the announcement and a heartbeat of {name}\n{node.log()}")
     (announcement,) = announcements
     assert announcement.engine == name
     announced_kinds = [kind.name for kind in announcement.kinds]
@@ -63,14 +63,14 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
 
 def test_capability_announcement_reaches_a_late_subscriber(processes, ros_probe):
     """Transient local: a mission engine that starts (or restarts) after an engine still learns its kinds."""
-    from qai_edge.engine_node import CAPABILITIES_QOS
+    from qai_edge.qos import CAPABILITIES_QOS
     from qai_interfaces.msg import EngineCapabilities
 
     namespace = unique_namespace()
     node = processes.start_node("io_engine", namespace=namespace, parameters={"heartbeat_period": 0.2})
     ros_probe.watch_diagnostics()
     ros_probe.spin_until(lambda: ros_probe.latest_status(f"{namespace}/io_engine"), DISCOVERY_TIMEOUT,
-                         f"io_engine up\n{node.log()}")
+                         lambda: f"io_engine up\n{node.log()}")
     ros_probe.spin_for(0.5)
     announcements = []
     ros_probe.node.create_subscription(EngineCapabilities, f"{namespace}/engine_capabilities",
@@ -86,7 +86,7 @@ def test_engine_exits_cleanly_within_two_seconds_of_a_signal(executable, sig, pr
     node = processes.start_node(executable, namespace=namespace, parameters={"heartbeat_period": 0.2})
     ros_probe.watch_diagnostics()
     ros_probe.spin_until(lambda: ros_probe.latest_status(f"{namespace}/{executable}"), DISCOVERY_TIMEOUT,
-                         f"{executable} spinning\n{node.log()}")
+                         lambda: f"{executable} spinning\n{node.log()}")
     sent = time.monotonic()
     node.popen.send_signal(sig)
     code = node.wait(timeout=2.0)

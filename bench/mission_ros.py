@@ -1,0 +1,134 @@
+"""The mission engine over ROS, between processes: a mission_engine node and an engine node (the
+test-only engine, test/task_engine.py, whose `echo` kind returns at once) on a private domain.
+
+Prints
+- submit-to-engine-start latency: single-task missions one after another, from MissionClient.submit()
+  to the engine's handler starting (same machine clock), p50/p99 (target p99 < 20 ms);
+- throughput: 1,000 independent trivial tasks in one mission, and a chain of 200 (each waiting for the
+  previous), tasks/s (target >= 200/s), with the durable journal and without fsync (the cost of
+  durability as a ratio).
+
+    .venv/bin/python bench/mission_ros.py [--tasks 1000] [--latency-samples 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from qai_edge.isolation import isolate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(command: list[str], name: str, namespace: str, parameters: dict, directory: Path) -> subprocess.Popen:
+    import yaml
+
+    params = directory / f"{name}.yaml"
+    params.write_text(yaml.safe_dump({f"{namespace}/{name}": {"ros__parameters": parameters}}))
+    log = open(directory / f"{name}.log", "wb")
+    return subprocess.Popen([*command, "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
+                             "--params-file", str(params)], stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_until_served(client, kind: str, timeout: float = 30.0) -> None:
+    from qai_mission.client import MissionRejected
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.run({"tasks": [{"id": "warm_up", "kind": kind}]}, timeout=timeout)
+            return
+        except MissionRejected:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def run_stack(directory: Path, durable: bool, args) -> dict:
+    from qai_mission.client import MissionClient, MissionOutcome
+
+    namespace = f"/bench{os.getpid()}{'d' if durable else 'n'}"
+    run_log = directory / f"runs-{durable}.jsonl"
+    mission_engine = start([sys.executable, "-m", "qai_mission.node"], "mission_engine", namespace,
+                           {"data_dir": str(directory / f"data-{durable}"), "journal_durable": durable,
+                            "state_period": 0.2}, directory)
+    engine = start([sys.executable, str(ROOT / "test" / "task_engine.py")], "test_engine", namespace,
+                   {"run_log": str(run_log)}, directory)
+    figures: dict = {}
+    try:
+        with MissionClient(namespace=namespace) as client:
+            wait_until_served(client, "echo")
+            if args.latency_samples:
+                latencies = []
+                for i in range(args.latency_samples):
+                    sent = time.time()
+                    client.wait(client.submit({"id": f"lat{i}", "tasks": [{"id": f"l{i}", "kind": "echo"}]}), 30)
+                    started = next(r["t"] for r in map(json.loads, run_log.read_text().splitlines())
+                                   if r["task"] == f"l{i}" and r["event"] == "start")
+                    latencies.append((started - sent) * 1000)
+                figures["latency"] = latencies
+            for label, dependent in (("independent", False), ("chain", True)):
+                count = args.tasks if not dependent else args.chain
+                tasks = [{"id": f"t{i}", "kind": "echo", **({"depends_on": [f"t{i - 1}"]} if dependent and i else {})}
+                         for i in range(count)]
+                began = time.perf_counter()
+                result = client.run({"tasks": tasks}, timeout=600)
+                elapsed = time.perf_counter() - began
+                assert result.outcome is MissionOutcome.SUCCEEDED, result.message
+                figures[label] = (count, elapsed)
+    finally:
+        stop(mission_engine, engine)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    args = parser.parse_args()
+    environment = isolate("qai-edge-bench-ros-log-")
+    print(f"mission engine over ROS (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery), "
+          f"mission_engine and test engine in their own processes")
+    with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
+        results = {durable: run_stack(Path(directory), durable, args) for durable in (True, False)}
+    latencies = results[True]["latency"]
+    print(f"  submit -> engine start, {len(latencies)} single-task missions (durable journal): "
+          f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
+          f"max {max(latencies):.1f} ms (target p99 < 20 ms)")
+    nofsync = results[False]["latency"]
+    print(f"  the same without fsync: p50 {statistics.median(nofsync):.1f} ms, p99 {percentile(nofsync, 0.99):.1f} ms")
+    for label in ("independent", "chain"):
+        durable_count, durable_time = results[True][label]
+        _, fast_time = results[False][label]
+        print(f"  {durable_count} {label} trivial tasks: {durable_count / durable_time:.0f} tasks/s durable, "
+              f"{durable_count / fast_time:.0f} tasks/s without fsync (durability costs {durable_time / fast_time:.2f}x)"
+              f"{' (target >= 200 tasks/s)' if label == 'independent' else ''}")
+
+
+if __name__ == "__main__":
+    main()
