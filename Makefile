@@ -47,7 +47,7 @@ mosquitto:
 .PHONY: mosquitto
 
 demo: setup
-	$(VENV)/bin/qai-edge up --check --timeout 60
+	$(VENV)/bin/qai-edge demo
 
 test: setup
 	$(PY) -m pytest

@@ -13,8 +13,9 @@ import yaml
 
 from qai_edge.health import HealthBoard, Level, format_table
 from qai_edge.nodes import NODE_TYPES
-from qai_edge.paths import installed_executable
+from qai_edge.paths import installed_executable, share_file
 from qai_edge.profile import Profile, ProfileError, load_profile
+from qai_edge.supervisor import ProcessSpec, Supervisor
 
 DESCRIPTION = """\
 Run the engine nodes of a qai_edge profile, each as its own process.
@@ -30,6 +31,9 @@ commands:
             their health from /diagnostics as it changes, and stop them all on Ctrl-C or SIGTERM
             (SIGINT, then SIGTERM, then SIGKILL, as ros2 launch does).
             --check: stop once every node reports OK (exit 0) or --timeout passes (exit 1).
+  demo      bring the profile up, wait until every node is healthy and the mission engine routes the
+            demo mission's kinds, run the mission (config/missions/demo.yaml, or --mission FILE) with live
+            progress, then stop everything; exit 0 when the mission succeeded.
   status    listen to /diagnostics for the profile's nodes (started elsewhere) and print their health;
             exit 0 when all are OK.
   profile   check the profile and print what would run.
@@ -123,73 +127,157 @@ def cmd_status(args) -> int:
         watch.close()
 
 
-def cmd_up(args) -> int:
-    from qai_edge.supervisor import ProcessSpec, Supervisor
+class _RunningProfile:
+    """The profile's nodes, each its own process under the supervisor, and their health from /diagnostics.
+    Stops them all (SIGINT, SIGTERM, SIGKILL) when the `with` block ends."""
 
-    profile = _load(args)
-    stop_requested = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
-
-    with tempfile.TemporaryDirectory(prefix="qai-edge-") as params_dir:
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self._params_dir = tempfile.TemporaryDirectory(prefix="qai-edge-")
         specs = []
         for spec in profile.nodes:
-            params_file = Path(params_dir) / f"{spec.name}.yaml"
+            params_file = Path(self._params_dir.name) / f"{spec.name}.yaml"
             params_file.write_text(yaml.safe_dump(spec.params_file_content()))
             argv = executable_command(spec.executable) + spec.ros_arguments(params_file)
             specs.append(ProcessSpec(spec.name, argv, spec.restart))
+        self.watch = _HealthWatch(profile, install_signal_handlers=False)
+        self.supervisor = Supervisor(specs, profile.stop, on_event=self._on_event)
+        self._levels: dict[str, Level] = {}
+        self._all_ok_reported = False
 
-        def on_event(event) -> None:
-            pid = f" (pid {event.pid})" if event.pid else ""
-            detail = f": {event.detail}" if event.detail else ""
-            _say(f"{event.name} {event.kind}{pid}{detail}")
+    def __enter__(self) -> "_RunningProfile":
+        _say(f"profile {self.profile.source}: {len(self.profile.nodes)} nodes under {self.profile.namespace}")
+        self.supervisor.start_all()
+        return self
 
-        watch = _HealthWatch(profile, install_signal_handlers=False)
-        supervisor = Supervisor(specs, profile.stop, on_event=on_event)
-        _say(f"profile {profile.source}: {len(specs)} nodes under {profile.namespace}")
-        supervisor.start_all()
-        deadline = time.monotonic() + args.timeout if args.check else None
-        levels: dict[str, Level] = {}
-        all_ok_reported = False
-        exit_code = 0
-        try:
-            while not stop_requested:
-                watch.spin_once(0.1)
-                supervisor.poll()
-                for node in watch.board.snapshot():
-                    if node.received_at is not None and levels.get(node.name) != node.level:
-                        levels[node.name] = node.level
-                        _say(f"{node.name} {node.level.name}: {node.message}")
-                all_ok = watch.board.all_ok()
-                if all_ok and not all_ok_reported:
-                    _say(f"all {len(specs)} nodes healthy\n{format_table(watch.board.snapshot())}")
-                all_ok_reported = all_ok
-                if args.check and all_ok:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    _say(f"not every node healthy after {args.timeout:g} s\n"
-                         f"{format_table(watch.board.snapshot())}")
-                    exit_code = 1
-                    break
-                if supervisor.failed() and not supervisor.running():
-                    _say("every node has stopped for good")
-                    exit_code = 1
-                    break
-        finally:
-            _say("stopping")
-            supervisor.stop_all()
-            watch.close()
-        if supervisor.failed():
-            _say(f"gave up on: {', '.join(p.spec.name for p in supervisor.failed())}")
-            exit_code = 1
+    def __exit__(self, *exc) -> None:
+        _say("stopping")
+        self.supervisor.stop_all()
+        self.watch.close()
+        self._params_dir.cleanup()
+        if self.supervisor.failed():
+            _say(f"gave up on: {', '.join(p.spec.name for p in self.supervisor.failed())}")
         _say("all nodes stopped")
-        return exit_code
+
+    @staticmethod
+    def _on_event(event) -> None:
+        pid = f" (pid {event.pid})" if event.pid else ""
+        detail = f": {event.detail}" if event.detail else ""
+        _say(f"{event.name} {event.kind}{pid}{detail}")
+
+    def step(self, seconds: float = 0.1) -> None:
+        """Spin, restart what died, and say when a node's health changes."""
+        self.watch.spin_once(seconds)
+        self.supervisor.poll()
+        for node in self.watch.board.snapshot():
+            if node.received_at is not None and self._levels.get(node.name) != node.level:
+                self._levels[node.name] = node.level
+                _say(f"{node.name} {node.level.name}: {node.message}")
+        all_ok = self.watch.board.all_ok()
+        if all_ok and not self._all_ok_reported:
+            _say(f"all {len(self.profile.nodes)} nodes healthy\n{format_table(self.watch.board.snapshot())}")
+        self._all_ok_reported = all_ok
+
+    @property
+    def all_ok(self) -> bool:
+        return self.watch.board.all_ok()
+
+    @property
+    def lost_everything(self) -> bool:
+        return bool(self.supervisor.failed()) and not self.supervisor.running()
+
+    def values_of(self, executable: str) -> dict[str, str]:
+        """The latest heartbeat values of the profile's node running `executable`."""
+        for spec in self.profile.nodes:
+            if spec.executable == executable:
+                for node in self.watch.board.snapshot():
+                    if node.name == spec.fully_qualified_name:
+                        return node.values
+        return {}
+
+
+def _stop_on_signals() -> list:
+    requested: list = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: requested.append(signum))
+    return requested
+
+
+def cmd_up(args) -> int:
+    profile = _load(args)
+    stop_requested = _stop_on_signals()
+    deadline = time.monotonic() + args.timeout if args.check else None
+    exit_code = 0
+    with _RunningProfile(profile) as running:
+        while not stop_requested:
+            running.step()
+            if args.check and running.all_ok:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                _say(f"not every node healthy after {args.timeout:g} s\n{format_table(running.watch.board.snapshot())}")
+                exit_code = 1
+                break
+            if running.lost_everything:
+                _say("every node has stopped for good")
+                exit_code = 1
+                break
+    return 1 if running.supervisor.failed() else exit_code
+
+
+def cmd_demo(args) -> int:
+    from qai_mission.cli import print_update
+    from qai_mission.client import MissionClient, MissionClientError, MissionOutcome
+    from qai_mission.codec import MissionFormatError, load_mission_file
+
+    profile = _load(args)
+    mission_path = Path(args.mission) if args.mission else share_file("config", "missions", "demo.yaml")
+    try:
+        mission = load_mission_file(mission_path, time.time())
+    except MissionFormatError as error:
+        print(f"qai-edge: {error}", file=sys.stderr)
+        return 2
+    kinds = {task.kind for task in mission.tasks}
+    stop_requested = _stop_on_signals()
+    with _RunningProfile(profile) as running:
+        def wait_until(condition, what: str) -> bool:
+            deadline = time.monotonic() + args.timeout
+            while not condition():
+                if stop_requested or time.monotonic() > deadline:
+                    _say(f"gave up waiting for {what} after {args.timeout:g} s")
+                    return False
+                running.step()
+            return True
+
+        if not wait_until(lambda: running.all_ok, "every node to report OK"):
+            return 1
+        routed = lambda: set(running.values_of("mission_engine").get("kinds_routed", "").split(","))  # noqa: E731
+        if not wait_until(lambda: kinds <= routed(), f"the mission engine to route {', '.join(sorted(kinds))}"):
+            return 1
+        _say(f"running {mission_path} ({len(mission.tasks)} tasks)")
+        started = time.monotonic()
+        with MissionClient(namespace=profile.namespace, node_name="qai_edge_demo") as client:
+            try:
+                mission_id = client.submit(mission, on_update=print_update(started))
+                while not client.is_complete(mission_id) and not stop_requested:
+                    running.step(0.05)
+                if stop_requested:
+                    client.cancel(mission_id, reason="demo interrupted")
+                    return 130
+                result = client.wait(mission_id, timeout=args.timeout)
+            except MissionClientError as error:
+                _say(f"mission failed to run: {error}")
+                return 1
+        _say(f"mission {mission_id} {result.outcome.value} after {time.monotonic() - started:.1f} s"
+             f"{': ' + result.message if result.message else ''}")
+        for task in result.tasks:
+            _say(f"  {task.id:<16} {task.state.name:<10} {task.result if task.result else task.message}")
+    return 0 if result.outcome is MissionOutcome.SUCCEEDED else 1
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="qai-edge", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{up,status,profile}")
+    commands = parser.add_subparsers(dest="command", metavar="{up,demo,status,profile}")
 
     def add(name: str, help_text: str):
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -203,13 +291,17 @@ def main(argv=None) -> int:
     up.add_argument("--timeout", type=float, default=30.0, help="seconds --check waits (default 30)")
     status = add("status", "print the health of the profile's nodes from /diagnostics")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
+    demo = add("demo", "bring the profile up, run the demo mission with live progress, stop")
+    demo.add_argument("--mission", help="mission file (default: the installed config/missions/demo.yaml)")
+    demo.add_argument("--timeout", type=float, default=120.0,
+                      help="seconds to wait for the nodes, and then for the mission (default 120)")
     add("profile", "check the profile and print what would run")
 
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return {"up": cmd_up, "status": cmd_status, "profile": cmd_profile}[args.command](args)
+    return {"up": cmd_up, "demo": cmd_demo, "status": cmd_status, "profile": cmd_profile}[args.command](args)
 
 
 if __name__ == "__main__":

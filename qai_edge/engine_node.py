@@ -16,6 +16,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from qai_edge.convert import time_from_seconds
 from qai_edge.health import Level
 from qai_edge.params import COMMON_PARAMETERS, ParamSpec
 from qai_edge.qos import CAPABILITIES_QOS
@@ -54,6 +55,7 @@ class EngineNode(Node):
         self.robot_id = (self.get_parameter("robot_id").value
                          or self.get_namespace().strip("/").replace("/", "_") or "robot")
         self._started_at = time.monotonic()
+        self._started_stamp = time_from_seconds(time.time())  # identifies this run in announcements
 
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._capabilities_pub = self.create_publisher(EngineCapabilities, CAPABILITIES_TOPIC, CAPABILITIES_QOS)
@@ -61,6 +63,8 @@ class EngineNode(Node):
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self._heartbeat_timer = None
         self._start_heartbeat()
+        self.create_timer(self.get_parameter("announce_period").value, self.announce_capabilities,
+                          clock=self._steady_clock)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
     def serve(self, kinds: Sequence[ServedKind], max_workers: int = 8) -> None:
@@ -93,7 +97,7 @@ class EngineNode(Node):
 
     def announce_capabilities(self) -> None:
         message = EngineCapabilities()
-        message.header.stamp = self.get_clock().now().to_msg()
+        message.header.stamp = self._started_stamp
         message.engine = self.get_fully_qualified_name()
         message.task_action = self.task_action_name()
         message.kinds = self.task_kinds()

@@ -47,6 +47,8 @@ COMMON_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("robot_id", "", "Robot identity: hardware_id on /diagnostics and the hub's <robot>. "
               "Empty means the node's namespace, or 'robot' in the root namespace.", read_only=True),
     ParamSpec("heartbeat_period", 1.0, "Seconds between /diagnostics heartbeats.", min=0.05, max=60.0),
+    ParamSpec("announce_period", 2.0, "Seconds between repeats of the engine_capabilities announcement.",
+              min=0.1, max=600.0),
 )
 
 # Declared by rclpy itself on every node; a profile may set them.

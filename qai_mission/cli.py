@@ -22,7 +22,8 @@ and the same ROS_DOMAIN_ID as the nodes.
 """
 
 
-def _print_update(started: float):
+def print_update(started: float):
+    """An on_update callback printing each task change as one line, stamped from `started`."""
     announced = []
 
     def show(snapshot, changed):
@@ -45,7 +46,7 @@ def cmd_submit(args, client) -> int:
     started = time.monotonic()
     try:
         mission_id = client.submit(args.file, timeout=args.timeout,
-                                   on_update=None if args.no_wait else _print_update(started))
+                                   on_update=None if args.no_wait else print_update(started))
     except MissionRejected as error:
         print(f"qai-mission: mission rejected: {error}", file=sys.stderr)
         return 2

@@ -498,6 +498,7 @@ class MissionEngine(EngineNode):
             "tasks_running": self.scheduler.running_count(),
             "missed_deadlines": self.scheduler.missed_deadlines,
             "engines_up": ",".join(sorted(self._up_engines())),
+            "kinds_routed": ",".join(sorted(self.scheduler.routes)),
             "journal": self.journal.path if self.journal else "",
         }
         if self.journal is not None:

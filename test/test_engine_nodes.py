@@ -48,7 +48,7 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
     name = f"{namespace}/{executable}"
     ros_probe.spin_until(lambda: announcements and ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
                          lambda: f"the announcement and a heartbeat of {name}\n{node.log()}")
-    (announcement,) = announcements
+    announcement = announcements[0]
     assert announcement.engine == name
     announced_kinds = [kind.name for kind in announcement.kinds]
     assert status_values(ros_probe.latest_status(name))["kinds"] == ",".join(announced_kinds)
@@ -59,6 +59,21 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
     else:
         assert announced_kinds == []  # serving kinds without an action to run them would be a lie
         assert not any(server.endswith("/run_task") for server in servers)
+
+
+def test_capability_announcement_repeats_with_the_same_start_stamp(processes, ros_probe):
+    """Repeated, because a transient-local sample can miss a late joiner (eProsima/Fast-DDS#3822); the
+    stamp says when the engine started, so a repeat is not mistaken for a restart."""
+    from qai_edge.qos import CAPABILITIES_QOS
+    from qai_interfaces.msg import EngineCapabilities
+
+    namespace = unique_namespace()
+    processes.start_node("io_engine", namespace=namespace, parameters={"announce_period": 0.2})
+    announcements = []
+    ros_probe.node.create_subscription(EngineCapabilities, f"{namespace}/engine_capabilities",
+                                       announcements.append, CAPABILITIES_QOS)
+    ros_probe.spin_until(lambda: len(announcements) >= 3, DISCOVERY_TIMEOUT, "three announcements")
+    assert len({(a.header.stamp.sec, a.header.stamp.nanosec) for a in announcements}) == 1
 
 
 def test_capability_announcement_reaches_a_late_subscriber(processes, ros_probe):
