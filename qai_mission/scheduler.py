@@ -216,7 +216,7 @@ class Scheduler:
     def task_feedback(self, task: Task, attempt: int, progress: float, status: str) -> None:
         if task.attempt == attempt and task.status in (RUNNING, CANCELING):
             task.progress = progress
-            if status:
+            if status and task.status == RUNNING:  # while canceling, the message is why (and stays)
                 task.message = status
             self._changed(task)
 

@@ -160,6 +160,16 @@ def test_timeout_cancels_the_attempt_then_retries_it():
     assert cancels(h.advance(4.9)) == []  # a fresh attempt gets the whole timeout again
 
 
+def test_feedback_arriving_after_a_timeout_does_not_replace_the_reason():
+    h = Harness()
+    h.add(task("t", timeout=1.0))
+    h.advance(1.0)
+    t = h.task("t")
+    h.scheduler.task_feedback(t, t.attempt, 0.5, "19.5 s left")  # sent by the engine before it saw the cancel
+    h.confirm_cancel("t")
+    assert h.status("t") == "FAILED" and h.task("t").message == "timed out after 1 s"
+
+
 def test_kind_default_timeout_applies_when_the_task_gives_none():
     h = Harness()
     h.add(task("t", "slow"))
