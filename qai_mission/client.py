@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 import rclpy
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ShutdownException, SingleThreadedExecutor, TimeoutException
 from rclpy.signals import SignalHandlerOptions
 
 from qai_edge.convert import decoded_key_values
@@ -39,6 +39,9 @@ from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
 from qai_mission.codec import load_mission_file, mission_from_dict, task_from_dict
 from qai_mission.messages import mission_to_msg, task_to_msg
 from qai_mission.model import MissionSpec, MissionStatus, TaskSpec, TaskStatus
+
+
+_DRAIN_LIMIT = 1000  # callbacks taken at most per spin
 
 
 class MissionOutcome(Enum):
@@ -127,6 +130,7 @@ class _Tracked:
         self.snapshot: MissionSnapshot | None = None
         self.tasks: dict[str, TaskSnapshot] = {}
         self.result: MissionResult | None = None
+        self.state_stamp: tuple[int, int] | None = None
         self.on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None
 
 
@@ -268,7 +272,17 @@ class MissionClient:
 
     def _spin(self, timeout: float) -> None:
         if self._executor is not None:
+            # Wait for work, then take everything already waiting: one callback per call would fall behind
+            # a busy mission and show its past.
             self._executor.spin_once(timeout_sec=timeout)
+            for _ in range(_DRAIN_LIMIT):
+                try:
+                    handler, _, _ = self._executor.wait_for_ready_callbacks(timeout_sec=0.0)
+                except (TimeoutException, ShutdownException):
+                    break
+                handler()
+                if handler.exception() is not None:
+                    raise handler.exception()
         else:
             time.sleep(timeout)  # the owner of `node` spins it
         for tracked in self._missions.values():
@@ -302,6 +316,10 @@ class MissionClient:
         tracked = self._missions.get(msg.mission_id)
         if tracked is None:
             return
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if tracked.state_stamp is not None and stamp < tracked.state_stamp:
+            return  # an older snapshot than one already applied
+        tracked.state_stamp = stamp
         snapshot = _mission_snapshot(msg)
         self._update(tracked, snapshot, list(snapshot.tasks))
         if snapshot.done and tracked.result is None and (tracked.result_future is None
