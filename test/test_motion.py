@@ -1,0 +1,119 @@
+"""Controllers and motion plans, closed-loop against the vehicle model; frames and the geofence."""
+
+import math
+
+import pytest
+
+from qai_io.geo import Geofence, enu_to_geodetic, geodetic_to_enu, quaternion_to_yaw, yaw_to_quaternion
+from qai_io.motion import HoldPlan, LandPlan, MotionRun, Pose, PositionController, WaypointPlan, distance
+from qai_io.vehicle_model import VehicleConfig, VehicleModel
+
+SQUARE = [(0, 0, 5), (20, 0, 5), (20, 20, 8), (0, 20, 5), (0, 0, 5)]
+
+
+def closed_loop(model, plan, kind="multirotor", speed=5.0, limit=200.0, odom_period=0.02):
+    """Odometry at 50 Hz; one command per odometry message, as the io_engine does."""
+    run = MotionRun(plan, PositionController(kind=kind), speed)
+    t, path = 0.0, []
+    while not run.finished.is_set() and t < limit:
+        position, yaw, body, _ = model.odometry()
+        vx, vy, vz = model.state.velocity
+        command = run.on_odometry(Pose(*position, yaw, vx, vy, vz), t)
+        for _ in range(round(odom_period / 0.01)):
+            model.command(*command)
+            model.step(0.01)
+        t += odom_period
+        path.append(tuple(model.state.position))
+    return run, t, path
+
+
+def cross_track(path, waypoints):
+    """Largest distance of the path from the polyline through the waypoints."""
+    def to_segment(p, a, b):
+        ab = [y - x for x, y in zip(a, b)]
+        length2 = sum(c * c for c in ab) or 1e-12
+        u = max(0.0, min(1.0, sum((pc - ac) * c for pc, ac, c in zip(p, a, ab)) / length2))
+        return distance(p, [ac + u * c for ac, c in zip(a, ab)])
+    return max(min(to_segment(p, a, b) for a, b in zip(waypoints, waypoints[1:])) for p in path)
+
+
+@pytest.mark.parametrize("wind, max_cross_track", [((0.0, 0.0), 1.0), ((2.0, 1.0), 1.0), ((4.0, -2.0), 2.5)])
+def test_a_multirotor_follows_the_lines_and_reaches_every_waypoint(wind, max_cross_track):
+    model = VehicleModel(VehicleConfig(seed=3, wind=wind, wind_gust=0.3 if any(wind) else 0.0))
+    run, t, path = closed_loop(model, WaypointPlan(SQUARE, tolerance=0.5))
+    assert run.finished.is_set(), f"not done after {t:.0f} s"
+    assert distance(model.state.position, SQUARE[-1]) <= 0.5
+    assert t < 40.0
+    assert cross_track(path[150:], SQUARE) < max_cross_track  # after the climb to the first waypoint
+
+
+def test_a_ground_robot_reaches_its_waypoints():
+    model = VehicleModel(VehicleConfig(kind="ground", seed=3))
+    waypoints = [(10, 0, 0), (10, 10, 0), (0, 10, 0), (0, 0, 0)]
+    run, t, path = closed_loop(model, WaypointPlan(waypoints, tolerance=0.5), kind="ground", speed=2.0)
+    assert run.finished.is_set() and distance(model.state.position, waypoints[-1]) <= 0.5
+    assert cross_track(path, [(0, 0, 0), *waypoints]) < 0.5
+
+
+def test_the_last_waypoint_counts_only_once_the_vehicle_has_settled():
+    plan = WaypointPlan([(0, 0, 5)], tolerance=1.0, settle_speed=0.3)
+    assert not plan.step(Pose(0.2, 0, 5, 0, vx=2.0), 0.0).done
+    assert plan.step(Pose(0.2, 0, 5, 0, vx=0.1), 0.1).done
+
+
+def test_steering_aims_ahead_on_the_leg_to_pull_back_onto_the_line():
+    plan = WaypointPlan([(10, 0, 0), (20, 0, 0)], tolerance=0.5, lookahead=2.0)
+    plan.step(Pose(0, 0, 0, 0), 0.0)  # the leg starts here
+    step = plan.step(Pose(4, 3, 0, 0), 0.1)  # 3 m off to the side
+    assert step.target == pytest.approx((6.0, 0.0, 0.0))
+    assert step.goal_distance > 6.0  # straight on at waypoint 1: no full stop there
+
+
+def test_progress_follows_the_distance_left_along_the_path():
+    plan = WaypointPlan([(10, 0, 0), (10, 10, 0)], tolerance=0.5)
+    run = MotionRun(plan, PositionController(), speed=5.0)
+    run.on_odometry(Pose(0, 0, 0, 0), 0.0)
+    assert run.status.remaining == pytest.approx(20.0) and run.status.progress == 0.0
+    run.on_odometry(Pose(10, 0, 0, 0), 1.0)
+    assert run.status.waypoint == 1 and run.status.progress == pytest.approx(0.5)
+    assert run.status.message == "to waypoint 2/2, 10.0 m left"
+
+
+def test_hold_keeps_the_position_against_wind_for_its_duration():
+    model = VehicleModel(VehicleConfig(seed=2, wind=(3.0, 0.0)), position=(5, 5, 10))
+    run, t, path = closed_loop(model, HoldPlan((5, 5, 10), duration=20.0))
+    assert run.finished.is_set() and t == pytest.approx(20.0, abs=0.1)
+    assert max(distance(p, (5, 5, 10)) for p in path[-250:]) < 0.5  # the last 5 s, once the wind is estimated
+
+
+def test_land_descends_until_on_the_ground():
+    model = VehicleModel(VehicleConfig(seed=2), position=(3, 4, 6))
+    run, t, path = closed_loop(model, LandPlan((3, 4, 6), descent_speed=1.0))
+    assert run.finished.is_set() and model.state.position[2] == 0.0
+    assert distance(model.state.position[:2], (3, 4)) < 0.3
+
+
+def test_geofence_polygon_and_altitudes():
+    fence = Geofence.from_flat([0, 0, 100, 0, 100, 50, 0, 50], 0.0, 120.0)
+    assert fence.violation(50, 25, 10) == ""
+    assert fence.violation(150, 25, 10) == "outside the fence's polygon"
+    assert fence.violation(50, 25, 130) == "above the fence's maximum altitude 120 m"
+    assert fence.violation(50, 25, -1) == "below the fence's minimum altitude 0 m"
+    assert Geofence().violation(1e6, -1e6, 1e4) == ""
+
+
+def test_a_malformed_geofence_is_refused():
+    with pytest.raises(ValueError, match="x, y pairs of at least 3 corners"):
+        Geofence.from_flat([0, 0, 1, 1], 0, 10)
+
+
+def test_enu_and_geodetic_round_trip():
+    origin = (47.397742, 8.545594, 488.0)
+    lat, lon, alt = enu_to_geodetic(100.0, -50.0, 12.0, origin)
+    assert lat < origin[0] and lon > origin[1] and alt == 500.0
+    assert geodetic_to_enu(lat, lon, alt, origin) == pytest.approx((100.0, -50.0, 12.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("yaw", [0.0, 1.0, -2.5, math.pi - 0.01])
+def test_yaw_quaternion_round_trip(yaw):
+    assert quaternion_to_yaw(*yaw_to_quaternion(yaw)) == pytest.approx(yaw)
