@@ -18,6 +18,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/missions", glob("config/missions/*.yaml")),
+        (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*.sdf")),
     ],
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
@@ -29,6 +31,7 @@ setup(
             "intelligence_engine = qai_intelligence.node:main",
             "quantum_bridge = qai_quantum_bridge.node:main",
             "io_engine = qai_io.node:main",
+            "sim_vehicle = qai_io.sim_node:main",
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
             "qai-mission = qai_mission.cli:main",

@@ -3,6 +3,7 @@ and the capability announcement the mission engine routes tasks by."""
 
 from __future__ import annotations
 
+import array
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -30,9 +32,14 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 _INT64_MAX = 2**63 - 1
 
 
+_ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_ARRAY}
+
+
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
-    if spec.min is not None or spec.max is not None:
+    if spec.is_array:
+        descriptor.type = _ARRAY_TYPES[spec.item_type].value
+    elif spec.min is not None or spec.max is not None:
         if spec.type is float:
             descriptor.floating_point_range = [FloatingPointRange(
                 from_value=float(spec.min if spec.min is not None else -sys.float_info.max),
@@ -51,7 +58,9 @@ class EngineNode(Node):
         super().__init__(node_name, **kwargs)
         self.task_server: TaskServer | None = None
         for spec in (*COMMON_PARAMETERS, *parameters):
-            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
+            # An empty list has no ROS type: declare the array's type; an unset array reads as [].
+            default = _ARRAY_TYPES[spec.item_type] if spec.is_array and not spec.default else spec.default
+            self.declare_parameter(spec.name, default, parameter_descriptor(spec))
         self.robot_id = (self.get_parameter("robot_id").value
                          or self.get_namespace().strip("/").replace("/", "_") or "robot")
         self._started_at = time.monotonic()
@@ -66,6 +75,14 @@ class EngineNode(Node):
         self.create_timer(self.get_parameter("announce_period").value, self.announce_capabilities,
                           clock=self._steady_clock)
         self.add_post_set_parameters_callback(self._on_parameters_set)
+
+    def param(self, name: str):
+        """A parameter's value; an array parameter left unset reads as []."""
+        try:
+            value = self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return []
+        return list(value) if isinstance(value, (list, tuple, array.array)) else value
 
     def serve(self, kinds: Sequence[ServedKind], max_workers: int = 8) -> None:
         """Serve these task kinds through RunTask at <node>/run_task (announced by start())."""
@@ -84,6 +101,10 @@ class EngineNode(Node):
     def health(self) -> tuple[Level, str, dict[str, str]]:
         """Level, one-line message and values for the heartbeat."""
         return Level.OK, "running", {}
+
+    def extra_statuses(self) -> list[tuple[str, Level, str, dict[str, str]]]:
+        """Further statuses for the heartbeat, named '<node>: <name>' (e.g. one per sensor stream)."""
+        return []
 
     def task_kinds(self) -> list[TaskKind]:
         """The task kinds this engine serves right now."""
@@ -115,6 +136,11 @@ class EngineNode(Node):
             common.update({f"tasks_{outcome}": str(n) for outcome, n in self.task_server.counts.items()})
         status.values = [KeyValue(key=key, value=str(value)) for key, value in {**common, **values}.items()]
         array = DiagnosticArray(status=[status])
+        for name, extra_level, extra_text, extra_values in self.extra_statuses():
+            extra = DiagnosticStatus(name=f"{status.name}: {name}", hardware_id=self.robot_id, message=extra_text,
+                                     values=[KeyValue(key=k, value=str(v)) for k, v in extra_values.items()])
+            extra.level = bytes([int(extra_level)])
+            array.status.append(extra)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
 

@@ -36,5 +36,7 @@ NODE_TYPES: dict[str, NodeType] = {
                  "optimisation on qiskit-aer or a cloud QPU, with classical fallback"),
         NodeType("io_engine", "qai_io.node:main", "qai_io.parameters",
                  "sensors and actuators over DDS"),
+        NodeType("sim_vehicle", "qai_io.sim_node:main", "qai_io.sim_parameters",
+                 "simulated multirotor or ground robot with Gazebo's topics"),
     )
 }

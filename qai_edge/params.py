@@ -9,11 +9,13 @@ from typing import Any, Sequence
 
 # The Python types a ROS parameter can take, by the name used in error messages.
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One ROS parameter: its type, default, documentation and allowed range."""
+    """One ROS parameter: its type, default, documentation and allowed range. A list default makes an
+    array parameter whose items are `item_type` (ROS cannot tell the type of an empty list)."""
 
     name: str
     default: Any
@@ -21,19 +23,37 @@ class ParamSpec:
     min: float | None = None
     max: float | None = None
     read_only: bool = False
+    item_type: type | None = None  # for array parameters: float or str
 
     @property
     def type(self) -> type:
         return type(self.default)
 
+    @property
+    def is_array(self) -> bool:
+        return isinstance(self.default, list)
+
     def check(self, value: Any) -> Any:
         """Return `value` coerced to this parameter's type, or raise ValueError saying what was expected."""
-        expected = _TYPE_NAMES[self.type]
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+        if self.is_array:
+            if not isinstance(value, list):
+                raise ValueError(f"expected a list of {_PLURALS[self.item_type]}, got {value!r}")
+            checked = []
+            for index, item in enumerate(value):
+                try:
+                    checked.append(self._check_scalar(item, self.item_type))
+                except ValueError as error:
+                    raise ValueError(f"item {index}: {error}") from None
+            return checked
+        return self._check_scalar(value, self.type)
+
+    def _check_scalar(self, value: Any, kind: type) -> Any:
+        expected = _TYPE_NAMES[kind]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if type(value) is not self.type:
+        if type(value) is not kind:
             raise ValueError(f"expected {expected}, got {value!r}")
-        if self.type is float and not math.isfinite(value):
+        if kind is float and not math.isfinite(value):
             raise ValueError(f"expected a finite number, got {value!r}")
         if self.min is not None and value < self.min:
             raise ValueError(f"must be >= {self.min}, got {value!r}")

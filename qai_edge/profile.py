@@ -222,6 +222,8 @@ def parse_profile(data: Any, source: str = "<profile>", namespace: str | None = 
                     parameters[param] = spec.check(value)
                 except ValueError as error:
                     raise fail(f"{source_key}.{param}", str(error)) from None
+        # An empty array has no ROS type, so it cannot go in a params file: leaving it out means "unset".
+        parameters = {key: value for key, value in parameters.items() if value != []}
         specs.append(NodeSpec(name=name, executable=executable, namespace=ns, parameters=parameters,
                               restart=RestartPolicy(respawn=respawn, **sup)))
 

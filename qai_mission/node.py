@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from functools import partial
+from pathlib import Path
 
 from action_msgs.msg import GoalStatus
 from diagnostic_msgs.msg import DiagnosticArray
@@ -29,12 +30,13 @@ from unique_identifier_msgs.msg import UUID
 from qai_edge.convert import decoded_key_values, kind_from_msg
 from qai_edge.engine_node import CAPABILITIES_TOPIC, DIAGNOSTICS_TOPIC, EngineNode, spin_node
 from qai_edge.health import Level
+from qai_edge.paths import share_file
 from qai_edge.qos import ACTION_QOS_ARGUMENTS, CAPABILITIES_QOS, MISSION_STATES_QOS
 from qai_edge.tasks import ServedKind, TaskKindSpec
 from qai_interfaces.action import ExecuteMission, RunTask
-from qai_interfaces.msg import EngineCapabilities, MissionState
+from qai_interfaces.msg import EngineCapabilities, Event, MissionState
 from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
-from qai_mission.codec import MissionFormatError
+from qai_mission.codec import MissionFormatError, load_mission_file
 from qai_mission.journal import Journal, JournalError
 from qai_mission.messages import mission_from_msg, mission_state_msg, task_from_msg, task_state_msg, task_to_msg
 from qai_mission.model import TASK_ID, KindRoute, MissionSpec, MissionStatus
@@ -119,6 +121,9 @@ class MissionEngine(EngineNode):
         self.create_service(AddTasks, "add_tasks", self._on_add_tasks)
         self.create_service(CancelTask, "cancel_task", self._on_cancel_task)
         self.create_service(GetMissionState, "get_mission_state", self._on_get_mission_state)
+        self.event_missions = self._load_event_missions(self.param("event_missions"))
+        self._event_mission_running: dict[str, str] = {}  # event code -> mission id
+        self.create_subscription(Event, "events", self._on_event, 10)
         self.create_timer(param("tick_period"), self._on_tick)
         self.create_timer(0.2, self._check_engines, clock=self._steady_clock)
         self.serve([ServedKind(WAIT_KIND, run_wait)])
@@ -437,6 +442,47 @@ class MissionEngine(EngineNode):
                 self._flush()
                 return CancelResponse.ACCEPT
         return CancelResponse.REJECT
+
+    # -- Events -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_event_missions(rules: list[str]) -> dict[str, MissionSpec]:
+        """'code: path' rules -> mission templates; a bad rule stops the node with the reason."""
+        missions = {}
+        for index, rule in enumerate(rules):
+            code, separator, path = (part.strip() for part in rule.partition(":"))
+            if not separator or not code or not path:
+                raise ValueError(f"event_missions[{index}]: expected 'code: mission file', got {rule!r}")
+            file = Path(path) if Path(path).is_absolute() else share_file("config", path)
+            try:
+                missions[code] = load_mission_file(file, time.time())
+            except MissionFormatError as error:
+                raise ValueError(f"event_missions[{index}]: {error}") from None
+        return missions
+
+    def _on_event(self, event: Event) -> None:
+        template = self.event_missions.get(event.code)
+        if template is None:
+            return
+        running = self._event_mission_running.get(event.code)
+        if running and running in self.scheduler.missions and not self.scheduler.missions[running].status.terminal:
+            return
+        mission_id = f"{event.code}-{uuid.uuid4().hex[:6]}"
+        spec = MissionSpec(mission_id, template.name or event.code, template.tasks)
+        problem = self._admission_problem(spec)
+        if not problem:
+            try:
+                check_tasks(spec.tasks, self.scheduler.routes, self._now())
+            except MissionInvalid as error:
+                problem = str(error)
+        if problem:
+            self.get_logger().error(f"event {event.code} from {event.source}: cannot start its mission: {problem}")
+            return
+        self.get_logger().warning(f"event {event.code} from {event.source} ({event.message}): "
+                                  f"starting mission {mission_id}")
+        self._event_mission_running[event.code] = mission_id
+        self.scheduler.add_mission(spec)
+        self._flush()
 
     # -- Services -------------------------------------------------------------------------------
 

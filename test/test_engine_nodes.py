@@ -9,6 +9,14 @@ from harness import pid_alive, status_level, status_values, unique_namespace
 from qai_edge.nodes import NODE_TYPES
 
 ENGINES = sorted(NODE_TYPES)
+# The io_engine is OK only with sensor streams to watch: it runs beside the simulated vehicle.
+COMPANIONS = {"io_engine": ("sim_vehicle",)}
+
+
+def start_with_companions(processes, executable, namespace, parameters=None):
+    for companion in COMPANIONS.get(executable, ()):
+        processes.start_node(companion, namespace=namespace, parameters={"heartbeat_period": 0.2})
+    return processes.start_node(executable, namespace=namespace, parameters=parameters)
 # First contact between fresh processes takes about a second (discovery); leave room on a loaded CI box.
 DISCOVERY_TIMEOUT = 20.0
 
@@ -16,13 +24,13 @@ DISCOVERY_TIMEOUT = 20.0
 @pytest.mark.parametrize("executable", ENGINES)
 def test_engine_reports_ok_on_diagnostics_from_its_own_process(executable, processes, ros_probe):
     namespace = unique_namespace()
-    node = processes.start_node(executable, namespace=namespace,
-                                parameters={"robot_id": "rover7", "heartbeat_period": 0.2})
+    node = start_with_companions(processes, executable, namespace,
+                                 {"robot_id": "rover7", "heartbeat_period": 0.2})
     ros_probe.watch_diagnostics()
     name = f"{namespace}/{executable}"
-    status = ros_probe.spin_until(lambda: ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
-                                  lambda: f"a heartbeat from {name}\n{node.log()}")
-    assert status_level(status) == 0, status.message
+    status = ros_probe.spin_until(lambda: ros_probe.latest_status(name) and status_level(
+        ros_probe.latest_status(name)) == 0 and ros_probe.latest_status(name), DISCOVERY_TIMEOUT,
+        lambda: f"an OK heartbeat from {name}: {ros_probe.latest_status(name)}\n{node.log()}")
     assert status.hardware_id == "rover7"
     values = status_values(status)
     assert values["pid"] == str(node.pid)  # from that process, not from a stale one

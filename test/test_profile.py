@@ -17,10 +17,10 @@ def write(tmp_path, text):
     return path
 
 
-def test_shipped_profile_runs_the_four_engines():
+def test_shipped_profile_runs_the_four_engines_and_the_simulated_vehicle():
     profile = load_profile()
     assert {spec.executable for spec in profile.nodes} == {
-        "mission_engine", "intelligence_engine", "quantum_bridge", "io_engine"}
+        "mission_engine", "intelligence_engine", "quantum_bridge", "io_engine", "sim_vehicle"}
     assert profile.namespace == "/"
     for spec in profile.nodes:
         assert spec.parameters["robot_id"] == "robot"
@@ -38,6 +38,20 @@ def test_shipped_profile_documents_every_declared_parameter_with_its_default():
                 continue
             assert param in documented, f"config/edge.yaml does not document {name}.{param}"
             assert documented[param] == spec.default, f"config/edge.yaml: {name}.{param} is not the default"
+
+
+def test_array_parameters_are_checked_and_empty_ones_left_unset(tmp_path):
+    profile = load_profile(write(tmp_path, """
+        nodes:
+          io_engine: {parameters: {geofence_polygon: [0, 0, 10, 0, 10, 10], home: []}}
+    """))
+    (io,) = profile.nodes
+    assert io.parameters["geofence_polygon"] == [0.0, 0.0, 10.0, 0.0, 10.0, 10.0]
+    assert "home" not in io.parameters  # an empty array has no ROS type: unset
+    with pytest.raises(ProfileError, match=r"nodes.io_engine.parameters.home: item 1: expected a number, got 'x'"):
+        load_profile(write(tmp_path, "nodes: {io_engine: {parameters: {home: [1, x, 3]}}}\n"))
+    with pytest.raises(ProfileError, match="nodes.io_engine.parameters.home: expected a list of numbers"):
+        load_profile(write(tmp_path, "nodes: {io_engine: {parameters: {home: 5}}}\n"))
 
 
 def test_namespace_robot_id_and_parameters_resolve(tmp_path):
