@@ -22,9 +22,11 @@ and the same ROS_DOMAIN_ID as the nodes.
 """
 
 
-def print_update(started: float):
-    """An on_update callback printing each task change as one line, stamped from `started`."""
+def print_update(started: float, progress_interval: float = 1.0):
+    """An on_update callback printing task changes, one line each, stamped from `started`: at once when a
+    task's state or attempt changes, otherwise (progress) at most every `progress_interval` seconds."""
     announced = []
+    last: dict[str, tuple] = {}  # task id -> (state, attempt, time printed)
 
     def show(snapshot, changed):
         from qai_mission.client import progress_text
@@ -32,8 +34,13 @@ def print_update(started: float):
         if not announced:
             announced.append(snapshot.mission_id)
             print(f"mission {snapshot.mission_id} accepted: {snapshot.tasks_total} tasks", flush=True)
-        stamp = f"{time.monotonic() - started:7.1f}s"
+        now = time.monotonic()
+        stamp = f"{now - started:7.1f}s"
         for task in changed:
+            state, attempt, printed = last.get(task.id, (None, None, -1e9))
+            if (task.state, task.attempt) == (state, attempt) and now - printed < progress_interval:
+                continue
+            last[task.id] = (task.state, task.attempt, now)
             print(f"{stamp}  {progress_text(task)}", flush=True)
         if not changed:
             print(f"{stamp}  mission {snapshot.mission_id}: {snapshot.state.name}", flush=True)
