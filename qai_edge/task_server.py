@@ -56,6 +56,9 @@ class TaskServer:
                                     cancel_callback=self._on_cancel_request,
                                     callback_group=ReentrantCallbackGroup(), **ACTION_QOS_ARGUMENTS)
 
+    def _ros_now(self) -> float:
+        return self._node.get_clock().now().nanoseconds * 1e-9
+
     @property
     def running(self) -> int:
         return len(self._running)
@@ -107,7 +110,7 @@ class TaskServer:
 
         request = TaskRequest(mission_id=goal.mission_id, task_id=task.id, kind=task.kind, attempt=goal.attempt,
                               parameters=parameters, timeout=optional_seconds_from_duration(task.timeout))
-        running = _RunningGoal(goal_handle, TaskContext(self._feedback_publisher(goal_handle)))
+        running = _RunningGoal(goal_handle, TaskContext(self._feedback_publisher(goal_handle), clock=self._ros_now))
         with self._lock:
             self._running[key] = running
             self._by_goal_id[bytes(goal_handle.goal_id.uuid)] = running

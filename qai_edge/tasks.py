@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -125,11 +126,14 @@ class TaskRequest:
 
 
 class TaskContext:
-    """Handed to a handler: feedback out, cancellation in. Thread-safe."""
+    """Handed to a handler: feedback out, cancellation in, and the engine's clock (ROS time: simulated
+    time under use_sim_time). Thread-safe."""
 
-    def __init__(self, publish_feedback: Callable[[float, str, Mapping[str, Any]], None] = lambda *a: None):
+    def __init__(self, publish_feedback: Callable[[float, str, Mapping[str, Any]], None] = lambda *a: None,
+                 clock: Callable[[], float] = time.monotonic):
         self._publish_feedback = publish_feedback
         self._canceled = threading.Event()
+        self.now = clock
 
     @property
     def canceled(self) -> bool:
@@ -143,9 +147,13 @@ class TaskContext:
             raise TaskCanceled()
 
     def sleep(self, seconds: float) -> None:
-        """Wait, waking at once (with TaskCanceled) when a cancel is requested."""
-        if self._canceled.wait(max(0.0, seconds)):
-            raise TaskCanceled()
+        """Wait `seconds` on the engine's clock, waking at once (with TaskCanceled) when a cancel is
+        requested. Under simulated time it follows the simulation's pace (and pauses with it)."""
+        end = self.now() + max(0.0, seconds)
+        while (left := end - self.now()) > 0:
+            if self._canceled.wait(min(left, 0.05)):
+                raise TaskCanceled()
+        self.check_canceled()
 
     def feedback(self, progress: float = math.nan, status: str = "", **values: Any) -> None:
         self._publish_feedback(progress, status, values)

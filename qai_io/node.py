@@ -160,7 +160,12 @@ class IoEngine(EngineNode):
     # -- Sensors ----------------------------------------------------------------------------------
 
     def _now(self) -> float:
+        """Wall clock: stream health and safety waits, which must not stop when a simulated clock does."""
         return time.monotonic()
+
+    def _ros_now(self) -> float:
+        """The node's clock (simulated under use_sim_time): task durations, timeouts, controller time."""
+        return self.get_clock().now().nanoseconds * 1e-9
 
     def _offer(self, stream: str, values: dict[str, float]) -> bool:
         accepted = self.monitors[stream].offer(values, self._now())
@@ -182,7 +187,8 @@ class IoEngine(EngineNode):
             self.home = self.pose.position
         run = self._motion
         if run is not None:
-            command = run.on_odometry(self.pose, self._now())
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            command = run.on_odometry(self.pose, stamp if stamp > 0 else self._ros_now())
             self._publish_command(command)
             if self.controller_mode == "external" and run.status is not None:
                 target = PointStamped()
@@ -261,7 +267,7 @@ class IoEngine(EngineNode):
             if self._motion is not None:
                 raise TaskFailed("another motion task is running on this vehicle", retryable=True)
             self._motion = run
-        started = self._now()
+        started, started_ros = self._now(), self._ros_now()
         try:
             while not run.finished.wait(0.05):
                 now = self._now()
@@ -275,7 +281,7 @@ class IoEngine(EngineNode):
                     message = f"{what}: odometry stale for {age:.1f} s; stopped the vehicle"
                     self.publish_event("odometry_stale", Event.ERROR, message, {"age": round(age, 2)})
                     raise TaskFailed(message, retryable=True)
-                if timeout is not None and now - started > timeout:
+                if timeout is not None and self._ros_now() - started_ros > timeout:
                     self._stop_vehicle()
                     raise TaskFailed(f"{what}: not done after {timeout:g} s", retryable=True)
                 if isinstance(run.controller, ExternalController) and run.controller.stale:
@@ -329,12 +335,12 @@ class IoEngine(EngineNode):
         tolerance = parameters.get("tolerance", self.param("arrival_tolerance"))
         speed = self._speed(parameters)
         start = pose.position
-        began = self._now()
+        began = self._ros_now()
         plan = WaypointPlan(waypoints, tolerance, hold=parameters.get("hold", 0.0))
         final = self._run_motion(context, plan, speed, request.timeout, "navigate")
         path = sum(distance(a, b) for a, b in zip([start, *waypoints], waypoints))
         return {"position": [round(c, 3) for c in final.position], "waypoints_reached": len(waypoints),
-                "distance": round(path, 2), "duration": round(self._now() - began, 2)}
+                "distance": round(path, 2), "duration": round(self._ros_now() - began, 2)}
 
     def hold(self, request, context):
         pose = self._require_pose()
@@ -385,9 +391,9 @@ class IoEngine(EngineNode):
         summary = ScanSummary()
         with self._scan_lock:
             self._scans.append(summary)
-        started = self._now()
+        started = context.now()
         try:
-            while (left := started + duration - self._now()) > 0:
+            while (left := started + duration - context.now()) > 0:
                 context.feedback(progress=1.0 - left / duration, status=f"scanning, {left:.1f} s left")
                 context.sleep(min(left, 0.2))
         finally:

@@ -55,8 +55,8 @@ WAIT_KIND = TaskKindSpec(
 
 def run_wait(request, context):
     seconds = float(request.parameters["seconds"])
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    deadline = context.now() + seconds
+    while (left := deadline - context.now()) > 0:
         context.feedback(progress=1.0 - left / seconds if seconds else 1.0, status=f"{left:.1f} s to go")
         context.sleep(min(left, 0.5))
     return {"waited": seconds}

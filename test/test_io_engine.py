@@ -202,6 +202,20 @@ def test_the_external_controller_follows_another_nodes_commands_and_stops_withou
     assert stack.wait(sent).canceled
 
 
+def test_faster_than_real_time_with_the_simulator_owning_the_clock(processes, ros_probe):
+    """real_time_factor 5 with /clock: the io_engine on use_sim_time times tasks in simulated seconds."""
+    stack = IoStack(processes, ros_probe, sim_parameters={"real_time_factor": 5.0, "publish_clock": True},
+                    io_parameters={"use_sim_time": True})
+    began = time.monotonic()
+    hold = stack.run("hold", {"duration": 10.0})
+    wall = time.monotonic() - began
+    assert hold.succeeded and wall < 5.0, f"10 simulated seconds took {wall:.1f} s"
+    began = time.monotonic()
+    flight = stack.run("navigate", {"waypoints": [[0, 0, 4], [20, 0, 4]], "speed": 4.0})
+    wall = time.monotonic() - began
+    assert flight.succeeded and flight.result["duration"] / wall > 3.0, (flight.result["duration"], wall)
+
+
 def test_a_second_motion_task_is_refused_while_one_runs(stack):
     first = stack.send("hold", {"duration": 3.0})
     wait_for(lambda: stack.probe.spin_for(0.1) or any(f.status.startswith("holding") for f in first[2]),

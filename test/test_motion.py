@@ -6,42 +6,27 @@ import pytest
 
 from qai_io.geo import Geofence, enu_to_geodetic, geodetic_to_enu, quaternion_to_yaw, yaw_to_quaternion
 from qai_io.motion import HoldPlan, LandPlan, MotionRun, Pose, PositionController, WaypointPlan, distance
+from qai_io.simulation import cross_track_errors, fly
 from qai_io.vehicle_model import VehicleConfig, VehicleModel
 
 SQUARE = [(0, 0, 5), (20, 0, 5), (20, 20, 8), (0, 20, 5), (0, 0, 5)]
 
 
-def closed_loop(model, plan, kind="multirotor", speed=5.0, limit=200.0, odom_period=0.02):
-    """Odometry at 50 Hz; one command per odometry message, as the io_engine does."""
-    run = MotionRun(plan, PositionController(kind=kind), speed)
-    t, path = 0.0, []
-    while not run.finished.is_set() and t < limit:
-        position, yaw, body, _ = model.odometry()
-        vx, vy, vz = model.state.velocity
-        command = run.on_odometry(Pose(*position, yaw, vx, vy, vz), t)
-        for _ in range(round(odom_period / 0.01)):
-            model.command(*command)
-            model.step(0.01)
-        t += odom_period
-        path.append(tuple(model.state.position))
-    return run, t, path
+def closed_loop(model, plan, kind="multirotor", speed=5.0, limit=200.0):
+    log = fly(model, plan, PositionController(kind=kind), speed=speed, limit=limit)
+    return log, log.duration, log.path
 
 
 def cross_track(path, waypoints):
     """Largest distance of the path from the polyline through the waypoints."""
-    def to_segment(p, a, b):
-        ab = [y - x for x, y in zip(a, b)]
-        length2 = sum(c * c for c in ab) or 1e-12
-        u = max(0.0, min(1.0, sum((pc - ac) * c for pc, ac, c in zip(p, a, ab)) / length2))
-        return distance(p, [ac + u * c for ac, c in zip(a, ab)])
-    return max(min(to_segment(p, a, b) for a, b in zip(waypoints, waypoints[1:])) for p in path)
+    return max(cross_track_errors(path, waypoints))
 
 
 @pytest.mark.parametrize("wind, max_cross_track", [((0.0, 0.0), 1.0), ((2.0, 1.0), 1.0), ((4.0, -2.0), 2.5)])
 def test_a_multirotor_follows_the_lines_and_reaches_every_waypoint(wind, max_cross_track):
     model = VehicleModel(VehicleConfig(seed=3, wind=wind, wind_gust=0.3 if any(wind) else 0.0))
     run, t, path = closed_loop(model, WaypointPlan(SQUARE, tolerance=0.5))
-    assert run.finished.is_set(), f"not done after {t:.0f} s"
+    assert run.finished, f"not done after {t:.0f} s"
     assert distance(model.state.position, SQUARE[-1]) <= 0.5
     assert t < 40.0
     assert cross_track(path[150:], SQUARE) < max_cross_track  # after the climb to the first waypoint
@@ -51,7 +36,7 @@ def test_a_ground_robot_reaches_its_waypoints():
     model = VehicleModel(VehicleConfig(kind="ground", seed=3))
     waypoints = [(10, 0, 0), (10, 10, 0), (0, 10, 0), (0, 0, 0)]
     run, t, path = closed_loop(model, WaypointPlan(waypoints, tolerance=0.5), kind="ground", speed=2.0)
-    assert run.finished.is_set() and distance(model.state.position, waypoints[-1]) <= 0.5
+    assert run.finished and distance(model.state.position, waypoints[-1]) <= 0.5
     assert cross_track(path, [(0, 0, 0), *waypoints]) < 0.5
 
 
@@ -82,14 +67,14 @@ def test_progress_follows_the_distance_left_along_the_path():
 def test_hold_keeps_the_position_against_wind_for_its_duration():
     model = VehicleModel(VehicleConfig(seed=2, wind=(3.0, 0.0)), position=(5, 5, 10))
     run, t, path = closed_loop(model, HoldPlan((5, 5, 10), duration=20.0))
-    assert run.finished.is_set() and t == pytest.approx(20.0, abs=0.1)
+    assert run.finished and t == pytest.approx(20.0, abs=0.1)
     assert max(distance(p, (5, 5, 10)) for p in path[-250:]) < 0.5  # the last 5 s, once the wind is estimated
 
 
 def test_land_descends_until_on_the_ground():
     model = VehicleModel(VehicleConfig(seed=2), position=(3, 4, 6))
     run, t, path = closed_loop(model, LandPlan((3, 4, 6), descent_speed=1.0))
-    assert run.finished.is_set() and model.state.position[2] == 0.0
+    assert run.finished and model.state.position[2] == 0.0
     assert distance(model.state.position[:2], (3, 4)) < 0.3
 
 
