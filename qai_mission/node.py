@@ -45,6 +45,10 @@ from qai_mission.scheduler import Cancel, Dispatch, Reattach, Scheduler
 from qai_mission.validation import MissionInvalid, check_tasks
 
 GOAL_RESPONSE_TIMEOUT = 10.0  # s
+# A result request (or its answer) can be lost while the engine's side of the result service is still
+# matching ours; asking again is harmless, so a goal's result is asked for again at these periods.
+RESULT_REQUEST_PERIOD = 10.0  # s, running goals
+REATTACH_REQUEST_PERIOD = 2.0  # s, goals reattached after a restart, whose answer should be immediate
 
 WAIT_KIND = TaskKindSpec(
     name="wait", description="Wait a number of seconds (on the ROS clock of the mission engine).",
@@ -93,6 +97,8 @@ class MissionEngine(EngineNode):
         self._pending_feedback: dict[str, dict] = {}  # mission id -> {task id: task}
         self._last_state_sent: dict[str, float] = {}
         self._awaiting_acceptance: dict[str, tuple] = {}  # goal id -> (sent at, task, attempt, engine link)
+        self._following: dict[str, tuple] = {}  # goal id -> (task, attempt, engine link, handle, reattached)
+        self._result_asked_at: dict[str, float] = {}
         self._group = ReentrantCallbackGroup()
 
         self.journal: Journal | None = None
@@ -199,6 +205,9 @@ class MissionEngine(EngineNode):
 
     def _engine_down(self, link: EngineLink) -> None:
         link.up = False
+        for goal_id in link.goals:
+            self._following.pop(goal_id, None)
+            self._result_asked_at.pop(goal_id, None)
         link.goals.clear()
         link.cancel_when_accepted.clear()
         self.scheduler.engine_lost(link.name)
@@ -284,6 +293,7 @@ class MissionEngine(EngineNode):
 
     def _on_tick(self) -> None:
         self._expire_unanswered_goals()
+        self._ask_again_for_results()
         self.scheduler.tick()
         self._flush()
         self._send_states(self._now())
@@ -331,8 +341,21 @@ class MissionEngine(EngineNode):
 
     def _follow(self, task, attempt, link: EngineLink, goal_id: str, handle, reattached: bool) -> None:
         link.goals[goal_id] = handle
+        self._following[goal_id] = (task, attempt, link, handle, reattached)
+        self._request_result(goal_id)
+
+    def _request_result(self, goal_id: str) -> None:
+        task, attempt, link, handle, reattached = self._following[goal_id]
+        self._result_asked_at[goal_id] = time.monotonic()
         handle.get_result_async().add_done_callback(
             partial(self._on_task_result, task, attempt, link, goal_id, reattached))
+
+    def _ask_again_for_results(self) -> None:
+        now = time.monotonic()
+        for goal_id, (_, _, link, _, reattached) in list(self._following.items()):
+            period = REATTACH_REQUEST_PERIOD if reattached else RESULT_REQUEST_PERIOD
+            if link.up and now - self._result_asked_at.get(goal_id, now) > period:
+                self._request_result(goal_id)
 
     def _on_task_feedback(self, task, attempt, feedback_message) -> None:
         feedback = feedback_message.feedback
@@ -340,6 +363,9 @@ class MissionEngine(EngineNode):
         self._flush()
 
     def _on_task_result(self, task, attempt, link: EngineLink, goal_id: str, reattached: bool, future: Future) -> None:
+        if self._following.pop(goal_id, None) is None:
+            return  # answered already (results are asked for again until one comes)
+        self._result_asked_at.pop(goal_id, None)
         link.goals.pop(goal_id, None)
         response = future.result()
         status, result = response.status, response.result
