@@ -25,6 +25,7 @@ from rclpy.task import Future
 
 from qai_edge.qos import ACTION_QOS_ARGUMENTS
 from qai_edge.convert import key_values, kind_to_msg, optional_seconds_from_duration
+from qai_edge.workers import call_soon, in_worker
 from qai_edge.tasks import (ServedKind, TaskCanceled, TaskContext, TaskFailed, TaskRequest, decode_values,
                             has_non_finite)
 from qai_interfaces.action import RunTask
@@ -80,12 +81,6 @@ class TaskServer:
             goal.context.request_cancel()
         return CancelResponse.ACCEPT
 
-    def _call_soon(self, fn, *args) -> None:
-        """Run fn on the executor's thread (rclpy futures and goal handles are not for worker threads)."""
-        executor = self._node.executor
-        if executor is not None:
-            executor.create_task(fn, *args)
-
     async def _execute(self, goal_handle):
         goal = goal_handle.request
         task = goal.task
@@ -114,16 +109,15 @@ class TaskServer:
         with self._lock:
             self._running[key] = running
             self._by_goal_id[bytes(goal_handle.goal_id.uuid)] = running
-        done = Future()
-        self._pool.submit(self._run_handler, served, request, running.context, done)
         try:
-            outcome, value = await done
+            _, (outcome, value) = await in_worker(self._node, self._pool, self._run_handler, served, request,
+                                                  running.context)
         finally:
             with self._lock:
                 if self._running.get(key) is running:
                     del self._running[key]
                 self._by_goal_id.pop(bytes(goal_handle.goal_id.uuid), None)
-            self._call_soon(running.finished.set_result, None)  # wakes a goal waiting to replace this one
+            call_soon(self._node, running.finished.set_result, None)  # wakes a goal waiting to replace this one
 
         if outcome == "succeeded":
             self.counts["succeeded"] += 1
@@ -144,7 +138,7 @@ class TaskServer:
         goal_handle.abort()
         return RunTask.Result(retryable=retryable, message=message)
 
-    def _run_handler(self, served: ServedKind, request: TaskRequest, context: TaskContext, done: Future) -> None:
+    def _run_handler(self, served: ServedKind, request: TaskRequest, context: TaskContext) -> tuple:
         try:
             result = served.handler(request, context)
             result = dict(result or {})
@@ -158,7 +152,7 @@ class TaskServer:
         except Exception as error:  # a bug in a handler fails the task, not the engine
             self._node.get_logger().error(f"{request.kind} handler raised:\n{traceback.format_exc()}")
             outcome = ("failed", TaskFailed(f"{type(error).__name__}: {error}", retryable=True))
-        self._call_soon(done.set_result, outcome)
+        return outcome
 
     def _feedback_publisher(self, goal_handle):
         last = [0.0]
@@ -170,7 +164,7 @@ class TaskServer:
             last[0] = now
             feedback = RunTask.Feedback(progress=float(progress) if progress is not None else math.nan,
                                         status=status, values=key_values(values))
-            self._call_soon(self._publish_if_active, goal_handle, feedback)
+            call_soon(self._node, self._publish_if_active, goal_handle, feedback)
 
         return publish
 

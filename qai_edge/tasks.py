@@ -30,8 +30,10 @@ class TaskFailed(Exception):
         self.retryable = retryable
 
 
-class TaskCanceled(Exception):
-    """Raised inside a handler (by TaskContext.sleep / check_canceled) once a cancel was requested."""
+class TaskCanceled(BaseException):
+    """Raised inside a handler (by TaskContext.sleep / check_canceled) once a cancel was requested. A
+    BaseException, as asyncio's CancelledError is, so code guarding against failures with `except
+    Exception` (a solver falling back when its backend fails) does not swallow a cancel."""
 
 
 # -- JSON values: task parameters, results and feedback values travel as JSON text ---------------
