@@ -17,12 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class FlightStack(IoStack):
-    def __init__(self, processes, probe, tmp_path, **kwargs):
+    def __init__(self, processes, probe, tmp_path, with_bridge=False, **kwargs):
         super().__init__(processes, probe, **kwargs)
+        if with_bridge:
+            processes.start_node("quantum_bridge", namespace=self.namespace, parameters={"heartbeat_period": 0.2})
         self.mission_engine = processes.start_node("mission_engine", namespace=self.namespace, parameters={
             "data_dir": str(tmp_path / "data"), "heartbeat_period": 0.2, "engine_timeout": 1.5})
-        probe.spin_until(lambda: "navigate" in self.values("mission_engine").get("kinds_routed", ""), 30.0,
-                         lambda: f"the mission engine to route navigate\n{self.logs()}")
+        needed = {"navigate", *(("plan_route",) if with_bridge else ())}
+        probe.spin_until(lambda: needed <= set(self.values("mission_engine").get("kinds_routed", "").split(",")),
+                         30.0, lambda: f"the mission engine to route {needed}\n{self.logs()}")
         self.missions = MissionClient(namespace=self.namespace)
 
     def values(self, node):
@@ -34,7 +37,7 @@ class FlightStack(IoStack):
 
 @pytest.fixture
 def flight(processes, ros_probe, tmp_path):
-    stack = FlightStack(processes, ros_probe, tmp_path)
+    stack = FlightStack(processes, ros_probe, tmp_path, with_bridge=True)
     try:
         yield stack
     finally:
@@ -54,6 +57,21 @@ def test_a_navigate_and_scan_mission_flies_the_waypoints_and_returns_the_scans(f
     assert math.dist(scan1["position"], (10, 0, 4)) < 0.6 and math.dist(scan2["position"], (10, 8, 6)) < 0.6
     assert scan1["samples"]["imu"] > 50 and scan2["summary"]["battery.percentage"]["mean"] < 1.0
     assert scan2["gps"][0] > 47.397742  # north of the origin, as 8 m north should be
+
+
+def test_a_planned_route_is_flown_in_the_order_the_quantum_bridge_returns(flight):
+    points = [[0, 0, 4], [12, 10, 4], [2, 12, 5], [14, 0, 4]]
+    result = flight.missions.run({"tasks": [
+        {"id": "plan", "kind": "plan_route", "parameters": {"waypoints": points, "solver": "quantum", "seed": 5}},
+        {"id": "fly", "kind": "navigate", "depends_on": ["plan"],
+         "parameters": {"waypoints": {"$result": "plan.waypoints"}, "speed": 5}},
+    ]}, timeout=TIMEOUT)
+    assert result.outcome is MissionOutcome.SUCCEEDED, (result, flight.logs())
+    plan = result.task("plan").result
+    assert plan["solver"] == "qaoa" and plan["verified"] and plan["order"] == [0, 2, 1, 3]
+    fly = result.task("fly").result
+    assert fly["waypoints_reached"] == 4 and math.dist(fly["position"], points[3]) <= 0.5
+    assert fly["distance"] == pytest.approx(plan["cost"] + 4.0, abs=0.5)  # the climb to the first waypoint
 
 
 def test_the_demo_mission_file_runs(flight):

@@ -1,0 +1,183 @@
+"""The quantum_bridge node in its own process: the Optimize action and the task kinds over real DDS."""
+
+import json
+import math
+import time
+
+import pytest
+
+from harness import status_values, unique_namespace
+from qai_edge.qos import ACTION_QOS_ARGUMENTS
+
+TIMEOUT = 60.0
+
+
+class Bridge:
+    def __init__(self, processes, probe, parameters=None):
+        from rclpy.action import ActionClient
+
+        from qai_interfaces.action import Optimize, RunTask
+
+        self.probe = probe
+        self.namespace = unique_namespace()
+        self.process = processes.start_node("quantum_bridge", namespace=self.namespace,
+                                            parameters={"heartbeat_period": 0.2, **(parameters or {})})
+        self.optimize = ActionClient(probe.node, Optimize, f"{self.namespace}/optimize", **ACTION_QOS_ARGUMENTS)
+        self.tasks = ActionClient(probe.node, RunTask, f"{self.namespace}/quantum_bridge/run_task",
+                                  **ACTION_QOS_ARGUMENTS)
+        probe.watch_diagnostics()
+        probe.spin_until(lambda: self.optimize.server_is_ready() and self.tasks.server_is_ready(), TIMEOUT,
+                         lambda: f"the bridge's actions\n{self.process.log()}")
+
+    def send(self, client, goal, feedback=None):
+        sent = client.send_goal_async(goal, feedback_callback=(lambda m: feedback.append(m.feedback))
+                                      if feedback is not None else None)
+        self.probe.spin_until(sent.done, TIMEOUT, "the goal to be accepted")
+        return sent.result()
+
+    def result(self, handle, timeout=TIMEOUT):
+        future = handle.get_result_async()
+        self.probe.spin_until(future.done, timeout, lambda: f"a result\n{self.process.log()}")
+        return future.result()
+
+    def task(self, kind, parameters):
+        from diagnostic_msgs.msg import KeyValue
+
+        from qai_interfaces.action import RunTask
+        from qai_interfaces.msg import Task
+
+        goal = RunTask.Goal(mission_id="test", attempt=1, task=Task(id=kind, kind=kind, parameters=[
+            KeyValue(key=k, value=json.dumps(v)) for k, v in parameters.items()]))
+        response = self.result(self.send(self.tasks, goal))
+        return response.status, {kv.key: json.loads(kv.value) for kv in response.result.result}, response.result
+
+
+@pytest.fixture
+def bridge(processes, ros_probe):
+    return Bridge(processes, ros_probe)
+
+
+def route_goal(points, preference, seed=0, deadline=0.0):
+    from geometry_msgs.msg import Point
+
+    from qai_edge.convert import duration_from_seconds
+    from qai_interfaces.action import Optimize
+    from qai_interfaces.msg import OptimizationProblem
+
+    problem = OptimizationProblem(type=OptimizationProblem.ROUTE,
+                                  waypoints=[Point(x=float(x), y=float(y), z=0.0) for x, y in points])
+    return Optimize.Goal(problem=problem, solver_preference=preference, seed=seed,
+                         deadline=duration_from_seconds(deadline) if deadline else duration_from_seconds(None))
+
+
+def test_optimize_answers_a_route_classically_by_default(bridge):
+    from action_msgs.msg import GoalStatus
+
+    from qai_interfaces.action import Optimize
+
+    response = bridge.result(bridge.send(bridge.optimize, route_goal([(0, 0), (10, 0), (5, 5), (0, 10)],
+                                                                     Optimize.Goal.SOLVER_AUTO)))
+    assert response.status == GoalStatus.STATUS_SUCCEEDED
+    result = response.result
+    assert result.solver == "held_karp" and result.verified and not result.fallback
+    assert list(result.solution.route)[0] == 0 and sorted(result.solution.route) == [0, 1, 2, 3]
+    assert result.solution.feasible and result.solution.cost == pytest.approx(result.reference_cost)
+
+
+def test_optimize_on_the_quantum_path_reports_every_iteration(bridge):
+    from qai_interfaces.action import Optimize
+
+    feedback = []
+    response = bridge.result(bridge.send(bridge.optimize, route_goal([(0, 0), (10, 0), (5, 5), (0, 10)],
+                                                                     Optimize.Goal.SOLVER_QUANTUM, seed=3), feedback))
+    result = response.result
+    assert result.solver == "qaoa" and result.verified and result.backend == "aer_statevector"
+    metadata = {kv.key: json.loads(kv.value) for kv in result.metadata}
+    assert metadata["qubits"] == 9 and metadata["evaluations"] > 5 and metadata["transpiled_depth"] > 0
+    qaoa = [f for f in feedback if f.solver == "qaoa"]
+    assert len(qaoa) >= 5 and [f.evaluations for f in qaoa] == sorted(f.evaluations for f in qaoa)
+    assert math.isfinite(qaoa[-1].best_cost)
+
+
+def test_optimize_refuses_a_nan_cost_naming_it(bridge):
+    from action_msgs.msg import GoalStatus
+
+    from qai_interfaces.action import Optimize
+    from qai_interfaces.msg import OptimizationProblem
+
+    problem = OptimizationProblem(type=OptimizationProblem.ASSIGNMENT, num_tasks=2, num_agents=2,
+                                  costs=[1.0, math.nan, 2.0, 3.0])
+    response = bridge.result(bridge.send(bridge.optimize, Optimize.Goal(problem=problem)))
+    assert response.status == GoalStatus.STATUS_ABORTED
+    assert response.result.message == "costs[0][1]: nan is not a finite number"
+
+
+def test_canceling_optimize_stops_qaoa(bridge):
+    from action_msgs.msg import GoalStatus
+
+    from qai_interfaces.action import Optimize
+
+    feedback = []
+    points = [(0, 0), (10, 0), (5, 5), (0, 10), (7, 7)]  # 16 qubits: seconds of QAOA
+    handle = bridge.send(bridge.optimize, route_goal(points, Optimize.Goal.SOLVER_QUANTUM, deadline=600), feedback)
+    bridge.probe.spin_until(lambda: any(f.solver == "qaoa" for f in feedback), TIMEOUT, "QAOA to start")
+    began = time.monotonic()
+    cancel = handle.cancel_goal_async()
+    bridge.probe.spin_until(cancel.done, TIMEOUT, "the cancel to be accepted")
+    assert bridge.result(handle).status == GoalStatus.STATUS_CANCELED
+    assert time.monotonic() - began < 5.0
+
+
+def test_plan_route_returns_an_order_and_the_waypoints_in_it(bridge):
+    from action_msgs.msg import GoalStatus
+
+    status, result, _ = bridge.task("plan_route", {"waypoints": [[0, 0, 4], [12, 10, 4], [2, 12, 5], [14, 0, 4]]})
+    assert status == GoalStatus.STATUS_SUCCEEDED
+    assert result["order"] == [0, 2, 1, 3] and result["waypoints"][1] == [2, 12, 5]
+    assert result["solver"] == "held_karp" and result["verified"]
+
+
+def test_assign_tasks_and_solve_qubo(bridge):
+    status, result, _ = bridge.task("assign_tasks", {"costs": [[1, 5], [5, 1], [1, 5], [5, 1]],
+                                                     "capacities": [2, 2], "solver": "quantum", "seed": 1})
+    assert result["assignment"] == [0, 1, 0, 1] and result["cost"] == 4 and result["solver"] == "qaoa"
+    status, result, _ = bridge.task("solve_qubo", {"num_variables": 2, "linear": [1.0, 1.0],
+                                                   "quadratic": [[0, 1, -1.0]], "ising": True})
+    assert result["spins"] == [-1, -1] and result["cost"] == pytest.approx(-3.0)
+
+
+def test_run_circuit_returns_counts_and_expectations(bridge):
+    status, result, _ = bridge.task("run_circuit", {
+        "format": "qasm2", "shots": 500, "observables": ["ZZ"],
+        "circuit": 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; '
+                   'measure q -> c;'})
+    assert set(result["counts"]) == {"00", "11"} and sum(result["counts"].values()) == 500
+    assert result["expectation_values"]["ZZ"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind, parameters, message", [
+    ("run_circuit", {"format": "json", "circuit": {"num_qubits": 1, "gates": [{"type": "WARP", "qubits": [0]}]}},
+     "parameters.circuit.gates[0].type: unknown gate 'WARP'"),
+    ("run_circuit", {"format": "json", "circuit": {"num_qubits": 40, "gates": []}}, "40 qubits need"),
+    ("plan_route", {"waypoints": [[0, 0], [1, 1]], "start_index": 7},
+     "parameters.start_index: 7 is out of range for 2 waypoints"),
+    ("assign_tasks", {"costs": [[1, 2]], "technology_profile": "photonic"},
+     "parameters.technology_profile: 'photonic' is not one of"),
+])
+def test_bad_task_input_fails_without_retry(bridge, kind, parameters, message):
+    from action_msgs.msg import GoalStatus
+
+    status, _, result = bridge.task(kind, parameters)
+    assert status == GoalStatus.STATUS_ABORTED and not result.retryable
+    assert message in result.message, result.message
+
+
+def test_diagnostics_report_jobs_fallbacks_and_memory_headroom(bridge):
+    bridge.task("assign_tasks", {"costs": [[1, 2], [2, 1]]})
+    name = f"{bridge.namespace}/quantum_bridge"
+    bridge.probe.spin_until(lambda: bridge.probe.latest_status(name) and
+                            status_values(bridge.probe.latest_status(name))["jobs"] == "1", TIMEOUT, "jobs=1")
+    values = status_values(bridge.probe.latest_status(name))
+    assert float(values["memory_free_gib"]) > 0 and int(values["statevector_max_qubits"]) >= 20
+    assert values["fallbacks"] == "0" and values["qpu"] == "not configured"
+    assert values["profiles"] == "superconducting,trapped_ion"
