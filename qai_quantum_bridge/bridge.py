@@ -180,21 +180,21 @@ class QuantumBridge:
         solver = QaoaSolver(encoding, backend, QaoaSettings(reps=request.reps, shots=request.shots,
                                                             maxiter=request.maxiter, cvar_alpha=request.cvar_alpha,
                                                             seed=request.seed))
-        first = {}
+        marks: list[float] = []
 
         def on_evaluation(evaluations: int, value: float, best_energy: float) -> None:
             on_progress({"solver": "qaoa", "iteration": evaluations, "evaluations": evaluations,
                          "best_cost": best_energy})
             now = time.monotonic()
-            if evaluations == 1:  # now the cost of an evaluation is known: will the run fit?
-                first["seconds"] = now - started
-                projected = first["seconds"] * (request.maxiter + 1)
+            marks.append(now)
+            if evaluations == 2:  # the second evaluation shows the steady cost (the first pays start-up)
+                per_evaluation = marks[1] - marks[0]
+                projected = per_evaluation * (request.maxiter - 1)
                 if now + projected > deadline and request.backend != "qpu":
-                    raise BackendUnavailable(f"QAOA on {encoding.num_qubits} qubits takes {first['seconds']:.2f} s "
-                                             f"an evaluation, about {projected:.1f} s in all; the deadline leaves "
+                    raise BackendUnavailable(f"QAOA on {encoding.num_qubits} qubits takes {per_evaluation:.2f} s "
+                                             f"an evaluation, about {projected:.1f} s more; the deadline leaves "
                                              f"{max(0.0, deadline - now):.1f} s")
 
-        started = time.monotonic()
         return solver.solve(deadline=deadline, on_evaluation=on_evaluation)
 
     def _classical(self, classical: ClassicalAnswer, began: float, encoding: Encoding | None,

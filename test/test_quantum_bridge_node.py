@@ -89,7 +89,8 @@ def test_optimize_on_the_quantum_path_reports_every_iteration(bridge):
 
     feedback = []
     response = bridge.result(bridge.send(bridge.optimize, route_goal([(0, 0), (10, 0), (5, 5), (0, 10)],
-                                                                     Optimize.Goal.SOLVER_QUANTUM, seed=3), feedback))
+                                                                     Optimize.Goal.SOLVER_QUANTUM, seed=3,
+                                                                     deadline=300), feedback))
     result = response.result
     assert result.solver == "qaoa" and result.verified and result.backend == "aer_statevector"
     metadata = {kv.key: json.loads(kv.value) for kv in result.metadata}

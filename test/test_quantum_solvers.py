@@ -69,8 +69,18 @@ def test_fallback_when_the_deadline_is_too_short_for_the_quantum_path():
     route6 = RouteProblem(points=np.random.default_rng(1).uniform(0, 40, (6, 3)))  # 25 qubits
     result = bridge().solve(route6, SolveRequest(preference="quantum", deadline=2.0))
     assert result.fallback and result.solver == "held_karp"
-    assert "QAOA on 25 qubits would need about" in result.fallback_reason
+    assert "QAOA on 25 qubits would need about" in result.fallback_reason  # refused before it started
     assert "the deadline leaves" in result.fallback_reason
+
+
+def test_fallback_when_the_measured_evaluations_show_the_run_cannot_fit():
+    # The estimate allows it, but noisy simulation on a routed heavy-hex layout is much slower than that.
+    problem = small_problems()["assignment 6x2"]
+    request = SolveRequest(preference="quantum", profile="superconducting", deadline=1.5, seed=1)
+    assert QuantumBridge.estimate_seconds(6, request) < 1.5
+    result = bridge().solve(problem, request)
+    assert result.fallback and result.solver == "hungarian"
+    assert "an evaluation, about" in result.fallback_reason and "the deadline leaves" in result.fallback_reason
 
 
 def test_fallback_when_the_problem_needs_more_qubits_than_memory_holds():
