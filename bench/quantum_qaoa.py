@@ -14,15 +14,12 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -53,6 +53,28 @@ def _finite_matrix(values: Any, name: str, shape: tuple[int, int] | None = None)
     return matrix
 
 
+def _checked_pairs(pairs: dict | None, n: int, allow_diagonal: bool) -> dict[tuple[int, int], float]:
+    """Quadratic terms {(i, j): value}: indices in range, values finite, (i, j) and (j, i) merged as i < j;
+    diagonal terms kept as (i, i) where allowed."""
+    checked: dict[tuple[int, int], float] = {}
+    for (i, j), value in (pairs or {}).items():
+        if i == j and not allow_diagonal:
+            raise ProblemError(f"quadratic: ({i}, {j}) couples a spin to itself")
+        if not (0 <= i < n and 0 <= j < n):
+            raise ProblemError(f"quadratic: index ({i}, {j}) is out of range for {n} variables")
+        if not math.isfinite(value):
+            raise ProblemError(f"quadratic[({i}, {j})]: {value} is not a finite number")
+        key = (min(i, j), max(i, j))
+        checked[key] = checked.get(key, 0.0) + float(value)
+    return checked
+
+
+def _checked_offset(offset: float) -> float:
+    if not math.isfinite(offset):
+        raise ProblemError(f"offset: {offset} is not a finite number")
+    return float(offset)
+
+
 class Problem:
     kind = ""
 
@@ -252,19 +274,12 @@ class QuboProblem(Problem):
                 raise ProblemError(f"linear: expected {self.n} values, got {len(linear)}")
             self.linear = _finite_matrix([list(linear)], "linear")[0]
         self.quadratic: dict[tuple[int, int], float] = {}
-        for (i, j), value in (quadratic or {}).items():
-            if not (0 <= i < self.n and 0 <= j < self.n):
-                raise ProblemError(f"quadratic: index ({i}, {j}) is out of range for {self.n} variables")
-            if not math.isfinite(value):
-                raise ProblemError(f"quadratic[({i}, {j})]: {value} is not a finite number")
+        for (i, j), value in _checked_pairs(quadratic, self.n, allow_diagonal=True).items():
             if i == j:
                 self.linear[i] += value  # x_i^2 = x_i
             else:
-                key = (min(i, j), max(i, j))
-                self.quadratic[key] = self.quadratic.get(key, 0.0) + float(value)
-        if not math.isfinite(offset):
-            raise ProblemError(f"offset: {offset} is not a finite number")
-        self.offset = float(offset)
+                self.quadratic[(i, j)] = value
+        self.offset = _checked_offset(offset)
 
     @property
     def num_variables(self) -> int:
@@ -306,19 +321,8 @@ class IsingProblem(Problem):
         self.h = np.zeros(self.n) if not len(h) else _finite_matrix([list(h)], "linear")[0]
         if len(self.h) != self.n:
             raise ProblemError(f"linear: expected {self.n} values, got {len(self.h)}")
-        self.couplings: dict[tuple[int, int], float] = {}
-        for (i, j), value in (couplings or {}).items():
-            if i == j:
-                raise ProblemError(f"quadratic: ({i}, {j}) couples a spin to itself")
-            if not (0 <= i < self.n and 0 <= j < self.n):
-                raise ProblemError(f"quadratic: index ({i}, {j}) is out of range for {self.n} variables")
-            if not math.isfinite(value):
-                raise ProblemError(f"quadratic[({i}, {j})]: {value} is not a finite number")
-            key = (min(i, j), max(i, j))
-            self.couplings[key] = self.couplings.get(key, 0.0) + float(value)
-        if not math.isfinite(offset):
-            raise ProblemError(f"offset: {offset} is not a finite number")
-        self.offset = float(offset)
+        self.couplings = _checked_pairs(couplings, self.n, allow_diagonal=False)
+        self.offset = _checked_offset(offset)
 
     @property
     def num_variables(self) -> int:

@@ -43,3 +43,15 @@ def processes(tmp_path):
         yield group
     finally:
         group.stop_all()
+
+
+@pytest.fixture
+def stack(processes, ros_probe, tmp_path):
+    """A mission engine and the test engine in their own processes, with a MissionClient (mission_stack)."""
+    from mission_stack import MissionStack
+
+    stack = MissionStack(processes, ros_probe, tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.close()

@@ -127,7 +127,8 @@ def _failure(timeout: float, what: str | Callable[[], str]) -> AssertionError:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
-             interval: float = 0.05) -> Any:
+             interval: float = 0.05, step: Callable[[], Any] | None = None) -> Any:
+    """Until predicate() is true (returning it), calling step() (default: sleep `interval`) between tries."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -135,7 +136,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str | Callable[
             return value
         if time.monotonic() > deadline:
             raise _failure(timeout, what)
-        time.sleep(interval)
+        step() if step is not None else time.sleep(interval)
 
 
 class RosProbe:
@@ -170,14 +171,7 @@ class RosProbe:
         return statuses[-1] if statuses else None
 
     def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise _failure(timeout, what)
-            self.executor.spin_once(timeout_sec=0.05)
+        return wait_for(predicate, timeout, what, step=lambda: self.executor.spin_once(timeout_sec=0.05))
 
     def spin_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

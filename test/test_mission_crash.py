@@ -7,7 +7,6 @@ import time
 import pytest
 
 from harness import wait_for
-from mission_stack import MissionStack
 from qai_mission.client import MissionClient, MissionOutcome
 from qai_mission.model import TaskStatus
 
@@ -18,15 +17,6 @@ MISSION = {"name": "survives", "tasks": [
     {"id": "b", "kind": "sleep", "depends_on": ["a"], "parameters": {"seconds": 2.0}},
     {"id": "c", "kind": "echo", "depends_on": ["b"], "parameters": {"after": {"$result": "b.slept"}}},
 ]}
-
-
-@pytest.fixture
-def stack(processes, ros_probe, tmp_path):
-    stack = MissionStack(processes, ros_probe, tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.close()
 
 
 def kill_mission_engine(stack):

@@ -14,15 +14,6 @@ from qai_mission.model import MissionStatus, TaskStatus
 TIMEOUT = 30.0
 
 
-@pytest.fixture
-def stack(processes, ros_probe, tmp_path):
-    stack = MissionStack(processes, ros_probe, tmp_path)
-    try:
-        yield stack
-    finally:
-        stack.close()
-
-
 def test_a_mission_runs_across_engines_and_results_feed_later_tasks(stack):
     result = stack.client.run({"name": "relay", "tasks": [
         {"id": "nap", "kind": "sleep", "parameters": {"seconds": 0.3}},
