@@ -25,7 +25,7 @@ from rclpy.task import Future
 
 from qai_edge.qos import ACTION_QOS_ARGUMENTS
 from qai_edge.convert import key_values, kind_to_msg, optional_seconds_from_duration
-from qai_edge.workers import call_soon, in_worker
+from qai_edge.workers import InOrder, call_soon, in_worker
 from qai_edge.tasks import (ServedKind, TaskCanceled, TaskContext, TaskFailed, TaskRequest, decode_values,
                             has_non_finite)
 from qai_interfaces.action import RunTask
@@ -51,6 +51,7 @@ class TaskServer:
         self._by_goal_id: dict[bytes, _RunningGoal] = {}
         self._lock = threading.Lock()
         self.counts = {"succeeded": 0, "failed": 0, "canceled": 0}
+        self._feedback_in_order = InOrder(node)
         self.action_name = f"{node.get_fully_qualified_name()}/run_task"
         self._server = ActionServer(node, RunTask, "~/run_task", execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
@@ -164,7 +165,7 @@ class TaskServer:
             last[0] = now
             feedback = RunTask.Feedback(progress=float(progress) if progress is not None else math.nan,
                                         status=status, values=key_values(values))
-            call_soon(self._node, self._publish_if_active, goal_handle, feedback)
+            self._feedback_in_order.call(self._publish_if_active, goal_handle, feedback)
 
         return publish
 

@@ -3,6 +3,8 @@ execute callbacks) without holding the executor."""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -31,3 +33,31 @@ def in_worker(node: Node, pool: ThreadPoolExecutor, fn: Callable, *args) -> Futu
 
     pool.submit(work)
     return done
+
+
+class InOrder:
+    """Calls made from worker threads, run on the executor thread in the order they were made (rclpy's
+    executor runs several pending tasks newest first, which would reorder, say, feedback messages)."""
+
+    def __init__(self, node: Node):
+        self._node = node
+        self._queue: deque = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def call(self, fn: Callable, *args) -> None:
+        with self._lock:
+            self._queue.append((fn, args))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        call_soon(self._node, self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._scheduled = False
+                    return
+                fn, args = self._queue.popleft()
+            fn(*args)

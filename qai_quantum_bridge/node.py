@@ -22,7 +22,7 @@ from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
 from qai_edge.qos import ACTION_QOS_ARGUMENTS
 from qai_edge.tasks import ServedKind, TaskCanceled, TaskFailed, TaskKindSpec
-from qai_edge.workers import call_soon, in_worker
+from qai_edge.workers import InOrder, in_worker
 from qai_interfaces.action import Optimize
 from qai_quantum_bridge.backends import BackendUnavailable, available_memory, max_qubits
 from qai_quantum_bridge.bridge import BACKENDS, PREFERENCES, QpuSettings, QuantumBridge, SolveRequest
@@ -93,6 +93,7 @@ class QuantumBridgeNode(EngineNode):
                                      cvar_alpha=None if p("cvar_alpha") >= 1.0 else p("cvar_alpha"))
         self.defaults.check(self.bridge.profiles)  # a bad default stops the node with the reason
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="optimize")
+        self._feedback_in_order = InOrder(self)
         self._optimize = ActionServer(self, Optimize, "optimize", execute_callback=self._execute_optimize,
                                       goal_callback=lambda goal: GoalResponse.ACCEPT,
                                       cancel_callback=lambda goal: CancelResponse.ACCEPT,
@@ -119,7 +120,7 @@ class QuantumBridgeNode(EngineNode):
                                          evaluations=update["evaluations"],
                                          best_cost=float(update["best_cost"]) if math.isfinite(update["best_cost"])
                                          else math.nan, elapsed=duration_from_seconds(time.monotonic() - began))
-            call_soon(self, self._publish_optimize_feedback, goal_handle, feedback)
+            self._feedback_in_order.call(self._publish_optimize_feedback, goal_handle, feedback)
 
         ok, value = await in_worker(self, self._pool, self._solve, problem, request, progress)
         if not ok:
