@@ -86,7 +86,8 @@ class EngineNode(Node):
 
     def serve(self, kinds: Sequence[ServedKind], max_workers: int = 8) -> None:
         """Serve these task kinds through RunTask at <node>/run_task (announced by start())."""
-        self.task_server = TaskServer(self, kinds, max_workers=max_workers)
+        self.task_server = TaskServer(self, kinds, max_workers=max_workers,
+                                      result_retention=self.param("task_result_retention"))
 
     def start(self) -> "EngineNode":
         """Announce and send the first heartbeat; called once the subclass is fully built."""

@@ -69,6 +69,9 @@ COMMON_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("heartbeat_period", 1.0, "Seconds between /diagnostics heartbeats.", min=0.05, max=60.0),
     ParamSpec("announce_period", 2.0, "Seconds between repeats of the engine_capabilities announcement.",
               min=0.1, max=600.0),
+    ParamSpec("task_result_retention", 60.0, "Seconds an engine keeps a finished task's result for a mission "
+              "engine that restarted and asks again. Every kept goal costs each later goal a little (rclpy "
+              "republishes all of them), so keep it short.", min=1.0, max=86400.0, read_only=True),
 )
 
 # Declared by rclpy itself on every node; a profile may set them.

@@ -43,7 +43,8 @@ class _RunningGoal:
 class TaskServer:
     """Serves RunTask at <node>/run_task for the given kinds."""
 
-    def __init__(self, node: Node, kinds: Sequence[ServedKind], max_workers: int = 8):
+    def __init__(self, node: Node, kinds: Sequence[ServedKind], max_workers: int = 8,
+                 result_retention: float = 60.0):
         self._node = node
         self.kinds = {served.spec.name: served for served in kinds}
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="task")
@@ -56,7 +57,9 @@ class TaskServer:
         self._server = ActionServer(node, RunTask, "~/run_task", execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=self._on_cancel_request,
-                                    callback_group=ReentrantCallbackGroup(), **ACTION_QOS_ARGUMENTS)
+                                    callback_group=ReentrantCallbackGroup(),
+                                    # rclpy republishes every kept goal's status on each change: keep few.
+                                    result_timeout=max(1, round(result_retention)), **ACTION_QOS_ARGUMENTS)
 
     def _ros_now(self) -> float:
         return self._node.get_clock().now().nanoseconds * 1e-9

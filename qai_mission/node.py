@@ -123,7 +123,7 @@ class MissionEngine(EngineNode):
         self._mission_server = ActionServer(
             self, ExecuteMission, "execute_mission", execute_callback=self._execute_mission,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._on_mission_cancel_request,
-            callback_group=self._group, **ACTION_QOS_ARGUMENTS)
+            callback_group=self._group, result_timeout=300, **ACTION_QOS_ARGUMENTS)
         self.create_service(AddTasks, "add_tasks", self._on_add_tasks)
         self.create_service(CancelTask, "cancel_task", self._on_cancel_task)
         self.create_service(GetMissionState, "get_mission_state", self._on_get_mission_state)
