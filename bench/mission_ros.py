@@ -6,7 +6,7 @@ Prints
   to the engine's handler starting (same machine clock), p50/p99 (target p99 < 20 ms);
 - throughput: 1,000 independent trivial tasks in one mission, and a chain of 200 (each waiting for the
   previous), tasks/s (target >= 200/s), with the durable journal and without fsync (the cost of
-  durability as a ratio).
+  durability as a ratio). Each measurement runs on fresh processes.
 
     .venv/bin/python bench/mission_ros.py [--tasks 1000] [--latency-samples 200]
 """
@@ -68,21 +68,23 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def run_stack(directory: Path, durable: bool, args) -> dict:
+def run_stack(directory: Path, durable: bool, measurement: str, args):
+    """One measurement on a fresh mission_engine and test engine (finished goals that an action server
+    keeps slow later goals down, so measurements do not share processes)."""
     from qai_mission.client import MissionClient, MissionOutcome
 
-    namespace = f"/bench{os.getpid()}{'d' if durable else 'n'}"
-    run_log = directory / f"runs-{durable}.jsonl"
+    tag = f"{'d' if durable else 'n'}{measurement}"
+    namespace = f"/bench{os.getpid()}{tag}"
+    run_log = directory / f"runs-{tag}.jsonl"
     mission_engine = start([sys.executable, "-m", "qai_mission.node"], "mission_engine", namespace,
-                           {"data_dir": str(directory / f"data-{durable}"), "journal_durable": durable,
+                           {"data_dir": str(directory / f"data-{tag}"), "journal_durable": durable,
                             "state_period": 0.2}, directory)
     engine = start([sys.executable, str(ROOT / "test" / "task_engine.py")], "test_engine", namespace,
                    {"run_log": str(run_log)}, directory)
-    figures: dict = {}
     try:
         with MissionClient(namespace=namespace) as client:
             wait_until_served(client, "echo")
-            if args.latency_samples:
+            if measurement == "latency":
                 latencies = []
                 for i in range(args.latency_samples):
                     sent = time.time()
@@ -90,19 +92,18 @@ def run_stack(directory: Path, durable: bool, args) -> dict:
                     started = next(r["t"] for r in map(json.loads, run_log.read_text().splitlines())
                                    if r["task"] == f"l{i}" and r["event"] == "start")
                     latencies.append((started - sent) * 1000)
-                figures["latency"] = latencies
-            for label, dependent in (("independent", False), ("chain", True)):
-                count = args.tasks if not dependent else args.chain
-                tasks = [{"id": f"t{i}", "kind": "echo", **({"depends_on": [f"t{i - 1}"]} if dependent and i else {})}
-                         for i in range(count)]
-                began = time.perf_counter()
-                result = client.run({"tasks": tasks}, timeout=600)
-                elapsed = time.perf_counter() - began
-                assert result.outcome is MissionOutcome.SUCCEEDED, result.message
-                figures[label] = (count, elapsed)
+                return latencies
+            dependent = measurement == "chain"
+            count = args.chain if dependent else args.tasks
+            tasks = [{"id": f"t{i}", "kind": "echo", **({"depends_on": [f"t{i - 1}"]} if dependent and i else {})}
+                     for i in range(count)]
+            began = time.perf_counter()
+            result = client.run({"tasks": tasks}, timeout=600)
+            elapsed = time.perf_counter() - began
+            assert result.outcome is MissionOutcome.SUCCEEDED, result.message
+            return count, elapsed
     finally:
         stop(mission_engine, engine)
-    return figures
 
 
 def main() -> None:
@@ -115,7 +116,9 @@ def main() -> None:
     print(f"mission engine over ROS (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery), "
           f"mission_engine and test engine in their own processes")
     with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
-        results = {durable: run_stack(Path(directory), durable, args) for durable in (True, False)}
+        results = {durable: {m: run_stack(Path(directory), durable, m, args) for m in ("latency", "independent",
+                                                                                      "chain")}
+                   for durable in (True, False)}
     latencies = results[True]["latency"]
     print(f"  submit -> engine start, {len(latencies)} single-task missions (durable journal): "
           f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
