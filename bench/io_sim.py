@@ -76,7 +76,7 @@ def node_rtf(directory: Path) -> float:
     from diagnostic_msgs.msg import DiagnosticArray
 
     namespace = "/bench_rtf"
-    sim = start("sim_vehicle", namespace, {"real_time_factor": 100.0, "publish_clock": True,
+    sim = start("sim_vehicle", namespace, {"real_time_factor": 1000.0, "publish_clock": True,
                                             "heartbeat_period": 0.5}, directory)
     node = rclpy.create_node("bench_rtf")
     executor = rclpy.executors.SingleThreadedExecutor()
@@ -205,7 +205,7 @@ def main() -> None:
     rclpy.init()
     try:
         with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
-            print(f"  real-time factor, sim_vehicle node asked for 100x with /clock: {node_rtf(Path(directory)):.1f}x "
+            print(f"  real-time factor, sim_vehicle node asked for 1000x with /clock (its ceiling): {node_rtf(Path(directory)):.1f}x "
                   f"(target >= 20x)")
             inner = in_process_latency()
             print(f"  odometry -> cmd_vel in-process (io_engine callback): p50 {statistics.median(inner):.3f} ms, "
