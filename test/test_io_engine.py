@@ -154,11 +154,15 @@ def test_invalid_readings_are_rejected_and_counted_not_used(processes, ros_probe
     bad = Odometry()
     bad.pose.pose.position.x = math.nan
     bad.pose.pose.orientation.w = 1.0
-    for _ in range(20):
+    # Volatile QoS: a reading sent before discovery has matched both ends is never delivered, so the
+    # driver keeps publishing until the engine has counted 20, as a real driver keeps publishing.
+    stack.probe.spin_until(lambda: publisher.get_subscription_count() >= 1, TIMEOUT, "the engine to match")
+
+    def publish_and_count() -> bool:
         publisher.publish(bad)
-        ros_probe.spin_for(0.02)
-    stack.probe.spin_until(lambda: int(stack.stream_status("odom")[2]["rejected"]) >= 20, TIMEOUT,
-                           "the NaN readings to be counted")
+        return int(stack.stream_status("odom")[2]["rejected"]) >= 20
+
+    stack.probe.spin_until(publish_and_count, TIMEOUT, "the NaN readings to be counted")
     assert stack.stream_status("odom")[2]["last_rejected"] == "x is nan"
     outcome = stack.run("hold", {"duration": 0.3})
     assert outcome.succeeded, outcome.message
