@@ -3,6 +3,7 @@
 import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,12 +12,21 @@ from qai_edge.profile import RestartPolicy, StopPolicy
 from qai_edge.supervisor import ProcessSpec, Supervisor
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
-IGNORES_SIGINT = [sys.executable, "-c",
-                  "import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                  "print('ready', flush=True); time.sleep(60)"]
-IGNORES_SIGINT_AND_SIGTERM = [sys.executable, "-c",
-                              "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"]
+IGNORE_SIGINT = "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+IGNORE_SIGTERM = "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+
+
+def ready_sleeper(ready: Path, handlers: str = "") -> list[str]:
+    """A child that sets its signal handlers, then creates `ready`, then sleeps. A signal that lands while
+    CPython is still starting can be lost (or kill it as SIG_DFL), so signal tests wait for `ready`."""
+    return [sys.executable, "-c",
+            f"import pathlib, signal, time; {handlers}pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"]
+
+
+def wait_ready(*paths: Path) -> None:
+    wait_for(lambda: all(path.exists() for path in paths), 10.0, f"{[p.name for p in paths]} to be created")
+
+
 FAST = RestartPolicy(initial_backoff=0.05, max_backoff=0.2, max_restarts=3, restart_window=30)
 
 
@@ -108,22 +118,24 @@ def test_missing_executable_is_reported_not_raised(supervisors):
     assert events[-1].kind == "gave_up" and "cannot start /nonexistent/program" in events[-1].detail
 
 
-def test_stop_sends_sigint_first(supervisors):
-    supervisor, events = supervisors(ProcessSpec("node", SLEEPER, FAST))
+def test_stop_sends_sigint_first(supervisors, tmp_path):
+    supervisor, events = supervisors(ProcessSpec("node", ready_sleeper(tmp_path / "node"), FAST))
     supervisor.start_all()
+    wait_ready(tmp_path / "node")
     pid = supervisor.processes["node"].pid
     supervisor.stop_all()
     assert not pid_alive(pid)
     assert events[-1].kind == "stopped" and events[-1].detail == "killed by SIGINT"
 
 
-def test_stop_escalates_to_sigterm_then_sigkill(supervisors):
-    stubborn = ProcessSpec("stubborn", IGNORES_SIGINT, FAST)
-    very_stubborn = ProcessSpec("very_stubborn", IGNORES_SIGINT_AND_SIGTERM, FAST)
+def test_stop_escalates_to_sigterm_then_sigkill(supervisors, tmp_path):
+    stubborn = ProcessSpec("stubborn", ready_sleeper(tmp_path / "stubborn", IGNORE_SIGINT), FAST)
+    very_stubborn = ProcessSpec("very_stubborn", ready_sleeper(tmp_path / "very_stubborn",
+                                                               IGNORE_SIGINT + IGNORE_SIGTERM), FAST)
     supervisor, events = supervisors(stubborn, very_stubborn, stop=StopPolicy(sigterm_timeout=0.3,
                                                                              sigkill_timeout=0.3))
     supervisor.start_all()
-    time.sleep(0.5)  # let both install their signal handlers
+    wait_ready(tmp_path / "stubborn", tmp_path / "very_stubborn")
     pids = [p.pid for p in supervisor.processes.values()]
     started = time.monotonic()
     supervisor.stop_all()
