@@ -22,8 +22,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """preexec_fn: the child gets SIGTERM when the process that started it dies."""
+    """preexec_fn: the child gets SIGTERM when the process that started it dies, and takes the stop signals
+    with their default action even where the supervisor's own start ignored them (a shell starting
+    `qai-edge up &` without job control ignores SIGINT, and an ignored signal survives exec)."""
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        libc.signal(stop_signal, None)  # SIG_DFL; Python's signal.signal is not safe here (maybe not main thread)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     # The parent may have died before prctl took effect.
     if os.getppid() == 1:

@@ -128,6 +128,19 @@ def test_stop_sends_sigint_first(supervisors, tmp_path):
     assert events[-1].kind == "stopped" and events[-1].detail == "killed by SIGINT"
 
 
+def test_children_take_sigint_even_when_the_supervisor_was_started_ignoring_it(supervisors, tmp_path):
+    """`qai-edge up &` from a script: the shell starts it with SIGINT ignored, which children would inherit."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        supervisor, events = supervisors(ProcessSpec("node", ready_sleeper(tmp_path / "node"), FAST))
+        supervisor.start_all()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    wait_ready(tmp_path / "node")
+    supervisor.stop_all()
+    assert events[-1].detail == "killed by SIGINT"
+
+
 def test_stop_escalates_to_sigterm_then_sigkill(supervisors, tmp_path):
     stubborn = ProcessSpec("stubborn", ready_sleeper(tmp_path / "stubborn", IGNORE_SIGINT), FAST)
     very_stubborn = ProcessSpec("very_stubborn", ready_sleeper(tmp_path / "very_stubborn",
