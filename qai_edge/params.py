@@ -24,6 +24,7 @@ class ParamSpec:
     max: float | None = None
     read_only: bool = False
     item_type: type | None = None  # for array parameters: float or str
+    choices: tuple | None = None  # the only values allowed (a string parameter naming a mode)
 
     @property
     def type(self) -> type:
@@ -59,6 +60,8 @@ class ParamSpec:
             raise ValueError(f"must be >= {self.min}, got {value!r}")
         if self.max is not None and value > self.max:
             raise ValueError(f"must be <= {self.max}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"must be one of: {', '.join(map(str, self.choices))}; got {value!r}")
         return value
 
 
