@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping
 
 import jsonschema
 
+from qai_edge.geofence import Geofence
+
 ON_RESTART_REDISPATCH = "redispatch"
 ON_RESTART_FAIL = "fail"
 
@@ -103,14 +105,28 @@ class TaskKindSpec:
 
 
 _VALIDATORS: dict[str, Any] = {}
+GEOFENCE_KEYWORD = "x-geofence"
+
+
+def _geofence_keyword(validator, keyword: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]):
+    """`x-geofence` on a point ([x, y] or [x, y, z]): the point must lie inside the announced fence (an
+    [x, y] point is checked horizontally; its altitude is known only when the task runs)."""
+    numbers = isinstance(instance, list) and 2 <= len(instance) <= 3 and all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in instance)
+    if not numbers:
+        return  # the rest of the schema says what is wrong with it
+    why = Geofence.from_schema(keyword).violation(*instance[:2], instance[2] if len(instance) == 3 else None)
+    if why:
+        yield jsonschema.ValidationError(f"({', '.join(f'{c:g}' for c in instance)}) is {why}")
 
 
 def _validator(schema: Mapping[str, Any]):
     key = json.dumps(schema, sort_keys=True)
     validator = _VALIDATORS.get(key)
     if validator is None:
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        cls.check_schema(schema)
+        base = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        base.check_schema(schema)
+        cls = jsonschema.validators.extend(base, {GEOFENCE_KEYWORD: _geofence_keyword})
         validator = _VALIDATORS[key] = cls(schema)
     return validator
 
