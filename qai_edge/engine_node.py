@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import array
 import os
+import signal
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -37,6 +38,8 @@ _ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_A
 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.choices is not None:
+        descriptor.additional_constraints = f"one of: {', '.join(map(str, spec.choices))}"
     if spec.is_array:
         descriptor.type = _ARRAY_TYPES[spec.item_type].value
     elif spec.min is not None or spec.max is not None:
@@ -52,12 +55,21 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 class EngineNode(Node):
-    """Base of the engine nodes. Subclasses override health() and task_kinds()."""
+    """Base of the engine nodes. Subclasses override health() and task_kinds().
+
+    Parameters mean what they say: one read once at start is declared read-only (ROS refuses to set it);
+    every other one is checked against its spec when set (type, range, choices; refused with the reason)
+    and takes effect through the callback the node registered with `on_parameter` (or is read live
+    through `param()` each time it is used, registered with `on_parameter(name)`). start() refuses to run
+    a node that left a writable parameter without either.
+    """
 
     def __init__(self, node_name: str, parameters: Sequence[ParamSpec] = (), **kwargs):
         super().__init__(node_name, **kwargs)
         self.task_server: TaskServer | None = None
-        for spec in (*COMMON_PARAMETERS, *parameters):
+        self._specs = {spec.name: spec for spec in (*COMMON_PARAMETERS, *parameters)}
+        self._appliers: dict[str, Callable[[Any], None] | None] = {}
+        for spec in self._specs.values():
             # An empty list has no ROS type: declare the array's type; an unset array reads as [].
             default = _ARRAY_TYPES[spec.item_type] if spec.is_array and not spec.default else spec.default
             self.declare_parameter(spec.name, default, parameter_descriptor(spec))
@@ -70,11 +82,13 @@ class EngineNode(Node):
         self._capabilities_pub = self.create_publisher(EngineCapabilities, CAPABILITIES_TOPIC, CAPABILITIES_QOS)
         # Steady time: heartbeats go on when use_sim_time is set and /clock is silent.
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
-        self._heartbeat_timer = None
+        self._heartbeat_timer = self._announce_timer = None
         self._start_heartbeat()
-        self.create_timer(self.get_parameter("announce_period").value, self.announce_capabilities,
-                          clock=self._steady_clock)
-        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._start_announcing()
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.on_parameter("heartbeat_period", lambda value: self._start_heartbeat())
+        self.on_parameter("announce_period", lambda value: self._start_announcing())
 
     def param(self, name: str):
         """A parameter's value; an array parameter left unset reads as []."""
@@ -84,6 +98,14 @@ class EngineNode(Node):
             return []
         return list(value) if isinstance(value, (list, tuple, array.array)) else value
 
+    def on_parameter(self, name: str, apply: Callable[[Any], None] | None = None) -> None:
+        """Say how a run-time change of the writable parameter `name` takes effect: `apply(value)` runs once
+        it is set; without `apply` the node reads it live through `param()` wherever it is used."""
+        spec = self._specs.get(name)
+        if spec is None or spec.read_only:
+            raise ValueError(f"{name}: not a writable parameter of {self.get_name()}")
+        self._appliers[name] = apply
+
     def serve(self, kinds: Sequence[ServedKind], max_workers: int = 8) -> None:
         """Serve these task kinds through RunTask at <node>/run_task (announced by start())."""
         self.task_server = TaskServer(self, kinds, max_workers=max_workers,
@@ -91,6 +113,10 @@ class EngineNode(Node):
 
     def start(self) -> "EngineNode":
         """Announce and send the first heartbeat; called once the subclass is fully built."""
+        unhandled = [name for name, spec in self._specs.items() if not spec.read_only and name not in self._appliers]
+        if unhandled:
+            raise RuntimeError(f"{self.get_name()}: writable parameters with no on_parameter() handling: "
+                               f"{', '.join(unhandled)} (declare them read_only, or say how a change applies)")
         self.announce_capabilities()
         self.publish_heartbeat()
         self.get_logger().info(f"{self.get_fully_qualified_name()} up (robot_id={self.robot_id}, "
@@ -151,9 +177,33 @@ class EngineNode(Node):
         period = self.get_parameter("heartbeat_period").value
         self._heartbeat_timer = self.create_timer(period, self.publish_heartbeat, clock=self._steady_clock)
 
-    def _on_parameters_set(self, parameters: list[Parameter]) -> None:
-        if any(parameter.name == "heartbeat_period" for parameter in parameters):
-            self._start_heartbeat()
+    def _start_announcing(self) -> None:
+        if self._announce_timer is not None:
+            self.destroy_timer(self._announce_timer)
+        self._announce_timer = self.create_timer(self.get_parameter("announce_period").value,
+                                                 self.announce_capabilities, clock=self._steady_clock)
+
+    def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Refuse, with the reason, a value its spec does not allow (ranges are also in the descriptor;
+        choices and list items only here)."""
+        for parameter in parameters:
+            spec = self._specs.get(parameter.name)
+            if spec is None:
+                continue  # rclpy's own (use_sim_time)
+            value = parameter.value
+            if isinstance(value, (tuple, array.array)):
+                value = list(value)
+            try:
+                spec.check(value)
+            except ValueError as error:
+                return SetParametersResult(successful=False, reason=f"{parameter.name}: {error}")
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, parameters: list[Parameter]) -> None:
+        for parameter in parameters:
+            apply = self._appliers.get(parameter.name)
+            if apply is not None:
+                apply(self.param(parameter.name))
 
 
 def spin_node(make_node: Callable[[], Node], args=None) -> int:
@@ -176,6 +226,10 @@ def spin_node(make_node: Callable[[], Node], args=None) -> int:
             raise
         # Otherwise a signal shut the context down while the node was being built: a clean stop.
     finally:
+        # Stopping now: a second SIGINT or SIGTERM (ros2 launch forwards one while the terminal's process
+        # group gets the other) must not interrupt the clean-up; a hung clean-up still ends by SIGKILL.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, signal.SIG_IGN)
         executor.shutdown()
         if node is not None:
             if getattr(node, "task_server", None) is not None:

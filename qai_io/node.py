@@ -141,6 +141,10 @@ class IoEngine(EngineNode):
         self._scans: list[ScanSummary] = []
         self._scan_lock = threading.Lock()
         self.external = ExternalController(p("external_command_timeout"))
+        self.on_parameter("external_command_timeout", lambda value: setattr(self.external, "timeout", value))
+        for name in ("default_speed", "max_speed", "arrival_tolerance", "landing_speed", "return_altitude",
+                     "odom_timeout", "battery_reserve", "battery_min_voltage"):
+            self.on_parameter(name)  # read live where used
 
         self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
         self.events_pub = self.create_publisher(Event, "events", 10)

@@ -15,7 +15,6 @@ import time
 
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import BatteryState, Imu, NavSatFix, NavSatStatus
 
@@ -77,7 +76,8 @@ class SimVehicle(EngineNode):
         }
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if p("publish_clock") else None
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
-        self.add_post_set_parameters_callback(self._on_set)
+        for name in ("payload", "fault_dropout", "fault_stuck", "fault_battery_sag", "fault_gps_loss"):
+            self.on_parameter(name, lambda value: self._apply_faults())
         self.create_timer(1.0 / TICK_HZ, self._tick, clock=self._steady_clock)
         self.start()
 
@@ -85,10 +85,6 @@ class SimVehicle(EngineNode):
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         self.model.command(msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.z)
-
-    def _on_set(self, parameters: list[Parameter]) -> None:
-        if any(parameter.name.startswith("fault_") or parameter.name == "payload" for parameter in parameters):
-            self._apply_faults()
 
     def _apply_faults(self) -> None:
         try:

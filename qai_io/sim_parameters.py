@@ -3,7 +3,8 @@
 from qai_edge.params import ParamSpec
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("vehicle_kind", "multirotor", "multirotor, or ground (a unicycle robot)", read_only=True),
+    ParamSpec("vehicle_kind", "multirotor", "multirotor, or ground (a unicycle robot)", read_only=True,
+              choices=("multirotor", "ground")),
     ParamSpec("physics_rate", 100.0, "Physics steps per simulated second.", min=10.0, max=2000.0, read_only=True),
     ParamSpec("real_time_factor", 1.0, "Simulated seconds per wall-clock second (faster than real time > 1). "
               "Above 1, run every node with use_sim_time and publish_clock.", min=0.01, max=1000.0, read_only=True),

@@ -130,11 +130,20 @@ class MissionEngine(EngineNode):
         self.event_missions = self._load_event_missions(self.param("event_missions"))
         self._event_mission_running: dict[str, str] = {}  # event code -> mission id
         self.create_subscription(Event, "events", self._on_event, 10)
-        self.create_timer(param("tick_period"), self._on_tick)
+        self._tick_timer = self.create_timer(param("tick_period"), self._on_tick)
+        self.on_parameter("max_concurrent_missions", lambda value: setattr(self, "max_missions", value))
+        self.on_parameter("engine_timeout", lambda value: setattr(self, "engine_timeout", value))
+        self.on_parameter("state_period", lambda value: setattr(self, "state_period", value))
+        self.on_parameter("keep_finished_missions", lambda value: setattr(self, "keep_finished", value))
+        self.on_parameter("tick_period", self._restart_tick_timer)
         self.create_timer(0.2, self._check_engines, clock=self._steady_clock)
         self.serve([ServedKind(WAIT_KIND, run_wait)])
         self.start()
         self._flush()
+
+    def _restart_tick_timer(self, period: float) -> None:
+        self.destroy_timer(self._tick_timer)
+        self._tick_timer = self.create_timer(period, self._on_tick)
 
     # -- Time ----------------------------------------------------------------------------------
 

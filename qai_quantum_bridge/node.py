@@ -87,11 +87,11 @@ class QuantumBridgeNode(EngineNode):
             load_profiles(p("profiles_file") or None),
             QpuSettings(backend=p("qpu_backend"), fake=p("qpu_fake"), channel=p("qpu_channel"),
                         instance=p("qpu_instance"), token_file=p("qpu_token_file"), timeout=p("qpu_timeout")))
-        self.defaults = SolveRequest(preference=p("default_solver"), backend=p("default_backend"),
-                                     profile=p("default_profile"), deadline=p("default_deadline"), shots=p("shots"),
-                                     reps=p("qaoa_layers"), maxiter=p("qaoa_maxiter"),
-                                     cvar_alpha=None if p("cvar_alpha") >= 1.0 else p("cvar_alpha"))
+        self.defaults = self._solve_defaults()
         self.defaults.check(self.bridge.profiles)  # a bad default stops the node with the reason
+        for name in ("default_solver", "default_backend", "default_profile", "default_deadline", "shots",
+                     "qaoa_layers", "qaoa_maxiter", "cvar_alpha"):
+            self.on_parameter(name, lambda value: setattr(self, "defaults", self._solve_defaults()))
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="optimize")
         self._feedback_in_order = InOrder(self)
         self._optimize = ActionServer(self, Optimize, "optimize", execute_callback=self._execute_optimize,
@@ -101,6 +101,13 @@ class QuantumBridgeNode(EngineNode):
         self.serve([ServedKind(PLAN_ROUTE, self.plan_route), ServedKind(ASSIGN_TASKS, self.assign_tasks),
                     ServedKind(SOLVE_QUBO, self.solve_qubo), ServedKind(RUN_CIRCUIT, self.run_circuit)])
         self.start()
+
+    def _solve_defaults(self) -> SolveRequest:
+        p = self.param
+        return SolveRequest(preference=p("default_solver"), backend=p("default_backend"),
+                            profile=p("default_profile"), deadline=p("default_deadline"), shots=p("shots"),
+                            reps=p("qaoa_layers"), maxiter=p("qaoa_maxiter"),
+                            cvar_alpha=None if p("cvar_alpha") >= 1.0 else p("cvar_alpha"))
 
     # -- The Optimize action ------------------------------------------------------------------------
 

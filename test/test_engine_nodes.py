@@ -125,3 +125,19 @@ def test_out_of_range_parameter_stops_the_node_with_an_error_naming_it(processes
     code = node.wait(timeout=DISCOVERY_TIMEOUT)
     assert code not in (None, 0)
     assert "heartbeat_period" in node.log()
+
+
+@pytest.mark.parametrize("executable", ENGINES)
+def test_engine_exits_cleanly_when_sigint_comes_twice(executable, processes, ros_probe):
+    """ros2 launch forwards a Ctrl-C to its nodes while the terminal's process group gets it too."""
+    namespace = unique_namespace()
+    node = processes.start_node(executable, namespace=namespace, parameters={"heartbeat_period": 0.2})
+    ros_probe.watch_diagnostics()
+    ros_probe.spin_until(lambda: ros_probe.latest_status(f"{namespace}/{executable}"), DISCOVERY_TIMEOUT,
+                         lambda: f"{executable} spinning\n{node.log()}")
+    node.popen.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    node.popen.send_signal(signal.SIGINT)
+    code = node.wait(timeout=5.0)
+    assert code == 0, f"exit {code}\n{node.log()}"
+    assert "Traceback" not in node.log()
