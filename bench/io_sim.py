@@ -115,14 +115,14 @@ def in_process_latency(samples: int = 2000) -> list[float]:
     from qai_io.node import IoEngine
 
     node = IoEngine()
-    node._motion = MotionRun(HoldPlan((0.0, 0.0, 5.0), None), PositionController(), 3.0)
+    node.core._motion = MotionRun(HoldPlan((0.0, 0.0, 5.0), None), PositionController(), 3.0)
     latencies = []
     for i in range(samples):
         msg = odometry(0.3 * math.sin(i / 20), time.time())
         began = time.perf_counter()
         node._on_odom(msg)  # monitor, pose, controller, cmd_vel publish
         latencies.append((time.perf_counter() - began) * 1000)
-    node._motion = None
+    node.core._motion = None
     node.destroy_node()
     return latencies[100:]
 

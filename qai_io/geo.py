@@ -11,8 +11,10 @@ EARTH_RADIUS = 6_378_137.0  # m, WGS84 equatorial
 
 
 def enu_to_geodetic(east: float, north: float, up: float, origin: Sequence[float]) -> tuple[float, float, float]:
-    """Local ENU metres around `origin` (lat deg, lon deg, alt m) to (lat, lon, alt). Flat-earth
-    approximation: good to centimetres within a few kilometres, which is a robot's working area."""
+    """Convert local ENU metres around `origin` (lat deg, lon deg, alt m) to (lat, lon, alt).
+
+    Flat-earth approximation: good to centimetres within a few kilometres, which is a robot's working area.
+    """
     lat0, lon0, alt0 = origin
     lat = lat0 + math.degrees(north / EARTH_RADIUS)
     lon = lon0 + math.degrees(east / (EARTH_RADIUS * math.cos(math.radians(lat0))))

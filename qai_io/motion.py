@@ -1,5 +1,6 @@
-"""Motion: controllers that turn a pose and a target into a velocity command, and the plans behind the
-motion task kinds (navigate, hold, land). No rclpy import.
+"""Motion: controllers that turn a pose and a target into a velocity command; the plans of the motion kinds.
+
+The plans are those behind navigate, hold, land and return_home. No rclpy import.
 
 The io_engine calls `MotionRun.on_odometry` on every odometry message and publishes the command it
 returns at once, so a command is never older than the odometry it answers.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from qai_io.vehicle_model import wrap_angle
 
@@ -47,9 +48,11 @@ def world_to_body(vx: float, vy: float, yaw: float) -> tuple[float, float]:
 
 
 class Controller(Protocol):
-    """Steers toward `target`, braking to stop `goal_distance` metres ahead. Implementations:
-    PositionController (default); the io_engine's `external` mode takes commands from another node (e.g.
-    the intelligence engine's learned policy) instead."""
+    """Steers toward `target`, braking to stop `goal_distance` metres ahead.
+
+    Implementations: PositionController (default); ExternalController, the io_engine's `external` mode,
+    takes commands from another node (e.g. the intelligence engine's learned policy) instead.
+    """
 
     def reset(self) -> None: ...
 
@@ -59,8 +62,11 @@ class Controller(Protocol):
 
 @dataclass
 class PositionController:
-    """PI on position error with a braking-distance speed profile. Multirotor: holonomic, holds its yaw.
-    Ground robot (unicycle): turns toward the target, drives forward only when roughly facing it."""
+    """PI on position error with a braking-distance speed profile.
+
+    Multirotor: holonomic, holds its yaw. Ground robot (unicycle): turns toward the target, drives forward
+    only when roughly facing it.
+    """
 
     kind: str = "multirotor"
     kp: float = 1.0
@@ -148,9 +154,12 @@ class MotionPlan(Protocol):
 
 
 class WaypointPlan:
-    """Through waypoints in order, along the straight lines between them: steering toward a point
-    `lookahead` metres ahead on the current leg pulls the vehicle back onto the line. Each waypoint counts
-    within `tolerance`; the last also once settled (slow); `hold` seconds are spent at each."""
+    """Through waypoints in order, along the straight lines between them.
+
+    Steering toward a point `lookahead` metres ahead on the current leg pulls the vehicle back onto the
+    line. Each waypoint counts within `tolerance`; the last also once settled (slow); `hold` seconds are
+    spent at each.
+    """
 
     def __init__(self, waypoints: Sequence[Sequence[float]], tolerance: float, hold: float = 0.0,
                  settle_speed: float = 0.3, lookahead: float = 2.0):
@@ -199,8 +208,8 @@ class WaypointPlan:
                 self._arrived_at = None
             remaining = self.remaining(pose.position)
             # Stop at the last waypoint, or at any when holding there; otherwise only slow for the turn.
-            goal = distance(pose.position, target) + (0.0 if last or self.hold else min(sum(self._legs[self.index:]),
-                                                                                     self._turn_allowance()))
+            allowance = 0.0 if last or self.hold else min(sum(self._legs[self.index:]), self._turn_allowance())
+            goal = distance(pose.position, target) + allowance
             return PlanStep(self._carrot(pose.position), goal, False, remaining, self.index,
                             f"to waypoint {self.index + 1}/{len(self.waypoints)}, {remaining:.1f} m left")
 
@@ -246,6 +255,63 @@ class LandPlan:
         target = (self.xy[0], self.xy[1], max(0.0, pose.z - self.descent_speed))
         return PlanStep(target, distance(pose.position, target), landed, pose.z, 0,
                         "landed" if landed else f"descending, {pose.z:.1f} m up")
+
+
+class SequencePlan:
+    """Plans one after another (return_home: the legs home, then the landing); done when the last is done.
+
+    `later[i]` estimates the metres plan i still adds to what is left while an earlier one runs.
+    """
+
+    def __init__(self, plans: Sequence[MotionPlan], later: Sequence[float] = ()):
+        self.plans = list(plans)
+        self.later = list(later) + [0.0] * (len(self.plans) - len(later))
+        self.index = 0
+
+    def step(self, pose: Pose, now: float) -> PlanStep:
+        while True:
+            step = self.plans[self.index].step(pose, now)
+            if not step.done or self.index == len(self.plans) - 1:
+                return PlanStep(step.target, step.goal_distance, step.done,
+                                step.remaining + sum(self.later[self.index + 1:]), step.waypoint, step.message)
+            self.index += 1
+
+
+class ExternalController:
+    """Follows commands another node publishes on control/cmd_vel (e.g. a learned policy).
+
+    It stops the vehicle when the latest is older than `timeout` seconds on `clock` (steady time: a policy
+    that went quiet must stop the vehicle even when a simulated clock stands still). Speeds are clipped to
+    the task's limit. Commands and odometry both arrive on the executor thread.
+    """
+
+    def __init__(self, timeout: float, clock: Callable[[], float]):
+        self.timeout = timeout
+        self.clock = clock
+        self._latest: tuple[float, Command] | None = None
+        self.stale = True
+
+    def offer(self, command: Sequence[float]) -> None:
+        forward, left, up, yaw_rate = (float(c) for c in command)
+        self._latest = (self.clock(), (forward, left, up, yaw_rate))
+
+    def reset(self) -> None:
+        """Forget the last command: a new task waits for a fresh one."""
+        self._latest = None
+        self.stale = True
+
+    def command(self, pose: Pose, target: Sequence[float], goal_distance: float, speed: float,
+                dt: float) -> Command:
+        latest = self._latest
+        if latest is None or self.clock() - latest[0] > self.timeout or not all(map(math.isfinite, latest[1])):
+            self.stale = True
+            return STOP
+        self.stale = False
+        forward, left, up, yaw_rate = latest[1]
+        horizontal = math.hypot(forward, left)
+        if horizontal > speed:
+            forward, left = forward * speed / horizontal, left * speed / horizontal
+        return forward, left, max(-speed, min(speed, up)), yaw_rate
 
 
 class MotionRun:

@@ -2,16 +2,22 @@
 
 The io_engine converts each message to a flat dict of named floats (qai_io.node) and offers it here. A
 reading with NaN, infinity or a value outside its field's range is rejected and counted, never used.
+A scan collects the accepted readings of every stream while it runs (Scans) and shapes them into the
+scan task's result (scan_result).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from qai_edge.health import Level
+from qai_edge.tasks import TaskFailed
+
+STREAM_NAMES = ("odom", "imu", "battery", "gps")
 
 # Plausible ranges per stream and field (a field not listed must only be finite).
 VALID_RANGES: dict[str, dict[str, tuple[float, float]]] = {
@@ -122,3 +128,46 @@ class ScanSummary:
     def result(self) -> dict[str, dict[str, float]]:
         return {name: {"n": n, "mean": mean, "std": math.sqrt(m2 / n) if n > 1 else 0.0, "min": low, "max": high}
                 for name, (n, mean, m2, low, high) in sorted(self._stats.items())}
+
+
+class Scans:
+    """The scans running now: every accepted reading goes into each of them.
+
+    Thread-safe: readings arrive on the executor thread, scans open and close in task threads.
+    """
+
+    def __init__(self):
+        self._open: list[ScanSummary] = []
+        self._lock = threading.Lock()
+
+    def open(self) -> ScanSummary:
+        summary = ScanSummary()
+        with self._lock:
+            self._open.append(summary)
+        return summary
+
+    def close(self, summary: ScanSummary) -> None:
+        with self._lock:
+            self._open.remove(summary)
+
+    def add(self, stream: str, values: Mapping[str, float]) -> None:
+        if not self._open:  # the common case, without the lock
+            return
+        with self._lock:
+            for summary in self._open:
+                summary.add(stream, values)
+
+
+def scan_result(summary: ScanSummary, sensors: Sequence[str], duration: float,
+                position: Sequence[float] | None, gps: Sequence[float] | None) -> dict:
+    """Shape the scan task's result from what it collected.
+
+    Raises TaskFailed (retryable) when no sensor asked for gave a valid reading.
+    """
+    stats = {name: value for name, value in summary.result().items() if name.split(".")[0] in sensors}
+    if not stats:
+        raise TaskFailed(f"scan: no valid reading from {', '.join(sensors)} in {duration:g} s", retryable=True)
+    samples = {s: max((v["n"] for k, v in stats.items() if k.startswith(f"{s}.")), default=0) for s in sensors}
+    return {"summary": {k: {m: round(x, 6) for m, x in v.items()} for k, v in stats.items()},
+            "samples": samples, "position": [round(c, 3) for c in position] if position else None,
+            "gps": [round(c, 8) for c in gps] if gps else None, "duration": duration}

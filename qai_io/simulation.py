@@ -1,6 +1,8 @@
-"""Closed-loop runs of the vehicle model and a motion plan in-process, with no ROS: odometry at a fixed
-rate, one command per odometry message, as the io_engine does. For tests, benchmarks and (later)
-training a learned controller. No rclpy import."""
+"""Closed-loop runs of the vehicle model and a motion plan in-process, with no ROS. No rclpy import.
+
+Odometry at a fixed rate, one command per odometry message, as the io_engine does. For tests, benchmarks
+and (later) training a learned controller.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""sim_vehicle and io_engine in their own processes, and helpers to send them RunTask goals, watch their
-topics and change their parameters while they run."""
+"""sim_vehicle and io_engine in their own processes, and helpers to drive them.
+
+Send them RunTask goals, watch their topics and change their parameters while they run.
+"""
 
 from __future__ import annotations
 
@@ -42,22 +44,32 @@ class IoStack:
         self.namespace = unique_namespace()
         self.sim = processes.start_node("sim_vehicle", namespace=self.namespace,
                                         parameters={"heartbeat_period": 0.2, **(sim_parameters or {})})
-        self.io = processes.start_node("io_engine", namespace=self.namespace,
-                                       parameters={"heartbeat_period": 0.2, **(io_parameters or {})}) if start_io else None
+        self.io = (processes.start_node("io_engine", namespace=self.namespace,
+                                        parameters={"heartbeat_period": 0.2, **(io_parameters or {})})
+                   if start_io else None)
         self.odometry: list = []
         self.commands: list = []  # (receive time, Twist)
         self.events: list = []
+        self.event_times: list[float] = []  # when each of `events` came (monotonic)
         node = probe.node
         node.create_subscription(Odometry, f"{self.namespace}/odom", self.odometry.append, 10)
         node.create_subscription(Twist, f"{self.namespace}/cmd_vel",
                                  lambda msg: self.commands.append((time.monotonic(), msg)), 50)
-        node.create_subscription(Event, f"{self.namespace}/events", self.events.append, 10)
+        node.create_subscription(Event, f"{self.namespace}/events", self._on_event, 10)
         probe.watch_diagnostics()
         self.client = ActionClient(node, RunTask, f"{self.namespace}/io_engine/run_task", **ACTION_QOS_ARGUMENTS)
         if start_io:
             probe.spin_until(lambda: self.client.server_is_ready() and self.io_status() is not None
                              and status_level(self.io_status()) == 0, STARTUP_TIMEOUT,
                              lambda: f"io_engine up and OK\n{self.logs()}")
+
+    def _on_event(self, event) -> None:
+        self.events.append(event)
+        self.event_times.append(time.monotonic())
+
+    def events_of(self, code: str, since: float = 0.0) -> list:
+        """Events with this code received at or after `since` (monotonic)."""
+        return [e for e, at in zip(self.events, self.event_times) if e.code == code and at >= since]
 
     @property
     def io_name(self) -> str:
@@ -108,17 +120,13 @@ class IoStack:
 
     def set_parameters(self, node: str, **values) -> None:
         """Change parameters of a running node (e.g. fault injection on sim_vehicle)."""
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
+        set_parameters(self.probe, f"{self.namespace}/{node}", **values)
 
-        client = self.probe.node.create_client(SetParameters, f"{self.namespace}/{node}/set_parameters")
-        self.probe.spin_until(client.service_is_ready, STARTUP_TIMEOUT, f"{node}/set_parameters")
-        future = client.call_async(SetParameters.Request(
-            parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]))
-        self.probe.spin_until(future.done, STARTUP_TIMEOUT, "set_parameters to answer")
-        for result in future.result().results:
-            assert result.successful, result.reason
-        self.probe.node.destroy_client(client)
+    def clear_battery_reserve(self):
+        """Ask the io_engine to clear its battery reserve (std_srvs/Trigger); return the response."""
+        from std_srvs.srv import Trigger
+
+        return call_service(self.probe, Trigger, f"{self.io_name}/clear_battery_reserve", Trigger.Request())
 
     def stream_status(self, stream: str):
         status = self.io_status(stream)
@@ -126,3 +134,25 @@ class IoStack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {c.name} ({c.describe()})\n{c.log()[-3000:]}" for c in self.processes.children)
+
+
+def call_service(probe, service_type, name: str, request):
+    client = probe.node.create_client(service_type, name)
+    try:
+        probe.spin_until(client.service_is_ready, STARTUP_TIMEOUT, name)
+        future = client.call_async(request)
+        probe.spin_until(future.done, STARTUP_TIMEOUT, f"{name} to answer")
+        return future.result()
+    finally:
+        probe.node.destroy_client(client)
+
+
+def set_parameters(probe, node: str, **values) -> None:
+    """Change parameters of the running node `node` (its full name); each must be accepted."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    response = call_service(probe, SetParameters, f"{node}/set_parameters", SetParameters.Request(
+        parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]))
+    for result in response.results:
+        assert result.successful, result.reason

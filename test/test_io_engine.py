@@ -6,12 +6,14 @@ import time
 
 import pytest
 
-from harness import wait_for
-from io_stack import IoStack
+from harness import status_values, unique_namespace, wait_for
+from io_stack import IoStack, set_parameters
 from qai_edge.health import Level
+from qai_edge.profile import load_profile
 
 TIMEOUT = 60.0
 SQUARE = [[0, 0, 4], [8, 0, 4], [8, 8, 5], [0, 8, 4]]
+FENCE = [-10.0, -10.0, 10.0, -10.0, 10.0, 10.0, -10.0, 10.0]
 
 
 @pytest.fixture
@@ -79,31 +81,66 @@ def test_hold_land_and_return_home(stack):
     assert math.dist(home.result["position"][:2], (0, 0)) < 0.6 and home.result["position"][2] < 0.1
 
 
-@pytest.mark.parametrize("kind, parameters, raw, expected", [
+BAD_INPUT = [  # kind, parameters, raw JSON parameters, what the error says
     ("navigate", {"waypoints": [[0, 0, 5]], "speed": -1}, None,
      "parameters.speed: -1 is less than or equal to the minimum of 0"),
     ("navigate", {}, {"waypoints": "[[0, NaN, 5]]"}, "parameters.waypoints: not valid JSON"),
     ("navigate", {"waypoints": [[0, 0, 500]]}, None,
      "parameters.waypoints[0]: (0, 0, 500) is above the fence's maximum altitude 120 m"),
+    ("navigate", {"waypoints": [[5, 5, 3], [15, 0, 3]]}, None,
+     "parameters.waypoints[1]: (15, 0, 3) is outside the fence's polygon"),
     ("navigate", {"waypoints": [[0, 0, 5]], "speed": 20}, None,
-     "parameters.speed: 20 m/s exceeds this vehicle's max_speed 8 m/s"),
+     "parameters.speed: 20 is greater than the maximum of 8.0"),
     ("navigate", {"waypoints": []}, None, "parameters.waypoints: [] should be non-empty"),
+    ("navigate", {"waypoints": [[1, 1, 3]] * 21}, None, "parameters.waypoints: "),  # max_waypoints 20
+    ("navigate", {"waypoints": [[1, 1, 3]], "order": [0, 20]}, None,
+     "parameters.order[1]: 20 is greater than the maximum of 19"),
+    ("navigate", {"waypoints": [[1, 1, 3]], "order": [0, 1]}, None,
+     "parameters.order[1]: index 1 is out of range for 1 waypoints (0 to 0)"),
+    ("hold", {"duration": 7200}, None, "parameters.duration: 7200 is greater than the maximum of 3600.0"),
+    ("scan", {"duration": 1e6}, None, "parameters.duration: 1000000.0 is greater than the maximum of 3600.0"),
     ("scan", {"duration": 1, "sensors": ["lidar"]}, None, "parameters.sensors[0]: 'lidar' is not one of"),
     ("teleport", {}, None, "kind 'teleport' is not served by"),
-])
-def test_bad_input_is_refused_with_the_field_and_no_retry(stack, kind, parameters, raw, expected):
-    outcome = stack.run(kind, parameters, raw_parameters=raw)
-    assert outcome.aborted and not outcome.retryable
-    assert expected in outcome.message, outcome.message
+]
 
 
-def test_a_waypoint_outside_the_geofence_polygon_is_refused(processes, ros_probe):
-    stack = IoStack(processes, ros_probe, io_parameters={"geofence_polygon": [-10.0, -10.0, 10.0, -10.0,
-                                                                              10.0, 10.0, -10.0, 10.0]})
-    outcome = stack.run("navigate", {"waypoints": [[5, 5, 3], [15, 0, 3]]})
-    assert outcome.aborted and not outcome.retryable
-    assert outcome.message == "parameters.waypoints[1]: (15, 0, 3) is outside the fence's polygon"
+def test_bad_input_is_refused_with_the_field_and_no_retry_before_anything_moves(processes, ros_probe):
+    stack = IoStack(processes, ros_probe, io_parameters={"geofence_polygon": FENCE, "max_waypoints": 20})
+    for kind, parameters, raw, expected in BAD_INPUT:
+        outcome = stack.run(kind, parameters, raw_parameters=raw)
+        assert outcome.aborted and not outcome.retryable, (kind, parameters, outcome.message)
+        assert expected in outcome.message, (kind, parameters, outcome.message)
     assert stack.position()[2] < 0.05  # refused before moving
+    assert stack.run("hold", {"duration": 0.2}).succeeded  # and the engine goes on serving
+
+
+def test_the_announced_kinds_carry_the_fence_and_max_speed_and_a_change_is_announced_at_once(
+        processes, ros_probe):
+    """What the mission engine validates a mission against before anything flies."""
+    from qai_edge.convert import kind_from_msg
+    from qai_edge.qos import CAPABILITIES_QOS
+    from qai_interfaces.msg import EngineCapabilities
+
+    namespace = unique_namespace()
+    processes.start_node("io_engine", namespace=namespace, parameters={
+        "geofence_polygon": FENCE, "max_speed": 6.0, "announce_period": 600.0})  # no periodic repeat in the test
+    navigate_kinds = []
+    ros_probe.node.create_subscription(
+        EngineCapabilities, f"{namespace}/engine_capabilities",
+        lambda msg: navigate_kinds.extend(kind_from_msg(k) for k in msg.kinds if k.name == "navigate"),
+        CAPABILITIES_QOS)
+    ros_probe.spin_until(lambda: navigate_kinds, TIMEOUT, "the io_engine's announcement")
+    navigate = navigate_kinds[-1]
+    properties = navigate.parameters_schema["properties"]
+    assert properties["speed"]["maximum"] == 6.0
+    assert properties["waypoints"]["items"]["x-geofence"] == {
+        "polygon": [[-10.0, -10.0], [10.0, -10.0], [10.0, 10.0], [-10.0, 10.0]], "min_altitude": 0.0,
+        "max_altitude": 120.0}
+    assert navigate.parameter_errors({"waypoints": [[0, 0, 3], [12, 0, 3]]}) == [
+        "parameters.waypoints[1]: (12, 0, 3) is outside the fence's polygon"]
+    set_parameters(ros_probe, f"{namespace}/io_engine", max_speed=4.0)
+    ros_probe.spin_until(lambda: navigate_kinds[-1].parameters_schema["properties"]["speed"]["maximum"] == 4.0,
+                         10.0, "the new max_speed in an announcement")
 
 
 def test_stale_odometry_during_motion_stops_the_vehicle_and_fails_the_task(stack):
@@ -133,16 +170,69 @@ def test_every_sensor_fault_is_detected_and_reported(stack, fault, stream, level
     assert stream in stack.io_status().message
 
 
-def test_battery_sag_raises_an_error_and_a_battery_reserve_event(processes, ros_probe):
-    stack = IoStack(processes, ros_probe, io_parameters={"battery_min_voltage": 15.0})
-    stack.set_parameters("sim_vehicle", fault_battery_sag=2.5)
-    stack.probe.spin_until(lambda: any(e.code == "battery_reserve" for e in stack.events), TIMEOUT,
+def battery_reserve(stack) -> str:
+    """Return 'on' or 'off', as the io_engine's heartbeat says."""
+    return status_values(stack.io_status()).get("battery_reserve", "")
+
+
+def test_a_sag_driving_the_battery_reading_out_of_range_in_flight_keeps_calling_for_a_return_home(
+        processes, ros_probe):
+    """The readings are rejected as out of range (once only "battery: stale"): the reserve is entered, its
+    event repeats until a return_home runs, the latch outlasts the recovery in the air and clears once
+    landed with healthy readings."""
+    from qai_interfaces.msg import Event
+
+    stack = IoStack(processes, ros_probe, io_parameters={
+        "battery_timeout": 1.0, "battery_event_period": 1.0, "battery_recover_time": 1.0, "landing_speed": 1.5})
+    assert stack.run("navigate", {"waypoints": [[0, 0, 3]]}).succeeded
+    stack.set_parameters("sim_vehicle", fault_battery_sag=20.0)  # 16.8 V - 20 V: out of range
+    stack.probe.spin_until(lambda: len(stack.events_of("battery_reserve")) >= 2, TIMEOUT,
+                           lambda: f"the battery_reserve event twice\n{stack.logs()}")
+    event = stack.events_of("battery_reserve")[0]
+    assert event.source == stack.io_name and event.severity == Event.ERROR
+    assert "no valid battery reading" in event.message and "is outside [0, 1000]" in event.message
+    refused = stack.run("navigate", {"waypoints": [[5, 0, 3]]})
+    assert refused.aborted and not refused.retryable and "battery at its reserve" in refused.message
+
+    stack.set_parameters("sim_vehicle", fault_battery_sag=0.0)  # healthy again, but still in the air
+    stack.probe.spin_for(1.5)
+    assert battery_reserve(stack) == "on" and stack.io_status().level[0] == Level.ERROR
+    response = stack.clear_battery_reserve()
+    assert not response.success and "airborne" in response.message
+
+    sent = stack.send("return_home", {"altitude": 3.0})
+    stack.probe.spin_until(lambda: sent[2], TIMEOUT, "return_home to run")
+    running_since = time.monotonic() + 0.5  # an event already on its way may still arrive
+    outcome = stack.wait(sent)
+    assert outcome.succeeded and outcome.result["position"][2] < 0.1, outcome.message
+    assert stack.events_of("battery_reserve", since=running_since) == []
+    stack.probe.spin_until(lambda: battery_reserve(stack) == "off", TIMEOUT,
+                           lambda: f"the reserve to clear: {stack.io_status().message}")
+    assert "battery at its reserve" not in stack.io_status().message
+
+
+def test_the_default_profile_enters_the_reserve_on_the_simulators_sag_and_holds_it_while_the_fault_lasts(
+        processes, ros_probe):
+    io_parameters = dict(load_profile().node("io_engine").parameters)
+    for common in ("heartbeat_period", "robot_id"):
+        del io_parameters[common]
+    stack = IoStack(processes, ros_probe, io_parameters=io_parameters)
+    assert stack.run("navigate", {"waypoints": [[0, 0, 3]]}).succeeded
+    stack.set_parameters("sim_vehicle", fault_battery_sag=3.0)
+    stack.probe.spin_until(lambda: stack.events_of("battery_reserve"), TIMEOUT,
                            lambda: f"a battery_reserve event\n{stack.logs()}")
-    event = next(e for e in stack.events if e.code == "battery_reserve")
-    assert event.source == stack.io_name and event.severity == 2 and "below its reserve" in event.message
-    stack.probe.spin_until(lambda: stack.io_status().level[0] == Level.ERROR, TIMEOUT, "ERROR on /diagnostics")
-    assert "battery at its reserve" in stack.io_status().message
-    assert len([e for e in stack.events if e.code == "battery_reserve"]) == 1  # once per crossing
+    assert "below battery_min_voltage 13.8 V" in stack.events_of("battery_reserve")[0].message
+    stack.probe.spin_until(lambda: "battery at its reserve" in stack.io_status().message, TIMEOUT, "ERROR")
+    assert stack.run("land", timeout=TIMEOUT).succeeded  # land runs in the reserve
+    stack.probe.spin_for(io_parameters["battery_recover_time"] + 1.0)
+    assert battery_reserve(stack) == "on"  # landed, but the fault is still there
+    response = stack.clear_battery_reserve()
+    assert not response.success and "still reads low" in response.message
+    stack.set_parameters("sim_vehicle", fault_battery_sag=0.0)
+    stack.probe.spin_for(1.0)  # a healthy reading; the operator need not wait for battery_recover_time
+    response = stack.clear_battery_reserve()
+    assert response.success, response.message
+    stack.probe.spin_until(lambda: battery_reserve(stack) == "off", 5.0, "the heartbeat to say so")
 
 
 def test_invalid_readings_are_rejected_and_counted_not_used(processes, ros_probe):

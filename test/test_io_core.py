@@ -1,0 +1,260 @@
+"""The io_engine's core in-process, closed-loop with the vehicle model on a fake clock (test/io_world.py):
+motion tasks, the battery fail-safe, the limits announced in the kinds, return-home planning, scans."""
+
+import math
+
+import pytest
+
+from io_world import World
+from qai_edge.convert import kind_from_msg, kind_to_msg
+from qai_edge.geofence import Geofence
+from qai_edge.profile import ProfileError, parse_profile
+from qai_edge.tasks import TaskCanceled, TaskFailed
+from qai_io.kinds import KindLimits, task_kinds
+from qai_io.motion import STOP, ExternalController, Pose
+from qai_io.planning import plan_return_home, prepare_waypoints
+
+FENCE = [-10.0, -10.0, 10.0, -10.0, 10.0, 10.0, -10.0, 10.0]
+
+
+def take_off(world, height=4.0):
+    world.run("navigate", {"waypoints": [[0, 0, height]]})
+    assert world.position[2] == pytest.approx(height, abs=0.5)
+
+
+def test_navigate_flies_through_the_waypoints_and_reports_the_path():
+    world = World()
+    result = world.run("navigate", {"waypoints": [[0, 0, 4], [8, 0, 4], [8, 6, 5]], "speed": 4.0})
+    assert math.dist(result["position"], (8, 6, 5)) <= 0.5 and result["waypoints_reached"] == 3
+    assert result["distance"] == pytest.approx(4 + 8 + math.hypot(6, 1), abs=0.2)
+    assert world.commands[-1] == STOP
+
+
+def test_order_flies_the_waypoints_in_the_order_given_and_names_a_bad_index():
+    world = World()
+    result = world.run("navigate", {"waypoints": [[5, 0, 3], [0, 0, 3]], "order": [1, 0]})
+    assert math.dist(result["position"], (5, 0, 3)) <= 0.5
+    with pytest.raises(TaskFailed, match=r"parameters.order\[1\]: index 2 is out of range for 2 waypoints \(0 to 1\)"):
+        world.run("navigate", {"waypoints": [[5, 0, 3], [0, 0, 3]], "order": [0, 2]})
+
+
+def test_the_odometry_stale_message_gives_the_age_at_detection_though_odometry_returns_while_stopping():
+    """The message said "stale for -1.1 s": its age was taken after the stop, during which odometry came back."""
+    world = World()
+    began = world.time
+
+    def drop_then_return():
+        world.odom_dropout = began + 1.0 <= world.time < began + 1.6
+        return False
+
+    with pytest.raises(TaskFailed) as failed:
+        world.run("navigate", {"waypoints": [[0, 0, 4], [40, 0, 4]]}, cancel_when=drop_then_return)
+    assert failed.value.retryable
+    age = float(failed.value.message.split("stale for ")[1].split(" s")[0])
+    assert 0.5 < age <= 0.6, failed.value.message
+    (notice,) = [n for n in world.notices if n.code == "odometry_stale"]
+    assert notice.publish and notice.values["age"] == pytest.approx(age, abs=0.05)
+    assert world.commands[-1] == STOP
+
+
+def test_cancel_stops_the_vehicle_before_the_task_ends():
+    world = World()
+    with pytest.raises(TaskCanceled):
+        world.run("navigate", {"waypoints": [[0, 0, 3], [60, 0, 3]], "speed": 5.0},
+                  cancel_when=lambda: world.model.state.position[0] > 8.0)
+    assert world.core.pose.speed <= 0.2
+
+
+def test_a_timeout_counts_on_the_ros_clock():
+    world = World()
+    with pytest.raises(TaskFailed, match="navigate: not done after 2 s"):
+        world.run("navigate", {"waypoints": [[0, 0, 3], [60, 0, 3]]}, timeout=2.0)
+
+
+# -- The battery fail-safe ----------------------------------------------------------------------
+
+
+def test_a_sag_driving_the_reading_out_of_range_in_flight_stops_navigate_and_calls_for_a_return_home():
+    world = World()
+    take_off(world)
+    world.model.battery_sag_v = 20.0  # 16.8 V - 20 V: a negative voltage, rejected as out of range
+    with pytest.raises(TaskFailed) as failed:
+        world.run("navigate", {"waypoints": [[40, 0, 4]]})
+    assert not failed.value.retryable
+    assert failed.value.message.startswith("navigate: battery at its reserve (no valid battery reading for 3.")
+    assert "the last: voltage = -3." in failed.value.message and "is outside [0, 1000]" in failed.value.message
+    (event,) = world.events()
+    assert event.message.startswith("battery at its reserve: no valid battery reading")
+    assert world.position[0] < 20.0 and world.core.pose.speed < 0.3  # stopped on the way out
+
+
+def test_the_default_parameters_put_the_simulated_vehicle_in_the_reserve_when_its_battery_sags():
+    world = World()  # the defaults: battery_min_voltage 13.8 V for its 4S LiPo
+    take_off(world)
+    world.model.battery_sag_v = 3.0
+    world.advance(1.0)
+    assert world.core.safety.in_reserve and "below battery_min_voltage 13.8 V" in world.core.safety.reason
+    assert len(world.events()) == 1
+
+
+def test_in_the_reserve_return_home_lands_without_repeated_events_and_the_latch_outlasts_the_fault():
+    world = World(battery_event_period=1.0, battery_recover_time=2.0)
+    take_off(world)
+    world.run("navigate", {"waypoints": [[6, 4, 4]]})
+    world.model.battery_sag_v = 3.0
+    world.advance(3.5)
+    assert [e.values["repeat"] for e in world.events()] == [0, 1, 2, 3]  # at once, then every second
+    with pytest.raises(TaskFailed, match="battery at its reserve"):
+        world.run("navigate", {"waypoints": [[0, 0, 4]]})
+    world.model.battery_sag_v = 0.0  # the voltage recovers in flight: the latch holds
+    world.advance(3.0)
+    assert world.core.safety.in_reserve
+    sent = len(world.events())
+    result = world.run("return_home", {"altitude": 5.0})
+    assert math.dist(result["position"][:2], (0, 0)) < 0.6 and result["position"][2] < 0.1
+    assert len(world.events()) == sent  # none while it ran
+    assert world.core.safety.in_reserve  # landed, but healthy only just now
+    world.advance(2.5)
+    assert not world.core.safety.in_reserve
+    level, message, values = world.core.health()
+    assert "battery" not in message and values["battery_reserve"] == "off"
+
+
+def test_the_reserve_stays_after_landing_while_the_fault_is_there():
+    world = World(battery_recover_time=1.0)
+    take_off(world)
+    world.model.battery_sag_v = 3.0
+    world.advance(1.0)
+    world.run("land")
+    world.advance(5.0)
+    assert world.core.safety.in_reserve
+    assert world.core.clear_battery_reserve() == (
+        False, f"refused: the battery still reads low ({world.core.safety.low_reason(world.core.safety.battery)})")
+
+
+# -- Limits in the kinds, checked when a mission is submitted ---------------------------------------
+
+
+def announced(world):
+    """The kinds as the mission engine sees them: through the TaskKind message."""
+    return {served.spec.name: kind_from_msg(kind_to_msg(served.spec)) for served in world.core.served_kinds()}
+
+
+def test_the_announced_schemas_refuse_what_the_vehicle_would_refuse_naming_the_field_and_limit():
+    world = World(geofence_polygon=FENCE, max_waypoints=5, max_speed=6.0, max_scan_duration=60.0,
+                  max_hold_duration=30.0)
+    kinds = announced(world)
+    navigate = kinds["navigate"]
+    assert sorted(navigate.parameter_errors({"waypoints": [[0, 0, 5], [15, 0, 5], [0, 0, 500]], "speed": 7})) == [
+        "parameters.speed: 7 is greater than the maximum of 6.0",
+        "parameters.waypoints[1]: (15, 0, 5) is outside the fence's polygon",
+        "parameters.waypoints[2]: (0, 0, 500) is above the fence's maximum altitude 120 m"]
+    assert len(navigate.parameter_errors({"waypoints": [[0, 0, 5]] * 6})) == 1
+    assert navigate.parameter_errors({"waypoints": [[0, 0, 5]], "order": [5]}) == [
+        "parameters.order[0]: 5 is greater than the maximum of 4"]
+    assert navigate.parameter_errors({"waypoints": [[0, 0, 5]], "hold": 31}) == [
+        "parameters.hold: 31 is greater than the maximum of 30.0"]
+    assert sorted(kinds["hold"].parameter_errors({"duration": 31, "position": [20, 0]})) == [
+        "parameters.duration: 31 is greater than the maximum of 30.0",
+        "parameters.position: (20, 0) is outside the fence's polygon"]
+    assert kinds["scan"].parameter_errors({"duration": 61}) == [
+        "parameters.duration: 61 is greater than the maximum of 60.0"]
+    assert sorted(kinds["return_home"].parameter_errors({"altitude": 121, "speed": 7})) == [
+        "parameters.altitude: 121 is greater than the maximum of 120.0",
+        "parameters.speed: 7 is greater than the maximum of 6.0"]
+    assert kinds["collect"].parameters_schema == kinds["scan"].parameters_schema
+
+
+def test_a_ground_robot_announces_only_the_fence_polygon():
+    kinds = task_kinds(KindLimits("ground", fence=Geofence.from_flat(FENCE, 0.0, 120.0)))
+    assert kinds["navigate"].parameter_errors({"waypoints": [[5, 5, 500], [50, 0, 0]]}) == [
+        "parameters.waypoints[1]: (50, 0, 0) is outside the fence's polygon"]
+
+
+def test_a_changed_limit_is_in_the_next_announcement():
+    world = World()
+    world.parameters["max_speed"] = 4.0
+    assert announced(world)["navigate"].parameters_schema["properties"]["speed"]["maximum"] == 4.0
+    with pytest.raises(TaskFailed, match="parameters.speed: 5 is greater than the maximum of 4.0"):
+        world.run("navigate", {"waypoints": [[0, 0, 3]], "speed": 5})
+
+
+def test_a_default_speed_above_max_speed_is_refused_naming_both():
+    world = World(default_speed=9.0, max_speed=8.0)
+    with pytest.raises(TaskFailed, match=r"default_speed \(no speed given\): 9 m/s exceeds max_speed 8 m/s"):
+        world.run("navigate", {"waypoints": [[0, 0, 3]]})
+
+
+def test_a_two_dimensional_waypoint_flies_at_the_current_height_and_is_checked_there():
+    pose = Pose(0.0, 0.0, 150.0, 0.0)
+    fence = Geofence.from_flat(FENCE, 0.0, 120.0)
+    with pytest.raises(TaskFailed, match=r"parameters.waypoints\[0\]: \(1, 1, 150\) is above the fence's maximum"):
+        prepare_waypoints({"waypoints": [[1, 1]]}, pose, "multirotor", fence)
+    assert prepare_waypoints({"waypoints": [[1, 1], [2, 2, 9]]}, Pose(0, 0, 0, 0), "ground", fence) == [
+        (1.0, 1.0, 0.0), (2.0, 2.0, 0.0)]  # a ground robot stays on the ground
+
+
+# -- Return home ---------------------------------------------------------------------------------
+
+
+def test_return_home_plans_climb_go_home_and_land_and_nothing_when_already_down_at_home():
+    fence = Geofence.from_flat(FENCE, 0.0, 120.0)
+    route = plan_return_home(Pose(5, 5, 3, 0), (0, 0, 0), "multirotor", 10.0, True, fence, 0.5, 0.3)
+    assert route.legs == [(5, 5, 10.0), (0.0, 0.0, 10.0)] and route.land
+    route = plan_return_home(Pose(5, 5, 30, 0), (0, 0, 0), "multirotor", 10.0, True, fence, 0.5, 0.3)
+    assert route.legs[0] == (5, 5, 30)  # never down before going home
+    assert plan_return_home(Pose(0.1, 0, 0.02, 0), (0, 0, 0), "multirotor", 10.0, True, fence, 0.5, 0.3).legs == []
+    assert plan_return_home(Pose(0.1, 0, 4, 0), (0, 0, 0), "multirotor", 10.0, True, fence, 0.5, 0.3).legs == []
+    assert plan_return_home(Pose(5, 5, 0, 1), (0, 0, 0), "ground", 10.0, True, fence, 0.5, 0.3).legs == [
+        (0.0, 0.0, 0)]
+    with pytest.raises(TaskFailed, match="return_home: the climb to 150 m is above the fence's maximum altitude"):
+        plan_return_home(Pose(5, 5, 3, 0), (0, 0, 0), "multirotor", 150.0, True, fence, 0.5, 0.3)
+
+
+def test_a_vehicle_that_drifted_out_of_the_fence_can_still_come_home():
+    world = World(geofence_polygon=FENCE, home=[0.0, 0.0, 0.0], position=(14.0, 0.0, 5.0))
+    result = world.run("return_home", {"altitude": 5.0})
+    assert math.dist(result["position"][:2], (0, 0)) < 0.6 and result["position"][2] < 0.1
+
+
+def test_return_home_when_already_home_on_the_ground_does_not_take_off():
+    world = World()
+    assert world.run("return_home") == {"position": [pytest.approx(c, abs=0.05) for c in (0, 0, 0)]}
+    assert max(world.model.state.position[2] for _ in [0]) == 0.0 and world.commands == []
+
+
+# -- The external controller, scans -------------------------------------------------------------
+
+
+def test_the_external_controller_stops_when_commands_are_older_than_its_timeout_on_its_clock():
+    now = [0.0]
+    external = ExternalController(0.3, lambda: now[0])
+    pose = Pose(0, 0, 5, 0)
+    assert external.command(pose, (1, 0, 5), 1.0, 2.0, 0.02) == STOP and external.stale
+    external.offer((3.0, 4.0, 5.0, 0.1))
+    assert external.command(pose, (1, 0, 5), 1.0, 2.0, 0.02) == pytest.approx((1.2, 1.6, 2.0, 0.1))  # clipped
+    now[0] = 0.31
+    assert external.command(pose, (1, 0, 5), 1.0, 2.0, 0.02) == STOP and external.stale
+    external.offer((float("nan"), 0.0, 0.0, 0.0))
+    assert external.command(pose, (1, 0, 5), 1.0, 2.0, 0.02) == STOP
+
+
+def test_scan_keeps_the_asked_sensors_and_fails_when_none_spoke():
+    world = World()
+    result = world.run("scan", {"duration": 2.0, "sensors": ["battery", "odom"]})
+    assert result["samples"] == {"battery": 4, "odom": 100}
+    assert set(result["summary"]) >= {"battery.voltage", "odom.z"} and result["gps"] is None
+    with pytest.raises(TaskFailed, match=r"scan: no valid reading from gps in 1 s") as failed:
+        world.run("scan", {"duration": 1.0, "sensors": ["gps"]})
+    assert failed.value.retryable
+
+
+# -- Parameters ----------------------------------------------------------------------------------
+
+
+def test_the_profile_check_refuses_a_vehicle_kind_or_controller_the_engine_cannot_run():
+    with pytest.raises(ProfileError, match=r"nodes.io_engine.parameters.vehicle_kind: must be one of: multirotor, "
+                                           r"ground; got 'boat'"):
+        parse_profile({"nodes": {"io_engine": {"parameters": {"vehicle_kind": "boat"}}}})
+    with pytest.raises(ProfileError, match=r"nodes.io_engine.parameters.controller: must be one of: pid, external"):
+        parse_profile({"nodes": {"io_engine": {"parameters": {"controller": "neural"}}}})
