@@ -5,7 +5,8 @@ import math
 import pytest
 
 from qai_io.geo import Geofence, enu_to_geodetic, geodetic_to_enu, quaternion_to_yaw, yaw_to_quaternion
-from qai_io.motion import HoldPlan, LandPlan, MotionRun, Pose, PositionController, WaypointPlan, distance
+from qai_io.motion import (HoldPlan, LandPlan, MotionRun, Pose, PositionController, SequencePlan, WaypointPlan,
+                           distance)
 from qai_io.simulation import cross_track_errors, fly
 from qai_io.vehicle_model import VehicleConfig, VehicleModel
 
@@ -76,6 +77,17 @@ def test_land_descends_until_on_the_ground():
     run, t, path = closed_loop(model, LandPlan((3, 4, 6), descent_speed=1.0))
     assert run.finished and model.state.position[2] == 0.0
     assert distance(model.state.position[:2], (3, 4)) < 0.3
+
+
+def test_a_sequence_flies_its_plans_in_turn_and_counts_what_the_later_ones_add():
+    model = VehicleModel(VehicleConfig(seed=2), position=(6, 4, 3))
+    plan = SequencePlan([WaypointPlan([(6, 4, 5), (0, 0, 5)], tolerance=0.5), LandPlan((0, 0, 5), 1.0)],
+                        later=[0.0, 5.0])
+    assert plan.step(Pose(6, 4, 3, 0), 0.0).remaining == pytest.approx(2 + math.hypot(6, 4) + 5)
+    run, t, path = closed_loop(model, plan)
+    assert run.finished and model.state.position[2] == 0.0
+    assert distance(model.state.position[:2], (0, 0)) < 0.5
+    assert max(p[2] for p in path) < 6.0  # up to the leg altitude (and a little overshoot), no higher
 
 
 def test_geofence_polygon_and_altitudes():

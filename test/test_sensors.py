@@ -6,7 +6,8 @@ import statistics
 import pytest
 
 from qai_edge.health import Level
-from qai_io.sensors import ScanSummary, StreamMonitor, StreamSpec
+from qai_edge.tasks import TaskFailed
+from qai_io.sensors import Scans, ScanSummary, StreamMonitor, StreamSpec, scan_result
 
 
 def monitor(name="imu", min_rate=10.0, stale_after=0.5, stuck_after=5):
@@ -94,3 +95,20 @@ def test_scan_summary_statistics():
     stats = summary.result()["battery.voltage"]
     assert stats["n"] == 4 and stats["min"] == 1.0 and stats["max"] == 7.0
     assert stats["mean"] == pytest.approx(3.5) and stats["std"] == pytest.approx(statistics.pstdev(samples))
+
+
+def test_every_open_scan_gets_each_accepted_reading_and_its_result_keeps_the_asked_sensors():
+    scans = Scans()
+    scans.add("imu", {"accel_z": 1.0})  # before any scan: dropped
+    first = scans.open()
+    scans.add("imu", {"accel_z": 9.8})
+    second = scans.open()
+    scans.add("battery", {"voltage": 16.0})
+    scans.close(first)
+    scans.add("battery", {"voltage": 15.0})
+    result = scan_result(first, ["imu"], 1.0, (1.0, 2.0, 3.0), None)
+    assert result["samples"] == {"imu": 1} and list(result["summary"]) == ["imu.accel_z"]
+    assert result["position"] == [1.0, 2.0, 3.0] and result["gps"] is None and result["duration"] == 1.0
+    assert scan_result(second, ["battery"], 1.0, None, None)["summary"]["battery.voltage"]["n"] == 2
+    with pytest.raises(TaskFailed, match="scan: no valid reading from gps in 1 s"):
+        scan_result(second, ["gps"], 1.0, None, None)
