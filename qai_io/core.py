@@ -20,15 +20,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 from qai_edge.geofence import Geofence
 from qai_edge.health import Level
+from qai_edge.params import by_name
 from qai_edge.tasks import ServedKind, TaskCanceled, TaskContext, TaskFailed, TaskRequest
 from qai_io.kinds import KindLimits, task_kinds
 from qai_io.motion import (STOP, Command, ExternalController, HoldPlan, LandPlan, MotionRun, MotionStatus, Pose,
                            PositionController, SequencePlan, WaypointPlan)
+from qai_io.parameters import PARAMETERS
 from qai_io.planning import hold_position, path_length, plan_return_home, prepare_waypoints
 from qai_io.safety import Notice, SafetySupervisor
 from qai_io.sensors import STREAM_NAMES, Scans, StreamMonitor, StreamSpec, scan_result
 
 CHECK_PERIOD = 0.05  # s between two safety checks of a running motion task
+SPECS = by_name(PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class IoCore:
         self.param, self.clocks = param, clocks
         self.publish_command, self.report = publish_command, report
         self.vehicle_kind, self.controller_mode = param("vehicle_kind"), param("controller")
+        for name in ("vehicle_kind", "controller"):  # `qai-edge profile` refuses these; `ros2 run -p` does not
+            try:
+                SPECS[name].check(param(name))
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
         self.fence = Geofence.from_flat(param("geofence_polygon"), param("geofence_min_altitude"),
                                         param("geofence_max_altitude"))
         home = param("home")
@@ -160,11 +168,10 @@ class IoCore:
             raise TaskFailed(f"{name}: {speed:g} m/s exceeds max_speed {limit:g} m/s", retryable=False)
         return speed
 
-    def _run_motion(self, context: TaskContext, kind: str, plan, speed: float, timeout: float | None,
-                    what: str = "") -> Pose:
+    def _run_motion(self, context: TaskContext, kind: str, plan, speed: float, timeout: float | None) -> Pose:
         """Drive `plan` until done, or until the supervisor says stop; return the final pose."""
         clocks = self.clocks
-        watch = self.safety.begin_motion(kind, what or kind, timeout, clocks.steady(), clocks.ros())
+        watch = self.safety.begin_motion(kind, kind, timeout, clocks.steady(), clocks.ros())
         if self.controller_mode == "external":
             controller = self.external
             controller.reset()  # a command given for an earlier task is not one for this
@@ -223,7 +230,7 @@ class IoCore:
                 "duration": round(self.clocks.ros() - began, 2)}
 
     def hold(self, request: TaskRequest, context: TaskContext) -> dict:
-        position = hold_position(request.parameters, self._require_pose(), self.fence)
+        position = hold_position(request.parameters, self._require_pose(), self.vehicle_kind, self.fence)
         plan = HoldPlan(position, request.parameters.get("duration"))
         final = self._run_motion(context, request.kind, plan, self.param("default_speed"), None)
         return {"position": _rounded(final.position)}

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from qai_edge.geofence import Geofence
+from qai_edge.params import by_name
 from qai_edge.tasks import TaskKindSpec
+from qai_io.parameters import PARAMETERS
 from qai_io.sensors import STREAM_NAMES
 
 MOTION = frozenset({"motion"})
 MOTION_KINDS = ("navigate", "hold", "hover", "land", "return_home")
 # Kinds that still run while the battery is at its reserve: they bring the vehicle down or keep it still.
 RESERVE_KINDS = frozenset({"hold", "hover", "land", "return_home"})
-MAX_TOLERANCE = 50.0  # m: the largest arrival tolerance (arrival_tolerance's own upper bound)
-MAX_DESCENT_SPEED = 5.0  # m/s: the fastest descent a land task may ask (landing_speed's own upper bound)
+_SPECS = by_name(PARAMETERS)
+MAX_TOLERANCE = _SPECS["arrival_tolerance"].max  # m: a task's tolerance is bounded as the parameter is
+MAX_DESCENT_SPEED = _SPECS["landing_speed"].max  # m/s: a land task's descent_speed too
 
 
 @dataclass(frozen=True)

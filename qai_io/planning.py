@@ -59,12 +59,11 @@ def prepare_waypoints(parameters: Mapping[str, Any], pose: Pose, vehicle_kind: s
     return waypoints
 
 
-def hold_position(parameters: Mapping[str, Any], pose: Pose, fence: Geofence) -> Point:
-    """Where a hold task keeps the vehicle: `position` (checked against the fence) or where it is."""
+def hold_position(parameters: Mapping[str, Any], pose: Pose, vehicle_kind: str, fence: Geofence) -> Point:
+    """Return where a hold task keeps the vehicle: `position` (checked against the fence) or where it is."""
     if "position" not in parameters:
         return pose.position
-    asked = parameters["position"]
-    position = (float(asked[0]), float(asked[1]), float(asked[2]) if len(asked) == 3 else pose.z)
+    position = _resolve(parameters["position"], pose, vehicle_kind)
     check_in_fence(fence, position, "parameters.position")
     return position
 

@@ -13,6 +13,7 @@ from qai_edge.tasks import TaskCanceled, TaskFailed
 from qai_io.kinds import KindLimits, task_kinds
 from qai_io.motion import STOP, ExternalController, Pose
 from qai_io.planning import plan_return_home, prepare_waypoints
+from qai_io.vehicle_model import VehicleConfig
 
 FENCE = [-10.0, -10.0, 10.0, -10.0, 10.0, 10.0, -10.0, 10.0]
 
@@ -258,3 +259,8 @@ def test_the_profile_check_refuses_a_vehicle_kind_or_controller_the_engine_canno
         parse_profile({"nodes": {"io_engine": {"parameters": {"vehicle_kind": "boat"}}}})
     with pytest.raises(ProfileError, match=r"nodes.io_engine.parameters.controller: must be one of: pid, external"):
         parse_profile({"nodes": {"io_engine": {"parameters": {"controller": "neural"}}}})
+
+
+def test_the_core_refuses_a_vehicle_kind_it_cannot_drive_naming_the_choices():
+    with pytest.raises(ValueError, match="vehicle_kind: must be one of: multirotor, ground; got 'boat'"):
+        World(vehicle_kind="boat", config=VehicleConfig())
