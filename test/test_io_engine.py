@@ -155,19 +155,25 @@ def test_stale_odometry_during_motion_stops_the_vehicle_and_fails_the_task(stack
     assert any(e.code == "odometry_stale" for e in stack.events)
 
 
-@pytest.mark.parametrize("fault, stream, level, text", [
-    ({"fault_dropout": "imu"}, "imu", Level.ERROR, "stale"),
-    ({"fault_stuck": "odom"}, "odom", Level.WARN, "stuck"),
-    ({"fault_gps_loss": True}, "gps", Level.ERROR, "no GPS fix"),
-])
-def test_every_sensor_fault_is_detected_and_reported(stack, fault, stream, level, text):
-    assert stack.stream_status(stream)[0] == Level.OK
-    stack.set_parameters("sim_vehicle", **fault)
-    stack.probe.spin_until(lambda: stack.stream_status(stream)[0] == level, TIMEOUT,
-                           lambda: f"{stream} to report {level.name}: {stack.stream_status(stream)}")
-    assert text in stack.stream_status(stream)[1]
-    assert stack.io_status().level[0] >= level  # the engine's own status says so too
-    assert stream in stack.io_status().message
+SENSOR_FAULTS = [  # the fault set on sim_vehicle, the stream, the level and text its status then shows, the clear
+    ({"fault_dropout": "imu"}, "imu", Level.ERROR, "stale", {"fault_dropout": ""}),
+    ({"fault_stuck": "odom"}, "odom", Level.WARN, "stuck", {"fault_stuck": ""}),
+    ({"fault_gps_loss": True}, "gps", Level.ERROR, "no GPS fix", {"fault_gps_loss": False}),
+]
+
+
+def test_every_sensor_fault_is_detected_and_reported_and_clears_when_it_ends(stack):
+    for fault, stream, level, text, clear in SENSOR_FAULTS:
+        assert stack.stream_status(stream)[0] == Level.OK
+        stack.set_parameters("sim_vehicle", **fault)
+        stack.probe.spin_until(lambda: stack.stream_status(stream)[0] == level, TIMEOUT,
+                               lambda: f"{stream} to report {level.name}: {stack.stream_status(stream)}")
+        assert text in stack.stream_status(stream)[1]
+        assert stack.io_status().level[0] >= level  # the engine's own status says so too
+        assert stream in stack.io_status().message
+        stack.set_parameters("sim_vehicle", **clear)
+        stack.probe.spin_until(lambda: stack.stream_status(stream)[0] == Level.OK, TIMEOUT,
+                               lambda: f"{stream} to recover: {stack.stream_status(stream)}")
 
 
 def battery_reserve(stack) -> str:
