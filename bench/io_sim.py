@@ -77,7 +77,7 @@ def node_rtf(directory: Path) -> float:
 
     namespace = "/bench_rtf"
     sim = start("sim_vehicle", namespace, {"real_time_factor": 1000.0, "publish_clock": True,
-                                            "heartbeat_period": 0.5}, directory)
+                                           "heartbeat_period": 0.5}, directory)
     node = rclpy.create_node("bench_rtf")
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
@@ -205,14 +205,15 @@ def main() -> None:
     rclpy.init()
     try:
         with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
-            print(f"  real-time factor, sim_vehicle node asked for 1000x with /clock (its ceiling): {node_rtf(Path(directory)):.1f}x "
+            node_factor = node_rtf(Path(directory))
+            print(f"  real-time factor, sim_vehicle node asked for 1000x with /clock (its ceiling): {node_factor:.1f}x "
                   f"(target >= 20x)")
             inner = in_process_latency()
             print(f"  odometry -> cmd_vel in-process (io_engine callback): p50 {statistics.median(inner):.3f} ms, "
                   f"p99 {percentile(inner, 0.99):.3f} ms (target p99 < 5 ms)")
             outer = cross_process_latency(Path(directory))
-            print(f"  odometry -> cmd_vel across processes (publish to receive): p50 {statistics.median(outer):.2f} ms, "
-                  f"p99 {percentile(outer, 0.99):.2f} ms (target p99 < 10 ms)")
+            print(f"  odometry -> cmd_vel across processes (publish to receive): "
+                  f"p50 {statistics.median(outer):.2f} ms, p99 {percentile(outer, 0.99):.2f} ms (target p99 < 10 ms)")
     finally:
         rclpy.try_shutdown()
     for label, mean, worst, duration, finished in tracking():

@@ -1,7 +1,7 @@
 """The io_engine's safety supervisor: what stops the vehicle, what is refused, and what happens on low battery.
 
-No rclpy import. The io_engine's core (qai_io.core) asks it before a motion task starts and ten times a
-second while one runs, and feeds it every battery reading, every pose and a periodic tick; it answers with
+No rclpy import. The io_engine's core (qai_io.core) asks it before a motion task starts and every 50 ms
+while one runs, and feeds it every battery reading, every pose and a periodic tick; it answers with
 decisions (a refusal, a stop, notices to log and events to publish) and holds no ROS object. Its times are
 steady (wall) time, which goes on when a simulated clock stops; only a task's timeout is on the ROS clock
 (simulated time under use_sim_time), as every task duration is.
