@@ -110,6 +110,7 @@ def test_bad_input_is_refused_with_the_field_and_no_retry_before_anything_moves(
         outcome = stack.run(kind, parameters, raw_parameters=raw)
         assert outcome.aborted and not outcome.retryable, (kind, parameters, outcome.message)
         assert expected in outcome.message, (kind, parameters, outcome.message)
+    stack.probe.spin_until(lambda: stack.odometry, TIMEOUT, "odometry")  # discovery may still be matching
     assert stack.position()[2] < 0.05  # refused before moving
     assert stack.run("hold", {"duration": 0.2}).succeeded  # and the engine goes on serving
 
