@@ -232,7 +232,7 @@ def cmd_demo(args) -> int:
     profile = _load(args)
     mission_path = Path(args.mission) if args.mission else share_file("config", "missions", "demo.yaml")
     try:
-        mission = load_mission_file(mission_path, time.time())
+        mission = load_mission_file(mission_path)
     except MissionFormatError as error:
         print(f"qai-edge: {error}", file=sys.stderr)
         return 2

@@ -70,7 +70,7 @@ def test_preemption_cancels_the_lower_task_before_the_higher_starts_and_requeues
     assert result.outcome is MissionOutcome.SUCCEEDED
     events = [(r["task"], r["event"]) for r in stack.runs()]
     assert events == [("patrol", "start"), ("patrol", "stop"), ("return_home", "start"), ("return_home", "end"),
-                      ("patrol", "start"), ("patrol", "end")]
+                      ("patrol", "start"), ("patrol", "end")], (result, stack.logs())
     # Never both at once: each start comes after the previous holder stopped, by the engine's own clock.
     runs = stack.runs()
     for before, after in zip(runs, runs[1:]):

@@ -2,6 +2,7 @@
 clear error."""
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -25,7 +26,8 @@ class Engine:
         self.flush()
 
     def flush(self):
-        self.journal.record(*self.scheduler.take_changes())
+        changes = self.scheduler.take_changes()
+        self.journal.record(changes.missions, changes.durable)
         new = self.scheduler.take_commands()
         self.commands.extend(new)
         return new
@@ -91,11 +93,11 @@ def test_reattach_waits_for_the_engine_to_announce_itself(tmp_path):
 @pytest.mark.parametrize("on_restart, expected", [("redispatch", "RUNNING"), ("fail", "FAILED")])
 def test_a_goal_the_engine_no_longer_knows_follows_the_kinds_restart_policy(tmp_path, on_restart, expected):
     e = Engine(tmp_path / "j.db")
+    move = ROUTES["move"]
+    e.scheduler.set_routes({**ROUTES, "move": replace(move, spec=replace(move.spec, on_restart=on_restart))},
+                           ("/io", "/quantum"))
     e.scheduler.add_mission(mission("m1", task("b", "move")))
-    e.flush()
-    e.task("b").on_restart = on_restart
-    e.scheduler.task_started(e.task("b"), 1)  # any change: journal the policy the dispatch recorded
-    e.flush()
+    e.flush()  # the dispatch journals the kind's policy with the attempt
     crash(e)
     e2 = Engine(tmp_path / "j.db")
     (reattach,) = e2.commands
@@ -199,3 +201,111 @@ def test_a_journal_from_another_schema_version_is_refused(tmp_path):
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(JournalError, match="schema version 99"):
         Journal(path)
+
+
+def test_a_zero_length_journal_where_one_existed_is_reported_not_silently_replaced(tmp_path):
+    path = tmp_path / "j.db"
+    e = Engine(path)
+    e.scheduler.add_mission(mission("m1", task("a")))
+    e.flush()
+    crash(e)
+    path.write_bytes(b"")  # truncated: a full disk, a bad copy
+    with pytest.raises(JournalError, match=r"is empty \(0 bytes\) where a journal existed.*move it aside"):
+        Journal(path)
+
+
+def test_a_version_1_journal_is_migrated_and_keeps_its_missions(tmp_path):
+    path = tmp_path / "j.db"
+    e = Engine(path)
+    e.scheduler.add_mission(mission("m1", task("a")))
+    e.flush()
+    crash(e)
+    with sqlite3.connect(path) as db:  # what the previous release wrote: no engine_losses column
+        db.execute("CREATE TABLE t2 AS SELECT * FROM tasks")
+        db.execute("DROP TABLE tasks")
+        db.execute("ALTER TABLE t2 DROP COLUMN engine_losses")
+        db.execute("ALTER TABLE t2 RENAME TO tasks")
+        db.execute("PRAGMA user_version = 1")
+    (record,) = Journal(path).unfinished()
+    assert record.tasks[0].engine_losses == 0 and record.tasks[0].status == TaskStatus.RUNNING
+
+
+def test_a_mission_whose_rows_no_longer_decode_is_quarantined_and_the_rest_resume(tmp_path):
+    path = tmp_path / "j.db"
+    e = Engine(path)
+    e.scheduler.add_mission(mission("bad", task("a")))
+    e.scheduler.add_mission(mission("good", task("b")))
+    e.flush()
+    crash(e)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE tasks SET spec = ? WHERE mission_id = 'bad'", ('{"id": "a", "kind": 7}',))
+    journal = Journal(path)
+    assert [m.id for m in journal.unfinished()] == ["good"]
+    assert "kind: expected a string" in journal.quarantined["bad"]
+    with sqlite3.connect(path) as db:
+        status, message = db.execute("SELECT status, message FROM missions WHERE id = 'bad'").fetchone()
+    assert status == MissionStatus.FAILED and message.startswith("quarantined:")
+    assert [m.id for m in Journal(path).unfinished()] == ["good"]  # and it stays out
+
+
+def test_progress_feedback_is_not_written(tmp_path):
+    e = Engine(tmp_path / "j.db")
+    e.scheduler.add_mission(mission("m1", task("a")))
+    e.flush()
+    commits = e.journal.commits
+    t = e.task("a")
+    for i in range(20):
+        e.scheduler.task_feedback(t, t.attempt, i / 20, "flying")
+        e.flush()
+    assert e.journal.commits == commits
+
+
+def test_finished_missions_older_than_the_retention_are_pruned(tmp_path):
+    e = Engine(tmp_path / "j.db")
+    for i in range(3):
+        e.scheduler.add_mission(mission(f"m{i}", task("a")))
+        e.flush()
+        e.scheduler.task_succeeded(e.task("a", f"m{i}"), 1, {})
+        e.flush()
+        e.clock.now += 100.0
+    assert e.journal.prune(keep_finished=1000, older_than=e.clock.now - 150.0) == 2
+    assert [m.id for m in e.journal.recent(10)] == ["m2"]
+
+
+def test_the_writer_commits_in_order_and_groups_what_piles_up(tmp_path):
+    import threading
+
+    from qai_mission.journal import JournalWriter, snapshot
+
+    e = Engine(tmp_path / "j.db")
+    writer = JournalWriter(e.journal)
+    done, order = threading.Event(), []
+    for i in range(50):
+        e.scheduler.add_mission(mission(f"m{i}", task("a")))
+        changes = e.scheduler.take_changes()
+        writer.submit(snapshot(changes.missions, changes.durable),
+                      lambda error, i=i: (order.append((i, error)), i == 49 and done.set()))
+    assert done.wait(10)
+    writer.close()
+    assert [i for i, _ in order] == list(range(50)) and all(error is None for _, error in order)
+    assert e.journal.commits < 50  # grouped
+    assert len(Journal(tmp_path / "j.db").unfinished()) == 50
+
+
+def test_after_a_failed_write_every_later_batch_fails_too(tmp_path):
+    import threading
+
+    from qai_mission.journal import JournalWriter, snapshot
+
+    e = Engine(tmp_path / "j.db")
+    writer = JournalWriter(e.journal)
+    e.journal._db.close()  # the disk went away
+    results, done = [], threading.Event()
+    for i in range(3):
+        e.scheduler.add_mission(mission(f"m{i}", task("a")))
+        changes = e.scheduler.take_changes()
+        writer.submit(snapshot(changes.missions, changes.durable),
+                      lambda error, i=i: (results.append(error), i == 2 and done.set()))
+    assert done.wait(10)
+    writer.close()
+    assert len(results) == 3 and all(isinstance(error, JournalError) for error in results)
