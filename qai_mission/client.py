@@ -42,6 +42,7 @@ from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
 from qai_mission.codec import load_mission_file, mission_from_dict, task_from_dict
 from qai_mission.messages import mission_to_msg, task_to_msg
 from qai_mission.model import MissionSpec, MissionStatus, TaskSpec, TaskStatus
+from qai_mission.validation import MissionInvalid, check_tasks
 
 
 _DRAIN_LIMIT = 1000  # callbacks taken at most per spin
@@ -194,6 +195,10 @@ class MissionClient:
         MissionFormatError (a bad document, before anything is sent), MissionRejected with the reason,
         MissionClientError when the mission engine does not answer within `timeout`."""
         spec = self._as_spec(mission)  # a bad document fails here, before anything is sent
+        try:
+            check_tasks(spec.tasks, None, None)  # the graph checks need no engine: the same as validate's
+        except MissionInvalid as error:
+            raise MissionRejected(str(error)) from None
         self._wait_for(lambda: self._action.server_is_ready(), timeout,
                        f"the mission engine's {self._names['execute_mission']} action")
         tracked = _Tracked(spec.id)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from qai_edge.health import Level
 from qai_edge.tasks import TaskKindSpec
 from qai_mission.admission import Accept, Admission, Decision, Reject, Wait
-from qai_mission.journal import Journal, JournalWriter, snapshot
+from qai_mission.journal import Journal, JournalError, JournalWriter, snapshot
 from qai_mission.model import MissionSpec
 from qai_mission.publication import StatePublication, Update
 from qai_mission.registry import EngineRegistry, Transition
@@ -132,8 +132,12 @@ class MissionEngineCore:
         active = sum(1 for m in list(missions.values()) if not m.status.terminal)
         exists = (lambda mission_id: mission_id in missions
                   or (self.journal is not None and self.journal.mission(mission_id) is not None))
-        return self.admission.decide(spec, self.scheduler.routes, self.clock(), self.steady(), active, exists,
-                                     self.journal_problem, waiting_until)
+        try:
+            return self.admission.decide(spec, self.scheduler.routes, self.clock(), self.steady(), active, exists,
+                                         self.journal_problem, waiting_until)
+        except JournalError as error:  # reading it failed: no mission can be accepted safely
+            return Reject(f"the mission journal is unusable, so no mission can be accepted: "
+                          f"{self._journal_failed(error)}")
 
     def accept(self, decision: Accept, goal_id: str = "") -> Decision:
         """Add an accepted mission (on the node's thread), unless one with its id was added meanwhile."""

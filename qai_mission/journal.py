@@ -318,6 +318,12 @@ class Journal:
         return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM missions").fetchone()[0]
 
     def _missions(self, clause: str, args: tuple, quarantine: bool = False) -> list[MissionRecord]:
+        try:
+            return self._read_missions(clause, args, quarantine)
+        except sqlite3.Error as error:
+            raise JournalError(f"journal {self.path}: read failed: {error}") from None
+
+    def _read_missions(self, clause: str, args: tuple, quarantine: bool) -> list[MissionRecord]:
         missions = []
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(_MISSION_COLUMNS)} FROM missions {clause}", args).fetchall()

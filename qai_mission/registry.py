@@ -91,7 +91,7 @@ class EngineRegistry:
                 transitions.append(Transition(info.name, "up", ", ".join(k.name for k in info.kinds)))
             elif not alive and info.up and now >= self._hold_losses_until:
                 info.up = False
-                age = now - (info.last_heartbeat or now)
+                age = now - info.last_heartbeat if info.last_heartbeat is not None else 0.0
                 why = f"no heartbeat for {age:.1f} s" if not fresh else "its action server is gone"
                 transitions.append(Transition(info.name, "lost", why))
             elif (not alive and not info.up and info.kinds and not info.unreachable_reported

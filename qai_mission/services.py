@@ -4,6 +4,7 @@ answers back. Message conversion only; the decisions are the core's."""
 from __future__ import annotations
 
 from qai_mission.codec import MissionFormatError
+from qai_mission.journal import JournalError
 from qai_mission.messages import mission_state_msg, task_from_msg
 from qai_mission.validation import MissionInvalid, check_tasks
 
@@ -45,6 +46,14 @@ def cancel_task(node, request, response):
 
 
 def get_mission_state(node, request, response):
+    try:
+        return _get_mission_state(node, request, response)
+    except JournalError as error:
+        response.found, response.message = False, str(error)
+        return response
+
+
+def _get_mission_state(node, request, response):
     core = node.core
     now = core.clock()
     journal = core.journal
