@@ -1,5 +1,6 @@
 """Parameters the io_engine declares beyond the common ones; config/edge.yaml documents the defaults."""
 
+from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -34,3 +35,5 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("stuck_after", 50, "identical readings in a row that make a stream count as stuck", min=2,
               max=100000, read_only=True),
 )
+
+NODE = NodeType("io_engine", "qai_io.node:main", "sensors and actuators over DDS", PARAMETERS)

@@ -6,6 +6,7 @@ Read by the node (as ROS parameter descriptors), by the profile validator and by
 
 from typing import Any, Callable
 
+from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 from qai_mission.model import DEFAULT_LIMITS, MissionLimits
 
@@ -60,6 +61,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_retries", DEFAULT_LIMITS.max_retries, "Highest retry.max_retries a task may ask for.", min=0,
               max=1000000, read_only=True),
 )
+
+
+NODE = NodeType("mission_engine", "qai_mission.node:main", "runs missions: the priority task graph", PARAMETERS)
 
 
 def limits_from(param: Callable[[str], Any]) -> MissionLimits:
