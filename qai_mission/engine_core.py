@@ -26,7 +26,32 @@ from qai_mission.scheduler import Scheduler
 FINISHED_IN_MEMORY = 100  # finished missions kept in memory for quick status answers; the journal has the rest
 
 
+def open_journal(path: str, durable: bool, log) -> tuple[Journal | None, str]:
+    """The journal, or None and why not (the engine then stays up, refusing missions with the reason)."""
+    try:
+        return Journal(path, durable=durable), ""
+    except JournalError as error:
+        log.error(f"{error}. Missions are refused until the journal is usable.")
+        return None, str(error)
+
+
 class MissionEngineCore:
+    # Parameters that take effect at run time through set_parameter.
+    PARAMETERS = ("max_concurrent_missions", "kind_grace_period", "engine_timeout", "state_period", "max_engine_losses",
+                  "max_tasks_per_engine", "keep_finished_missions", "finished_retention")
+
+    @classmethod
+    def from_parameters(cls, param: Callable[[str], Any], clock, steady, journal: Journal | None, journal_problem: str,
+                        log) -> "MissionEngineCore":
+        """A core set up from the mission engine's parameters (qai_mission.parameters)."""
+        core = cls(clock, steady, journal, Admission(param("max_concurrent_missions"), param("kind_grace_period"),
+                                                     steady()),
+                   engine_timeout=param("engine_timeout"), state_period=param("state_period"),
+                   max_engine_losses=param("max_engine_losses"), max_running_per_engine=param("max_tasks_per_engine"),
+                   log=log, journal_problem=journal_problem)
+        core.keep_finished, core.finished_retention = param("keep_finished_missions"), param("finished_retention")
+        return core
+
     def __init__(self, clock: Callable[[], float], steady: Callable[[], float], journal: Journal | None,
                  admission: Admission, engine_timeout: float, state_period: float, max_engine_losses: int,
                  max_running_per_engine: int, log, journal_problem: str = ""):
@@ -159,6 +184,16 @@ class MissionEngineCore:
             return Reject(f"waiting for {decision.why}")
         return self.accept(decision) if isinstance(decision, Accept) else decision
 
+    def on_event(self, rules, code: str) -> Decision | None:
+        """Start the mission an event rule names (qai_mission.event_rules), unless its mission still runs."""
+        spec = rules.mission_for(code, self.is_running)
+        if spec is None:
+            return None
+        decision = self.admit_now(spec)
+        if isinstance(decision, Accept):
+            rules.started(code, decision.spec.id)
+        return decision
+
     def on_wake(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, at the next change of routes or the next steady tick."""
         self._wakeups.append(callback)
@@ -233,7 +268,8 @@ class MissionEngineCore:
         if self.journal_problem:
             return Level.ERROR, f"journal unusable, dispatch stopped: {self.journal_problem}", values
         if self.journal is not None and self.journal.quarantined:
-            return Level.WARN, f"{len(self.journal.quarantined)} mission(s) quarantined (journal rows unreadable)", values
+            quarantined = len(self.journal.quarantined)
+            return Level.WARN, f"{quarantined} mission(s) quarantined (journal rows unreadable)", values
         return Level.OK, "running", values
 
     def close(self) -> None:

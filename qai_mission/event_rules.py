@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from qai_edge.paths import share_file
 from qai_mission.model import MissionSpec
+
+
+def config_path(path: str) -> Path:
+    """A rule's mission file: as given when absolute, else in the installed config/."""
+    return Path(path) if Path(path).is_absolute() else share_file("config", path)
 
 
 @dataclass(frozen=True)

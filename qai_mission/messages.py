@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from qai_edge.bounded import InputRejected, load_json
 from qai_edge.convert import (duration_from_seconds, key_values, optional_seconds_from_duration,
                               optional_seconds_from_time, seconds_from_duration, time_from_seconds)
+from qai_interfaces.action import ExecuteMission
 from qai_interfaces.msg import Mission as MissionMsg
 from qai_interfaces.msg import MissionState, RetryPolicy as RetryPolicyMsg
 from qai_interfaces.msg import Task as TaskMsg
@@ -91,9 +92,23 @@ def mission_state_msg(mission, stamp_seconds: float, tasks=None) -> MissionState
         name = task.status.name.lower()
         if name in counts:
             counts[name] += 1
-    state = MissionState(mission_id=mission.id, name=mission.name, state=int(mission.status), message=mission.message, tasks_total=len(all_tasks),
+    state = MissionState(mission_id=mission.id, name=mission.name, state=int(mission.status), message=mission.message,
+                         tasks_total=len(all_tasks),
                          tasks_succeeded=counts["succeeded"], tasks_failed=counts["failed"],
                          tasks_running=counts["running"],
                          tasks=[task_state_msg(t) for t in (all_tasks if tasks is None else tasks)])
     state.header.stamp = time_from_seconds(stamp_seconds)
     return state
+
+
+def execute_mission_feedback(mission, tasks) -> ExecuteMission.Feedback:
+    """An ExecuteMission feedback: the mission's counts and the tasks that changed."""
+    counts = mission_state_msg(mission, 0.0, tasks=[])
+    return ExecuteMission.Feedback(mission_id=mission.id, state=int(mission.status), tasks_total=counts.tasks_total,
+                                   tasks_succeeded=counts.tasks_succeeded, tasks_failed=counts.tasks_failed,
+                                   tasks_running=counts.tasks_running, updated_tasks=[task_state_msg(t) for t in tasks])
+
+
+def execute_mission_result(mission) -> ExecuteMission.Result:
+    return ExecuteMission.Result(mission_id=mission.id, state=int(mission.status), message=mission.message,
+                                 tasks=[task_state_msg(t) for t in mission.tasks.values()])

@@ -19,7 +19,6 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -28,7 +27,6 @@ from rclpy.task import Future
 
 from qai_edge.convert import kind_from_msg
 from qai_edge.engine_node import CAPABILITIES_TOPIC, DIAGNOSTICS_TOPIC, EngineNode, spin_node
-from qai_edge.paths import share_file
 from qai_edge.qos import ACTION_QOS_ARGUMENTS, CAPABILITIES_QOS, MISSION_STATES_QOS
 from qai_edge.task_client import TaskClient
 from qai_edge.tasks import ServedKind
@@ -37,12 +35,12 @@ from qai_interfaces.action import ExecuteMission, RunTask
 from qai_interfaces.msg import EngineCapabilities, Event, MissionState
 from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
 from qai_mission import services
-from qai_mission.admission import Accept, Admission, Reject, Wait
+from qai_mission.admission import Accept, Reject, Wait
 from qai_mission.codec import load_mission_file
-from qai_mission.engine_core import MissionEngineCore
-from qai_mission.event_rules import EventRules
-from qai_mission.journal import Journal, JournalError
-from qai_mission.messages import mission_from_msg, mission_state_msg, task_state_msg, task_to_msg
+from qai_mission.engine_core import MissionEngineCore, open_journal
+from qai_mission.event_rules import EventRules, config_path
+from qai_mission.messages import (execute_mission_feedback, execute_mission_result, mission_from_msg,
+                                  mission_state_msg, task_to_msg)
 from qai_mission.parameters import PARAMETERS, limits_from
 from qai_mission.scheduler import Cancel, Dispatch, Reattach
 from qai_mission.wait_kind import WAIT_KIND, run_wait
@@ -53,20 +51,12 @@ class MissionEngine(EngineNode):
         super().__init__("mission_engine", PARAMETERS, **kwargs)
         p = self.param
         self.limits = limits_from(p)
-        journal = None
-        try:
-            journal = Journal(f"{p('data_dir')}/{self.robot_id}/missions.db", durable=p("journal_durable"))
-        except JournalError as error:
-            self.get_logger().error(f"{error}. Missions are refused until the journal is usable.")
-            self.journal_error = str(error)
+        journal, problem = open_journal(f"{p('data_dir')}/{self.robot_id}/missions.db", p("journal_durable"),
+                                        self.get_logger())
         self._admission_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admission")
-        self.core = MissionEngineCore(
-            clock=self._ros_now, steady=self._steady_now, journal=journal,
-            admission=Admission(p("max_concurrent_missions"), p("kind_grace_period"), self._steady_now()),
-            engine_timeout=p("engine_timeout"), state_period=p("state_period"),
-            max_engine_losses=p("max_engine_losses"), max_running_per_engine=p("max_tasks_per_engine"),
-            log=self.get_logger(), journal_problem=self.journal_error)
-        self.event_rules = EventRules.parse(p("event_missions"), _config_path,
+        self.core = MissionEngineCore.from_parameters(p, self._ros_now, self._steady_now, journal, problem,
+                                                      self.get_logger())
+        self.event_rules = EventRules.parse(p("event_missions"), config_path,
                                             lambda path: load_mission_file(path, self.limits))
         self._group = ReentrantCallbackGroup()
         self._in_order = InOrder(self)  # journal commits come back in the order they were made
@@ -87,17 +77,12 @@ class MissionEngine(EngineNode):
         self._ticks = 0
         self.create_timer(0.1, self._on_steady_tick, clock=self._steady_clock)
         self.create_timer(60.0, self.core.prune, clock=self._steady_clock)
-        for name in ("max_concurrent_missions", "engine_timeout", "state_period", "keep_finished_missions",
-                     "finished_retention", "max_engine_losses", "max_tasks_per_engine", "kind_grace_period"):
+        for name in MissionEngineCore.PARAMETERS:
             self.on_parameter(name, lambda value, name=name: self.core.set_parameter(name, value))
         self.on_parameter("tick_period", self._restart_tick_timer)
-        self.core.set_parameter("keep_finished_missions", p("keep_finished_missions"))
-        self.core.set_parameter("finished_retention", p("finished_retention"))
         self.serve([ServedKind(WAIT_KIND, run_wait)])
         self.start()
         self.flush()
-
-    journal_error = ""
 
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -138,11 +123,7 @@ class MissionEngine(EngineNode):
             self._states_pub.publish(mission_state_msg(mission, now, tasks=update.tasks))
             waiter = self.core.waiters.get(mission.id)
             if waiter is not None and not mission.status.terminal:
-                counts = mission_state_msg(mission, now, tasks=[])
-                waiter[0].publish_feedback(ExecuteMission.Feedback(
-                    mission_id=mission.id, state=int(mission.status), tasks_total=counts.tasks_total,
-                    tasks_succeeded=counts.tasks_succeeded, tasks_failed=counts.tasks_failed,
-                    tasks_running=counts.tasks_running, updated_tasks=[task_state_msg(t) for t in update.tasks]))
+                waiter[0].publish_feedback(execute_mission_feedback(mission, update.tasks))
             if mission.status.terminal and waiter is not None:
                 del self.core.waiters[mission.id]
                 self.executor.create_task(waiter[1].set_result, mission)
@@ -217,8 +198,7 @@ class MissionEngine(EngineNode):
         self.core.waiters[decision.spec.id] = (goal_handle, done)
         self.flush()
         mission = await done
-        result = ExecuteMission.Result(mission_id=mission.id, state=int(mission.status), message=mission.message,
-                                       tasks=[task_state_msg(t) for t in mission.tasks.values()])
+        result = execute_mission_result(mission)
         if goal_handle.is_cancel_requested and mission.status.name == "CANCELED":
             goal_handle.canceled()
         elif mission.status.name == "SUCCEEDED":
@@ -240,18 +220,14 @@ class MissionEngine(EngineNode):
         return CancelResponse.ACCEPT
 
     def _on_event(self, event: Event) -> None:
-        spec = self.event_rules.mission_for(event.code, self.core.is_running)
-        if spec is None:
-            return
-        decision = self.core.admit_now(spec)
+        decision = self.core.on_event(self.event_rules, event.code)
         if isinstance(decision, Accept):
-            self.event_rules.started(event.code, decision.spec.id)
             self.get_logger().warning(f"event {event.code} from {event.source} ({event.message}): "
                                       f"started mission {decision.spec.id}")
             self.flush()
-        else:
+        elif isinstance(decision, Reject):
             self.get_logger().error(f"event {event.code} from {event.source}: cannot start its mission: "
-                                    f"{getattr(decision, 'message', decision)}")
+                                    f"{decision.message}")
 
     def health(self):
         return self.core.health()
@@ -261,10 +237,6 @@ class MissionEngine(EngineNode):
         self._admission_pool.shutdown(wait=False, cancel_futures=True)
         self.core.close()
         return super().destroy_node()
-
-
-def _config_path(path: str) -> Path:
-    return Path(path) if Path(path).is_absolute() else share_file("config", path)
 
 
 def main(args=None):

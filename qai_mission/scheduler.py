@@ -712,8 +712,8 @@ class Scheduler:
                 stack.extend(dependent.dependents)
 
     def _on_timeout(self, task: Task) -> None:
-        timeout = task.spec.timeout or (self.routes[task.spec.kind].spec.default_timeout
-                                         if task.spec.kind in self.routes else None)
+        route = self.routes.get(task.spec.kind)
+        timeout = task.spec.timeout or (route.spec.default_timeout if route is not None else None)
         message = f"timed out after {timeout:g} s" if timeout else "timed out"
         if task.status == RUNNING:
             self._request_cancel(task, TIMEOUT, message)
