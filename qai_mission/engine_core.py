@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from qai_edge.health import Level
 from qai_edge.tasks import TaskKindSpec
 from qai_mission.admission import Accept, Admission, Decision, Reject, Wait
-from qai_mission.journal import Journal, JournalError, JournalWriter, snapshot
+from qai_mission.journal import Journal, JournalError, JournalWriter
 from qai_mission.model import MissionSpec
 from qai_mission.publication import StatePublication, Update
 from qai_mission.registry import EngineRegistry, Transition
@@ -90,7 +90,7 @@ class MissionEngineCore:
         if self.writer is None or self.journal_problem:
             act(commands, self.journal_problem)
             return
-        self.writer.submit(snapshot(changes.missions, changes.durable),
+        self.writer.submit(self.journal.snapshot(changes.missions, changes.durable),
                            lambda error: act(commands, self._journal_failed(error) if error else ""))
 
     def _journal_failed(self, error) -> str:

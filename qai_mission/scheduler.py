@@ -45,7 +45,7 @@ class Task:
     __slots__ = ("spec", "mission", "seq", "sort_key", "status", "attempt", "retries_used", "preemptions", "engine",
                  "progress", "message", "started_at", "finished_at", "result", "remaining_deps", "dependents",
                  "resources", "attempt_deadline", "timer_token", "queue_token", "retry_at", "pending_outcome",
-                 "on_restart", "has_references", "goal_id", "engine_losses", "journaled")
+                 "on_restart", "has_references", "goal_id", "engine_losses", "journal_row")
 
     def __init__(self, spec: TaskSpec, mission: "Mission", seq: int):
         self.spec = spec
@@ -71,10 +71,10 @@ class Task:
         self.retry_at: float | None = None
         self.pending_outcome = ""
         self.on_restart = ON_RESTART_REDISPATCH
-        self.has_references = any(references_in(value) for value in spec.parameters.values())
+        self.has_references = bool(spec.parameters) and any(references_in(v) for v in spec.parameters.values())
         self.goal_id = ""  # the current attempt's RunTask goal id (hex), journaled before the goal is sent
         self.engine_losses = 0  # attempts that ended because their engine died or restarted
-        self.journaled = False  # its row exists in the journal (the journal inserts once, then updates)
+        self.journal_row: int | None = None  # its row in the journal, once inserted (then it is updated)
 
     @property
     def id(self) -> str:
@@ -132,7 +132,7 @@ class _Results(Mapping):
         return sum(1 for _ in self)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dispatch:
     task: Task
     route: KindRoute
@@ -141,7 +141,7 @@ class Dispatch:
     timeout: float | None  # what is left of the attempt's timeout
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reattach:
     """After a restart: follow (and, when `cancel`, cancel) the goal of an attempt that was in flight."""
 
@@ -152,7 +152,7 @@ class Reattach:
     cancel: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel:
     task: Task
     engine: str
@@ -190,8 +190,8 @@ class Scheduler:
         self._awaiting_reattach: list[Task] = []
         self._timers: list = []
         self._commands: list = []
-        self._changed_tasks: dict[int, Task] = {}
-        self._durable_tasks: dict[int, Task] = {}
+        self._changed_tasks: dict[Task, Task] = {}  # insertion-ordered set (tasks hash by identity)
+        self._durable_tasks: dict[Task, Task] = {}
         self._changed_missions: dict[str, Mission] = {}
         self._waiting_place: dict[str, list] = {}  # engine -> heap of ready tasks waiting for a place on it
         self._goal_prefix = os.urandom(8).hex()  # goal ids: unique across restarts, cheap to make
@@ -407,7 +407,7 @@ class Scheduler:
                          "started_at", "finished_at", "retry_at", "attempt_deadline", "pending_outcome",
                          "on_restart", "goal_id", "engine_losses"):
                 setattr(task, name, getattr(saved, name))
-            task.journaled = True
+            task.journal_row = saved.row
             task.resources = saved.resources or saved.spec.resources
             mission.tasks[task.id] = task
             if task.status.terminal:
@@ -561,26 +561,29 @@ class Scheduler:
     # -- Transitions ----------------------------------------------------------------------------
 
     def _add_tasks(self, mission: Mission, specs: Iterable[TaskSpec], now: float) -> None:
+        tasks = mission.tasks
         new = []
         for spec in specs:
             task = Task(spec, mission, next(self._seq))
-            mission.tasks[spec.id] = task
+            tasks[spec.id] = task
             new.append(task)
-            self._changed(task)
+            self._changed_tasks[task] = self._durable_tasks[task] = task
         for task in new:
+            blocked_by = None
             for dependency_id in task.spec.depends_on:
-                dependency = mission.tasks[dependency_id]
+                dependency = tasks[dependency_id]
                 dependency.dependents.append(task)
-                if dependency.status != TaskStatus.SUCCEEDED:
+                status = dependency.status
+                if status != TaskStatus.SUCCEEDED:
                     task.remaining_deps += 1
+                    if blocked_by is None and status >= TaskStatus.SUCCEEDED:
+                        blocked_by = dependency
             if task.spec.deadline is not None:
                 self._push_timer(task.spec.deadline, "deadline", task, 0)
+            if blocked_by is not None:
+                self._skip(task, f"skipped: {blocked_by.id!r} ended {blocked_by.status.name}")
         for task in new:
-            blocked_by = [d for d in task.spec.depends_on if mission.tasks[d].status.terminal
-                          and mission.tasks[d].status != TaskStatus.SUCCEEDED]
-            if blocked_by:
-                self._skip(task, f"skipped: {blocked_by[0]!r} ended {mission.tasks[blocked_by[0]].status.name}")
-            elif task.remaining_deps == 0:
+            if task.remaining_deps == 0 and task.status == TaskStatus.PENDING:
                 self._make_ready(task)
         self._check_mission(mission)
 
@@ -591,13 +594,13 @@ class Scheduler:
         if status >= TaskStatus.SUCCEEDED:
             task.finished_at = self.clock()
             task.mission.terminal_count += 1
-        self._changed_tasks[id(task)] = task
-        self._durable_tasks[id(task)] = task
+        self._changed_tasks[task] = task
+        self._durable_tasks[task] = task
 
     def _changed(self, task: Task, durable: bool = True) -> None:
-        self._changed_tasks[id(task)] = task
+        self._changed_tasks[task] = task
         if durable:
-            self._durable_tasks[id(task)] = task
+            self._durable_tasks[task] = task
 
     def _make_ready(self, task: Task, message: str = "ready") -> None:
         self._set_status(task, TaskStatus.READY, message)

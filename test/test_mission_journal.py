@@ -214,20 +214,39 @@ def test_a_zero_length_journal_where_one_existed_is_reported_not_silently_replac
         Journal(path)
 
 
+V1_SCHEMA = """
+CREATE TABLE missions (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, name TEXT NOT NULL, goal_id TEXT NOT NULL,
+    status INTEGER NOT NULL, message TEXT NOT NULL, cancel_requested INTEGER NOT NULL, failing INTEGER NOT NULL,
+    created_at REAL NOT NULL, finished_at REAL);
+CREATE TABLE tasks (mission_id TEXT NOT NULL REFERENCES missions(id) ON DELETE CASCADE, task_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, spec TEXT NOT NULL, status INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    retries_used INTEGER NOT NULL, preemptions INTEGER NOT NULL, engine TEXT NOT NULL, message TEXT NOT NULL,
+    result TEXT, resources TEXT NOT NULL, started_at REAL, finished_at REAL, retry_at REAL, attempt_deadline REAL,
+    pending_outcome TEXT NOT NULL, on_restart TEXT NOT NULL, goal_id TEXT NOT NULL, PRIMARY KEY (mission_id, task_id));
+CREATE INDEX missions_by_status ON missions(status, seq);
+PRAGMA application_id = 1363233093;
+PRAGMA user_version = 1;
+"""
+
+
 def test_a_version_1_journal_is_migrated_and_keeps_its_missions(tmp_path):
+    """What the previous release wrote: task rows keyed by text, no engine_losses."""
     path = tmp_path / "j.db"
-    e = Engine(path)
-    e.scheduler.add_mission(mission("m1", task("a")))
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+        db.execute("INSERT INTO missions VALUES ('m1', 1, 'old', '', 1, '', 0, 0, 5.0, NULL)")
+        db.execute("""INSERT INTO tasks VALUES ('m1', 'a', 2, '{"id":"a","kind":"scan"}', 2, 1, 0, 0, '/io', '',
+                      NULL, '[]', 6.0, NULL, NULL, NULL, '', 'redispatch', 'ab')""")
+    journal = Journal(path)
+    (record,) = journal.unfinished()
+    task = record.tasks[0]
+    assert (record.name, task.spec.kind, task.status, task.goal_id, task.engine_losses) == (
+        "old", "scan", TaskStatus.RUNNING, "ab", 0)
+    e = Engine(path)  # and it resumes and keeps journaling
+    e.scheduler.task_succeeded(e.task("a"), 1, {"x": 1})
     e.flush()
     crash(e)
-    with sqlite3.connect(path) as db:  # what the previous release wrote: no engine_losses column
-        db.execute("CREATE TABLE t2 AS SELECT * FROM tasks")
-        db.execute("DROP TABLE tasks")
-        db.execute("ALTER TABLE t2 DROP COLUMN engine_losses")
-        db.execute("ALTER TABLE t2 RENAME TO tasks")
-        db.execute("PRAGMA user_version = 1")
-    (record,) = Journal(path).unfinished()
-    assert record.tasks[0].engine_losses == 0 and record.tasks[0].status == TaskStatus.RUNNING
+    assert Journal(path).mission("m1").tasks[0].result == {"x": 1}
 
 
 def test_a_mission_whose_rows_no_longer_decode_is_quarantined_and_the_rest_resume(tmp_path):
@@ -275,7 +294,7 @@ def test_finished_missions_older_than_the_retention_are_pruned(tmp_path):
 def test_the_writer_commits_in_order_and_groups_what_piles_up(tmp_path):
     import threading
 
-    from qai_mission.journal import JournalWriter, snapshot
+    from qai_mission.journal import JournalWriter
 
     e = Engine(tmp_path / "j.db")
     writer = JournalWriter(e.journal)
@@ -283,7 +302,7 @@ def test_the_writer_commits_in_order_and_groups_what_piles_up(tmp_path):
     for i in range(50):
         e.scheduler.add_mission(mission(f"m{i}", task("a")))
         changes = e.scheduler.take_changes()
-        writer.submit(snapshot(changes.missions, changes.durable),
+        writer.submit(e.journal.snapshot(changes.missions, changes.durable),
                       lambda error, i=i: (order.append((i, error)), i == 49 and done.set()))
     assert done.wait(10)
     writer.close()
@@ -295,7 +314,7 @@ def test_the_writer_commits_in_order_and_groups_what_piles_up(tmp_path):
 def test_after_a_failed_write_every_later_batch_fails_too(tmp_path):
     import threading
 
-    from qai_mission.journal import JournalWriter, snapshot
+    from qai_mission.journal import JournalWriter
 
     e = Engine(tmp_path / "j.db")
     writer = JournalWriter(e.journal)
@@ -304,7 +323,7 @@ def test_after_a_failed_write_every_later_batch_fails_too(tmp_path):
     for i in range(3):
         e.scheduler.add_mission(mission(f"m{i}", task("a")))
         changes = e.scheduler.take_changes()
-        writer.submit(snapshot(changes.missions, changes.durable),
+        writer.submit(e.journal.snapshot(changes.missions, changes.durable),
                       lambda error, i=i: (results.append(error), i == 2 and done.set()))
     assert done.wait(10)
     writer.close()
