@@ -44,7 +44,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min=0.0, max=3600.0),
     ParamSpec("max_engine_losses", 3, "Times a task's engine may die (or restart) while running it before the "
               "task fails instead of being sent again.", min=1, max=1000),
-    ParamSpec("max_tasks_per_engine", 64, "Attempts running on one engine at once; more wait for a place, in "
+    ParamSpec("max_tasks_per_engine", 16, "Attempts running on one engine at once; more wait for a place, in "
               "order.", min=1, max=100000),
     ParamSpec("max_tasks_per_mission", DEFAULT_LIMITS.max_tasks, "Tasks in one mission (and in one add_tasks).",
               min=1, max=1000000, read_only=True),
