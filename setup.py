@@ -25,8 +25,20 @@ setup(
     zip_safe=True,
     extras_require={"test": ["pytest"]},  # colcon test reads this; setuptools >= 72 drops tests_require
     entry_points={
+        # The node types each engine package declares (qai_edge.nodes reads them; no engine is named there).
+        "qai_edge.nodes": [
+            "mission_engine = qai_mission.parameters:NODE",
+            "intelligence_engine = qai_intelligence.parameters:NODE",
+            "quantum_bridge = qai_quantum_bridge.parameters:NODE",
+            "io_engine = qai_io.parameters:NODE",
+            "sim_vehicle = qai_io.sim_parameters:NODE",
+        ],
+        # Subcommands of qai-edge that belong to an engine package.
+        "qai_edge.commands": [
+            "demo = qai_mission.demo:COMMAND",
+        ],
         "console_scripts": [
-            # The engine nodes (qai_edge.nodes.NODE_TYPES lists the same).
+            # The engine nodes (the qai_edge.nodes entry points declare the same).
             "mission_engine = qai_mission.node:main",
             "intelligence_engine = qai_intelligence.node:main",
             "quantum_bridge = qai_quantum_bridge.node:main",

@@ -1,20 +1,29 @@
-"""Mission scheduler core, no ROS: a random task DAG scheduled to completion with instant tasks.
+"""Mission scheduler core, no ROS, beside its peer py_trees 2.6 in the same run.
 
-Prints task state transitions per second and peak memory, with no journal, with the journal without
-fsync, and with the durable journal (WAL, synchronous=FULL), so the cost of durability shows as a ratio.
-Targets (issue 3): >= 100,000 transitions/s and < 200 MB for 10,000 tasks.
+The same 10,000-task graphs of instant tasks, to completion:
+- chains: 1,000 chains of 10 (each task waits for the one before); py_trees: a Sequence of 10 Success
+  leaves per chain under a Parallel;
+- fan: one task, then 9,998 side by side, then one that waits for them all; py_trees: a Sequence of a
+  Success, a Parallel of 9,998 Successes, and a Success;
+- random: a random DAG (<= 3 dependencies each, priorities, a shared camera, exclusive motion) for the
+  scheduler alone (py_trees has no such graph).
+Each through the scheduler without a journal, with the journal without fsync, and with the durable
+journal (WAL, synchronous=FULL), written as the mission engine does (one snapshot per round of engine
+answers, encoded and committed); the ratios to py_trees per task, and of the journal to no journal.
+Targets (issue 9): scheduler without journal at least as fast per task as py_trees (ratio <= 1.0);
+durable journal within 2x of that. Memory: < 200 MB for 10,000 tasks.
 
-    .venv/bin/python bench/mission_core.py [--tasks 10000] [--seed 1]
+    .venv/bin/python bench/mission_core.py [--repeat 3] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+from importlib import metadata
 import resource
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 from qai_edge.tasks import TaskKindSpec
@@ -29,7 +38,20 @@ ROUTES = {
 }
 
 
-def random_dag(n: int, rng: random.Random) -> MissionSpec:
+def chains(count: int = 1000, length: int = 10) -> MissionSpec:
+    return MissionSpec("bench", "chains", tuple(
+        TaskSpec(id=f"c{c}_{i}", kind="scan", depends_on=(f"c{c}_{i - 1}",) if i else ())
+        for c in range(count) for i in range(length)))
+
+
+def fan(width: int = 9998) -> MissionSpec:
+    middle = tuple(TaskSpec(id=f"w{i}", kind="scan", depends_on=("start",)) for i in range(width))
+    return MissionSpec("bench", "fan", (TaskSpec(id="start", kind="scan"), *middle,
+                                        TaskSpec(id="join", kind="scan", depends_on=tuple(t.id for t in middle))))
+
+
+def random_dag(n: int = 10_000, seed: int = 1) -> MissionSpec:
+    rng = random.Random(seed)
     tasks = []
     for i in range(n):
         deps = rng.sample(range(max(0, i - 50), i), k=min(i, rng.randint(0, 3))) if i else []
@@ -37,11 +59,11 @@ def random_dag(n: int, rng: random.Random) -> MissionSpec:
                               priority=rng.randint(0, 5), depends_on=tuple(f"t{d}" for d in deps),
                               retry=RetryPolicy(max_retries=1, initial_backoff=0.0),
                               resources=frozenset({"camera"}) if rng.random() < 0.1 else frozenset()))
-    return MissionSpec("bench", "bench", tuple(tasks))
+    return MissionSpec("bench", "random", tuple(tasks))
 
 
-def run(spec: MissionSpec, journal: Journal | None, fail_rate: float, seed: int) -> tuple[float, int]:
-    rng = random.Random(seed)
+def run_scheduler(spec: MissionSpec, journal: Journal | None) -> float:
+    """Seconds to run `spec` to completion, every dispatched task succeeding at once."""
     now = [0.0]
     scheduler = Scheduler(lambda: now[0])
     scheduler.set_routes(ROUTES, {"/io", "/quantum"})
@@ -49,10 +71,9 @@ def run(spec: MissionSpec, journal: Journal | None, fail_rate: float, seed: int)
     scheduler.add_mission(spec)
     mission = scheduler.missions["bench"]
     while not mission.status.terminal:
+        changes = scheduler.take_changes()
         if journal is not None:
-            journal.record(*scheduler.take_changes())
-        else:
-            scheduler.take_changes()
+            journal.record(changes.missions, changes.durable)
         commands = scheduler.take_commands()
         if not commands:
             now[0] += 1.0
@@ -60,41 +81,82 @@ def run(spec: MissionSpec, journal: Journal | None, fail_rate: float, seed: int)
             continue
         for command in commands:
             if isinstance(command, Dispatch):
-                if rng.random() < fail_rate:
-                    scheduler.task_failed(command.task, command.attempt, "bench failure", retryable=True)
-                else:
-                    scheduler.task_succeeded(command.task, command.attempt, {})
+                scheduler.task_succeeded(command.task, command.attempt, {})
+    changes = scheduler.take_changes()
+    if journal is not None:
+        journal.record(changes.missions, changes.durable)
     elapsed = time.perf_counter() - started
-    assert mission.status.name == "SUCCEEDED" or fail_rate > 0, mission.status
-    return elapsed, scheduler.transitions
+    assert mission.status.name == "SUCCEEDED", mission.status
+    return elapsed
+
+
+def py_trees_tree(shape: str):
+    import py_trees
+
+    success = py_trees.behaviours.Success
+    if shape == "chains":
+        return py_trees.composites.Parallel("chains", policy=py_trees.common.ParallelPolicy.SuccessOnAll(), children=[
+            py_trees.composites.Sequence(f"c{c}", memory=True, children=[success(f"c{c}_{i}") for i in range(10)])
+            for c in range(1000)])
+    middle = py_trees.composites.Parallel("fan", policy=py_trees.common.ParallelPolicy.SuccessOnAll(),
+                                          children=[success(f"w{i}") for i in range(9998)])
+    return py_trees.composites.Sequence("fan", memory=True, children=[success("start"), middle, success("join")])
+
+
+def run_py_trees(shape: str) -> float:
+    """Seconds to build the tree and tick it to SUCCESS (its leaves succeed at once, as the tasks do)."""
+    import py_trees
+
+    started = time.perf_counter()
+    tree = py_trees_tree(shape)
+    tree.setup_with_descendants()
+    while tree.status != py_trees.common.Status.SUCCESS:
+        tree.tick_once()
+    return time.perf_counter() - started
+
+
+def best(repeat: int, fn, *args) -> float:
+    return min(fn(*args) for _ in range(repeat))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of attempts that fail (retried once)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the scheduler on the chains")
     args = parser.parse_args()
-    spec = random_dag(args.tasks, random.Random(args.seed))
+    shapes = {"chains": chains(), "fan": fan(), "random": random_dag()}
+    if args.profile:
+        import cProfile
+        import pstats
 
-    elapsed, transitions = run(spec, None, args.fail_rate, args.seed)
-    tracemalloc.start()  # a second run, for memory only: tracing slows it several times over
-    run(spec, None, args.fail_rate, args.seed)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(f"mission core: {args.tasks} tasks, random DAG (<= 3 dependencies each), instant tasks")
-    print(f"  no journal:        {transitions} transitions in {elapsed:.3f} s = {transitions / elapsed:,.0f}/s "
-          f"(target >= 100,000/s)")
-    print(f"  peak Python memory {peak / 2**20:.1f} MB traced, process max RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (target < 200 MB)")
+        cProfile.runctx("run_scheduler(shapes['chains'], None)", globals(), {"shapes": shapes}, "/tmp/mission_core.prof")
+        pstats.Stats("/tmp/mission_core.prof").sort_stats("cumulative").print_stats(25)
+        return
+    print(f"mission scheduler core vs py_trees {metadata.version('py_trees')}: 10,000 instant "
+          f"tasks, best of {args.repeat}")
+    print(f"  {'graph':<8} {'py_trees':>10} {'scheduler':>10} {'ratio':>6}   {'no fsync':>9} {'durable':>9} "
+          f"{'durable/no journal':>19}")
     with tempfile.TemporaryDirectory() as directory:
-        for durable in (False, True):
-            journal = Journal(Path(directory) / f"journal-{durable}.db", durable=durable)
-            j_elapsed, j_transitions = run(spec, journal, args.fail_rate, args.seed)
-            label = "durable journal:  " if durable else "journal, no fsync:"
-            print(f"  {label} {j_transitions} transitions in {j_elapsed:.3f} s = {j_transitions / j_elapsed:,.0f}/s, "
-                  f"{journal.commits} commits, {j_elapsed / elapsed:.1f}x the time without journal")
-            journal.close()
+        for name, spec in shapes.items():
+            peer = best(args.repeat, run_py_trees, name) if name != "random" else None
+            alone = best(args.repeat, run_scheduler, spec, None)
+            journaled = {}
+            for durable in (False, True):
+                def with_journal(durable=durable):
+                    path = Path(directory) / f"{name}-{durable}-{time.perf_counter_ns()}.db"
+                    journal = Journal(path, durable=durable)
+                    try:
+                        return run_scheduler(spec, journal)
+                    finally:
+                        journal.close()
+                journaled[durable] = best(args.repeat, with_journal)
+            n = len(spec.tasks)
+            peer_text = f"{peer / n * 1e6:8.1f}us" if peer else f"{'-':>10}"
+            ratio = f"{alone / peer:6.2f}" if peer else f"{'-':>6}"
+            print(f"  {name:<8} {peer_text} {alone / n * 1e6:8.1f}us {ratio}   {journaled[False] / n * 1e6:7.1f}us "
+                  f"{journaled[True] / n * 1e6:7.1f}us {journaled[True] / alone:18.2f}x")
+    print("  (per task; ratio: scheduler / py_trees, target <= 1.0; durable journal target <= 2x the scheduler alone)")
+    print(f"  process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (target < 200 MB)")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ Prints
   to the engine's handler starting (same machine clock), p50/p99 (target p99 < 20 ms);
 - throughput: 1,000 independent trivial tasks in one mission, and a chain of 200 (each waiting for the
   previous), tasks/s (target >= 200/s), with the durable journal and without fsync (the cost of
-  durability as a ratio). Each measurement runs on fresh processes.
+  durability as a ratio);
+- a 5,000-task mission submitted while another mission runs (issue 8): the time to accept it and to run
+  it, and the running mission's dispatch latency (its task ending -> the next starting, on the engine's
+  clock) meanwhile, beside the same latency with nothing else running (the ratio says what the big
+  mission costs it). Each measurement runs on fresh processes.
 
-    .venv/bin/python bench/mission_ros.py [--tasks 1000] [--latency-samples 200]
+    .venv/bin/python bench/mission_ros.py [--tasks 1000] [--latency-samples 200] [--big 5000]
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def run_stack(directory: Path, durable: bool, measurement: str, args):
     run_log = directory / f"runs-{tag}.jsonl"
     mission_engine = start([sys.executable, "-m", "qai_mission.node"], "mission_engine", namespace,
                            {"data_dir": str(directory / f"data-{tag}"), "journal_durable": durable,
-                            "state_period": 0.2}, directory)
+                            "state_period": 0.2, "max_tasks_per_engine": args.per_engine}, directory)
     engine = start([sys.executable, str(ROOT / "test" / "task_engine.py")], "test_engine", namespace,
                    {"run_log": str(run_log)}, directory)
     try:
@@ -93,6 +97,8 @@ def run_stack(directory: Path, durable: bool, measurement: str, args):
                                    if r["task"] == f"l{i}" and r["event"] == "start")
                     latencies.append((started - sent) * 1000)
                 return latencies
+            if measurement in ("beside", "alone"):
+                return big_beside_running(client, run_log, args.big if measurement == "beside" else 0)
             dependent = measurement == "chain"
             count = args.chain if dependent else args.tasks
             tasks = [{"id": f"t{i}", "kind": "echo", **({"depends_on": [f"t{i - 1}"]} if dependent and i else {})}
@@ -106,11 +112,41 @@ def run_stack(directory: Path, durable: bool, measurement: str, args):
         stop(mission_engine, engine)
 
 
+def dispatch_gaps(run_log: Path, mission_id: str) -> list[float]:
+    """ms from each task of a chain ending to the next one starting, from the engine's run log."""
+    events = [r for r in map(json.loads, run_log.read_text().splitlines()) if r["mission"] == mission_id]
+    ends = {r["task"]: r["t"] for r in events if r["event"] == "end"}
+    starts = {r["task"]: r["t"] for r in events if r["event"] == "start"}
+    return [(starts[f"s{i}"] - ends[f"s{i - 1}"]) * 1000 for i in range(1, len(starts)) if f"s{i}" in starts]
+
+
+def big_beside_running(client, run_log: Path, big: int):
+    """A chain of short tasks runs; meanwhile (big > 0) a mission of `big` independent tasks is submitted."""
+    from qai_mission.client import MissionOutcome
+
+    steady = client.submit({"tasks": [{"id": f"s{i}", "kind": "sleep", "parameters": {"seconds": 0.05},
+                                       **({"depends_on": [f"s{i - 1}"]} if i else {})} for i in range(60)]})
+    time.sleep(0.5)
+    accept = run = None
+    if big:
+        began = time.perf_counter()
+        mission = client.submit({"tasks": [{"id": f"t{i}", "kind": "echo", "parameters": {"i": i}}
+                                           for i in range(big)]}, timeout=120)
+        accept = time.perf_counter() - began
+        result = client.wait(mission, 900)
+        run = time.perf_counter() - began
+        assert result.outcome is MissionOutcome.SUCCEEDED, result.message
+    assert client.wait(steady, 900).outcome is MissionOutcome.SUCCEEDED
+    return accept, run, dispatch_gaps(run_log, steady)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--chain", type=int, default=200)
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--big", type=int, default=5000, help="tasks of the mission submitted beside a running one")
+    parser.add_argument("--per-engine", type=int, default=16, help="the mission engine's max_tasks_per_engine")
     args = parser.parse_args()
     environment = isolate("qai-edge-bench-ros-log-")
     print(f"mission engine over ROS (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery), "
@@ -119,6 +155,8 @@ def main() -> None:
         results = {durable: {m: run_stack(Path(directory), durable, m, args) for m in ("latency", "independent",
                                                                                       "chain")}
                    for durable in (True, False)}
+        beside = run_stack(Path(directory), True, "beside", args)
+        alone = run_stack(Path(directory), True, "alone", args)
     latencies = results[True]["latency"]
     print(f"  submit -> engine start, {len(latencies)} single-task missions (durable journal): "
           f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
@@ -131,6 +169,14 @@ def main() -> None:
         print(f"  {durable_count} {label} trivial tasks: {durable_count / durable_time:.0f} tasks/s durable, "
               f"{durable_count / fast_time:.0f} tasks/s without fsync (durability costs {durable_time / fast_time:.2f}x)"
               f"{' (target >= 200 tasks/s)' if label == 'independent' else ''}")
+    accept, run, gaps = beside
+    _, _, quiet = alone
+    print(f"  a {args.big}-task mission beside a running one (durable journal): accepted in {accept:.2f} s, ran in "
+          f"{run:.1f} s ({args.big / run:.0f} tasks/s)")
+    print(f"  the running mission's dispatch latency meanwhile: p50 {statistics.median(gaps):.1f} ms, p99 "
+          f"{percentile(gaps, 0.99):.1f} ms, max {max(gaps):.1f} ms; with nothing beside it: p50 "
+          f"{statistics.median(quiet):.1f} ms, p99 {percentile(quiet, 0.99):.1f} ms "
+          f"(p99 ratio {percentile(gaps, 0.99) / percentile(quiet, 0.99):.1f}x)")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,14 @@ import signal
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from qai_edge.health import HealthBoard, Level, format_table
 from qai_edge.nodes import NODE_TYPES
-from qai_edge.paths import installed_executable, share_file
+from qai_edge.paths import installed_executable
 from qai_edge.profile import Profile, ProfileError, load_profile
 from qai_edge.supervisor import ProcessSpec, Supervisor
 
@@ -33,7 +34,7 @@ commands:
             --check: stop once every node reports OK (exit 0) or --timeout passes (exit 1).
   demo      bring the profile up, wait until every node is healthy and the mission engine routes the
             demo mission's kinds, run the mission (config/missions/demo.yaml, or --mission FILE) with live
-            progress, then stop everything; exit 0 when the mission succeeded.
+            progress, then stop everything; exit 0 when the mission succeeded (from qai_mission).
   status    listen to /diagnostics for the profile's nodes (started elsewhere) and print their health;
             exit 0 when all are OK.
   profile   check the profile and print what would run.
@@ -48,7 +49,7 @@ passed on to the nodes.
 """
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(f"[qai-edge] {text}", flush=True)
 
 
@@ -61,7 +62,7 @@ def executable_command(executable: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def _load(args) -> Profile:
+def load_or_exit(args) -> Profile:
     try:
         return load_profile(args.profile, args.namespace)
     except ProfileError as error:
@@ -100,7 +101,7 @@ class _HealthWatch:
 
 
 def cmd_profile(args) -> int:
-    profile = _load(args)
+    profile = load_or_exit(args)
     print(f"profile: {profile.source}")
     print(f"namespace: {profile.namespace}  robot_id: {profile.robot_id}")
     for spec in profile.nodes:
@@ -113,7 +114,7 @@ def cmd_profile(args) -> int:
 
 
 def cmd_status(args) -> int:
-    profile = _load(args)
+    profile = load_or_exit(args)
     watch = _HealthWatch(profile, install_signal_handlers=True)
     try:
         deadline = time.monotonic() + args.timeout
@@ -127,7 +128,7 @@ def cmd_status(args) -> int:
         watch.close()
 
 
-class _RunningProfile:
+class RunningProfile:
     """The profile's nodes, each its own process under the supervisor, and their health from /diagnostics.
     Stops them all (SIGINT, SIGTERM, SIGKILL) when the `with` block ends."""
 
@@ -145,25 +146,25 @@ class _RunningProfile:
         self._levels: dict[str, Level] = {}
         self._all_ok_reported = False
 
-    def __enter__(self) -> "_RunningProfile":
-        _say(f"profile {self.profile.source}: {len(self.profile.nodes)} nodes under {self.profile.namespace}")
+    def __enter__(self) -> "RunningProfile":
+        say(f"profile {self.profile.source}: {len(self.profile.nodes)} nodes under {self.profile.namespace}")
         self.supervisor.start_all()
         return self
 
     def __exit__(self, *exc) -> None:
-        _say("stopping")
+        say("stopping")
         self.supervisor.stop_all()
         self.watch.close()
         self._params_dir.cleanup()
         if self.supervisor.failed():
-            _say(f"gave up on: {', '.join(p.spec.name for p in self.supervisor.failed())}")
-        _say("all nodes stopped")
+            say(f"gave up on: {', '.join(p.spec.name for p in self.supervisor.failed())}")
+        say("all nodes stopped")
 
     @staticmethod
     def _on_event(event) -> None:
         pid = f" (pid {event.pid})" if event.pid else ""
         detail = f": {event.detail}" if event.detail else ""
-        _say(f"{event.name} {event.kind}{pid}{detail}")
+        say(f"{event.name} {event.kind}{pid}{detail}")
 
     def step(self, seconds: float = 0.1) -> None:
         """Spin, restart what died, and say when a node's health changes."""
@@ -172,10 +173,10 @@ class _RunningProfile:
         for node in self.watch.board.snapshot():
             if node.received_at is not None and self._levels.get(node.name) != node.level:
                 self._levels[node.name] = node.level
-                _say(f"{node.name} {node.level.name}: {node.message}")
+                say(f"{node.name} {node.level.name}: {node.message}")
         all_ok = self.watch.board.all_ok()
         if all_ok and not self._all_ok_reported:
-            _say(f"all {len(self.profile.nodes)} nodes healthy\n{format_table(self.watch.board.snapshot())}")
+            say(f"all {len(self.profile.nodes)} nodes healthy\n{format_table(self.watch.board.snapshot())}")
         self._all_ok_reported = all_ok
 
     @property
@@ -196,7 +197,7 @@ class _RunningProfile:
         return {}
 
 
-def _stop_on_signals() -> list:
+def stop_on_signals() -> list:
     requested: list = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: requested.append(signum))
@@ -204,80 +205,38 @@ def _stop_on_signals() -> list:
 
 
 def cmd_up(args) -> int:
-    profile = _load(args)
-    stop_requested = _stop_on_signals()
+    profile = load_or_exit(args)
+    stop_requested = stop_on_signals()
     deadline = time.monotonic() + args.timeout if args.check else None
     exit_code = 0
-    with _RunningProfile(profile) as running:
+    with RunningProfile(profile) as running:
         while not stop_requested:
             running.step()
             if args.check and running.all_ok:
                 break
             if deadline is not None and time.monotonic() > deadline:
-                _say(f"not every node healthy after {args.timeout:g} s\n{format_table(running.watch.board.snapshot())}")
+                say(f"not every node healthy after {args.timeout:g} s\n{format_table(running.watch.board.snapshot())}")
                 exit_code = 1
                 break
             if running.lost_everything:
-                _say("every node has stopped for good")
+                say("every node has stopped for good")
                 exit_code = 1
                 break
     return 1 if running.supervisor.failed() else exit_code
 
 
-def cmd_demo(args) -> int:
-    from qai_mission.cli import print_update
-    from qai_mission.client import MissionClient, MissionClientError, MissionOutcome
-    from qai_mission.codec import MissionFormatError, load_mission_file
-
-    profile = _load(args)
-    mission_path = Path(args.mission) if args.mission else share_file("config", "missions", "demo.yaml")
-    try:
-        mission = load_mission_file(mission_path, time.time())
-    except MissionFormatError as error:
-        print(f"qai-edge: {error}", file=sys.stderr)
-        return 2
-    kinds = {task.kind for task in mission.tasks}
-    stop_requested = _stop_on_signals()
-    with _RunningProfile(profile) as running:
-        def wait_until(condition, what: str) -> bool:
-            deadline = time.monotonic() + args.timeout
-            while not condition():
-                if stop_requested or time.monotonic() > deadline:
-                    _say(f"gave up waiting for {what} after {args.timeout:g} s")
-                    return False
-                running.step()
-            return True
-
-        if not wait_until(lambda: running.all_ok, "every node to report OK"):
-            return 1
-        routed = lambda: set(running.values_of("mission_engine").get("kinds_routed", "").split(","))  # noqa: E731
-        if not wait_until(lambda: kinds <= routed(), f"the mission engine to route {', '.join(sorted(kinds))}"):
-            return 1
-        _say(f"running {mission_path} ({len(mission.tasks)} tasks)")
-        started = time.monotonic()
-        with MissionClient(namespace=profile.namespace, node_name="qai_edge_demo") as client:
-            try:
-                mission_id = client.submit(mission, on_update=print_update(started))
-                while not client.is_complete(mission_id) and not stop_requested:
-                    running.step(0.05)
-                if stop_requested:
-                    client.cancel(mission_id, reason="demo interrupted")
-                    return 130
-                result = client.wait(mission_id, timeout=args.timeout)
-            except MissionClientError as error:
-                _say(f"mission failed to run: {error}")
-                return 1
-        _say(f"mission {mission_id} {result.outcome.value} after {time.monotonic() - started:.1f} s"
-             f"{': ' + result.message if result.message else ''}")
-        for task in result.tasks:
-            _say(f"  {task.id:<16} {task.state.name:<10} {task.result if task.result else task.message}")
-    return 0 if result.outcome is MissionOutcome.SUCCEEDED else 1
+def plugin_commands() -> dict:
+    """Subcommands other packages add (the `qai_edge.commands` entry points): name -> command object with
+    `help`, `add_arguments(parser)` and `run(args) -> int`."""
+    return {entry.name: entry.load() for entry in metadata.entry_points(group="qai_edge.commands")}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="qai-edge", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{up,demo,status,profile}")
+    plugins = plugin_commands()
+    names = ["up", *plugins, "status", "profile"]
+    commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(names) + "}")
 
     def add(name: str, help_text: str):
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -291,17 +250,17 @@ def main(argv=None) -> int:
     up.add_argument("--timeout", type=float, default=30.0, help="seconds --check waits (default 30)")
     status = add("status", "print the health of the profile's nodes from /diagnostics")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
-    demo = add("demo", "bring the profile up, run the demo mission with live progress, stop")
-    demo.add_argument("--mission", help="mission file (default: the installed config/missions/demo.yaml)")
-    demo.add_argument("--timeout", type=float, default=120.0,
-                      help="seconds to wait for the nodes, and then for the mission (default 120)")
     add("profile", "check the profile and print what would run")
+    handlers = {"up": cmd_up, "status": cmd_status, "profile": cmd_profile}
+    for name, command in plugins.items():
+        command.add_arguments(add(name, command.help))
+        handlers[name] = command.run
 
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return {"up": cmd_up, "demo": cmd_demo, "status": cmd_status, "profile": cmd_profile}[args.command](args)
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

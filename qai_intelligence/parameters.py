@@ -4,6 +4,10 @@ Read by the node (as ROS parameter descriptors) and by the profile validator; co
 the defaults.
 """
 
+from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 
 PARAMETERS: tuple[ParamSpec, ...] = ()
+
+NODE = NodeType("intelligence_engine", "qai_intelligence.node:main",
+                "liquid neural networks and reinforcement learning", PARAMETERS)

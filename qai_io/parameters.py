@@ -1,5 +1,6 @@
 """Parameters the io_engine declares beyond the common ones; config/edge.yaml documents the defaults."""
 
+from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -58,3 +59,5 @@ SCHEMA_LIMITS = ("max_speed", "max_waypoints", "max_hold_duration", "max_scan_du
 READ_LIVE = ("default_speed", "arrival_tolerance", "landing_speed", "return_altitude", "landed_altitude",
              "odom_timeout", "battery_reserve", "battery_min_voltage", "battery_timeout", "battery_recover_time",
              "battery_event_period")
+
+NODE = NodeType("io_engine", "qai_io.node:main", "sensors and actuators over DDS", PARAMETERS)

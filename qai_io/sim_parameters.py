@@ -1,5 +1,6 @@
 """Parameters of sim_vehicle (beyond the common ones); config/edge.yaml documents the defaults."""
 
+from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -36,3 +37,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("fault_battery_sag", 0.0, "Volts lost by the battery, as by a failing cell.", min=0.0, max=100.0),
     ParamSpec("fault_gps_loss", False, "The GPS reports no fix."),
 )
+
+NODE = NodeType("sim_vehicle", "qai_io.sim_node:main",
+                "simulated multirotor or ground robot with Gazebo's topics", PARAMETERS)

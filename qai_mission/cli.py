@@ -10,12 +10,18 @@ DESCRIPTION = "Submit missions to a qai_edge mission engine, follow them, inspec
 EPILOG = """\
 commands:
   submit FILE.yaml   send the mission and print its progress live until it ends (--no-wait: print its id
-                     and return). Exit status: 0 succeeded, 1 failed or canceled, 2 rejected (the reason
-                     names the task and field), 3 no answer from the mission engine.
+                     and return); while the mission engine waits for the engines its kinds need (right
+                     after a start), it says so.
   status [ID]        the state of one mission with its tasks, or a line per known mission.
   cancel ID          cancel a mission, or one of its tasks with --task.
-  validate FILE.yaml check a mission file offline (format only; kinds and parameters are checked by the
-                     mission engine, against the engines running).
+  validate FILE.yaml the checks the mission engine runs at submission: the file (size, YAML, fields and
+                     their ranges, the limits of the profile's mission_engine), the task graph (ids,
+                     dependencies, cycles, result references), and, when engines can be heard announcing
+                     their kinds (--timeout s), each task's kind and parameters against them (including an
+                     engine's static limits: geofence, speed). It says which checks it could not do.
+
+exit status: 0 succeeded (validate: valid), 1 failed or canceled, 2 invalid or rejected (the reason names
+the task and field), 3 no answer from the mission engine, 130 interrupted.
 
 Mission files are YAML; see config/missions/ and README.md. Use the robot's namespace (--namespace drone1)
 and the same ROS_DOMAIN_ID as the nodes.
@@ -50,17 +56,24 @@ def print_update(started: float, progress_interval: float = 1.0):
 def cmd_submit(args, client) -> int:
     from qai_mission.client import MissionOutcome, MissionRejected
 
+    from qai_mission.codec import MissionFormatError
+
     started = time.monotonic()
     try:
         mission_id = client.submit(args.file, timeout=args.timeout,
-                                   on_update=None if args.no_wait else print_update(started))
+                                   on_update=None if args.no_wait else print_update(started),
+                                   on_waiting=lambda why: print(f"{time.monotonic() - started:7.1f}s  {why}",
+                                                                flush=True))
+    except MissionFormatError as error:
+        print(f"qai-mission: {error}", file=sys.stderr)
+        return 2
     except MissionRejected as error:
         print(f"qai-mission: mission rejected: {error}", file=sys.stderr)
         return 2
     if args.no_wait:
         print(f"mission {mission_id} accepted", flush=True)
         return 0
-    result = client.wait(mission_id)
+    result = client.wait(mission_id, timeout=args.mission_timeout)
     print(f"mission {mission_id} {result.outcome.value} after {time.monotonic() - started:.1f} s"
           f"{': ' + result.message if result.message else ''}")
     for task in result.tasks:
@@ -94,15 +107,86 @@ def cmd_cancel(args, client) -> int:
     return 0
 
 
-def cmd_validate(args) -> int:
-    from qai_mission.codec import MissionFormatError, load_mission_file
+def _profile_limits(path: str | None):
+    """The mission limits of the profile's mission_engine; defaults (and a note) when it cannot be read."""
+    from qai_edge.profile import ProfileError, load_profile
+    from qai_mission.model import DEFAULT_LIMITS
+    from qai_mission.parameters import limits_from
 
     try:
-        spec = load_mission_file(args.file, time.time())
+        profile = load_profile(path)
+    except ProfileError as error:
+        print(f"note: default mission limits ({error})", file=sys.stderr)
+        return DEFAULT_LIMITS
+    for spec in profile.nodes:
+        if spec.executable == "mission_engine":
+            return limits_from(spec.parameters.get)
+    return DEFAULT_LIMITS
+
+
+def _announced_kinds(namespace: str, timeout: float) -> dict:
+    """Kinds the engines announce on <namespace>/engine_capabilities (transient local), heard for `timeout` s."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from qai_edge.convert import kind_from_msg
+    from qai_edge.qos import CAPABILITIES_QOS
+    from qai_interfaces.msg import EngineCapabilities
+    from qai_mission.model import KindRoute
+
+    routes: dict = {}
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("qai_mission_validate", namespace=namespace or "/", context=context,
+                             start_parameter_services=False)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def on_announcement(msg):
+        for kind in msg.kinds:
+            routes.setdefault(kind.name, KindRoute(kind_from_msg(kind), msg.engine, msg.task_action))
+
+    node.create_subscription(EngineCapabilities, "engine_capabilities", on_announcement, CAPABILITIES_QOS)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return routes
+
+
+def cmd_validate(args) -> int:
+    from qai_mission.codec import MissionFormatError, load_mission_file
+    from qai_mission.validation import MissionInvalid, check_tasks
+
+    limits = _profile_limits(args.profile)
+    try:
+        spec = load_mission_file(args.file, limits)
     except MissionFormatError as error:
         print(f"qai-mission: {error}", file=sys.stderr)
         return 2
-    print(f"{args.file}: {len(spec.tasks)} tasks: {', '.join(f'{t.id} ({t.kind})' for t in spec.tasks)}")
+    try:
+        check_tasks(spec.tasks, None, None)
+    except MissionInvalid as error:
+        print(f"qai-mission: {args.file}: {error}", file=sys.stderr)
+        return 2
+    not_checked = ["deadlines against the robot's clock (at submission)"]
+    routes = _announced_kinds(args.namespace, args.timeout) if args.timeout > 0 else {}
+    if routes:
+        try:
+            check_tasks(spec.tasks, routes, None)
+        except MissionInvalid as error:
+            print(f"qai-mission: {args.file}: {error}", file=sys.stderr)
+            return 2
+    else:
+        not_checked.insert(0, "kinds and their parameters (no engine announced its kinds on "
+                              f"{args.namespace.rstrip('/')}/engine_capabilities within {args.timeout:g} s)")
+    print(f"{args.file}: valid: {len(spec.tasks)} tasks: {', '.join(f'{t.id} ({t.kind})' for t in spec.tasks)}")
+    print(f"not checked: {'; '.join(not_checked)}")
     return 0
 
 
@@ -121,6 +205,8 @@ def main(argv=None) -> int:
 
     submit = add("submit", "send a mission file and follow it")
     submit.add_argument("file")
+    submit.add_argument("--mission-timeout", type=float, default=86400.0,
+                        help="seconds to follow the mission before giving up (default 86400)")
     submit.add_argument("--no-wait", action="store_true", help="print the mission id and return")
     status = add("status", "show one mission, or all")
     status.add_argument("mission_id", nargs="?")
@@ -129,8 +215,12 @@ def main(argv=None) -> int:
     cancel.add_argument("mission_id")
     cancel.add_argument("--task", help="cancel only this task")
     cancel.add_argument("--reason")
-    validate = add("validate", "check a mission file's format offline", ros=False)
+    validate = add("validate", "run the mission engine's checks on a mission file", ros=False)
     validate.add_argument("file")
+    validate.add_argument("--namespace", default="", help="the robot's namespace, to hear its engines' kinds")
+    validate.add_argument("--profile", help="profile whose mission_engine limits apply (default: the installed one)")
+    validate.add_argument("--timeout", type=float, default=3.0,
+                          help="seconds to listen for the engines' kinds; 0: offline (default 3)")
 
     args = parser.parse_args(argv)
     if args.command is None:

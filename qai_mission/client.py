@@ -11,9 +11,11 @@ navigation.
     if result.outcome is MissionOutcome.SUCCEEDED: ...
     client.close()
 
-Every wait has a deadline and ends with a MissionClientError saying what did not answer. A mission
-survives a restart of the mission engine (it resumes from its journal); the client then follows it on
-`mission_states` and get_mission_state instead of the lost action goal.
+Every wait has a deadline (a default one too: `wait` gives up after DEFAULT_MISSION_TIMEOUT unless told
+otherwise) and ends with a MissionClientError saying what did not answer. `is_complete` and `feedback`
+pace themselves (a short spin, as nav2_simple_commander's isTaskComplete), so a polling loop does not
+busy-spin. A mission survives a restart of the mission engine (it resumes from its journal); the client
+then follows it on `mission_states` and get_mission_state instead of the lost action goal.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import rclpy
 from action_msgs.msg import GoalStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.action import ActionClient
 from rclpy.executors import ShutdownException, SingleThreadedExecutor, TimeoutException
 from rclpy.signals import SignalHandlerOptions
@@ -39,9 +42,13 @@ from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
 from qai_mission.codec import load_mission_file, mission_from_dict, task_from_dict
 from qai_mission.messages import mission_to_msg, task_to_msg
 from qai_mission.model import MissionSpec, MissionStatus, TaskSpec, TaskStatus
+from qai_mission.validation import MissionInvalid, check_tasks
 
 
 _DRAIN_LIMIT = 1000  # callbacks taken at most per spin
+POLL_SPIN = 0.1  # s is_complete() and feedback() wait for news, as isTaskComplete does
+DEFAULT_TIMEOUT = 10.0  # s for an answer from the mission engine
+DEFAULT_MISSION_TIMEOUT = 3600.0  # s wait() waits for a mission to end unless told otherwise
 
 
 class MissionOutcome(Enum):
@@ -61,6 +68,13 @@ class MissionClientError(RuntimeError):
 
 class MissionRejected(MissionClientError):
     """The mission did not validate; the message names the task and the field."""
+
+
+class UnknownMission(MissionClientError, KeyError):
+    """A mission id this client neither submitted nor follows."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -100,7 +114,12 @@ class MissionResult:
     tasks: tuple[TaskSnapshot, ...]
 
     def task(self, task_id: str) -> TaskSnapshot:
-        return next(t for t in self.tasks if t.id == task_id)
+        """The task with this id; KeyError naming it and the mission's tasks when there is none."""
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(f"mission {self.mission_id} has no task {task_id!r} (its tasks: "
+                       f"{', '.join(t.id for t in self.tasks) or 'none'})")
 
 
 def _task_snapshot(msg) -> TaskSnapshot:
@@ -132,6 +151,9 @@ class _Tracked:
         self.result: MissionResult | None = None
         self.state_stamp: tuple[int, int] | None = None
         self.on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None
+        self.waiting = ""  # what the mission engine says the mission waits for, before accepting it
+        self.waiting_at = 0.0
+        self.on_waiting: Callable[[str], None] | None = None
 
 
 class MissionClient:
@@ -162,15 +184,26 @@ class MissionClient:
 
     # -- Verbs -------------------------------------------------------------------------------------
 
-    def submit(self, mission: MissionSpec | Mapping | str | Path, timeout: float = 10.0,
-               on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None) -> str:
+    def submit(self, mission: MissionSpec | Mapping | str | Path, timeout: float = DEFAULT_TIMEOUT,
+               on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None,
+               on_waiting: Callable[[str], None] | None = None) -> str:
         """Send a mission (a MissionSpec, a mission document, or the path of a YAML mission file) and
-        return its id once the mission engine accepted it. Raises MissionRejected with the reason."""
+        return its id once the mission engine accepted it.
+
+        While the mission engine says the mission waits (for the engines serving its kinds, right after a
+        start), the wait goes on as long as it keeps saying so; `on_waiting(why)` hears it. Raises
+        MissionFormatError (a bad document, before anything is sent), MissionRejected with the reason,
+        MissionClientError when the mission engine does not answer within `timeout`."""
+        spec = self._as_spec(mission)  # a bad document fails here, before anything is sent
+        try:
+            check_tasks(spec.tasks, None, None)  # the graph checks need no engine: the same as validate's
+        except MissionInvalid as error:
+            raise MissionRejected(str(error)) from None
         self._wait_for(lambda: self._action.server_is_ready(), timeout,
                        f"the mission engine's {self._names['execute_mission']} action")
-        spec = self._as_spec(mission)  # now: relative deadlines count from here
         tracked = _Tracked(spec.id)
         tracked.on_update = on_update
+        tracked.on_waiting = on_waiting
         send = self._action.send_goal_async(ExecuteMission.Goal(mission=mission_to_msg(spec)),
                                             feedback_callback=lambda msg: self._on_feedback(tracked, msg.feedback))
         self._wait_for(send.done, timeout, "the mission engine to answer the goal")
@@ -178,9 +211,10 @@ class MissionClient:
         if not tracked.goal_handle.accepted:
             raise MissionRejected("the mission engine refused the goal")
         tracked.result_future = tracked.goal_handle.get_result_async()
-        # Accepted missions report at once (feedback); rejected ones end at once (result).
-        self._wait_for(lambda: tracked.mission_id and (tracked.snapshot or tracked.tasks)
-                       or tracked.result_future.done(), timeout, "the mission engine to accept or reject the mission")
+        # Accepted missions report at once (feedback); rejected ones end at once (result); waiting ones say so.
+        self._wait_for(lambda: tracked.snapshot is not None or tracked.result_future.done(), timeout,
+                       "the mission engine to accept or reject the mission",
+                       extended_until=lambda: tracked.waiting_at + timeout if tracked.waiting else None)
         if tracked.result_future.done():
             self._take_result(tracked)
             if tracked.result.outcome is MissionOutcome.REJECTED:
@@ -188,7 +222,7 @@ class MissionClient:
         self._missions[tracked.mission_id] = tracked
         return tracked.mission_id
 
-    def follow(self, mission_id: str, timeout: float = 10.0,
+    def follow(self, mission_id: str, timeout: float = DEFAULT_TIMEOUT,
                on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None) -> MissionSnapshot:
         """Follow a mission this client did not submit (another client, or before a restart)."""
         tracked = self._missions.setdefault(mission_id, _Tracked(mission_id))
@@ -198,43 +232,68 @@ class MissionClient:
         return snapshot
 
     def is_complete(self, mission_id: str) -> bool:
-        self._spin(0.0)
-        return self._tracked(mission_id).result is not None
+        """Whether the mission ended; waits up to POLL_SPIN for news first, so a loop over it paces itself."""
+        tracked = self._tracked(mission_id)
+        if tracked.result is None:
+            self._spin(POLL_SPIN)
+        return tracked.result is not None
 
     def feedback(self, mission_id: str) -> MissionSnapshot | None:
-        """The latest known state of the mission, with its tasks."""
-        self._spin(0.0)
+        """The latest known state of the mission, with its tasks (None before the first one came)."""
         tracked = self._tracked(mission_id)
+        self._spin(POLL_SPIN if tracked.result is None else 0.0)
         if tracked.snapshot is None:
             return None
         return MissionSnapshot(**{**tracked.snapshot.__dict__, "tasks": tuple(tracked.tasks.values())})
 
-    def wait(self, mission_id: str, timeout: float | None = None) -> MissionResult:
+    def wait(self, mission_id: str, timeout: float = DEFAULT_MISSION_TIMEOUT) -> MissionResult:
+        """The mission's result once it ended; MissionClientError after `timeout` seconds."""
         tracked = self._tracked(mission_id)
         self._wait_for(lambda: tracked.result is not None, timeout, f"mission {mission_id} to finish")
         return tracked.result
 
-    def run(self, mission, timeout: float | None = None, on_update=None) -> MissionResult:
+    def run(self, mission, timeout: float = DEFAULT_MISSION_TIMEOUT, on_update=None) -> MissionResult:
         """submit, then wait."""
         return self.wait(self.submit(mission, on_update=on_update), timeout)
 
-    def cancel(self, mission_id: str, task_id: str = "", reason: str = "", timeout: float = 10.0) -> None:
+    def wait_until_ready(self, kinds: Iterable[str] = (), timeout: float = 60.0) -> None:
+        """Wait until the mission engine runs and routes `kinds` (as BasicNavigator's waitUntilNav2Active),
+        from its /diagnostics heartbeat; MissionClientError naming what is missing after `timeout`."""
+        wanted = set(kinds)
+        routed: set[str] = set()
+        name = self._names["execute_mission"].rsplit("/", 1)[0] + "/mission_engine"
+
+        def on_diagnostics(array):
+            for status in array.status:
+                if status.name == name:
+                    values = {pair.key: pair.value for pair in status.values}
+                    routed.clear()
+                    routed.update(k for k in values.get("kinds_routed", "").split(",") if k)
+                    routed.add("")  # heard from it
+
+        subscription = self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+        try:
+            self._wait_for(lambda: "" in routed and wanted <= routed and self._action.server_is_ready(), timeout,
+                           lambda: f"{name} to route {', '.join(sorted(wanted - routed)) or 'its kinds'}")
+        finally:
+            self.node.destroy_subscription(subscription)
+
+    def cancel(self, mission_id: str, task_id: str = "", reason: str = "", timeout: float = DEFAULT_TIMEOUT) -> None:
         """Cancel a task of the mission, or the whole mission when task_id is empty."""
         response = self._call(self._cancel, CancelTask.Request(mission_id=mission_id, task_id=task_id,
                                                                reason=reason), timeout)
         if not response.accepted:
             raise MissionClientError(response.message)
 
-    def add_tasks(self, mission_id: str, tasks: Iterable[TaskSpec | Mapping], timeout: float = 10.0) -> None:
-        specs = [t if isinstance(t, TaskSpec) else task_from_dict(t, f"tasks[{i}]", time.time())
-                 for i, t in enumerate(tasks)]
+    def add_tasks(self, mission_id: str, tasks: Iterable[TaskSpec | Mapping], timeout: float = DEFAULT_TIMEOUT) -> None:
+        specs = [t if isinstance(t, TaskSpec) else task_from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
         response = self._call(self._add_tasks, AddTasks.Request(mission_id=mission_id,
                                                                 tasks=[task_to_msg(s) for s in specs]), timeout)
         if not response.accepted:
             raise MissionRejected(response.message)
 
     def status(self, mission_id: str = "", include_finished: bool = True,
-               timeout: float = 10.0) -> list[MissionSnapshot]:
+               timeout: float = DEFAULT_TIMEOUT) -> list[MissionSnapshot]:
         response = self._call(self._get_state, GetMissionState.Request(mission_id=mission_id,
                                                                        include_finished=include_finished), timeout)
         if mission_id and not response.found:
@@ -261,13 +320,14 @@ class MissionClient:
         if isinstance(mission, MissionSpec):
             return mission
         if isinstance(mission, (str, Path)):
-            return load_mission_file(mission, time.time())
-        return mission_from_dict(dict(mission), time.time())
+            return load_mission_file(mission)
+        return mission_from_dict(dict(mission))
 
     def _tracked(self, mission_id: str) -> _Tracked:
         tracked = self._missions.get(mission_id)
         if tracked is None:
-            raise MissionClientError(f"mission {mission_id!r} was not submitted or followed by this client")
+            raise UnknownMission(f"mission {mission_id!r} was not submitted or followed by this client "
+                                 f"(known: {', '.join(self._missions) or 'none'})")
         return tracked
 
     def _spin(self, timeout: float) -> None:
@@ -289,13 +349,17 @@ class MissionClient:
             if tracked.result is None and tracked.result_future is not None and tracked.result_future.done():
                 self._take_result(tracked)
 
-    def _wait_for(self, predicate: Callable[[], Any], timeout: float | None, what: str) -> None:
-        """The one wait loop: spin until `predicate()` holds, or fail after `timeout` naming `what`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait_for(self, predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+                  extended_until: Callable[[], float | None] = lambda: None) -> None:
+        """The one wait loop: spin until `predicate()` holds, or fail after `timeout` naming `what`
+        (`extended_until()` may push the deadline out while the other side says it is still working)."""
+        deadline = time.monotonic() + timeout
         while not predicate():
-            if deadline is not None and time.monotonic() > deadline:
-                raise MissionClientError(f"no answer after {timeout:g} s waiting for {what} (is the mission "
-                                         "engine running, in this namespace and ROS_DOMAIN_ID?)")
+            now = time.monotonic()
+            if now > max(deadline, extended_until() or 0.0):
+                raise MissionClientError(f"no answer after {now - deadline + timeout:.3g} s waiting for "
+                                         f"{what() if callable(what) else what} (is the mission engine running, in "
+                                         "this namespace and ROS_DOMAIN_ID?)")
             self._spin(0.05)
 
     def _call(self, client, request, timeout: float):
@@ -305,6 +369,11 @@ class MissionClient:
         return future.result()
 
     def _on_feedback(self, tracked: _Tracked, feedback) -> None:
+        if feedback.message and tracked.snapshot is None:  # not accepted yet: what it waits for
+            if feedback.message != tracked.waiting and tracked.on_waiting is not None:
+                tracked.on_waiting(feedback.message)
+            tracked.waiting, tracked.waiting_at = feedback.message, time.monotonic()
+            return
         tracked.mission_id = tracked.mission_id or feedback.mission_id
         updated = [_task_snapshot(t) for t in feedback.updated_tasks]
         snapshot = MissionSnapshot(feedback.mission_id, "", MissionStatus(feedback.state), "", (),

@@ -1,21 +1,31 @@
 """Missions and tasks as the mission engine's core sees them. No rclpy import.
 
-Times are seconds on the node's clock (ROS time, so sim time under use_sim_time); deadlines are
-absolute, timeouts and backoffs relative. Parameter values are decoded JSON; a value
-{"$result": "<task_id>.<key>[.<path>...]"} refers to an earlier task's result.
+One clock: every time is seconds on the mission engine's clock (ROS time: simulated time under
+use_sim_time). A task's `deadline` is absolute on that clock; `deadline_in` is relative and becomes an
+absolute deadline when the mission engine accepts the task (so a mission file, a hub command or an event
+mission keeps its units whatever clock the robot runs on); timeouts and backoffs are relative. Parameter
+values are decoded JSON; a value {"$result": "<task_id>.<key>[.<path>...]"} refers to an earlier task's
+result.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Mapping
 
+from qai_edge.bounded import InputLimits
 from qai_edge.tasks import TaskKindSpec
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESULT_REF = "$result"
+
+# What the message fields can carry (qai_interfaces/Task, RetryPolicy; builtin_interfaces Time/Duration):
+# a value outside is refused, never wrapped.
+INT32 = (-2**31, 2**31 - 1)
+UINT32 = (0, 2**32 - 1)
+MAX_SECONDS = 2**31 - 1  # Time.sec and Duration.sec are int32
 
 
 class TaskStatus(IntEnum):
@@ -71,12 +81,19 @@ class TaskSpec:
     kind: str
     priority: int = 0
     depends_on: tuple[str, ...] = ()
-    deadline: float | None = None
+    deadline: float | None = None  # absolute, on the mission engine's clock
     timeout: float | None = None
     retry: RetryPolicy = RetryPolicy()
     resources: frozenset[str] = frozenset()
     optional: bool = False
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    deadline_in: float | None = None  # seconds after acceptance; replaced by `deadline` once accepted
+
+    def accepted_at(self, now: float) -> "TaskSpec":
+        """This task with `deadline_in` turned into an absolute deadline on the clock that reads `now`."""
+        if self.deadline_in is None:
+            return self
+        return replace(self, deadline=now + self.deadline_in, deadline_in=None)
 
 
 @dataclass(frozen=True)
@@ -141,3 +158,34 @@ def resolve_references(value: Any, results: Mapping[str, Mapping[str, Any]]) -> 
     if isinstance(value, list):
         return [resolve_references(v, results) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class MissionLimits:
+    """Bounds on what a mission may hold, checked before anything is built from it (mission engine
+    parameters; `qai-mission validate` reads the same from the profile)."""
+
+    max_tasks: int = 10_000  # per mission, and per add_tasks request
+    max_mission_bytes: int = 16 << 20  # a mission document (file, hub command) as read
+    max_task_parameter_bytes: int = 1 << 20  # one task's parameters as JSON
+    max_parameter_depth: int = 16  # nesting inside a task's parameters
+    max_string_length: int = 262_144  # characters in any one string
+    max_dependencies: int = 10_000  # depends_on entries of one task
+    max_resources: int = 64  # resources of one task
+    max_retries: int = 1000
+    max_name_length: int = 256  # mission name, kind and resource names
+
+    def document(self) -> InputLimits:
+        """Bounds of a whole mission document: its tasks, their fields and parameters."""
+        return InputLimits(max_bytes=self.max_mission_bytes, max_depth=self.max_parameter_depth + 4,
+                           max_nodes=max(self.max_mission_bytes // 8, 1000), max_string=self.max_string_length,
+                           max_items=max(self.max_tasks, self.max_dependencies, 1000))
+
+    def parameters(self) -> InputLimits:
+        """Bounds of one task's parameters."""
+        return InputLimits(max_bytes=self.max_task_parameter_bytes, max_depth=self.max_parameter_depth,
+                           max_nodes=max(self.max_task_parameter_bytes // 2, 1000),
+                           max_string=self.max_string_length, max_items=max(self.max_task_parameter_bytes // 2, 1000))
+
+
+DEFAULT_LIMITS = MissionLimits()

@@ -13,7 +13,13 @@ Rules:
 - a failed attempt retries per its policy (exponential backoff); a final failure skips the task's
   dependents and, unless the task is optional, fails the mission (what still runs is canceled);
 - timeouts are per attempt (time spent waiting for a lost engine counts); a deadline passing fails the task;
-- an engine that disappears: its running tasks wait for it to return, within their timeout.
+- an engine that disappears: its running tasks wait for it to return, within their timeout; a task whose
+  attempts keep taking its engine down (a "poison" task) fails after `max_engine_losses` such losses,
+  instead of being sent to the restarted engine again and again;
+- at most `max_running_per_engine` attempts run on one engine at once; more wait, in order, for a place.
+
+Changes come out in two sets: every task whose state or progress changed (for state messages), and the
+subset whose change must survive a crash (state transitions and results, not progress: the journal).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -39,7 +45,7 @@ class Task:
     __slots__ = ("spec", "mission", "seq", "sort_key", "status", "attempt", "retries_used", "preemptions", "engine",
                  "progress", "message", "started_at", "finished_at", "result", "remaining_deps", "dependents",
                  "resources", "attempt_deadline", "timer_token", "queue_token", "retry_at", "pending_outcome",
-                 "on_restart", "has_references", "goal_id")
+                 "on_restart", "has_references", "goal_id", "engine_losses", "journal_row")
 
     def __init__(self, spec: TaskSpec, mission: "Mission", seq: int):
         self.spec = spec
@@ -65,8 +71,10 @@ class Task:
         self.retry_at: float | None = None
         self.pending_outcome = ""
         self.on_restart = ON_RESTART_REDISPATCH
-        self.has_references = any(references_in(value) for value in spec.parameters.values())
+        self.has_references = bool(spec.parameters) and any(references_in(v) for v in spec.parameters.values())
         self.goal_id = ""  # the current attempt's RunTask goal id (hex), journaled before the goal is sent
+        self.engine_losses = 0  # attempts that ended because their engine died or restarted
+        self.journal_row: int | None = None  # its row in the journal, once inserted (then it is updated)
 
     @property
     def id(self) -> str:
@@ -124,7 +132,7 @@ class _Results(Mapping):
         return sum(1 for _ in self)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dispatch:
     task: Task
     route: KindRoute
@@ -133,7 +141,7 @@ class Dispatch:
     timeout: float | None  # what is left of the attempt's timeout
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reattach:
     """After a restart: follow (and, when `cancel`, cancel) the goal of an attempt that was in flight."""
 
@@ -144,7 +152,7 @@ class Reattach:
     cancel: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancel:
     task: Task
     engine: str
@@ -152,9 +160,22 @@ class Cancel:
     reason: str
 
 
+@dataclass(slots=True)
+class Changes:
+    """What changed since the last take_changes(): missions, tasks (state or progress), and the tasks whose
+    change the journal must keep (a subset of `tasks`)."""
+
+    missions: list[Mission]
+    tasks: list[Task]
+    durable: list[Task]
+
+
 class Scheduler:
-    def __init__(self, clock: Callable[[], float]):
+    def __init__(self, clock: Callable[[], float], max_engine_losses: int = 3,
+                 max_running_per_engine: int | None = None):
         self.clock = clock
+        self.max_engine_losses = max_engine_losses
+        self.max_running_per_engine = max_running_per_engine
         self.missions: dict[str, Mission] = {}
         self.routes: dict[str, KindRoute] = {}
         self.available_engines: set[str] = set()
@@ -169,8 +190,12 @@ class Scheduler:
         self._awaiting_reattach: list[Task] = []
         self._timers: list = []
         self._commands: list = []
-        self._changed_tasks: dict[int, Task] = {}
+        self._changed_tasks: dict[Task, Task] = {}  # insertion-ordered set (tasks hash by identity)
+        self._durable_tasks: dict[Task, Task] = {}
         self._changed_missions: dict[str, Mission] = {}
+        self._waiting_place: dict[str, list] = {}  # engine -> heap of ready tasks waiting for a place on it
+        self._goal_prefix = os.urandom(8).hex()  # goal ids: unique across restarts, cheap to make
+        self._goal_counter = itertools.count()
 
     # -- Inputs -------------------------------------------------------------------------------
 
@@ -188,6 +213,7 @@ class Scheduler:
     def add_mission(self, spec: MissionSpec, goal_id: str = "") -> Mission:
         """Add an already validated mission and start what can start."""
         now = self.clock()
+        spec = MissionSpec(spec.id, spec.name, tuple(task.accepted_at(now) for task in spec.tasks))
         mission = Mission(spec, next(self._seq), now)
         mission.goal_id = goal_id
         self.missions[spec.id] = mission
@@ -201,24 +227,25 @@ class Scheduler:
         mission = self.missions[mission_id]
         if mission.status.terminal or mission.cancel_requested or mission.failing:
             raise ValueError(f"mission {mission_id!r} is {mission.status.name.lower()}: no tasks can be added")
-        specs = tuple(specs)
+        now = self.clock()
+        specs = tuple(task.accepted_at(now) for task in specs)
         mission.spec = MissionSpec(mission.spec.id, mission.spec.name, mission.spec.tasks + specs)
         self._changed_missions[mission_id] = mission
-        self._add_tasks(mission, specs, self.clock())
+        self._add_tasks(mission, specs, now)
         self.schedule()
 
     def task_started(self, task: Task, attempt: int) -> None:
         """The engine accepted the goal."""
         if task.attempt == attempt and task.status == RUNNING:
             task.message = f"running on {task.engine}"
-            self._changed(task)
+            self._changed(task, durable=False)
 
     def task_feedback(self, task: Task, attempt: int, progress: float, status: str) -> None:
         if task.attempt == attempt and task.status in (RUNNING, CANCELING):
             task.progress = progress
             if status and task.status == RUNNING:  # while canceling, the message is why (and stays)
                 task.message = status
-            self._changed(task)
+            self._changed(task, durable=False)
 
     def task_succeeded(self, task: Task, attempt: int, result: Mapping[str, Any]) -> None:
         if not self._current(task, attempt):
@@ -261,11 +288,21 @@ class Scheduler:
         tasks = sorted(self._running_on.get(engine, ()), key=lambda t: t.seq)
         # Every attempt on the engine has stopped before any consequence (a failed mission canceling the
         # rest) is drawn, so nothing is asked of the lost engine.
+        poisoned = []
         for task in tasks:
             if task.status == RUNNING:
                 self._release(task)
-                self._set_status(task, TaskStatus.READY, f"engine {engine} lost; waiting for it to return")
-                self._push_ready(task)
+                task.engine_losses += 1
+                if task.engine_losses >= self.max_engine_losses:
+                    poisoned.append(task)
+                    self._reset_attempt_clock(task)
+                    self._set_status(task, TaskStatus.READY, f"engine {engine} lost")
+                else:
+                    self._set_status(task, TaskStatus.READY, f"engine {engine} lost; waiting for it to return")
+                    self._push_ready(task)
+        for task in poisoned:
+            self._final_fail(task, f"engine lost {task.engine_losses} times while running this task (last: "
+                                   f"{engine}); not sent again")
         for task in tasks:
             if task.status == CANCELING:
                 self._attempt_ended_by_cancel(task)
@@ -368,8 +405,9 @@ class Scheduler:
             task = Task(saved.spec, mission, saved.seq)
             for name in ("status", "attempt", "retries_used", "preemptions", "engine", "message", "result",
                          "started_at", "finished_at", "retry_at", "attempt_deadline", "pending_outcome",
-                         "on_restart", "goal_id"):
+                         "on_restart", "goal_id", "engine_losses"):
                 setattr(task, name, getattr(saved, name))
+            task.journal_row = saved.row
             task.resources = saved.resources or saved.spec.resources
             mission.tasks[task.id] = task
             if task.status.terminal:
@@ -419,11 +457,13 @@ class Scheduler:
         commands, self._commands = self._commands, []
         return commands
 
-    def take_changes(self) -> tuple[list[Mission], list[Task]]:
-        missions, tasks = list(self._changed_missions.values()), list(self._changed_tasks.values())
+    def take_changes(self) -> Changes:
+        changes = Changes(list(self._changed_missions.values()), list(self._changed_tasks.values()),
+                          list(self._durable_tasks.values()))
         self._changed_missions.clear()
         self._changed_tasks.clear()
-        return missions, tasks
+        self._durable_tasks.clear()
+        return changes
 
     def queue_depth(self) -> int:
         return sum(1 for m in self.missions.values() if not m.status.terminal
@@ -431,6 +471,9 @@ class Scheduler:
 
     def running_count(self) -> int:
         return sum(len(tasks) for tasks in self._running_on.values())
+
+    def waiting_for_place(self) -> int:
+        return sum(len(heap) for heap in self._waiting_place.values())
 
     def forget(self, mission_id: str) -> None:
         """Drop a finished mission from memory (the journal keeps it)."""
@@ -464,6 +507,10 @@ class Scheduler:
             if route is None or route.engine not in self.available_engines:
                 self._waiting_engine.append(task)
                 continue
+            cap = self.max_running_per_engine
+            if cap is not None and len(self._running_on.get(route.engine, ())) >= cap:
+                heapq.heappush(self._waiting_place.setdefault(route.engine, []), best)
+                continue
             resources = task.resources | route.spec.resources
             busy = [r for r in resources if r in holders]
             if busy:
@@ -491,7 +538,7 @@ class Scheduler:
                 return
         now = self.clock()
         task.attempt += 1
-        task.goal_id = uuid.uuid4().hex
+        task.goal_id = f"{self._goal_prefix}{next(self._goal_counter):016x}"
         task.engine = route.engine
         task.resources = resources
         task.on_restart = route.spec.on_restart
@@ -514,26 +561,29 @@ class Scheduler:
     # -- Transitions ----------------------------------------------------------------------------
 
     def _add_tasks(self, mission: Mission, specs: Iterable[TaskSpec], now: float) -> None:
+        tasks = mission.tasks
         new = []
         for spec in specs:
             task = Task(spec, mission, next(self._seq))
-            mission.tasks[spec.id] = task
+            tasks[spec.id] = task
             new.append(task)
-            self._changed(task)
+            self._changed_tasks[task] = self._durable_tasks[task] = task
         for task in new:
+            blocked_by = None
             for dependency_id in task.spec.depends_on:
-                dependency = mission.tasks[dependency_id]
+                dependency = tasks[dependency_id]
                 dependency.dependents.append(task)
-                if dependency.status != TaskStatus.SUCCEEDED:
+                status = dependency.status
+                if status != TaskStatus.SUCCEEDED:
                     task.remaining_deps += 1
+                    if blocked_by is None and status >= TaskStatus.SUCCEEDED:
+                        blocked_by = dependency
             if task.spec.deadline is not None:
                 self._push_timer(task.spec.deadline, "deadline", task, 0)
+            if blocked_by is not None:
+                self._skip(task, f"skipped: {blocked_by.id!r} ended {blocked_by.status.name}")
         for task in new:
-            blocked_by = [d for d in task.spec.depends_on if mission.tasks[d].status.terminal
-                          and mission.tasks[d].status != TaskStatus.SUCCEEDED]
-            if blocked_by:
-                self._skip(task, f"skipped: {blocked_by[0]!r} ended {mission.tasks[blocked_by[0]].status.name}")
-            elif task.remaining_deps == 0:
+            if task.remaining_deps == 0 and task.status == TaskStatus.PENDING:
                 self._make_ready(task)
         self._check_mission(mission)
 
@@ -544,10 +594,13 @@ class Scheduler:
         if status >= TaskStatus.SUCCEEDED:
             task.finished_at = self.clock()
             task.mission.terminal_count += 1
-        self._changed_tasks[id(task)] = task
+        self._changed_tasks[task] = task
+        self._durable_tasks[task] = task
 
-    def _changed(self, task: Task) -> None:
-        self._changed_tasks[id(task)] = task
+    def _changed(self, task: Task, durable: bool = True) -> None:
+        self._changed_tasks[task] = task
+        if durable:
+            self._durable_tasks[task] = task
 
     def _make_ready(self, task: Task, message: str = "ready") -> None:
         self._set_status(task, TaskStatus.READY, message)
@@ -566,8 +619,15 @@ class Scheduler:
             if self._holders.get(resource) is task:
                 del self._holders[resource]  # its waiters compete again in schedule()
         running = self._running_on.get(task.engine)
-        if running is not None:
+        if running is not None and task in running:
             running.discard(task)
+            waiting = self._waiting_place.get(task.engine)
+            while waiting:  # a place on the engine is free: the best task waiting for one competes again
+                entry = heapq.heappop(waiting)
+                _, token, waiter = entry
+                if waiter.status == TaskStatus.READY and token == waiter.queue_token:
+                    heapq.heappush(self._ready, entry)
+                    break
 
     def _current(self, task: Task, attempt: int) -> bool:
         """Whether an engine's report is about the task's live attempt (not a stale one)."""
@@ -655,8 +715,8 @@ class Scheduler:
                 stack.extend(dependent.dependents)
 
     def _on_timeout(self, task: Task) -> None:
-        timeout = task.spec.timeout or (self.routes[task.spec.kind].spec.default_timeout
-                                         if task.spec.kind in self.routes else None)
+        route = self.routes.get(task.spec.kind)
+        timeout = task.spec.timeout or (route.spec.default_timeout if route is not None else None)
         message = f"timed out after {timeout:g} s" if timeout else "timed out"
         if task.status == RUNNING:
             self._request_cancel(task, TIMEOUT, message)

@@ -1,5 +1,6 @@
 """Parameters the quantum bridge declares beyond the common ones; config/edge.yaml documents the defaults."""
 
+from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -24,3 +25,6 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qpu_timeout", 30.0, "s: every call to the QPU service, then it counts as unreachable", min=1.0,
               max=3600.0, read_only=True),
 )
+
+NODE = NodeType("quantum_bridge", "qai_quantum_bridge.node:main",
+                "optimisation on qiskit-aer or a cloud QPU, with classical fallback", PARAMETERS)

@@ -11,7 +11,8 @@ STARTUP_TIMEOUT = 30.0
 
 
 class MissionStack:
-    def __init__(self, processes: ProcessGroup, probe: RosProbe, tmp_path: Path, mission_parameters=None):
+    def __init__(self, processes: ProcessGroup, probe: RosProbe, tmp_path: Path, mission_parameters=None,
+                 start_test_engine: bool = True):
         from qai_mission.client import MissionClient
 
         self.processes = processes
@@ -23,8 +24,10 @@ class MissionStack:
                                    "engine_timeout": 1.5, **(mission_parameters or {})}
         probe.watch_diagnostics()
         self.mission_engine = self.start_mission_engine()
-        self.test_engine = self.start_test_engine()
-        self.wait_engine_up("test_engine")
+        self.test_engine = None
+        if start_test_engine:
+            self.test_engine = self.start_test_engine()
+            self.wait_engine_up("test_engine")
         self.client = MissionClient(namespace=self.namespace)
 
     def start_mission_engine(self):

@@ -7,6 +7,7 @@ Kinds (each prefixed by the `kind_prefix` parameter):
   fail   {times, retryable}        fails its first `times` attempts, then succeeds
   echo   {...}                     returns its parameters as its result
   once   {seconds}                 like sleep, but not safe to run twice (on_restart: fail)
+  crash  {}                        kills its own engine process (SIGKILL): a "poison" task
 
 Every start and end is appended as a JSON line to the file named by the `run_log` parameter.
 
@@ -14,6 +15,8 @@ Every start and end is appended as a JSON line to the file named by the `run_log
 """
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -44,6 +47,7 @@ class TaskEngine(EngineNode):
             ServedKind(TaskKindSpec(f"{prefix}echo"), self.echo),
             ServedKind(TaskKindSpec(f"{prefix}once", parameters_schema=SECONDS, result_keys=("slept",),
                                     on_restart=ON_RESTART_FAIL), self.sleep),
+            ServedKind(TaskKindSpec(f"{prefix}crash"), self.crash),
         ], max_workers=32)
         self.start()
 
@@ -76,6 +80,10 @@ class TaskEngine(EngineNode):
                              retryable=request.parameters.get("retryable", True))
         self._log("end", request)
         return {"attempt": request.attempt}
+
+    def crash(self, request, context):
+        self._log("start", request)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def echo(self, request, context):
         self._log("start", request)

@@ -25,7 +25,8 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 from harness import status_level, unique_namespace  # noqa: E402
 from qai_edge.paths import share_file  # noqa: E402
 
-ENGINES = ("mission_engine", "intelligence_engine", "quantum_bridge", "io_engine")
+# The io_engine reports OK only with sensor streams to watch: the simulated vehicle runs beside it.
+ENGINES = ("mission_engine", "intelligence_engine", "quantum_bridge", "io_engine", "sim_vehicle")
 NAMESPACE = unique_namespace()
 
 
@@ -35,7 +36,7 @@ def profile_path(tmp_path_factory):
     path.write_text(textwrap.dedent("""\
         robot_id: launched
         defaults: {heartbeat_period: 0.2}
-        nodes: {mission_engine: {}, intelligence_engine: {}, quantum_bridge: {}, io_engine: {}}
+        nodes: {mission_engine: {}, intelligence_engine: {}, quantum_bridge: {}, io_engine: {}, sim_vehicle: {}}
         """))
     return path
 

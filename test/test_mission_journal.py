@@ -2,6 +2,7 @@
 clear error."""
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -25,7 +26,8 @@ class Engine:
         self.flush()
 
     def flush(self):
-        self.journal.record(*self.scheduler.take_changes())
+        changes = self.scheduler.take_changes()
+        self.journal.record(changes.missions, changes.durable)
         new = self.scheduler.take_commands()
         self.commands.extend(new)
         return new
@@ -91,11 +93,11 @@ def test_reattach_waits_for_the_engine_to_announce_itself(tmp_path):
 @pytest.mark.parametrize("on_restart, expected", [("redispatch", "RUNNING"), ("fail", "FAILED")])
 def test_a_goal_the_engine_no_longer_knows_follows_the_kinds_restart_policy(tmp_path, on_restart, expected):
     e = Engine(tmp_path / "j.db")
+    move = ROUTES["move"]
+    e.scheduler.set_routes({**ROUTES, "move": replace(move, spec=replace(move.spec, on_restart=on_restart))},
+                           ("/io", "/quantum"))
     e.scheduler.add_mission(mission("m1", task("b", "move")))
-    e.flush()
-    e.task("b").on_restart = on_restart
-    e.scheduler.task_started(e.task("b"), 1)  # any change: journal the policy the dispatch recorded
-    e.flush()
+    e.flush()  # the dispatch journals the kind's policy with the attempt
     crash(e)
     e2 = Engine(tmp_path / "j.db")
     (reattach,) = e2.commands
@@ -199,3 +201,130 @@ def test_a_journal_from_another_schema_version_is_refused(tmp_path):
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(JournalError, match="schema version 99"):
         Journal(path)
+
+
+def test_a_zero_length_journal_where_one_existed_is_reported_not_silently_replaced(tmp_path):
+    path = tmp_path / "j.db"
+    e = Engine(path)
+    e.scheduler.add_mission(mission("m1", task("a")))
+    e.flush()
+    crash(e)
+    path.write_bytes(b"")  # truncated: a full disk, a bad copy
+    with pytest.raises(JournalError, match=r"is empty \(0 bytes\) where a journal existed.*move it aside"):
+        Journal(path)
+
+
+V1_SCHEMA = """
+CREATE TABLE missions (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, name TEXT NOT NULL, goal_id TEXT NOT NULL,
+    status INTEGER NOT NULL, message TEXT NOT NULL, cancel_requested INTEGER NOT NULL, failing INTEGER NOT NULL,
+    created_at REAL NOT NULL, finished_at REAL);
+CREATE TABLE tasks (mission_id TEXT NOT NULL REFERENCES missions(id) ON DELETE CASCADE, task_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, spec TEXT NOT NULL, status INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    retries_used INTEGER NOT NULL, preemptions INTEGER NOT NULL, engine TEXT NOT NULL, message TEXT NOT NULL,
+    result TEXT, resources TEXT NOT NULL, started_at REAL, finished_at REAL, retry_at REAL, attempt_deadline REAL,
+    pending_outcome TEXT NOT NULL, on_restart TEXT NOT NULL, goal_id TEXT NOT NULL, PRIMARY KEY (mission_id, task_id));
+CREATE INDEX missions_by_status ON missions(status, seq);
+PRAGMA application_id = 1363233093;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_journal_is_migrated_and_keeps_its_missions(tmp_path):
+    """What the previous release wrote: task rows keyed by text, no engine_losses."""
+    path = tmp_path / "j.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+        db.execute("INSERT INTO missions VALUES ('m1', 1, 'old', '', 1, '', 0, 0, 5.0, NULL)")
+        db.execute("""INSERT INTO tasks VALUES ('m1', 'a', 2, '{"id":"a","kind":"scan"}', 2, 1, 0, 0, '/io', '',
+                      NULL, '[]', 6.0, NULL, NULL, NULL, '', 'redispatch', 'ab')""")
+    journal = Journal(path)
+    (record,) = journal.unfinished()
+    task = record.tasks[0]
+    assert (record.name, task.spec.kind, task.status, task.goal_id, task.engine_losses) == (
+        "old", "scan", TaskStatus.RUNNING, "ab", 0)
+    e = Engine(path)  # and it resumes and keeps journaling
+    e.scheduler.task_succeeded(e.task("a"), 1, {"x": 1})
+    e.flush()
+    crash(e)
+    assert Journal(path).mission("m1").tasks[0].result == {"x": 1}
+
+
+def test_a_mission_whose_rows_no_longer_decode_is_quarantined_and_the_rest_resume(tmp_path):
+    path = tmp_path / "j.db"
+    e = Engine(path)
+    e.scheduler.add_mission(mission("bad", task("a")))
+    e.scheduler.add_mission(mission("good", task("b")))
+    e.flush()
+    crash(e)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE tasks SET spec = ? WHERE mission_id = 'bad'", ('{"id": "a", "kind": 7}',))
+    journal = Journal(path)
+    assert [m.id for m in journal.unfinished()] == ["good"]
+    assert "kind: expected a string" in journal.quarantined["bad"]
+    with sqlite3.connect(path) as db:
+        status, message = db.execute("SELECT status, message FROM missions WHERE id = 'bad'").fetchone()
+    assert status == MissionStatus.FAILED and message.startswith("quarantined:")
+    assert [m.id for m in Journal(path).unfinished()] == ["good"]  # and it stays out
+
+
+def test_progress_feedback_is_not_written(tmp_path):
+    e = Engine(tmp_path / "j.db")
+    e.scheduler.add_mission(mission("m1", task("a")))
+    e.flush()
+    commits = e.journal.commits
+    t = e.task("a")
+    for i in range(20):
+        e.scheduler.task_feedback(t, t.attempt, i / 20, "flying")
+        e.flush()
+    assert e.journal.commits == commits
+
+
+def test_finished_missions_older_than_the_retention_are_pruned(tmp_path):
+    e = Engine(tmp_path / "j.db")
+    for i in range(3):
+        e.scheduler.add_mission(mission(f"m{i}", task("a")))
+        e.flush()
+        e.scheduler.task_succeeded(e.task("a", f"m{i}"), 1, {})
+        e.flush()
+        e.clock.now += 100.0
+    assert e.journal.prune(keep_finished=1000, older_than=e.clock.now - 150.0) == 2
+    assert [m.id for m in e.journal.recent(10)] == ["m2"]
+
+
+def test_the_writer_commits_in_order_and_groups_what_piles_up(tmp_path):
+    import threading
+
+    from qai_mission.journal import JournalWriter
+
+    e = Engine(tmp_path / "j.db")
+    writer = JournalWriter(e.journal)
+    done, order = threading.Event(), []
+    for i in range(50):
+        e.scheduler.add_mission(mission(f"m{i}", task("a")))
+        changes = e.scheduler.take_changes()
+        writer.submit(e.journal.snapshot(changes.missions, changes.durable),
+                      lambda error, i=i: (order.append((i, error)), i == 49 and done.set()))
+    assert done.wait(10)
+    writer.close()
+    assert [i for i, _ in order] == list(range(50)) and all(error is None for _, error in order)
+    assert e.journal.commits < 50  # grouped
+    assert len(Journal(tmp_path / "j.db").unfinished()) == 50
+
+
+def test_after_a_failed_write_every_later_batch_fails_too(tmp_path):
+    import threading
+
+    from qai_mission.journal import JournalWriter
+
+    e = Engine(tmp_path / "j.db")
+    writer = JournalWriter(e.journal)
+    e.journal._db.close()  # the disk went away
+    results, done = [], threading.Event()
+    for i in range(3):
+        e.scheduler.add_mission(mission(f"m{i}", task("a")))
+        changes = e.scheduler.take_changes()
+        writer.submit(e.journal.snapshot(changes.missions, changes.durable),
+                      lambda error, i=i: (results.append(error), i == 2 and done.set()))
+    assert done.wait(10)
+    writer.close()
+    assert len(results) == 3 and all(isinstance(error, JournalError) for error in results)

@@ -3,7 +3,7 @@ deadlines, result references, cancellation, lost engines."""
 
 import pytest
 
-from mission_sim import Harness, cancels, mission, task
+from mission_sim import ROUTES, Harness, cancels, mission, task
 from qai_mission.model import MissionStatus, TaskStatus
 from qai_mission.scheduler import Dispatch
 
@@ -318,12 +318,76 @@ def test_changes_list_each_changed_task_once():
     h = Harness()
     h.scheduler.take_changes()
     h.add(task("a"), task("b", depends_on=["a"]))
-    missions, tasks = h.scheduler.take_changes()
-    assert [m.id for m in missions] == ["m1"]
-    assert sorted(t.id for t in tasks) == ["a", "b"]
+    changes = h.scheduler.take_changes()
+    assert [m.id for m in changes.missions] == ["m1"]
+    assert sorted(t.id for t in changes.tasks) == ["a", "b"]
     h.succeed("a")
-    assert sorted(t.id for t in h.scheduler.take_changes()[1]) == ["a", "b"]
-    assert h.scheduler.take_changes() == ([], [])
+    assert sorted(t.id for t in h.scheduler.take_changes().tasks) == ["a", "b"]
+    changes = h.scheduler.take_changes()
+    assert (changes.missions, changes.tasks, changes.durable) == ([], [], [])
+
+
+def test_progress_is_published_but_not_journaled():
+    """Feedback (~20 a second per motion task) changes what state messages show, not what a restart needs."""
+    h = Harness()
+    h.add(task("a"))
+    h.scheduler.take_changes()
+    t = h.task("a")
+    h.scheduler.task_started(t, t.attempt)
+    h.scheduler.task_feedback(t, t.attempt, 0.5, "halfway")
+    changes = h.scheduler.take_changes()
+    assert [c.id for c in changes.tasks] == ["a"] and changes.durable == []
+    h.succeed("a")
+    assert [c.id for c in h.scheduler.take_changes().durable] == ["a"]
+
+
+def test_a_task_that_keeps_taking_its_engine_down_fails_instead_of_being_sent_again():
+    h = Harness()
+    h.scheduler.max_engine_losses = 3
+    assert h.dispatched(h.add(task("poison", "plan"), task("after", "plan", depends_on=["poison"]))) == ["poison"]
+    for loss in (1, 2):
+        h.scheduler.engine_lost("/quantum")
+        assert h.status("poison") == "READY"
+        h.scheduler.set_routes(ROUTES, {"/io", "/quantum"})
+        assert h.dispatched() == ["poison"]
+    h.scheduler.engine_lost("/quantum")
+    assert h.status("poison") == "FAILED"
+    assert "engine lost 3 times while running this task (last: /quantum)" in h.task("poison").message
+    assert h.status("after") == "SKIPPED" and h.mission_status() == "FAILED"
+    h.scheduler.set_routes(ROUTES, {"/io", "/quantum"})
+    assert h.dispatched() == []
+
+
+def test_an_engine_loss_that_is_not_the_tasks_doing_is_counted_but_forgiven_below_the_limit():
+    h = Harness()
+    h.scheduler.max_engine_losses = 3
+    h.add(task("a", "plan"))
+    h.dispatched()
+    h.scheduler.engine_lost("/quantum")
+    h.scheduler.set_routes(ROUTES, {"/io", "/quantum"})
+    assert h.dispatched() == ["a"]
+    h.succeed("a")
+    assert h.status("a") == "SUCCEEDED" and h.task("a").engine_losses == 1
+
+
+def test_at_most_max_running_per_engine_attempts_run_on_one_engine_and_the_rest_follow_in_order():
+    h = Harness()
+    h.scheduler.max_running_per_engine = 2
+    retry = {"max_retries": 1, "initial_backoff": 60.0}
+    assert h.dispatched(h.add(*(task(f"t{i}", "scan", priority=i, retry=retry) for i in range(6)))) == ["t5", "t4"]
+    assert h.scheduler.waiting_for_place() == 4
+    assert h.dispatched(h.succeed("t5")) == ["t3"]
+    assert h.dispatched(h.fail("t4")) == ["t2"]  # any end of an attempt frees its place
+    assert h.dispatched(h.add(task("urgent", "plan"), id="m2")) == ["urgent"]  # another engine: not limited
+
+
+def test_a_relative_deadline_counts_from_acceptance_on_the_schedulers_clock():
+    h = Harness()
+    h.clock.now = 5000.0
+    h.add(task("a", deadline_in=30.0))
+    assert h.task("a").spec.deadline == 5030.0 and h.task("a").spec.deadline_in is None
+    h.advance(31.0)
+    assert h.status("a") == "CANCELING" and h.task("a").message == "missed its deadline"
 
 
 def test_mission_status_follows_its_tasks():
