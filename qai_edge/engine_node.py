@@ -73,6 +73,11 @@ class EngineNode(Node):
             # An empty list has no ROS type: declare the array's type; an unset array reads as [].
             default = _ARRAY_TYPES[spec.item_type] if spec.is_array and not spec.default else spec.default
             self.declare_parameter(spec.name, default, parameter_descriptor(spec))
+            given = self.param(spec.name)
+            try:  # a value from the command line or a params file skipped the profile check: check it here
+                spec.check(given)
+            except ValueError as error:
+                raise ValueError(f"parameter {spec.name}: {error}") from None
         self.robot_id = (self.get_parameter("robot_id").value
                          or self.get_namespace().strip("/").replace("/", "_") or "robot")
         self._started_at = time.monotonic()

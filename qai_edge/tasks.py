@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import jsonschema
 
 from qai_edge.geofence import Geofence
+from qai_edge.text import shorten
 
 ON_RESTART_REDISPATCH = "redispatch"
 ON_RESTART_FAIL = "fail"
@@ -100,8 +101,23 @@ class TaskKindSpec:
             if path and skip(str(path[0])):
                 continue
             where = "parameters" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
-            errors.append(f"{where}: {error.message}")
+            errors.append(f"{where}: {_short_message(error)}")
         return errors
+
+
+_SIZE_KEYWORDS = {"maxItems": "items", "minItems": "items", "maxLength": "characters", "minLength": "characters",
+                  "maxProperties": "entries", "minProperties": "entries"}
+
+
+def _short_message(error) -> str:
+    """jsonschema's message, without echoing a huge value whole: sizes say the count and the limit."""
+    noun = _SIZE_KEYWORDS.get(error.validator)
+    if noun is not None and isinstance(error.instance, (list, str, dict)):
+        bound = "at most" if error.validator.startswith("max") else "at least"
+        return f"{len(error.instance)} {noun}, {bound} {error.validator_value} allowed"
+    if len(error.message) <= 200:
+        return error.message
+    return f"{shorten(error.instance, 60)} fails {error.validator} {shorten(error.validator_value, 60)}"
 
 
 _VALIDATORS: dict[str, Any] = {}

@@ -81,3 +81,23 @@ def test_a_node_that_leaves_a_writable_parameter_unhandled_does_not_start(ros_pr
 
     with pytest.raises(RuntimeError, match="gain, limit"):
         Careless()
+
+
+def test_a_value_given_at_start_outside_its_choices_stops_the_node_naming_it(ros_probe):
+    """`ros2 run ... -p mode:=reckless` skips the profile check; the node itself refuses it."""
+    from rclpy.parameter import Parameter
+
+    from qai_edge.engine_node import EngineNode
+
+    with pytest.raises(ValueError, match="parameter mode: must be one of: fast, careful; got 'reckless'"):
+        EngineNode("started_wrong", SPECS, context=ros_probe.context, namespace="/params",
+                   parameter_overrides=[Parameter("mode", value="reckless")])
+
+
+def test_schema_errors_say_sizes_instead_of_echoing_huge_values():
+    from qai_edge.tasks import TaskKindSpec
+
+    spec = TaskKindSpec("navigate", parameters_schema={"type": "object", "properties": {
+        "waypoints": {"type": "array", "maxItems": 100}}})
+    (error,) = spec.parameter_errors({"waypoints": [[0, 0, 0]] * 100_000})
+    assert error == "parameters.waypoints: 100000 items, at most 100 allowed"
