@@ -152,8 +152,8 @@ def main() -> None:
     print(f"mission engine over ROS (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery), "
           f"mission_engine and test engine in their own processes")
     with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
-        results = {durable: {m: run_stack(Path(directory), durable, m, args) for m in ("latency", "independent",
-                                                                                      "chain")}
+        results = {durable: {m: run_stack(Path(directory), durable, m, args)
+                             for m in ("latency", "independent", "chain")}
                    for durable in (True, False)}
         beside = run_stack(Path(directory), True, "beside", args)
         alone = run_stack(Path(directory), True, "alone", args)
@@ -162,12 +162,14 @@ def main() -> None:
           f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
           f"max {max(latencies):.1f} ms (target p99 < 20 ms)")
     nofsync = results[False]["latency"]
-    print(f"  the same without fsync: p50 {statistics.median(nofsync):.1f} ms, p99 {percentile(nofsync, 0.99):.1f} ms")
+    print(f"  the same without fsync: p50 {statistics.median(nofsync):.1f} ms, "
+          f"p99 {percentile(nofsync, 0.99):.1f} ms")
     for label in ("independent", "chain"):
         durable_count, durable_time = results[True][label]
         _, fast_time = results[False][label]
         print(f"  {durable_count} {label} trivial tasks: {durable_count / durable_time:.0f} tasks/s durable, "
-              f"{durable_count / fast_time:.0f} tasks/s without fsync (durability costs {durable_time / fast_time:.2f}x)"
+              f"{durable_count / fast_time:.0f} tasks/s without fsync "
+              f"(durability costs {durable_time / fast_time:.2f}x)"
               f"{' (target >= 200 tasks/s)' if label == 'independent' else ''}")
     accept, run, gaps = beside
     _, _, quiet = alone

@@ -17,8 +17,8 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
-    return " ".join(f"{key}={ENVIRONMENT[key]}" for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                             "ROS_LOG_DIR"))
+    return " ".join(f"{key}={ENVIRONMENT[key]}"
+                    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"))
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import yaml
 from qai_edge.paths import installed_executable
 from qai_edge.supervisor import die_with_parent
 
+
 def installed(executable: str) -> Path:
     """An installed executable of qai_edge (colcon: <prefix>/lib/qai_edge; pip: the venv's scripts dir)."""
     found = installed_executable(executable)
@@ -190,4 +191,3 @@ def status_values(status) -> dict[str, str]:
 
 def status_level(status) -> int:
     return status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
-
