@@ -1,5 +1,7 @@
-"""Drive the mission scheduler in-process: a fake clock, kinds on two engines, and helpers to answer its
-commands the way engines would."""
+"""Drive the mission scheduler in-process.
+
+A fake clock, kinds on two engines, and helpers to answer its commands the way engines would.
+"""
 
 from __future__ import annotations
 
