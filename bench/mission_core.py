@@ -129,7 +129,8 @@ def main() -> None:
         import cProfile
         import pstats
 
-        cProfile.runctx("run_scheduler(shapes['chains'], None)", globals(), {"shapes": shapes}, "/tmp/mission_core.prof")
+        cProfile.runctx("run_scheduler(shapes['chains'], None)", globals(), {"shapes": shapes},
+                        "/tmp/mission_core.prof")
         pstats.Stats("/tmp/mission_core.prof").sort_stats("cumulative").print_stats(25)
         return
     print(f"mission scheduler core vs py_trees {metadata.version('py_trees')}: 10,000 instant "

@@ -1,5 +1,7 @@
-"""The mission engine over ROS, between processes: a mission_engine node and an engine node (the
-test-only engine, test/task_engine.py, whose `echo` kind returns at once) on a private domain.
+"""Benchmark the mission engine over ROS, between processes, on a private domain.
+
+A mission_engine node drives an engine node (the test-only engine, test/task_engine.py, whose `echo` kind
+returns at once), each in its own process.
 
 Prints
 - submit-to-engine-start latency: single-task missions one after another, from MissionClient.submit()
@@ -73,8 +75,10 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def run_stack(directory: Path, durable: bool, measurement: str, args):
-    """One measurement on a fresh mission_engine and test engine (finished goals that an action server
-    keeps slow later goals down, so measurements do not share processes)."""
+    """Run one measurement on a fresh mission_engine and test engine.
+
+    Finished goals that an action server keeps slow later goals down, so measurements do not share processes.
+    """
     from qai_mission.client import MissionClient, MissionOutcome
 
     tag = f"{'d' if durable else 'n'}{measurement}"
@@ -113,7 +117,7 @@ def run_stack(directory: Path, durable: bool, measurement: str, args):
 
 
 def dispatch_gaps(run_log: Path, mission_id: str) -> list[float]:
-    """ms from each task of a chain ending to the next one starting, from the engine's run log."""
+    """Return the ms from each task of a chain ending to the next one starting, from the engine's run log."""
     events = [r for r in map(json.loads, run_log.read_text().splitlines()) if r["mission"] == mission_id]
     ends = {r["task"]: r["t"] for r in events if r["event"] == "end"}
     starts = {r["task"]: r["t"] for r in events if r["event"] == "start"}
@@ -121,7 +125,7 @@ def dispatch_gaps(run_log: Path, mission_id: str) -> list[float]:
 
 
 def big_beside_running(client, run_log: Path, big: int):
-    """A chain of short tasks runs; meanwhile (big > 0) a mission of `big` independent tasks is submitted."""
+    """Run a chain of short tasks; meanwhile (big > 0) submit a mission of `big` independent tasks."""
     from qai_mission.client import MissionOutcome
 
     steady = client.submit({"tasks": [{"id": f"s{i}", "kind": "sleep", "parameters": {"seconds": 0.05},
@@ -152,8 +156,8 @@ def main() -> None:
     print(f"mission engine over ROS (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery), "
           f"mission_engine and test engine in their own processes")
     with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
-        results = {durable: {m: run_stack(Path(directory), durable, m, args) for m in ("latency", "independent",
-                                                                                      "chain")}
+        results = {durable: {m: run_stack(Path(directory), durable, m, args)
+                             for m in ("latency", "independent", "chain")}
                    for durable in (True, False)}
         beside = run_stack(Path(directory), True, "beside", args)
         alone = run_stack(Path(directory), True, "alone", args)
@@ -162,12 +166,14 @@ def main() -> None:
           f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
           f"max {max(latencies):.1f} ms (target p99 < 20 ms)")
     nofsync = results[False]["latency"]
-    print(f"  the same without fsync: p50 {statistics.median(nofsync):.1f} ms, p99 {percentile(nofsync, 0.99):.1f} ms")
+    print(f"  the same without fsync: p50 {statistics.median(nofsync):.1f} ms, "
+          f"p99 {percentile(nofsync, 0.99):.1f} ms")
     for label in ("independent", "chain"):
         durable_count, durable_time = results[True][label]
         _, fast_time = results[False][label]
         print(f"  {durable_count} {label} trivial tasks: {durable_count / durable_time:.0f} tasks/s durable, "
-              f"{durable_count / fast_time:.0f} tasks/s without fsync (durability costs {durable_time / fast_time:.2f}x)"
+              f"{durable_count / fast_time:.0f} tasks/s without fsync "
+              f"(durability costs {durable_time / fast_time:.2f}x)"
               f"{' (target >= 200 tasks/s)' if label == 'independent' else ''}")
     accept, run, gaps = beside
     _, _, quiet = alone

@@ -42,7 +42,7 @@ DEFAULT_LIMITS = InputLimits()
 
 
 def text_from_bytes(data: bytes | str, where: str, limits: InputLimits = DEFAULT_LIMITS) -> str:
-    """The document as text: its size checked first, then that it is UTF-8."""
+    """Return the document as text: its size checked first, then that it is UTF-8."""
     if len(data) > limits.max_bytes:
         raise InputRejected(f"{where}: {len(data)} bytes, the limit is {limits.max_bytes}")
     if isinstance(data, str):
@@ -113,8 +113,11 @@ def _event_mark(event) -> str:
 
 
 def _check_node_tree(root, where: str, limits: InputLimits) -> None:
-    """Expanded size and depth of a composed YAML graph (an alias is the node it names, counted again each
-    time it is used), computed once per node, so a billion laughs costs its few hundred nodes."""
+    """Check the expanded size and depth of a composed YAML graph against `limits`.
+
+    An alias is the node it names, counted again each time it is used. Each node's figures are computed
+    once, so a billion laughs costs its few hundred nodes.
+    """
     sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, depth) with aliases expanded
 
     def measure(node, level: int) -> tuple[int, int]:
@@ -169,8 +172,11 @@ def load_json(data: bytes | str, where: str, limits: InputLimits = DEFAULT_LIMIT
 
 
 def check_value(value: Any, where: str, limits: InputLimits = DEFAULT_LIMITS) -> None:
-    """Check a decoded document (dicts, lists, strings, numbers, booleans, None) against `limits`, without
-    recursion: depth, values, string lengths, entries per container, finite numbers, string keys."""
+    """Check a decoded document (dicts, lists, strings, numbers, booleans, None) against `limits`.
+
+    Checked without recursion: depth, values, string lengths, entries per container, finite numbers, string
+    keys.
+    """
     stack = [(value, where, 0)]
     seen = 0
     while stack:

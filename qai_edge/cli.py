@@ -130,7 +130,9 @@ def cmd_status(args) -> int:
 
 class RunningProfile:
     """The profile's nodes, each its own process under the supervisor, and their health from /diagnostics.
-    Stops them all (SIGINT, SIGTERM, SIGKILL) when the `with` block ends."""
+
+    Stops them all (SIGINT, SIGTERM, SIGKILL) when the `with` block ends.
+    """
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -188,7 +190,7 @@ class RunningProfile:
         return bool(self.supervisor.failed()) and not self.supervisor.running()
 
     def values_of(self, executable: str) -> dict[str, str]:
-        """The latest heartbeat values of the profile's node running `executable`."""
+        """Return the latest heartbeat values of the profile's node running `executable`."""
         for spec in self.profile.nodes:
             if spec.executable == executable:
                 for node in self.watch.board.snapshot():
@@ -226,8 +228,10 @@ def cmd_up(args) -> int:
 
 
 def plugin_commands() -> dict:
-    """Subcommands other packages add (the `qai_edge.commands` entry points): name -> command object with
-    `help`, `add_arguments(parser)` and `run(args) -> int`."""
+    """Return the subcommands other packages add (the `qai_edge.commands` entry points).
+
+    A dict of name -> command object with `help`, `add_arguments(parser)` and `run(args) -> int`.
+    """
     return {entry.name: entry.load() for entry in metadata.entry_points(group="qai_edge.commands")}
 
 

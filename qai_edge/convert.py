@@ -1,5 +1,7 @@
-"""Conversions between qai_interfaces / builtin_interfaces messages and core types, done once at the
-edge of a node. Messages only; no rclpy import."""
+"""Conversions between qai_interfaces / builtin_interfaces messages and core types.
+
+Done once at the edge of a node. Messages only; no rclpy import.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def time_from_seconds(seconds: float | None) -> Time:
 
 
 def key_values(values: Mapping[str, Any]) -> list[KeyValue]:
-    """A mapping as KeyValue pairs whose values are JSON text."""
+    """Return a mapping as KeyValue pairs whose values are JSON text."""
     return [KeyValue(key=str(key), value=encode_json(value)) for key, value in values.items()]
 
 

@@ -1,5 +1,8 @@
-"""The ROS shell every engine shares: parameters declared from their specs, a heartbeat on /diagnostics,
-and the capability announcement the mission engine routes tasks by."""
+"""The ROS shell every engine shares.
+
+Parameters declared from their specs, a heartbeat on /diagnostics, and the capability announcement the
+mission engine routes tasks by.
+"""
 
 from __future__ import annotations
 
@@ -96,7 +99,7 @@ class EngineNode(Node):
         self.on_parameter("announce_period", lambda value: self._start_announcing())
 
     def param(self, name: str):
-        """A parameter's value; an array parameter left unset reads as []."""
+        """Return a parameter's value; an array parameter left unset reads as []."""
         try:
             value = self.get_parameter(name).value
         except ParameterUninitializedException:
@@ -104,8 +107,11 @@ class EngineNode(Node):
         return list(value) if isinstance(value, (list, tuple, array.array)) else value
 
     def on_parameter(self, name: str, apply: Callable[[Any], None] | None = None) -> None:
-        """Say how a run-time change of the writable parameter `name` takes effect: `apply(value)` runs once
-        it is set; without `apply` the node reads it live through `param()` wherever it is used."""
+        """Say how a run-time change of the writable parameter `name` takes effect.
+
+        `apply(value)` runs once it is set; without `apply` the node reads it live through `param()` wherever
+        it is used.
+        """
         spec = self._specs.get(name)
         if spec is None or spec.read_only:
             raise ValueError(f"{name}: not a writable parameter of {self.get_name()}")
@@ -139,7 +145,7 @@ class EngineNode(Node):
         return []
 
     def task_kinds(self) -> list[TaskKind]:
-        """The task kinds this engine serves right now."""
+        """Return the task kinds this engine serves right now."""
         return self.task_server.kind_messages() if self.task_server else []
 
     def task_action_name(self) -> str:
@@ -189,8 +195,10 @@ class EngineNode(Node):
                                                  self.announce_capabilities, clock=self._steady_clock)
 
     def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Refuse, with the reason, a value its spec does not allow (ranges are also in the descriptor;
-        choices and list items only here)."""
+        """Refuse, with the reason, a value its spec does not allow.
+
+        Ranges are also in the descriptor; choices and list items are checked only here.
+        """
         for parameter in parameters:
             spec = self._specs.get(parameter.name)
             if spec is None:

@@ -31,7 +31,7 @@ class Geofence:
         return cls(points, min_altitude, max_altitude)
 
     def to_schema(self) -> dict[str, Any]:
-        """The `x-geofence` keyword's value announcing this fence."""
+        """Return the `x-geofence` keyword's value announcing this fence."""
         keyword: dict[str, Any] = {"polygon": [list(point) for point in self.polygon]}
         if math.isfinite(self.min_altitude):
             keyword["min_altitude"] = self.min_altitude

@@ -1,5 +1,8 @@
-"""Which nodes are healthy, from their /diagnostics heartbeats. No rclpy import: the ROS listener
-(qai_edge.diagnostics_listener) converts each DiagnosticStatus and calls HealthBoard.update."""
+"""Which nodes are healthy, from their /diagnostics heartbeats.
+
+No rclpy import: the ROS listener (qai_edge.diagnostics_listener) converts each DiagnosticStatus and calls
+HealthBoard.update.
+"""
 
 from __future__ import annotations
 

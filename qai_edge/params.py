@@ -1,5 +1,8 @@
-"""Parameter specifications: one declaration serves the node (ROS parameter descriptors) and the profile
-validator (which checks config/*.yaml before anything starts). No rclpy import here."""
+"""Parameter specifications, declared once for the node and the profile validator.
+
+One declaration serves the node (ROS parameter descriptors) and the profile validator (which checks
+config/*.yaml before anything starts). No rclpy import here.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ _PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One ROS parameter: its type, default, documentation and allowed range. A list default makes an
-    array parameter whose items are `item_type` (ROS cannot tell the type of an empty list)."""
+    """One ROS parameter: its type, default, documentation and allowed range.
+
+    A list default makes an array parameter whose items are `item_type` (ROS cannot tell the type of an
+    empty list).
+    """
 
     name: str
     default: Any

@@ -12,7 +12,7 @@ PACKAGE = "qai_edge"
 
 
 def share_dir() -> Path:
-    """The qai_edge share directory.
+    """Return the qai_edge share directory.
 
     A source checkout (an editable install, or running from the repo) uses its own files, so an edited
     config/edge.yaml takes effect without reinstalling. Otherwise: the ament index (colcon installs),
@@ -31,7 +31,7 @@ def share_dir() -> Path:
 
 
 def ament_prefix() -> Path | None:
-    """The install prefix of qai_edge in the ament index (colcon installs), or None when not indexed."""
+    """Return the install prefix of qai_edge in the ament index (colcon installs), or None when not indexed."""
     try:
         from ament_index_python.packages import get_package_prefix
 
@@ -41,8 +41,11 @@ def ament_prefix() -> Path | None:
 
 
 def installed_executable(executable: str) -> Path | None:
-    """An executable of this package: <prefix>/lib/qai_edge (colcon installs, where `ros2 run` looks),
-    else this interpreter's scripts directory (pip installs), else PATH."""
+    """Return the path of an executable of this package.
+
+    Looked for in <prefix>/lib/qai_edge (colcon installs, where `ros2 run` looks), else in this
+    interpreter's scripts directory (pip installs), else on PATH.
+    """
     candidates = []
     prefix = ament_prefix()
     if prefix is not None:

@@ -69,7 +69,7 @@ class NodeSpec:
                 "--params-file", str(params_file)]
 
     def params_file_content(self) -> dict:
-        """This node's parameters in the ROS 2 params-file layout."""
+        """Return this node's parameters in the ROS 2 params-file layout."""
         return {self.fully_qualified_name: {"ros__parameters": dict(self.parameters)}}
 
     def launch_arguments(self, stop: StopPolicy) -> dict[str, Any]:
@@ -234,7 +234,7 @@ def parse_profile(data: Any, source: str = "<profile>", namespace: str | None = 
 
 
 def _check_unknown_defaults(defaults: dict, fail) -> None:
-    """A key under `defaults` that no node type declares is a typo, not a harmless extra."""
+    """Refuse a key under `defaults` that no node type declares: it is a typo, not a harmless extra."""
     declared = set()
     for node_type in NODE_TYPES.values():
         declared.update(node_type.parameter_specs())

@@ -22,9 +22,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """preexec_fn: the child gets SIGTERM when the process that started it dies, and takes the stop signals
-    with their default action even where the supervisor's own start ignored them (a shell starting
-    `qai-edge up &` without job control ignores SIGINT, and an ignored signal survives exec)."""
+    """Tie the child to its parent and restore the stop signals (a preexec_fn).
+
+    The child gets SIGTERM when the process that started it dies, and takes the stop signals with their
+    default action even where the supervisor's own start ignored them (a shell starting `qai-edge up &`
+    without job control ignores SIGINT, and an ignored signal survives exec).
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.signal.restype = ctypes.c_void_p
     libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)

@@ -1,5 +1,6 @@
-"""RunTask goals from the mission engine to the engines: send, follow, cancel and reattach in one object,
-the client side of qai_edge.task_server (as py_trees_ros keeps its action clients beside the tree).
+"""RunTask goals from the mission engine to the engines: send, follow, cancel and reattach in one object.
+
+The client side of qai_edge.task_server (as py_trees_ros keeps its action clients beside the tree).
 
 Rules it keeps:
 - a goal carries the id the mission engine journaled before sending it, so after a restart the mission

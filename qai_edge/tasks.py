@@ -34,9 +34,11 @@ class TaskFailed(Exception):
 
 
 class TaskCanceled(BaseException):
-    """Raised inside a handler (by TaskContext.sleep / check_canceled) once a cancel was requested. A
-    BaseException, as asyncio's CancelledError is, so code guarding against failures with `except
-    Exception` (a solver falling back when its backend fails) does not swallow a cancel."""
+    """Raised inside a handler (by TaskContext.sleep / check_canceled) once a cancel was requested.
+
+    A BaseException, as asyncio's CancelledError is, so code guarding against failures with `except
+    Exception` (a solver falling back when its backend fails) does not swallow a cancel.
+    """
 
 
 # -- JSON values: task parameters, results and feedback values travel as JSON text ---------------
@@ -91,8 +93,11 @@ class TaskKindSpec:
 
     def parameter_errors(self, parameters: Mapping[str, Any], skip: Callable[[str], bool] = lambda name: False
                          ) -> list[str]:
-        """Schema violations as 'parameters.<name>: why'; parameters for which `skip` is true (result
-        references, resolved only when the task starts) are not checked."""
+        """Return the schema violations as 'parameters.<name>: why'.
+
+        Parameters for which `skip` is true (result references, resolved only when the task starts) are not
+        checked.
+        """
         if self.parameters_schema is None:
             return []
         errors = []
@@ -125,8 +130,10 @@ GEOFENCE_KEYWORD = "x-geofence"
 
 
 def _geofence_keyword(validator, keyword: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]):
-    """`x-geofence` on a point ([x, y] or [x, y, z]): the point must lie inside the announced fence (an
-    [x, y] point is checked horizontally; its altitude is known only when the task runs)."""
+    """Check `x-geofence` on a point ([x, y] or [x, y, z]): it must lie inside the announced fence.
+
+    An [x, y] point is checked horizontally; its altitude is known only when the task runs.
+    """
     numbers = isinstance(instance, list) and 2 <= len(instance) <= 3 and all(
         isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in instance)
     if not numbers:
@@ -160,8 +167,10 @@ class TaskRequest:
 
 
 class TaskContext:
-    """Handed to a handler: feedback out, cancellation in, and the engine's clock (ROS time: simulated
-    time under use_sim_time). Thread-safe."""
+    """Handed to a handler: feedback out, cancellation in, and the engine's clock.
+
+    The clock is ROS time: simulated time under use_sim_time. Thread-safe.
+    """
 
     def __init__(self, publish_feedback: Callable[[float, str, Mapping[str, Any]], None] = lambda *a: None,
                  clock: Callable[[], float] = time.monotonic):
@@ -181,8 +190,10 @@ class TaskContext:
             raise TaskCanceled()
 
     def sleep(self, seconds: float) -> None:
-        """Wait `seconds` on the engine's clock, waking at once (with TaskCanceled) when a cancel is
-        requested. Under simulated time it follows the simulation's pace (and pauses with it)."""
+        """Wait `seconds` on the engine's clock, waking at once (with TaskCanceled) when a cancel is requested.
+
+        Under simulated time it follows the simulation's pace (and pauses with it).
+        """
         end = self.now() + max(0.0, seconds)
         while (left := end - self.now()) > 0:
             if self._canceled.wait(min(left, 0.05)):

@@ -48,7 +48,7 @@ class Admission:
         self._grace_until = started_at + grace
 
     def engine_lost(self, now: float) -> None:
-        """An engine went away: missions needing its kinds may wait for it to come back, for a while."""
+        """Note that an engine went away: missions needing its kinds may wait for it to come back, for a while."""
         self._grace_until = max(self._grace_until, now + self.grace)
 
     def grace_until(self) -> float:
@@ -57,8 +57,11 @@ class Admission:
     def decide(self, spec: MissionSpec, routes: Mapping[str, KindRoute], clock_now: float, steady_now: float,
                active: int, exists: Callable[[str], bool], journal_problem: str = "",
                waiting_until: float | None = None) -> Decision:
-        """`clock_now`: the mission engine's clock (0: not running yet); `steady_now`: for the grace period;
-        `waiting_until`: set when the mission already waits (it keeps the limit it got)."""
+        """Decide whether the mission is accepted, refused, or waits.
+
+        `clock_now`: the mission engine's clock (0: not running yet); `steady_now`: for the grace period;
+        `waiting_until`: set when the mission already waits (it keeps the limit it got).
+        """
         if journal_problem:
             return Reject(f"the mission journal is unusable, so no mission can be accepted: {journal_problem}")
         if spec.id and not TASK_ID.match(spec.id):

@@ -29,8 +29,11 @@ and the same ROS_DOMAIN_ID as the nodes.
 
 
 def print_update(started: float, progress_interval: float = 1.0):
-    """An on_update callback printing task changes, one line each, stamped from `started`: at once when a
-    task's state or attempt changes, otherwise (progress) at most every `progress_interval` seconds."""
+    """Return an on_update callback printing task changes, one line each, stamped from `started`.
+
+    A line comes at once when a task's state or attempt changes, otherwise (progress) at most every
+    `progress_interval` seconds.
+    """
     announced = []
     last: dict[str, tuple] = {}  # task id -> (state, attempt, time printed)
 
@@ -108,7 +111,7 @@ def cmd_cancel(args, client) -> int:
 
 
 def _profile_limits(path: str | None):
-    """The mission limits of the profile's mission_engine; defaults (and a note) when it cannot be read."""
+    """Return the mission limits of the profile's mission_engine; defaults (and a note) when it cannot be read."""
     from qai_edge.profile import ProfileError, load_profile
     from qai_mission.model import DEFAULT_LIMITS
     from qai_mission.parameters import limits_from

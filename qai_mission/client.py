@@ -1,5 +1,6 @@
-"""MissionClient: run missions from a Python script, as nav2_simple_commander's BasicNavigator runs
-navigation.
+"""MissionClient: run missions from a Python script.
+
+As nav2_simple_commander's BasicNavigator runs navigation:
 
     from qai_mission.client import MissionClient, MissionOutcome
 
@@ -114,7 +115,7 @@ class MissionResult:
     tasks: tuple[TaskSnapshot, ...]
 
     def task(self, task_id: str) -> TaskSnapshot:
-        """The task with this id; KeyError naming it and the mission's tasks when there is none."""
+        """Return the task with this id; KeyError naming it and the mission's tasks when there is none."""
         for task in self.tasks:
             if task.id == task_id:
                 return task
@@ -187,13 +188,14 @@ class MissionClient:
     def submit(self, mission: MissionSpec | Mapping | str | Path, timeout: float = DEFAULT_TIMEOUT,
                on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None,
                on_waiting: Callable[[str], None] | None = None) -> str:
-        """Send a mission (a MissionSpec, a mission document, or the path of a YAML mission file) and
-        return its id once the mission engine accepted it.
+        """Send a mission and return its id once the mission engine accepted it.
 
+        `mission` is a MissionSpec, a mission document, or the path of a YAML mission file.
         While the mission engine says the mission waits (for the engines serving its kinds, right after a
         start), the wait goes on as long as it keeps saying so; `on_waiting(why)` hears it. Raises
         MissionFormatError (a bad document, before anything is sent), MissionRejected with the reason,
-        MissionClientError when the mission engine does not answer within `timeout`."""
+        MissionClientError when the mission engine does not answer within `timeout`.
+        """
         spec = self._as_spec(mission)  # a bad document fails here, before anything is sent
         try:
             check_tasks(spec.tasks, None, None)  # the graph checks need no engine: the same as validate's
@@ -239,7 +241,7 @@ class MissionClient:
         return tracked.result is not None
 
     def feedback(self, mission_id: str) -> MissionSnapshot | None:
-        """The latest known state of the mission, with its tasks (None before the first one came)."""
+        """Return the latest known state of the mission, with its tasks (None before the first one came)."""
         tracked = self._tracked(mission_id)
         self._spin(POLL_SPIN if tracked.result is None else 0.0)
         if tracked.snapshot is None:
@@ -247,7 +249,7 @@ class MissionClient:
         return MissionSnapshot(**{**tracked.snapshot.__dict__, "tasks": tuple(tracked.tasks.values())})
 
     def wait(self, mission_id: str, timeout: float = DEFAULT_MISSION_TIMEOUT) -> MissionResult:
-        """The mission's result once it ended; MissionClientError after `timeout` seconds."""
+        """Return the mission's result once it ended; MissionClientError after `timeout` seconds."""
         tracked = self._tracked(mission_id)
         self._wait_for(lambda: tracked.result is not None, timeout, f"mission {mission_id} to finish")
         return tracked.result
@@ -257,8 +259,10 @@ class MissionClient:
         return self.wait(self.submit(mission, on_update=on_update), timeout)
 
     def wait_until_ready(self, kinds: Iterable[str] = (), timeout: float = 60.0) -> None:
-        """Wait until the mission engine runs and routes `kinds` (as BasicNavigator's waitUntilNav2Active),
-        from its /diagnostics heartbeat; MissionClientError naming what is missing after `timeout`."""
+        """Wait until the mission engine runs and routes `kinds` (as BasicNavigator's waitUntilNav2Active).
+
+        Read from its /diagnostics heartbeat; MissionClientError naming what is missing after `timeout`.
+        """
         wanted = set(kinds)
         routed: set[str] = set()
         name = self._names["execute_mission"].rsplit("/", 1)[0] + "/mission_engine"
@@ -351,8 +355,10 @@ class MissionClient:
 
     def _wait_for(self, predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
                   extended_until: Callable[[], float | None] = lambda: None) -> None:
-        """The one wait loop: spin until `predicate()` holds, or fail after `timeout` naming `what`
-        (`extended_until()` may push the deadline out while the other side says it is still working)."""
+        """Spin until `predicate()` holds, or fail after `timeout` naming `what` (the one wait loop).
+
+        `extended_until()` may push the deadline out while the other side says it is still working.
+        """
         deadline = time.monotonic() + timeout
         while not predicate():
             now = time.monotonic()

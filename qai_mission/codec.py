@@ -63,7 +63,7 @@ def load_mission_file(path: str | Path, limits: MissionLimits = DEFAULT_LIMITS) 
 
 
 def mission_from_document(data: bytes | str, where: str, limits: MissionLimits = DEFAULT_LIMITS) -> MissionSpec:
-    """A mission from YAML (or JSON, which is YAML) text: bounded, strict, errors starting with `where`."""
+    """Read a mission from YAML (or JSON, which is YAML) text: bounded, strict, errors starting with `where`."""
     try:
         document = load_yaml(data, where, limits.document())
         check_value(document, "mission", limits.document())
@@ -193,7 +193,7 @@ def _known(data: Mapping, allowed: set[str], where: str) -> None:
 
 
 def _field(name: Any) -> str:
-    """A name for an error message: as it is when short text, else shortened."""
+    """Return a name for an error message: as it is when short text, else shortened."""
     return name if isinstance(name, str) and len(name) <= 64 else shorten(name, 64)
 
 

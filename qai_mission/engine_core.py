@@ -1,6 +1,7 @@
-"""The mission engine's core: the scheduler, the engine registry, admission, state publication and the
-journal writer, wired as the node needs them, with no rclpy import (qai_mission.node maps messages to
-these calls; tests drive it in-process).
+"""The mission engine's core, wired as the node needs it, with no rclpy import.
+
+The scheduler, the engine registry, admission, state publication and the journal writer (qai_mission.node
+maps messages to these calls; tests drive it in-process).
 
 Flow of a change: something happens (a goal accepted, a result, a tick) -> the scheduler changes state
 and issues commands -> `flush` snapshots the durable changes and hands them to the journal writer -> once
@@ -27,7 +28,10 @@ FINISHED_IN_MEMORY = 100  # finished missions kept in memory for quick status an
 
 
 def open_journal(path: str, durable: bool, log) -> tuple[Journal | None, str]:
-    """The journal, or None and why not (the engine then stays up, refusing missions with the reason)."""
+    """Open the journal; or return None and why not.
+
+    Without a journal the engine stays up, refusing missions with the reason.
+    """
     try:
         return Journal(path, durable=durable), ""
     except JournalError as error:
@@ -43,7 +47,7 @@ class MissionEngineCore:
     @classmethod
     def from_parameters(cls, param: Callable[[str], Any], clock, steady, journal: Journal | None, journal_problem: str,
                         log) -> "MissionEngineCore":
-        """A core set up from the mission engine's parameters (qai_mission.parameters)."""
+        """Return a core set up from the mission engine's parameters (qai_mission.parameters)."""
         core = cls(clock, steady, journal, Admission(param("max_concurrent_missions"), param("kind_grace_period"),
                                                      steady()),
                    engine_timeout=param("engine_timeout"), state_period=param("state_period"),
@@ -82,8 +86,10 @@ class MissionEngineCore:
     # -- Journal first, then act ---------------------------------------------------------------------
 
     def flush(self, act: Callable[[list, str], None]) -> None:
-        """Take what changed; once its durable part is written, call act(commands, error) (error: '' when
-        written)."""
+        """Take what changed; once its durable part is written, call act(commands, error).
+
+        `error` is '' when the write succeeded.
+        """
         changes = self.scheduler.take_changes()
         commands = self.scheduler.take_commands()
         self.publication.changed(changes.missions, changes.tasks)
@@ -115,7 +121,7 @@ class MissionEngineCore:
     # -- Engines -------------------------------------------------------------------------------------
 
     def announce(self, engine: str, task_action: str, kinds: list[TaskKindSpec], stamp: tuple[int, int]) -> bool:
-        """An engine's announcement; True when it says the engine restarted (its attempts are gone)."""
+        """Take an engine's announcement; True when it says the engine restarted (its attempts are gone)."""
         announced = self.registry.announce(engine, task_action, kinds, stamp, self.steady())
         if announced.new:
             self.log.info(f"engine {engine} announced: {', '.join(k.name for k in kinds) or 'no kinds'}")
@@ -206,7 +212,7 @@ class MissionEngineCore:
     # -- Tasks and missions --------------------------------------------------------------------------
 
     def attempt_ended(self, task, attempt: int, outcome) -> None:
-        """A RunTask outcome (qai_edge.task_client.Outcome) into the scheduler."""
+        """Pass a RunTask outcome (qai_edge.task_client.Outcome) into the scheduler."""
         s = self.scheduler
         if outcome.status == "succeeded":
             s.task_succeeded(task, attempt, outcome.result or {})

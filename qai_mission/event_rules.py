@@ -19,7 +19,7 @@ from qai_mission.model import MissionSpec
 
 
 def config_path(path: str) -> Path:
-    """A rule's mission file: as given when absolute, else in the installed config/."""
+    """Return a rule's mission file: as given when absolute, else in the installed config/."""
     return Path(path) if Path(path).is_absolute() else share_file("config", path)
 
 
@@ -52,7 +52,7 @@ class EventRules:
         return cls(parsed)
 
     def mission_for(self, code: str, is_running: Callable[[str], bool]) -> MissionSpec | None:
-        """The mission to start for an event, or None (no rule, or the rule's mission still runs)."""
+        """Return the mission to start for an event, or None (no rule, or the rule's mission still runs)."""
         rule = self.rules.get(code)
         if rule is None:
             return None

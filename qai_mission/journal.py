@@ -1,4 +1,5 @@
 """The mission journal: every accepted mission and every state transition, on disk before it is acted on.
+
 No rclpy import.
 
 SQLite in WAL mode with synchronous=FULL: a commit survives a crash or power loss once it returns. What
@@ -136,7 +137,7 @@ class Batch:
 
 
 def _state(task: Any) -> tuple:
-    """A task's durable state, in the order of the journal's state array."""
+    """Return a task's durable state, in the order of the journal's state array."""
     return (int(task.status), task.attempt, task.retries_used, task.preemptions, task.engine, task.message,
             task.result, task.resources, task.started_at, task.finished_at, task.retry_at, task.attempt_deadline,
             task.pending_outcome, task.on_restart, task.goal_id, task.engine_losses)
@@ -215,8 +216,10 @@ class Journal:
     # -- Writing ----------------------------------------------------------------------------------
 
     def snapshot(self, missions: Iterable[Any], tasks: Iterable[Any]) -> Batch:
-        """Rows of changed scheduler missions and tasks, on the thread that owns them: cheap, no encoding. A
-        task gets its row number here (so its later changes update that row)."""
+        """Take rows of changed scheduler missions and tasks, on the thread that owns them.
+
+        Cheap, no encoding. A task gets its row number here (so its later changes update that row).
+        """
         batch = Batch()
         for m in missions:
             batch.missions[m.spec.id] = (m.spec.id, m.seq, m.spec.name, m.goal_id, int(m.status), m.message,
@@ -269,8 +272,10 @@ class Journal:
         self.last_commit_seconds = time.perf_counter() - started
 
     def prune(self, keep_finished: int, older_than: float | None = None) -> int:
-        """Delete finished missions beyond the newest `keep_finished`, and those that finished before
-        `older_than` (a time on the journal's clock); returns how many went."""
+        """Delete finished missions beyond the newest `keep_finished`, and those finished before `older_than`.
+
+        `older_than` is a time on the journal's clock. Returns how many went.
+        """
         terminal = int(MissionStatus.SUCCEEDED)
         with self._lock:
             rows = self._db.execute("SELECT id FROM missions WHERE status >= ? ORDER BY seq DESC LIMIT -1 OFFSET ?",
@@ -288,8 +293,11 @@ class Journal:
     # -- Reading ----------------------------------------------------------------------------------
 
     def unfinished(self) -> list[MissionRecord]:
-        """Missions to resume; one whose rows no longer decode is quarantined (marked FAILED with why, left
-        on disk) and listed in `quarantined`, so one bad row cannot stop the engine from starting."""
+        """Return the missions to resume.
+
+        One whose rows no longer decode is quarantined (marked FAILED with why, left on disk) and listed in
+        `quarantined`, so one bad row cannot stop the engine from starting.
+        """
         missions = self._missions("WHERE status < ? ORDER BY seq", (int(MissionStatus.SUCCEEDED),), quarantine=True)
         if self.quarantined:
             with self._lock:

@@ -18,7 +18,7 @@ from qai_mission.model import DEFAULT_LIMITS, MissionLimits, MissionSpec, TaskSp
 
 
 def task_from_msg(msg: TaskMsg, where: str, limits: MissionLimits = DEFAULT_LIMITS) -> TaskSpec:
-    """A task from its message, within `limits` (parameter texts measured before they are decoded)."""
+    """Read a task from its message, within `limits` (parameter texts measured before they are decoded)."""
     name = f"{where} ({msg.id[:64]})" if msg.id else where
     size = sum(len(pair.key) + len(pair.value) for pair in msg.parameters)
     if size > limits.max_task_parameter_bytes:
@@ -59,7 +59,7 @@ def task_to_msg(spec: TaskSpec, parameters: Mapping[str, Any] | None = None, tim
 
 
 def mission_from_msg(msg: MissionMsg, limits: MissionLimits = DEFAULT_LIMITS) -> MissionSpec:
-    """A mission from its message, within `limits`: its task count before any task is read."""
+    """Read a mission from its message, within `limits`: its task count before any task is read."""
     if len(msg.tasks) > limits.max_tasks:
         raise MissionFormatError(f"tasks: {len(msg.tasks)} tasks, the limit (max_tasks_per_mission) is "
                                  f"{limits.max_tasks}")
@@ -75,7 +75,7 @@ def mission_to_msg(spec: MissionSpec) -> MissionMsg:
 
 
 def task_state_msg(task) -> TaskState:
-    """A scheduler Task (or a journal TaskRecord) as a TaskState message."""
+    """Return a scheduler Task (or a journal TaskRecord) as a TaskState message."""
     progress = task.progress if hasattr(task, "progress") else math.nan
     return TaskState(task_id=task.spec.id, kind=task.spec.kind, state=int(task.status), attempt=task.attempt,
                      preemptions=task.preemptions, engine=task.engine,
@@ -85,7 +85,7 @@ def task_state_msg(task) -> TaskState:
 
 
 def mission_state_msg(mission, stamp_seconds: float, tasks=None) -> MissionState:
-    """A scheduler Mission (or a journal MissionRecord) as a MissionState message."""
+    """Return a scheduler Mission (or a journal MissionRecord) as a MissionState message."""
     all_tasks = list(mission.tasks.values()) if isinstance(mission.tasks, dict) else list(mission.tasks)
     counts = {"succeeded": 0, "failed": 0, "running": 0}
     for task in all_tasks:
@@ -102,7 +102,7 @@ def mission_state_msg(mission, stamp_seconds: float, tasks=None) -> MissionState
 
 
 def execute_mission_feedback(mission, tasks) -> ExecuteMission.Feedback:
-    """An ExecuteMission feedback: the mission's counts and the tasks that changed."""
+    """Return an ExecuteMission feedback: the mission's counts and the tasks that changed."""
     counts = mission_state_msg(mission, 0.0, tasks=[])
     return ExecuteMission.Feedback(mission_id=mission.id, state=int(mission.status), tasks_total=counts.tasks_total,
                                    tasks_succeeded=counts.tasks_succeeded, tasks_failed=counts.tasks_failed,

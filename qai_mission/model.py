@@ -90,7 +90,7 @@ class TaskSpec:
     deadline_in: float | None = None  # seconds after acceptance; replaced by `deadline` once accepted
 
     def accepted_at(self, now: float) -> "TaskSpec":
-        """This task with `deadline_in` turned into an absolute deadline on the clock that reads `now`."""
+        """Return this task with `deadline_in` turned into an absolute deadline on the clock that reads `now`."""
         if self.deadline_in is None:
             return self
         return replace(self, deadline=now + self.deadline_in, deadline_in=None)
@@ -162,8 +162,10 @@ def resolve_references(value: Any, results: Mapping[str, Mapping[str, Any]]) -> 
 
 @dataclass(frozen=True)
 class MissionLimits:
-    """Bounds on what a mission may hold, checked before anything is built from it (mission engine
-    parameters; `qai-mission validate` reads the same from the profile)."""
+    """Bounds on what a mission may hold, checked before anything is built from it.
+
+    They are mission engine parameters; `qai-mission validate` reads the same from the profile.
+    """
 
     max_tasks: int = 10_000  # per mission, and per add_tasks request
     max_mission_bytes: int = 16 << 20  # a mission document (file, hub command) as read

@@ -67,5 +67,5 @@ NODE = NodeType("mission_engine", "qai_mission.node:main", "runs missions: the p
 
 
 def limits_from(param: Callable[[str], Any]) -> MissionLimits:
-    """The mission limits from parameter values (a node's `param`, or a profile's parameters.get)."""
+    """Return the mission limits from parameter values (a node's `param`, or a profile's parameters.get)."""
     return MissionLimits(**{field: param(name) for name, field in _LIMIT_PARAMETERS.items()})

@@ -41,7 +41,7 @@ class StatePublication:
             self._pending.setdefault(mission.id, _Pending()).forced = True
 
     def due(self, now: float, missions: dict) -> list[Update]:
-        """The messages to send now; `missions` maps id -> scheduler Mission (gone ones are dropped)."""
+        """Return the messages to send now; `missions` maps id -> scheduler Mission (gone ones are dropped)."""
         updates = []
         for mission_id in list(self._pending):
             pending = self._pending[mission_id]

@@ -77,8 +77,10 @@ class EngineRegistry:
             info.last_heartbeat = now
 
     def check(self, now: float, reachable: Callable[[str], bool]) -> list[Transition]:
-        """Up/lost transitions since the last check; `reachable(engine)` says whether its action server is
-        discovered."""
+        """Return the up/lost transitions since the last check.
+
+        `reachable(engine)` says whether its action server is discovered.
+        """
         if self._last_check is not None and now - self._last_check > self.timeout / 2:
             self._hold_losses_until = now + self.timeout  # we were stalled, not (necessarily) the engines
         self._last_check = now

@@ -162,8 +162,11 @@ class Cancel:
 
 @dataclass(slots=True)
 class Changes:
-    """What changed since the last take_changes(): missions, tasks (state or progress), and the tasks whose
-    change the journal must keep (a subset of `tasks`)."""
+    """What changed since the last take_changes().
+
+    Missions, tasks (state or progress), and the tasks whose change the journal must keep (a subset of
+    `tasks`).
+    """
 
     missions: list[Mission]
     tasks: list[Task]
@@ -200,7 +203,7 @@ class Scheduler:
     # -- Inputs -------------------------------------------------------------------------------
 
     def set_routes(self, routes: Mapping[str, KindRoute], available_engines: Iterable[str]) -> None:
-        """The kinds served now, and which engines are up. Tasks waiting for an engine are reconsidered."""
+        """Set the kinds served now, and which engines are up. Tasks waiting for an engine are reconsidered."""
         self.routes = dict(routes)
         self.available_engines = set(available_engines)
         waiting, self._waiting_engine = self._waiting_engine, []
@@ -235,7 +238,7 @@ class Scheduler:
         self.schedule()
 
     def task_started(self, task: Task, attempt: int) -> None:
-        """The engine accepted the goal."""
+        """Record that the engine accepted the goal."""
         if task.attempt == attempt and task.status == RUNNING:
             task.message = f"running on {task.engine}"
             self._changed(task, durable=False)
@@ -272,7 +275,7 @@ class Scheduler:
         self.schedule()
 
     def task_canceled(self, task: Task, attempt: int) -> None:
-        """The engine confirmed the attempt stopped."""
+        """Record that the engine confirmed the attempt stopped."""
         if not self._current(task, attempt):
             return
         if task.status == RUNNING:  # canceled by someone else than us
@@ -283,7 +286,7 @@ class Scheduler:
         self.schedule()
 
     def engine_lost(self, engine: str) -> None:
-        """The engine's process is gone: its attempts have stopped; running tasks wait for it to return."""
+        """Record that the engine's process is gone: its attempts have stopped; running tasks wait for it to return."""
         self.available_engines.discard(engine)
         tasks = sorted(self._running_on.get(engine, ()), key=lambda t: t.seq)
         # Every attempt on the engine has stopped before any consequence (a failed mission canceling the
@@ -311,7 +314,7 @@ class Scheduler:
         self.schedule()
 
     def cancel_task(self, mission_id: str, task_id: str, reason: str = "") -> None:
-        """Raises LookupError / ValueError with a readable message when it cannot."""
+        """Cancel a task; raise LookupError / ValueError with a readable message when it cannot."""
         mission = self._mission(mission_id)
         task = mission.tasks.get(task_id)
         if task is None:
@@ -361,8 +364,10 @@ class Scheduler:
         return self._timers[0][0] if self._timers else None
 
     def attempt_lost(self, task: Task, attempt: int) -> None:
-        """After a restart, the engine no longer knows the attempt's goal: the kind's on_restart policy
-        says whether the task runs again or fails."""
+        """Handle an attempt whose goal the engine no longer knows after a restart.
+
+        The kind's on_restart policy says whether the task runs again or fails.
+        """
         if not self._current(task, attempt):
             return
         self._release(task)
@@ -614,7 +619,7 @@ class Scheduler:
         heapq.heappush(self._timers, (when, next(self._seq), what, task, token))
 
     def _release(self, task: Task) -> None:
-        """The attempt has ended: free its resources."""
+        """Free the resources of an attempt that has ended."""
         for resource in task.resources:
             if self._holders.get(resource) is task:
                 del self._holders[resource]  # its waiters compete again in schedule()

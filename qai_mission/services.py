@@ -1,5 +1,7 @@
-"""The mission engine's services (add_tasks, cancel_task, get_mission_state): requests into core calls and
-answers back. Message conversion only; the decisions are the core's."""
+"""The mission engine's services (add_tasks, cancel_task, get_mission_state).
+
+Requests into core calls and answers back. Message conversion only; the decisions are the core's.
+"""
 
 from __future__ import annotations
 

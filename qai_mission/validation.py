@@ -36,7 +36,8 @@ def check_tasks(tasks: Iterable[TaskSpec], kinds: Mapping[str, KindRoute] | None
                 existing: Mapping[str, TaskSpec] | None = None) -> None:
     """Raise MissionInvalid listing every problem of `tasks` (new) given `existing` tasks of the mission.
 
-    `kinds` None skips the kind checks and `now` None the clock checks (offline validation)."""
+    `kinds` None skips the kind checks and `now` None the clock checks (offline validation).
+    """
     tasks = list(tasks)
     existing = existing or {}
     static = static_problems(tasks, existing)
@@ -47,7 +48,10 @@ def check_tasks(tasks: Iterable[TaskSpec], kinds: Mapping[str, KindRoute] | None
 
 def other_problems(tasks: list[TaskSpec], kinds: Mapping[str, KindRoute] | None, now: float | None,
                    existing: Mapping[str, TaskSpec], look_for_cycles: bool = True) -> list[str]:
-    """The kind and clock checks, and dependency cycles (looked for only in an otherwise sound graph)."""
+    """Return the problems the kind and clock checks find, and dependency cycles.
+
+    Cycles are looked for only in an otherwise sound graph.
+    """
     graph = {**existing, **{task.id: task for task in tasks}}
     errors = kind_problems(tasks, kinds, graph) if kinds is not None else []
     if now is not None:
@@ -177,8 +181,10 @@ def _reference_problems(task: TaskSpec, graph: Mapping[str, TaskSpec]) -> list[s
 
 
 def depends_on_transitively(task: TaskSpec, source: str, graph: Mapping[str, TaskSpec]) -> bool:
-    """Whether `task` runs only after `source` succeeded; breadth first, so a direct dependency (the usual
-    reference) is found at once even in a long chain."""
+    """Tell whether `task` runs only after `source` succeeded.
+
+    Breadth first, so a direct dependency (the usual reference) is found at once even in a long chain.
+    """
     seen: set[str] = set()
     frontier = list(task.depends_on)
     while frontier:

@@ -1,6 +1,8 @@
-"""Isolation for every test run, set up before anything imports rclpy (qai_edge.isolation):
-its own ROS_DOMAIN_ID (a lock per domain, so parallel runs never meet), ROS_AUTOMATIC_DISCOVERY_RANGE=
-LOCALHOST, and ROS_LOG_DIR in a temp dir. Child processes inherit them. QAI_TEST_DOMAIN_ID forces a domain.
+"""Isolation for every test run, set up before anything imports rclpy (qai_edge.isolation).
+
+Each run gets its own ROS_DOMAIN_ID (a lock per domain, so parallel runs never meet),
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, and ROS_LOG_DIR in a temp dir. Child processes inherit them.
+QAI_TEST_DOMAIN_ID forces a domain.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
-    return " ".join(f"{key}={ENVIRONMENT[key]}" for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                             "ROS_LOG_DIR"))
+    return " ".join(f"{key}={ENVIRONMENT[key]}"
+                    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR"))
 
 
 @pytest.fixture
 def ros_probe():
-    """A ROS node inside the test process, in its own context, shut down after the test."""
+    """Yield a ROS node inside the test process, in its own context, shut down after the test."""
     from harness import RosProbe
 
     probe = RosProbe("test_probe")
@@ -35,7 +37,7 @@ def ros_probe():
 
 @pytest.fixture
 def processes(tmp_path):
-    """Starts processes (nodes, `qai-edge up`) and always stops them, even when the test fails."""
+    """Yield a ProcessGroup that starts nodes and `qai-edge up`, and always stops them, even when the test fails."""
     from harness import ProcessGroup
 
     group = ProcessGroup(tmp_path)
@@ -47,7 +49,7 @@ def processes(tmp_path):
 
 @pytest.fixture
 def stack(processes, ros_probe, tmp_path):
-    """A mission engine and the test engine in their own processes, with a MissionClient (mission_stack)."""
+    """Yield a mission engine and the test engine in their own processes, with a MissionClient (mission_stack)."""
     from mission_stack import MissionStack
 
     stack = MissionStack(processes, ros_probe, tmp_path)

@@ -16,15 +16,16 @@ import yaml
 from qai_edge.paths import installed_executable
 from qai_edge.supervisor import die_with_parent
 
+
 def installed(executable: str) -> Path:
-    """An installed executable of qai_edge (colcon: <prefix>/lib/qai_edge; pip: the venv's scripts dir)."""
+    """Return an installed executable of qai_edge (colcon: <prefix>/lib/qai_edge; pip: the venv's scripts dir)."""
     found = installed_executable(executable)
     assert found is not None, f"{executable} is not installed"
     return found
 
 
 def unique_namespace() -> str:
-    """A namespace no other test uses, so a test sees only its own nodes."""
+    """Return a namespace no other test uses, so a test sees only its own nodes."""
     return f"/t{uuid.uuid4().hex[:8]}"
 
 
@@ -42,7 +43,7 @@ class ManagedChild:
         return self.popen.pid
 
     def describe(self) -> str:
-        """'running (state S)' or 'exited with N', for failure messages."""
+        """Return 'running (state S)' or 'exited with N', for failure messages."""
         code = self.popen.poll()
         if code is not None:
             return f"exited with {code}"
@@ -113,7 +114,7 @@ class ProcessGroup:
 
 
 def pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
+    """Return True while `pid` exists and is not a zombie."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
@@ -122,7 +123,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def _failure(timeout: float, what: str | Callable[[], str]) -> AssertionError:
-    """`what` may be a callable, so details such as process logs are read when the wait fails."""
+    """Return the error for a wait that timed out.
+
+    `what` may be a callable, so details such as process logs are read when the wait fails.
+    """
     return AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
 
 
@@ -190,4 +194,3 @@ def status_values(status) -> dict[str, str]:
 
 def status_level(status) -> int:
     return status.level[0] if isinstance(status.level, (bytes, bytearray)) else int(status.level)
-

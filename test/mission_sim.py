@@ -1,5 +1,7 @@
-"""Drive the mission scheduler in-process: a fake clock, kinds on two engines, and helpers to answer its
-commands the way engines would."""
+"""Drive the mission scheduler in-process.
+
+A fake clock, kinds on two engines, and helpers to answer its commands the way engines would.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from qai_mission.scheduler import Cancel, Dispatch, Scheduler
 MOTION = "motion"
 
 ROUTES = {
-    "move": KindRoute(TaskKindSpec("move", resources=frozenset({MOTION}), result_keys=("position",)), "/io", "/io/run_task"),
+    "move": KindRoute(TaskKindSpec("move", resources=frozenset({MOTION}), result_keys=("position",)),
+                      "/io", "/io/run_task"),
     "scan": KindRoute(TaskKindSpec("scan", result_keys=("samples",)), "/io", "/io/run_task"),
     "plan": KindRoute(TaskKindSpec("plan", result_keys=("order",)), "/quantum", "/quantum/run_task"),
     "slow": KindRoute(TaskKindSpec("slow", default_timeout=10.0), "/quantum", "/quantum/run_task"),

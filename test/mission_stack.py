@@ -55,7 +55,7 @@ class MissionStack:
                               timeout, lambda: f"the mission engine to count {full} lost\n{self.logs()}")
 
     def runs(self) -> list[dict]:
-        """The test engine's log of task starts and ends."""
+        """Return the test engine's log of task starts and ends."""
         if not self.run_log.exists():
             return []
         return [json.loads(line) for line in self.run_log.read_text().splitlines() if line.strip()]

@@ -1,5 +1,6 @@
-"""A test-only engine node: serves simple kinds through the real RunTask action, so the mission engine
-can be tested across processes before (and beside) the real engines.
+"""A test-only engine node: serves simple kinds through the real RunTask action.
+
+It lets the mission engine be tested across processes before (and beside) the real engines.
 
 Kinds (each prefixed by the `kind_prefix` parameter):
   sleep  {seconds}                 succeeds after `seconds`

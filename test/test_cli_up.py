@@ -22,7 +22,7 @@ def write_profile(tmp_path, namespace, supervisor="initial_backoff: 0.2, max_bac
         supervisor: {{{supervisor}, sigterm_timeout: 3, sigkill_timeout: 3}}
         nodes:
         """) + "".join(f"  {name}: {{}}\n" for name in ENGINES if name != "mission_engine")
-        + f"  mission_engine: {{parameters: {{data_dir: {tmp_path / 'data'}}}}}\n")
+                    + f"  mission_engine: {{parameters: {{data_dir: {tmp_path / 'data'}}}}}\n")
     return path
 
 
@@ -149,7 +149,8 @@ def test_demo_runs_its_mission_with_live_progress_and_stops_everything(tmp_path,
         """))
     mission = tmp_path / "mission.yaml"
     mission.write_text("tasks:\n  - {id: first, kind: wait, parameters: {seconds: 0.3}}\n"
-                       "  - {id: second, kind: wait, depends_on: [first], parameters: {seconds: {$result: first.waited}}}\n")
+                       "  - {id: second, kind: wait, depends_on: [first],"
+                       " parameters: {seconds: {$result: first.waited}}}\n")
     demo = processes.start_cli("demo", "demo", "--profile", str(profile), "--mission", str(mission))
     assert demo.wait(timeout=120) == 0, demo.log()
     log = demo.log()

@@ -17,6 +17,8 @@ def start_with_companions(processes, executable, namespace, parameters=None):
     for companion in COMPANIONS.get(executable, ()):
         processes.start_node(companion, namespace=namespace, parameters={"heartbeat_period": 0.2})
     return processes.start_node(executable, namespace=namespace, parameters=parameters)
+
+
 # First contact between fresh processes takes about a second (discovery); leave room on a loaded CI box.
 DISCOVERY_TIMEOUT = 20.0
 

@@ -66,7 +66,7 @@ def test_a_new_client_can_follow_a_resumed_mission(stack):
 
 
 @pytest.mark.parametrize("kind, outcome, starts", [("sleep", MissionOutcome.SUCCEEDED, 2),
-                                                    ("once", MissionOutcome.FAILED, 1)])
+                                                   ("once", MissionOutcome.FAILED, 1)])
 def test_when_both_crash_the_kinds_restart_policy_decides(stack, kind, outcome, starts):
     mission = {"tasks": [{"id": "a", "kind": "echo"},
                          {"id": "b", "kind": kind, "depends_on": ["a"], "parameters": {"seconds": 5.0}}]}

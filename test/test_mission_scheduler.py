@@ -43,7 +43,8 @@ def test_an_exclusive_resource_has_one_holder_and_frees_when_the_attempt_ends():
 
 def test_task_level_resources_add_to_the_kinds():
     h = Harness()
-    assert h.dispatched(h.add(task("a", "scan", resources=["camera"]), task("b", "plan", resources=["camera"]))) == ["a"]
+    assert h.dispatched(h.add(task("a", "scan", resources=["camera"]),
+                              task("b", "plan", resources=["camera"]))) == ["a"]
     assert h.dispatched(h.succeed("a")) == ["b"]
 
 

@@ -145,8 +145,8 @@ def test_stop_escalates_to_sigterm_then_sigkill(supervisors, tmp_path):
     stubborn = ProcessSpec("stubborn", ready_sleeper(tmp_path / "stubborn", IGNORE_SIGINT), FAST)
     very_stubborn = ProcessSpec("very_stubborn", ready_sleeper(tmp_path / "very_stubborn",
                                                                IGNORE_SIGINT + IGNORE_SIGTERM), FAST)
-    supervisor, events = supervisors(stubborn, very_stubborn, stop=StopPolicy(sigterm_timeout=0.3,
-                                                                             sigkill_timeout=0.3))
+    supervisor, events = supervisors(stubborn, very_stubborn,
+                                     stop=StopPolicy(sigterm_timeout=0.3, sigkill_timeout=0.3))
     supervisor.start_all()
     wait_ready(tmp_path / "stubborn", tmp_path / "very_stubborn")
     pids = [p.pid for p in supervisor.processes.values()]
