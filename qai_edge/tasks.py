@@ -116,12 +116,12 @@ _SIZE_KEYWORDS = {"maxItems": "items", "minItems": "items", "maxLength": "charac
 
 def _short_message(error) -> str:
     """jsonschema's message, without echoing a huge value whole: sizes say the count and the limit."""
+    if len(error.message) <= 200:
+        return error.message
     noun = _SIZE_KEYWORDS.get(error.validator)
     if noun is not None and isinstance(error.instance, (list, str, dict)):
         bound = "at most" if error.validator.startswith("max") else "at least"
         return f"{len(error.instance)} {noun}, {bound} {error.validator_value} allowed"
-    if len(error.message) <= 200:
-        return error.message
     return f"{shorten(error.instance, 60)} fails {error.validator} {shorten(error.validator_value, 60)}"
 
 
