@@ -50,8 +50,8 @@ def seed_store(store: Path, cell: str) -> None:
         config = shipped.config if cell == "cfc" else ModelConfig(**{**vars(shipped.config), "cell": cell})
         model = shipped if cell == "cfc" else build(config)
         if cell != "cfc":
-            model.load_state_dict({k: v for k, v in shipped.state_dict().items() if k.startswith(("input_", "output_"))},
-                                  strict=False)
+            statistics = {k: v for k, v in shipped.state_dict().items() if k.startswith(("input_", "output_"))}
+            model.load_state_dict(statistics, strict=False)
         checkpoint.save(model, store / "bench" / task / "v0001")
         (store / "bench" / task / "active.json").write_text(json.dumps({"version": "v0001", "history": ["v0001"]}))
 
@@ -114,7 +114,7 @@ def node_latency(cell: str, seconds: float) -> dict[str, dict[str, float]]:
 
 
 def alone_latency(cell: str, steps: int = 2000) -> dict[str, dict[str, float]]:
-    """The same models stepped alone in this process (batch 1, state carried): the raw library's cost."""
+    """Step the same models alone in this process (batch 1, state carried): the raw library's cost."""
     import numpy as np
     import torch
 
@@ -160,9 +160,10 @@ def held_out(quick: bool) -> dict:
     for name in ("training", "outside"):
         conditions = datagen.CONDITIONS[name]
         results[name] = {
-            "endurance": evaluate_endurance(endurance, datagen.endurance_flights(seed, "test", n, conditions), baseline),
-            "anomaly": evaluate_anomaly(anomaly, datagen.anomaly_flights(seed, "test", 18 if quick else 45, conditions,
-                                                                        faults=True), detector, threshold),
+            "endurance": evaluate_endurance(endurance, datagen.endurance_flights(seed, "test", n, conditions),
+                                            baseline),
+            "anomaly": evaluate_anomaly(anomaly, datagen.anomaly_flights(
+                seed, "test", 18 if quick else 45, conditions, faults=True), detector, threshold),
             "policy": evaluate_course(policy, conditions, 1 if quick else 3, seed)}
     return results
 

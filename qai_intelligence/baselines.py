@@ -38,7 +38,7 @@ class EnduranceBaseline:
         self._current = None
 
     def raw(self, features: Sequence[float], dt: float) -> float:
-        """The uncalibrated estimate, seconds; updates the current filter."""
+        """Return the uncalibrated estimate, seconds; update the current filter."""
         voltage, current = features[_E["voltage"]], features[_E["current"]]
         percentage, remaining_ah = features[_E["percentage"]], features[_E["remaining_ah"]]
         alpha = 1.0 if self._current is None else min(1.0, dt / self.current_filter)
@@ -53,7 +53,7 @@ class EnduranceBaseline:
         return max(0.0, self.scale * self.raw(features, dt) + self.offset)
 
     def flight(self, features: np.ndarray, dt: float) -> np.ndarray:
-        """Estimates for every tick of one flight (filter state starts afresh)."""
+        """Estimate the time left at every tick (the current filter starts afresh)."""
         self.reset()
         return np.array([self.predict(row, dt) for row in features])
 
@@ -87,7 +87,7 @@ class ZScoreDetector:
         return cls(values.mean(0), values.std(0).clip(1e-3), deltas.mean(0), deltas.std(0).clip(1e-3), smoothing)
 
     def squared(self, features: np.ndarray) -> np.ndarray:
-        """Per tick and feature: the larger squared |z| of the value and of its change."""
+        """Return, per tick and feature, the larger squared |z| of the value and of its change."""
         n = len(ANOMALY.features) - 3  # the command is an input, not something to judge
         z = np.abs((features[:, :n] - self.mean[:n]) / self.std[:n])
         deltas = np.diff(features, axis=0, prepend=features[:1])
@@ -99,7 +99,7 @@ class ZScoreDetector:
         self.scale = feature_scales([self.squared(f) for f in clean], self.smoothing)
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """The score of every tick of one flight."""
+        """Return the score of every tick of one flight."""
         squared = self.squared(features)
         if self.scale is not None:
             squared = squared / self.scale ** 2
@@ -107,7 +107,7 @@ class ZScoreDetector:
 
 
 def smoothed(squared_errors: np.ndarray, alpha: float) -> np.ndarray:
-    """Per tick and feature: the square root of an EWMA of squared normalised errors."""
+    """Return, per tick and feature, the square root of an EWMA of squared normalised errors."""
     state = np.zeros(squared_errors.shape[1])
     out = np.empty(squared_errors.shape)
     for t, row in enumerate(squared_errors):
@@ -117,16 +117,27 @@ def smoothed(squared_errors: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def feature_scales(squared_errors: Sequence[np.ndarray], alpha: float, quantile: float = 99.9) -> np.ndarray:
-    """Per feature: the `quantile` of its smoothed score on clean flights (at least 1)."""
+    """Return, per feature, the `quantile` of its smoothed score on clean flights (at least 1)."""
     pooled = np.concatenate([smoothed(e, alpha)[20:] for e in squared_errors])
     return np.maximum(np.percentile(pooled, quantile, axis=0), 1.0)
 
 
-def smoothed_max(squared_errors: np.ndarray, alpha: float) -> np.ndarray:
-    """Score per tick: the largest, over features, of the square root of an EWMA of squared normalised errors."""
-    state = np.zeros(squared_errors.shape[1])
+NOISE_TRACKING = 0.005  # EWMA weight of the slow noise level (time constant 200 ticks, 10 s at 20 Hz)
+NOISE_CLIP = 25.0  # squared errors above this do not raise the noise level (a fault's spike is not noise)
+
+
+def smoothed_max(squared_errors: np.ndarray, alpha: float, beta: float = NOISE_TRACKING) -> np.ndarray:
+    """Score each tick: the worst feature's fast EWMA of squared errors over its slow noise level.
+
+    The square root of a fast EWMA of squared normalised errors, divided by a slow EWMA of them when that is
+    above the calibrated level (1): a flight noisier than any seen in calibration (stronger gusts) raises the
+    bar, a sudden change still stands out. The node's AnomalyScorer computes the same.
+    """
+    fast = np.zeros(squared_errors.shape[1])
+    slow = np.ones(squared_errors.shape[1])
     out = np.empty(len(squared_errors))
-    for t, row in enumerate(squared_errors):
-        state = state + alpha * (np.minimum(row, 1e6) - state)
-        out[t] = math.sqrt(state.max())
+    for t, row in enumerate(np.minimum(squared_errors, 1e6)):
+        fast += alpha * (row - fast)
+        slow += beta * (np.minimum(row, NOISE_CLIP) - slow)
+        out[t] = math.sqrt((fast / np.maximum(slow, 1.0)).max())
     return out

@@ -76,7 +76,7 @@ class EnduranceFlight:
 
 
 def loaded_voltage_cutoff(config: VehicleConfig) -> float:
-    """The voltage under load at which the flight ends (the autopilot lands): the pack's empty voltage."""
+    """Return the voltage under load at which the flight ends (the autopilot lands): the pack's empty one."""
     return config.voltage_empty
 
 
@@ -117,7 +117,7 @@ def endurance_flight(seed: int, conditions: Conditions = TRAINING, sag_probabili
 
 
 def _next_segment(rng: random.Random, model: VehicleModel) -> tuple[tuple[float, float, float, float], float]:
-    """A random mission segment: climb or descend, cruise, or hover; turns back toward the start when far."""
+    """Draw a random mission segment: climb or descend, cruise, or hover; head back toward the start when far."""
     x, y, z = model.state.position
     if z < 3.0:
         return (0.0, 0.0, 2.0, 0.0), rng.uniform(2.0, 8.0)
@@ -172,11 +172,15 @@ class AnomalyFlight:
 
 def anomaly_flight(seed: int, conditions: Conditions = TRAINING, fault: str | None = None,
                    duration: float = 45.0, onset_range: tuple[float, float] = (12.0, 30.0)) -> AnomalyFlight:
-    """Fly random waypoints with the I/O engine's controller, sampling the sensors as the simulator publishes
-    them and building the anomaly features each tick; inject `fault` (one of FAULT_KINDS) at a random time."""
+    """Fly random waypoints with the I/O engine's controller and build the anomaly features each tick.
+
+    The sensors are sampled as the simulator publishes them; `fault` (one of FAULT_KINDS) starts at a random
+    time and lasts to the end.
+    """
     rng = random.Random(seed)
     config = conditions.draw(rng, seed)
-    start = (rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(3.0, 10.0))
+    # A third of the flights start on the ground and take off (the current jumps from idle to hover).
+    start = (rng.uniform(-20, 20), rng.uniform(-20, 20), 0.0 if rng.random() < 1 / 3 else rng.uniform(3.0, 10.0))
     model = VehicleModel(config, position=start, yaw=rng.uniform(-math.pi, math.pi))
     model.state.energy_wh = config.battery_capacity_wh * rng.uniform(0.3, 1.0)
     onset_time = rng.uniform(*onset_range) if fault else None

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from qai_edge.tasks import TaskFailed, TaskKindSpec
 from qai_intelligence.baselines import EnduranceBaseline
-from qai_intelligence.features import (ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder, PolicyFeatureBuilder, check_reading,
-                                       endurance_features)
+from qai_intelligence.features import (ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder, PolicyFeatureBuilder,
+                                       check_reading, endurance_features)
 from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan
 from qai_intelligence.training import predicted_spread
 
@@ -165,7 +165,7 @@ class IntelligenceCore:
         return self.scorer
 
     def policy_command(self, target: Sequence[float], now: float) -> tuple[float, float, float, float] | None:
-        """The policy's answer to a control/target, or None without fresh odometry or with refused input."""
+        """Answer a control/target with the policy's command (None without fresh odometry, or on bad input)."""
         slot = self.slots.get("policy")
         if slot is None or not self._fresh("odom", now, FRESH_ODOM) or \
                 check_reading("target", {"x": target[0], "y": target[1], "z": target[2]}):
@@ -204,7 +204,8 @@ class IntelligenceCore:
         parameters = request.parameters
         speed = parameters.get("speed", self.return_plan.speed)
         tolerance = parameters.get("tolerance", 1.0)
-        waypoints = [tuple(w) + ((self._position()[2],) if len(w) == 2 else ()) for w in parameters.get("waypoints", [])]
+        altitude = self._position()[2]
+        waypoints = [tuple(w) + ((altitude,) if len(w) == 2 else ()) for w in parameters.get("waypoints", [])]
         prediction = self._prediction(context)
         position = self._position()
         route = [position, *waypoints]

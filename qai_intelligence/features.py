@@ -88,7 +88,7 @@ ENDURANCE = _feature_set("endurance", (
 
 
 def endurance_features(battery: Mapping[str, float], odom: Mapping[str, float], payload: float) -> list[float]:
-    """The endurance model's inputs from the latest battery and odometry readings and the declared payload.
+    """Return the endurance model's inputs from the latest battery and odometry readings and the payload.
 
     `charge_time` is the charge left over the present current: the physics the model starts from.
     """

@@ -1,5 +1,7 @@
-"""Messages to readings (qai_intelligence.features documents them), done once at the node's edge. Messages
-only; no rclpy import."""
+"""Messages to readings (qai_intelligence.features documents them), done once at the node's edge.
+
+Messages only; no rclpy import.
+"""
 
 from __future__ import annotations
 

@@ -42,9 +42,12 @@ class FlightLabel:
 
 def detection_metrics(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel], threshold: float, tick: float,
                       max_delay: float = 5.0, refractory: float = 2.0) -> dict:
-    """Event-level detection: a faulted flight counts as detected when an alarm comes within `max_delay` s of
-    the onset; an alarm before the onset, or on a clean flight, is false. Precision = detected / (detected +
-    false alarms); delay is from onset to the first alarm after it."""
+    """Score detection by events, not ticks.
+
+    A faulted flight counts as detected when an alarm comes within `max_delay` s of the onset; an alarm
+    before the onset, or on a clean flight, is false. Precision = detected / (detected + false alarms);
+    delay is from onset to the first alarm after it.
+    """
     detected, false_alarms, delays, clean_seconds = 0, 0, [], 0.0
     per_group: dict[str, list[int]] = {}
     for flight_scores, label in zip(scores, labels):
@@ -76,7 +79,7 @@ def detection_metrics(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel
 
 
 def choose_threshold(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel], tick: float) -> float:
-    """The threshold with the best F1 on validation flights (ties: the higher threshold, fewer false alarms)."""
+    """Return the threshold with the best F1 on validation flights (ties: the higher one, fewer false alarms)."""
     pooled = np.concatenate(scores)
     low, high = max(float(np.quantile(pooled, 0.5)), 1e-6), max(float(pooled.max()), 1e-5)
     candidates = np.unique(np.concatenate([np.geomspace(low, high, 150), np.quantile(pooled, [0.99, 0.999])]))

@@ -170,9 +170,9 @@ class IntelligenceEngine(EngineNode):
     # -- Model updates: decided and prepared in a worker (qai_intelligence.updates), swapped here --------
 
     async def _on_activate(self, request, response):
-        return await self._update(request.model, response, self.updater.check(request.model, request.version,
-                                                                               request.checkpoint),
-                                  self.updater.promote, request.model, request.version, request.checkpoint)
+        problem = self.updater.check(request.model, request.version, request.checkpoint)
+        return await self._update(request.model, response, problem, self.updater.promote, request.model,
+                                  request.version, request.checkpoint)
 
     async def _on_rollback(self, request, response):
         return await self._update(request.model, response, self.updater.check(request.model, path=None),

@@ -1,5 +1,7 @@
-"""The learned flight policy: a Gymnasium environment of the I/O engine's external-controller path, imitation of
-its PID controller, then CMA-ES (the `cma` library) over the CfC's weights. No rclpy import.
+"""The learned flight policy: its environment, imitation of the PID, then CMA-ES over the CfC's weights.
+
+A Gymnasium environment of the I/O engine's external-controller path; imitation (and DAgger) of its PID
+controller; CMA-ES (the `cma` library) over the CfC's weights. No rclpy import.
 
 The environment is what the policy meets in the node, built on the simulator's own model: the vehicle
 (qai_io.vehicle_model, with wind, gusts and sensor noise) publishes odometry at 50 Hz; on each message the I/O
@@ -113,7 +115,7 @@ def random_scenario(rng: random.Random, conditions: datagen.Conditions = datagen
 
 
 def course_scenario(config: VehicleConfig, speed: float = 5.0) -> Scenario:
-    """The tracking benchmark's standard course (qai_io.simulation.STANDARD_COURSE), from the ground."""
+    """Return the tracking benchmark's standard course (qai_io.simulation.STANDARD_COURSE), from the ground."""
     return Scenario("navigate", (0.0, 0.0, 0.0), STANDARD_COURSE, speed, config)
 
 
@@ -159,7 +161,8 @@ class ExternalPathEnv(gymnasium.Env):
 
     def __init__(self, scenario: Scenario | None = None, conditions: datagen.Conditions = datagen.TRAINING,
                  controller: str = "external"):
-        self.observation_space = gymnasium.spaces.Box(np.array(POLICY.low, np.float32), np.array(POLICY.high, np.float32))
+        self.observation_space = gymnasium.spaces.Box(np.array(POLICY.low, np.float32),
+                                                      np.array(POLICY.high, np.float32))
         self.action_space = gymnasium.spaces.Box(-MAX_COMMAND, MAX_COMMAND, (3,), np.float32)
         self.fixed_scenario = scenario
         self.conditions = conditions
@@ -192,7 +195,7 @@ class ExternalPathEnv(gymnasium.Env):
         return np.array(self.builder.build(odom, self.target, 1.0 / ODOM_RATE), np.float32)
 
     def expert_action(self) -> np.ndarray:
-        """What the I/O engine's PID would command now, at full speed (the external path clips to the task's).
+        """Return what the I/O engine's PID would command now, at full speed (the path clips to the task's).
 
         Its wind observer is told the command that was actually applied (clipped, a tick late), not its own
         label: otherwise the clip looks like wind to it, and its labels run away.
@@ -206,13 +209,13 @@ class ExternalPathEnv(gymnasium.Env):
         return np.array(command[:3], np.float32)
 
     def _goal_distance(self) -> float:
-        """The distance to where the plan wants the vehicle stopped (what the PID brakes for)."""
+        """Return the distance to where the plan wants the vehicle stopped (what the PID brakes for)."""
         plan, position = self.run.plan, (self.odom["x"], self.odom["y"], self.odom["z"])
         if isinstance(plan, WaypointPlan):
             target = plan.waypoints[plan.index]
             last = plan.index == len(plan.waypoints) - 1
-            return math.dist(position, target) + (0.0 if last else min(sum(plan._legs[plan.index:]),
-                                                                     plan._turn_allowance()))
+            allowance = 0.0 if last else min(sum(plan._legs[plan.index:]), plan._turn_allowance())
+            return math.dist(position, target) + allowance
         return math.dist(position, self.run.status.target)
 
     def step(self, action):
@@ -340,8 +343,11 @@ class PolicySizes:
 @torch.inference_mode()
 def imitation_data(seed: int, count: int, progress: Progress, learner: SequenceModel | None = None
                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Episodes through the external path (with its delay), labelled with the PID's commands. Flown by the PID,
-    or with `learner` by the policy being trained (DAgger: labels for the states the policy itself reaches)."""
+    """Fly episodes through the external path (with its delay), labelled with the PID's commands.
+
+    The PID flies them, or with `learner` the policy being trained (DAgger: labels for the states the policy
+    itself reaches).
+    """
     observations, labels = [], []
     rng = random.Random(seed)
     for index in range(count):
@@ -376,12 +382,12 @@ def policy_cost(model: SequenceModel, scenario_list: Sequence[Scenario], seed: i
 
 
 def policy_cost_pid(scenario_list: Sequence[Scenario]) -> float:
-    """The PID's mean cost on the same episodes: the bar the policy is measured against."""
+    """Return the PID's mean cost on the same episodes: the bar the policy is measured against."""
     return float(np.mean(run_episodes(None, scenario_list, "pid")[0]))
 
 
 def evaluate_course(model: SequenceModel, conditions: datagen.Conditions, runs: int, seed: int) -> dict[str, Any]:
-    """The learned policy and the PID on the standard course, in the same weather and the same harness."""
+    """Fly the learned policy and the PID on the standard course, in the same weather and harness."""
     rng = random.Random(datagen.seed_block(seed, "test", 7))
     results: dict[str, list] = {"policy": [], "pid": []}
     for run in range(runs):
@@ -457,9 +463,9 @@ def train_policy(seed: int = 0, cell: str = "cfc", sizes: PolicySizes = PolicySi
     for name in ("training", "outside"):
         metrics[f"held_out_{name}"] = evaluate_course(model, datagen.CONDITIONS[name], sizes.course_runs, seed)
         progress.advance()
-    training = {"imitation": imitation, "dagger": dagger, "cma_es": {"generations": sizes.generations, "population":
-                                                    sizes.population, "dimensions": len(weights),
-                                                    "history": history},
+    cma_es = {"generations": sizes.generations, "population": sizes.population, "dimensions": len(weights),
+              "history": history}
+    training = {"imitation": imitation, "dagger": dagger, "cma_es": cma_es,
                 "seconds": round(time.perf_counter() - started, 1), "trainable_parameters": trainable_parameters(model)}
     return TrainResult(model, metrics, {"seed": seed, "imitation_episodes": sizes.imitation_episodes,
                                         "algorithm": "imitation of the PID, then CMA-ES (cma, diagonal)"}, training)

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from qai_intelligence.baselines import NOISE_CLIP, NOISE_TRACKING
 from qai_intelligence.features import FeatureSet
 from qai_intelligence.models import SequenceModel
 
@@ -159,8 +160,11 @@ class ReturnPlan:
 
 
 class EnduranceWatch:
-    """`endurance_low` once when the predicted endurance falls below what the return needs; armed again only
-    when it has been above `rearm_ratio` times the need for `rearm_after` seconds (a landed, recharged vehicle)."""
+    """Decide `endurance_low`: once, when the predicted endurance falls below what the return needs.
+
+    It is armed again only when the prediction has been above `rearm_ratio` times the need for `rearm_after`
+    seconds (a landed, recharged vehicle).
+    """
 
     def __init__(self, rearm_ratio: float = 1.5, rearm_after: float = 10.0):
         self.rearm_ratio = rearm_ratio
@@ -169,7 +173,7 @@ class EnduranceWatch:
         self._above_since: float | None = None
 
     def update(self, endurance: float, need: float, now: float) -> bool:
-        """True exactly when an endurance_low event should go out."""
+        """Return True exactly when an endurance_low event should go out."""
         if not self.low:
             if endurance < need:
                 self.low = True
@@ -188,9 +192,13 @@ class EnduranceWatch:
 # -- Anomaly --------------------------------------------------------------------------------------
 
 class AnomalyScorer:
-    """Score each tick by how far the readings are from what the model predicted the tick before: the largest,
-    over the predicted features, of the root of an EWMA of squared errors in units of their usual spread.
-    An alarm is the score crossing the threshold, at most once per `refractory` seconds."""
+    """Score each tick by how far the readings are from what the model predicted the tick before.
+
+    The score is the largest, over the predicted features, of the root of an EWMA of squared errors in units
+    of their usual spread (relative to the flight's slow noise level where that is higher, as
+    baselines.smoothed_max does). An alarm is the score crossing the threshold, at most once per `refractory`
+    seconds.
+    """
 
     def __init__(self, targets: Sequence[str], inputs: Sequence[str], residual_std: Sequence[float], smoothing: float,
                  threshold: float, refractory: float = 2.0):
@@ -209,21 +217,26 @@ class AnomalyScorer:
         self._prediction: np.ndarray | None = None
         self._spread: np.ndarray | None = None
         self._ewma = np.zeros(len(self.targets))
+        self._noise = np.ones(len(self.targets))  # slow noise level, as baselines.smoothed_max tracks it
         self.score = 0.0
         self.worst = ""
         self._above = False
 
     def update(self, features: Sequence[float], prediction: np.ndarray, now: float,
                spread: np.ndarray | None = None) -> bool:
-        """Score this tick's features against the last prediction (in units of the spread predicted with it,
-        if any, times residual_std), keep the new one; True on an alarm."""
+        """Score this tick's features against the last prediction, keep the new one; return True on an alarm.
+
+        Errors are in units of the spread predicted with the prediction (if any) times residual_std.
+        """
         actual = np.asarray(features, dtype=float)[self.index]
         if self._prediction is not None:
             scale = self.residual_std * (self._spread if self._spread is not None else 1.0)
             squared = np.minimum(((actual - self._prediction) / scale) ** 2, 1e6)
             self._ewma += self.smoothing * (squared - self._ewma)
-            worst = int(np.argmax(self._ewma))
-            self.score, self.worst = math.sqrt(self._ewma[worst]), self.targets[worst]
+            self._noise += NOISE_TRACKING * (np.minimum(squared, NOISE_CLIP) - self._noise)
+            relative = self._ewma / np.maximum(self._noise, 1.0)
+            worst = int(np.argmax(relative))
+            self.score, self.worst = math.sqrt(relative[worst]), self.targets[worst]
         self._prediction = np.asarray(prediction, dtype=float)
         self._spread = None if spread is None else np.asarray(spread, dtype=float)
         above = self.score > self.threshold

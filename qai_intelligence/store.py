@@ -80,7 +80,7 @@ class ModelStore:
             raise StoreError(f"{self.root / task / ACTIVE_FILE}: unreadable ({error})") from None
 
     def active(self, task: str) -> tuple[str, Path]:
-        """The active version and its directory, importing the shipped checkpoint into an empty store first."""
+        """Return the active version and its directory (an empty store first imports the shipped model)."""
         with self._lock:
             self._ensure(task)
             version = self._state(task)["version"]
@@ -144,7 +144,7 @@ class ModelStore:
                               f"{active}", version, active, metrics)
 
     def rollback_target(self, task: str) -> str:
-        """The version `rollback` would return to (StoreError when there is none)."""
+        """Return the version `rollback` would return to (StoreError when there is none)."""
         with self._lock:
             self._ensure(task)
             state = self._state(task)

@@ -54,7 +54,7 @@ def _seed_everything(seed: int) -> None:
 
 def _chunks(sequences: Sequence[np.ndarray], targets: Sequence[np.ndarray], length: int, batch: int,
             rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of random windows of `length` ticks (shorter flights are used whole, padded by repetition)."""
+    """Draw a batch of random windows of `length` ticks (shorter flights whole, padded by repetition)."""
     xs, ys = [], []
     for _ in range(batch):
         i = int(rng.integers(len(sequences)))
@@ -110,7 +110,8 @@ def _fit(model: SequenceModel, sequences, targets, iterations: int, length: int,
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return {"iterations": iterations, "first_loss": float(np.mean(losses[:10])), "last_loss": float(np.mean(losses[-10:])),
+    return {"iterations": iterations, "first_loss": float(np.mean(losses[:10])),
+            "last_loss": float(np.mean(losses[-10:])),
             "best_validation": best, "history": history, "seconds": round(time.perf_counter() - started, 1),
             "trainable_parameters": trainable_parameters(model)}
 
@@ -207,7 +208,7 @@ class AnomalySizes:
 
 
 def _next_tick_targets(features: np.ndarray) -> np.ndarray:
-    """What the model should predict at each tick: the next tick's readings (the last tick repeats itself)."""
+    """Return what the model should predict at each tick: the next tick's readings (the last repeats)."""
     idx = [ANOMALY.features.index(name) for name in ANOMALY_TARGETS]
     nxt = np.concatenate([features[1:], features[-1:]])
     return nxt[:, idx]
@@ -223,8 +224,10 @@ def predicted_spread(model: SequenceModel, outputs):
 
 
 def prediction_errors(model: SequenceModel, flights: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per tick and target feature: the error of the prediction made the tick before, in units of the spread
-    the model predicted for it (zero at the first tick)."""
+    """Return, per tick and target feature, the error of the prediction made the tick before.
+
+    The error is in units of the spread the model predicted for it (zero at the first tick).
+    """
     predicted = rollout(model, flights)
     errors = []
     for p, f in zip(predicted, flights):

@@ -1,5 +1,6 @@
-"""Model activation and rollback for the node's services: checked, decided by the store's gate, prepared for
-the swap. No rclpy import.
+"""Model activation and rollback for the node's services: checked, gated, prepared for the swap.
+
+No rclpy import.
 
 `check` runs on the executor thread and refuses a bad request at once (unknown model, malformed version, an
 overlong path, a change already in progress). `promote` and `rollback` run in a worker thread: they score,

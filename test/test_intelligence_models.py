@@ -171,8 +171,8 @@ def test_detection_metrics_count_hits_misses_false_alarms_and_delays():
     missed = np.zeros(100)
     clean = np.zeros(100)
     clean[10] = 10.0  # a false alarm
-    result = detection_metrics([faulted, missed, clean], [FlightLabel("vibration", 50), FlightLabel("stuck_odom", 50),
-                                                         FlightLabel(None, None)], threshold=5.0, tick=tick)
+    labels = [FlightLabel("vibration", 50), FlightLabel("stuck_odom", 50), FlightLabel(None, None)]
+    result = detection_metrics([faulted, missed, clean], labels, threshold=5.0, tick=tick)
     assert result["recall"] == 0.5 and result["precision"] == 0.5 and result["false_alarms"] == 1
     assert result["delay_median_s"] == pytest.approx(0.2)
     assert alarms(np.array([0, 9, 9, 0, 9, 0]), 5.0, refractory=3) == [1, 4]

@@ -152,8 +152,8 @@ def test_the_anomaly_detector_flags_a_stuck_odometry_sensor(processes, ros_probe
 
 
 @pytest.mark.slow
-def test_a_model_is_activated_only_through_the_gate_hot_swapped_and_rolled_back(processes, ros_probe, tmp_path,
-                                                                                 close_after):
+def test_a_model_is_activated_only_through_the_gate_hot_swapped_and_rolled_back(
+        processes, ros_probe, tmp_path, close_after):
     """The store starts with an untrained endurance model active; the shipped one beats it on the gate and is
     swapped in while predictions go on; a corrupt checkpoint is refused; rollback returns to the first."""
     import torch
@@ -169,8 +169,8 @@ def test_a_model_is_activated_only_through_the_gate_hot_swapped_and_rolled_back(
                                   extra={"anchor": "charge_time"}))
     store = tmp_path / "models"
     checkpoint.save(untrained, store / "robot7" / "endurance" / "v0001")
-    (store / "robot7" / "endurance" / "active.json").write_text(json.dumps({"version": "v0001",
-                                                                          "history": ["v0001"]}))
+    active = {"version": "v0001", "history": ["v0001"]}
+    (store / "robot7" / "endurance" / "active.json").write_text(json.dumps(active))
     stack = IntelStack(processes, ros_probe, tmp_path, start_io=False,
                        intel_parameters={"policy_enabled": False, "robot_id": "robot7"})
     close_after(stack)
