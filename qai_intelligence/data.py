@@ -81,20 +81,25 @@ def loaded_voltage_cutoff(config: VehicleConfig) -> float:
 
 
 def endurance_flight(seed: int, conditions: Conditions = TRAINING, sag_probability: float = 0.3) -> EnduranceFlight:
-    """Fly a random mission until the battery's voltage under load reaches the cutoff; label every tick."""
+    """Fly a random mission until the battery's voltage under load reaches the cutoff; label every tick.
+
+    A failing cell, when drawn, loses its volts at once or over up to two minutes. The flight goes on for up to
+    half a minute past the cutoff (as a vehicle does until it lands), labelled zero: no flight time left.
+    """
     rng = random.Random(seed)
     config = conditions.draw(rng, seed)
     model = VehicleModel(config)
     model.state.energy_wh = config.battery_capacity_wh * rng.uniform(0.3, 1.0)
     sag_at = rng.uniform(60.0, 900.0) if rng.random() < sag_probability else None
-    sag_volts = rng.uniform(0.3, 2.0)
+    sag_volts, sag_ramp = rng.uniform(0.3, 2.5), rng.choice((0.0, rng.uniform(10.0, 120.0)))
+    overrun = rng.uniform(0.0, 30.0)
     capacity_ah = config.battery_capacity_wh / config.voltage_full
     cutoff = loaded_voltage_cutoff(config)
     rows, segment_end, command = [], 0.0, (0.0, 0.0, 2.0, 0.0)
-    next_tick, t = 0.0, 0.0
-    while t < MAX_FLIGHT:
+    next_tick, t, ended = 0.0, 0.0, None
+    while t < MAX_FLIGHT and (ended is None or t < ended + overrun):
         if sag_at is not None and t >= sag_at:
-            model.battery_sag_v = sag_volts
+            model.battery_sag_v = sag_volts * (min(1.0, (t - sag_at) / sag_ramp) if sag_ramp else 1.0)
         if t >= segment_end:
             command, length = _next_segment(rng, model)
             segment_end = t + length
@@ -109,11 +114,14 @@ def endurance_flight(seed: int, conditions: Conditions = TRAINING, sag_probabili
             odom = {"x": position[0], "y": position[1], "z": position[2], "yaw": yaw, "vx": body[0], "vy": body[1],
                     "vz": body[2], "yaw_rate": yaw_rate}
             rows.append((t, endurance_features(battery, odom, config.payload)))
-        if voltage <= cutoff or fraction <= 0.0:
+        if ended is None and (voltage <= cutoff or fraction <= 0.0):
+            ended = t
+        if fraction <= 0.0:
             break
+    ended = t if ended is None else ended
     times = np.array([r[0] for r in rows])
-    return EnduranceFlight(np.array([r[1] for r in rows], dtype=np.float32), (t - times).astype(np.float32), config,
-                           sag_at)
+    return EnduranceFlight(np.array([r[1] for r in rows], dtype=np.float32),
+                           np.maximum(0.0, ended - times).astype(np.float32), config, sag_at)
 
 
 def _next_segment(rng: random.Random, model: VehicleModel) -> tuple[tuple[float, float, float, float], float]:
@@ -219,11 +227,13 @@ def anomaly_flight(seed: int, conditions: Conditions = TRAINING, fault: str | No
                 continue
             if active and fault == f"stuck_{stream}" and stream in latest:
                 last_valid[stream] = t  # the same reading again, freshly stamped
-                reading = latest[stream]
+                reading = latest[stream] = {**latest[stream], **({"stamp": t} if stream == "odom" else {})}
             elif stream == "gps" and active and fault == "gps_loss":
                 continue  # no fix: not a valid reading
             else:
                 reading = _read(model, stream, capacity_ah)
+                if stream == "odom":
+                    reading["stamp"] = t
                 if stream == "gps":
                     gps_origin = gps_origin or (reading["east"], reading["north"], reading["up"])
                 latest[stream] = reading

@@ -101,10 +101,13 @@ def endurance_features(battery: Mapping[str, float], odom: Mapping[str, float], 
 # -- Anomaly: one tick per `anomaly_period` (0.05 s) -------------------------------------------------
 
 AGE_LIMIT = 2.0  # s: a stream's age saturates here (a dead stream looks the same after 2 s as after 2 h)
+# s of silence each stream may keep before its age counts: a few of its periods, and never less than a
+# quarter second, so the jitter of a busy executor is not a fault (a dead stream still is within ~0.3 s).
+AGE_ALLOWANCE = {"odom": 0.25, "imu": 0.25, "battery": 1.5, "gps": 0.6}
 
 ANOMALY = _feature_set("anomaly", (
     ("vx", -100.0, 100.0), ("vy", -100.0, 100.0), ("vz", -100.0, 100.0),
-    ("dx", -50.0, 50.0), ("dy", -50.0, 50.0), ("dz", -50.0, 50.0), ("yaw_rate", -35.0, 35.0),
+    ("moved_x", -100.0, 100.0), ("moved_y", -100.0, 100.0), ("moved_z", -100.0, 100.0), ("yaw_rate", -35.0, 35.0),
     ("accel_x", -160.0, 160.0), ("accel_y", -160.0, 160.0), ("accel_z", -160.0, 160.0),
     ("gyro_x", -35.0, 35.0), ("gyro_y", -35.0, 35.0), ("gyro_z", -35.0, 35.0),
     ("voltage", 0.0, 1000.0), ("current", -1000.0, 1000.0),
@@ -118,27 +121,33 @@ ANOMALY_TARGETS = ANOMALY.features[:-3]
 class AnomalyFeatureBuilder:
     """Builds the anomaly model's inputs each tick from the latest reading of each stream (sample and hold).
 
-    Position changes are taken in the body frame between ticks, so the features do not depend on where the
-    vehicle is or which way it faces. Streams that have never been heard from hold zeros and a saturated
-    age. Stateful (the previous position): one builder per flight, reset on a data gap.
+    `moved_*` is how fast the reported position moved between the two latest odometry messages (by their
+    stamps, in the body frame): it agrees with the reported velocity unless something is wrong (a position
+    stuck while the velocity says otherwise), whatever the tick's jitter. A stream's age counts only beyond
+    its allowance (AGE_ALLOWANCE). Streams never heard from hold zeros and a saturated age. Stateful (the
+    previous position): one builder per flight, reset on a data gap.
     """
 
     def __init__(self):
-        self._last_position: tuple[float, float, float] | None = None
+        self.reset()
 
     def reset(self) -> None:
-        self._last_position = None
+        self._last: tuple[float, tuple[float, float, float]] | None = None  # stamp, position
+        self._moved = (0.0, 0.0, 0.0)
 
     def build(self, latest: Mapping[str, Mapping[str, float]], ages: Mapping[str, float]) -> list[float]:
         odom = latest.get("odom")
         if odom is not None:
-            position = (odom["x"], odom["y"], odom["z"])
-            last = self._last_position or position
-            self._last_position = position
-            ex, ey, dz = (p - q for p, q in zip(position, last))
-            cos_yaw, sin_yaw = math.cos(odom["yaw"]), math.sin(odom["yaw"])
-            motion = [odom["vx"], odom["vy"], odom["vz"], cos_yaw * ex + sin_yaw * ey, -sin_yaw * ex + cos_yaw * ey,
-                      dz, odom["yaw_rate"]]
+            position, stamp = (odom["x"], odom["y"], odom["z"]), odom.get("stamp", 0.0)
+            if self._last is not None and stamp > self._last[0]:
+                dt = stamp - self._last[0]
+                ex, ey, ez = ((p - q) / dt for p, q in zip(position, self._last[1]))
+                cos_yaw, sin_yaw = math.cos(odom["yaw"]), math.sin(odom["yaw"])
+                self._moved = (_clip(cos_yaw * ex + sin_yaw * ey, 100.0), _clip(-sin_yaw * ex + cos_yaw * ey, 100.0),
+                               _clip(ez, 100.0))
+            if self._last is None or stamp != self._last[0]:
+                self._last = (stamp, position)
+            motion = [odom["vx"], odom["vy"], odom["vz"], *self._moved, odom["yaw_rate"]]
         else:
             motion = [0.0] * 7
         imu = latest.get("imu")
@@ -146,7 +155,8 @@ class AnomalyFeatureBuilder:
             else [0.0, 0.0, 9.81, 0.0, 0.0, 0.0]
         battery = latest.get("battery")
         power = [battery["voltage"], battery["current"]] if battery else [0.0, 0.0]
-        stream_ages = [min(AGE_LIMIT, max(0.0, ages.get(s, AGE_LIMIT))) for s in ("odom", "imu", "battery", "gps")]
+        stream_ages = [min(AGE_LIMIT, max(0.0, ages.get(s, math.inf) - AGE_ALLOWANCE[s]))
+                       for s in ("odom", "imu", "battery", "gps")]
         cmd = latest.get("cmd")
         command = [cmd["forward"], cmd["left"], cmd["up"]] if cmd else [0.0, 0.0, 0.0]
         return motion + inertial + power + stream_ages + command

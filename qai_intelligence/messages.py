@@ -17,7 +17,8 @@ from qai_io.geo import geodetic_to_enu, quaternion_to_yaw
 def odom_reading(msg: Odometry) -> dict[str, float]:
     p, q, v = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
     return {"x": p.x, "y": p.y, "z": p.z, "yaw": quaternion_to_yaw(q.x, q.y, q.z, q.w), "vx": v.linear.x,
-            "vy": v.linear.y, "vz": v.linear.z, "yaw_rate": v.angular.z}
+            "vy": v.linear.y, "vz": v.linear.z, "yaw_rate": v.angular.z,
+            "stamp": msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9}
 
 
 def imu_reading(msg: Imu) -> dict[str, float]:

@@ -188,12 +188,14 @@ def test_the_same_seed_gives_the_same_flights_and_another_seed_others():
     assert not np.array_equal(a.features, c.features)
 
 
-def test_an_endurance_flight_is_labelled_with_the_time_left_until_the_voltage_cutoff():
+def test_an_endurance_flight_is_labelled_with_the_time_left_until_the_voltage_cutoff_then_zero():
     flight = datagen.endurance_flight(3)
-    assert flight.remaining[0] > flight.remaining[-1] >= 0
-    assert np.allclose(np.diff(flight.remaining), -datagen.ENDURANCE_TICK, atol=0.25)
-    voltage = flight.features[-1, ENDURANCE.features.index("voltage")]
-    assert voltage <= flight.config.voltage_empty + 0.3
+    flying = flight.remaining > 0
+    assert flight.remaining[0] > 100 and flight.remaining[-1] == 0
+    assert np.allclose(np.diff(flight.remaining[flying]), -datagen.ENDURANCE_TICK, atol=0.25)
+    voltage = flight.features[:, ENDURANCE.features.index("voltage")]
+    cut = int(np.argmin(flying))  # the first tick with nothing left
+    assert voltage[cut] <= flight.config.voltage_empty + 0.05 and voltage[0] > flight.config.voltage_empty + 0.3
 
 
 def test_the_baseline_is_fitted_by_least_squares_and_predicts_less_time_on_less_charge():
