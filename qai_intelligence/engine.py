@@ -27,10 +27,11 @@ from qai_intelligence.training import predicted_spread
 POINT = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"}}
 CHECK_ENDURANCE = TaskKindSpec(
     "check_endurance", "Fail unless the predicted flight time covers the route (waypoints from where the vehicle "
-    "is, at `speed`), the return home and the margin; with `watch`, keep checking until the vehicle reaches the "
-    "last waypoint, failing when the prediction falls below what the return home needs.",
+    "is, at `speed`; none: no route), the return home and the margin; with `watch`, keep checking until the "
+    "vehicle is within `tolerance` of `until` (default: the last waypoint), failing when the prediction falls "
+    "below what the return home needs.",
     {"type": "object", "additionalProperties": False, "properties": {
-        "waypoints": {"type": "array", "maxItems": 1000, "items": POINT},
+        "waypoints": {"type": "array", "maxItems": 1000, "items": POINT}, "until": POINT,
         "speed": {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
         "watch": {"type": "boolean"}, "tolerance": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}},
     result_keys=("endurance", "needed", "baseline", "model_version"), default_timeout=3600.0)
@@ -218,8 +219,8 @@ class IntelligenceCore:
                              f"route ({flying:.0f} s) and the return home need, margin included", retryable=False)
         if not parameters.get("watch"):
             return result
-        goal = waypoints[-1] if waypoints else None
-        while goal is None or math.dist(self._position(), goal) > tolerance:
+        goal = parameters.get("until") or (waypoints[-1] if waypoints else None)
+        while goal is None or math.dist(self._position()[:len(goal)], goal) > tolerance:
             context.sleep(0.2)
             prediction = self._prediction(context)
             context.feedback(status=f"endurance {prediction.remaining:.0f} s, return needs {prediction.needed:.0f} s",

@@ -399,3 +399,61 @@ def test_the_weight_vector_leaves_out_masked_synapses_and_round_trips():
     vector = weights.get() + 0.01
     weights.set(vector)
     assert np.allclose(weights.get(), vector, atol=1e-6)
+
+
+# -- The node's core ---------------------------------------------------------------------------------
+
+def core_with_shipped_models():
+    from qai_intelligence.engine import IntelligenceCore
+    from qai_intelligence.evaluation import FEATURES
+    from qai_intelligence.store import SHIPPED
+
+    slots = {}
+    for task, period in (("endurance", 1.0), ("anomaly", 0.05), ("policy", 0.02)):
+        model, meta = checkpoint.load(SHIPPED / task, task=task, inputs=FEATURES[task].features)
+        slots[task] = ModelSlot(task, FEATURES[task], model, "v0001", meta, period, gap=5.0 if task == "endurance"
+                                else 1.0)
+    return IntelligenceCore(slots, ReturnPlan(), payload=lambda: 0.0)
+
+
+ODOM = {"x": 10.0, "y": 0.0, "z": 5.0, "yaw": 0.0, "vx": 0.0, "vy": 0.0, "vz": 0.0, "yaw_rate": 0.0, "stamp": 0.0}
+BATTERY = {"voltage": 15.5, "current": 12.0, "percentage": 0.6, "capacity_ah": 4.76}
+
+
+def test_the_core_counts_bad_readings_and_answers_only_with_fresh_ones():
+    core = core_with_shipped_models()
+    assert core.endurance_tick(0.0) is None and core.policy_command((12.0, 0.0, 5.0), 0.0) is None
+    assert not core.offer("battery", {**BATTERY, "voltage": math.nan}, 0.0)
+    assert core.rejected["battery"] == 1 and "battery.voltage is nan" in core.last_rejected
+    assert core.offer("odom", ODOM, 0.0) and core.offer("battery", BATTERY, 0.0)
+    output = core.endurance_tick(0.5)
+    assert output is not None and output.remaining > 0 and output.needed > 30.0
+    command = core.policy_command((12.0, 0.0, 5.0), 0.1)
+    assert command is not None and all(abs(c) <= 8.0 for c in command)
+    assert core.policy_command((math.inf, 0.0, 5.0), 0.12) is None
+    assert core.endurance_tick(100.0) is None  # the battery went quiet: no prediction from stale readings
+
+
+def test_a_sagging_pack_raises_endurance_low_once():
+    core = core_with_shipped_models()
+    core.offer("odom", ODOM, 0.0)
+    events = []
+    for t in range(20):
+        sag = 2.5 if t >= 10 else 0.0
+        core.offer("battery", {**BATTERY, "voltage": BATTERY["voltage"] - sag}, float(t))
+        core.offer("odom", {**ODOM, "stamp": float(t)}, float(t))
+        output = core.endurance_tick(float(t))
+        events.append(output.event)
+    assert events.count(True) == 1 and events.index(True) >= 10 and core.endurance.low
+
+
+@pytest.mark.parametrize("task", ("endurance", "anomaly", "policy"))
+def test_the_shipped_models_load_small_and_say_how_they_were_made(task):
+    from qai_intelligence.evaluation import FEATURES
+    from qai_intelligence.store import SHIPPED
+
+    model, meta = checkpoint.load(SHIPPED / task, task=task, inputs=FEATURES[task].features)
+    assert model.config.cell == "cfc" and (SHIPPED / task / "model.pt").stat().st_size < 100_000
+    assert meta["command"].startswith(f"qai-train {task} --seed 0") and meta["data"]["seed"] == 0
+    assert {"torch", "ncps"} <= set(meta["libraries"]) and meta["training"]["total_seconds"] > 0
+    assert {"held_out_training", "held_out_outside"} <= set(meta["metrics"])
