@@ -16,6 +16,7 @@ counted by the caller; the feature vector is checked again (`check_vector`) befo
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -104,6 +105,7 @@ AGE_LIMIT = 2.0  # s: a stream's age saturates here (a dead stream looks the sam
 # s of silence each stream may keep before its age counts: a few of its periods, and never less than a
 # quarter second, so the jitter of a busy executor is not a fault (a dead stream still is within ~0.3 s).
 AGE_ALLOWANCE = {"odom": 0.25, "imu": 0.25, "battery": 1.5, "gps": 0.6}
+MOVED_WINDOW = 0.25  # s of odometry over which the position's rate of change is taken
 
 ANOMALY = _feature_set("anomaly", (
     ("vx", -100.0, 100.0), ("vy", -100.0, 100.0), ("vz", -100.0, 100.0),
@@ -121,9 +123,10 @@ ANOMALY_TARGETS = ANOMALY.features[:-3]
 class AnomalyFeatureBuilder:
     """Builds the anomaly model's inputs each tick from the latest reading of each stream (sample and hold).
 
-    `moved_*` is how fast the reported position moved between the two latest odometry messages (by their
-    stamps, in the body frame): it agrees with the reported velocity unless something is wrong (a position
-    stuck while the velocity says otherwise), whatever the tick's jitter. A stream's age counts only beyond
+    `moved_*` is how fast the reported position moved over the last MOVED_WINDOW seconds of odometry (by the
+    messages' stamps, in the body frame): it agrees with the reported velocity unless something is wrong (a
+    position stuck while the velocity says otherwise), whatever the tick's jitter, and the window averages
+    the position noise out. A stream's age counts only beyond
     its allowance (AGE_ALLOWANCE). Streams never heard from hold zeros and a saturated age. Stateful (the
     previous position): one builder per flight, reset on a data gap.
     """
@@ -132,21 +135,26 @@ class AnomalyFeatureBuilder:
         self.reset()
 
     def reset(self) -> None:
-        self._last: tuple[float, tuple[float, float, float]] | None = None  # stamp, position
+        self._history: deque[tuple[float, tuple[float, float, float]]] = deque()  # (stamp, position)
         self._moved = (0.0, 0.0, 0.0)
 
     def build(self, latest: Mapping[str, Mapping[str, float]], ages: Mapping[str, float]) -> list[float]:
         odom = latest.get("odom")
         if odom is not None:
             position, stamp = (odom["x"], odom["y"], odom["z"]), odom.get("stamp", 0.0)
-            if self._last is not None and stamp > self._last[0]:
-                dt = stamp - self._last[0]
-                ex, ey, ez = ((p - q) / dt for p, q in zip(position, self._last[1]))
+            if not self._history or stamp > self._history[-1][0]:
+                self._history.append((stamp, position))
+            elif stamp < self._history[-1][0]:  # time went back (a restarted simulator): start over
+                self._history.clear()
+                self._history.append((stamp, position))
+            while len(self._history) > 2 and self._history[-1][0] - self._history[1][0] >= MOVED_WINDOW:
+                self._history.popleft()
+            first, last = self._history[0], self._history[-1]
+            if last[0] > first[0]:
+                ex, ey, ez = ((p - q) / (last[0] - first[0]) for p, q in zip(last[1], first[1]))
                 cos_yaw, sin_yaw = math.cos(odom["yaw"]), math.sin(odom["yaw"])
                 self._moved = (_clip(cos_yaw * ex + sin_yaw * ey, 100.0), _clip(-sin_yaw * ex + cos_yaw * ey, 100.0),
                                _clip(ez, 100.0))
-            if self._last is None or stamp != self._last[0]:
-                self._last = (stamp, position)
             motion = [odom["vx"], odom["vy"], odom["vz"], *self._moved, odom["yaw_rate"]]
         else:
             motion = [0.0] * 7

@@ -26,6 +26,7 @@ from qai_intelligence.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError
 TASKS = ("endurance", "anomaly", "policy")
 SHIPPED = Path(__file__).resolve().parent / "models"
 ACTIVE_FILE = "active.json"
+SHIPPED_NOTE = "shipped with the package"
 LOG_FILE = "changes.jsonl"
 
 # An evaluation: checkpoint directory -> (score, details); lower scores are better.
@@ -106,6 +107,8 @@ class ModelStore:
         if not (checkpoint / WEIGHTS_FILE).is_file():
             raise CheckpointError(f"{checkpoint / WEIGHTS_FILE}: missing")
         with self._lock:
+            if note != SHIPPED_NOTE:
+                self._ensure(task)  # the shipped model first: a candidate is never active by default
             existing = self.versions(task)
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
             target = self.root / task / version
@@ -176,7 +179,7 @@ class ModelStore:
             shipped = self.shipped / task
             if not (shipped / META_FILE).is_file():
                 raise StoreError(f"{task}: the store {self.root} is empty and no model ships in {shipped}")
-            self.add(task, shipped, note="shipped with the package")
+            self.add(task, shipped, note=SHIPPED_NOTE)
         self._activate(task, self.versions(task)[-1])
         self._log({"action": "activated", "task": task, "version": self.versions(task)[-1],
                    "reason": "first use of the store"})
