@@ -84,7 +84,7 @@ def endurance_flight(seed: int, conditions: Conditions = TRAINING, sag_probabili
     """Fly a random mission until the battery's voltage under load reaches the cutoff; label every tick.
 
     A failing cell, when drawn, loses its volts at once or over up to two minutes. The flight goes on for up to
-    half a minute past the cutoff (as a vehicle does until it lands), labelled zero: no flight time left.
+    a minute past the cutoff (as a vehicle does until it lands), labelled zero: no flight time left.
     """
     rng = random.Random(seed)
     config = conditions.draw(rng, seed)
@@ -92,7 +92,7 @@ def endurance_flight(seed: int, conditions: Conditions = TRAINING, sag_probabili
     model.state.energy_wh = config.battery_capacity_wh * rng.uniform(0.3, 1.0)
     sag_at = rng.uniform(60.0, 900.0) if rng.random() < sag_probability else None
     sag_volts, sag_ramp = rng.uniform(0.3, 2.5), rng.choice((0.0, rng.uniform(10.0, 120.0)))
-    overrun = rng.uniform(0.0, 30.0)
+    overrun = rng.uniform(0.0, 60.0)
     capacity_ah = config.battery_capacity_wh / config.voltage_full
     cutoff = loaded_voltage_cutoff(config)
     rows, segment_end, command = [], 0.0, (0.0, 0.0, 2.0, 0.0)

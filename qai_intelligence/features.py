@@ -80,6 +80,8 @@ def _feature_set(name: str, spec: Sequence[tuple[str, float, float]]) -> Feature
 # -- Endurance: one tick per `endurance_period` (1 s) ------------------------------------------------
 
 CHARGE_TIME_LIMIT = 20000.0  # s: the charge left over the present current, saturated (a landed vehicle)
+# The pack the autopilot is configured for (a 4S LiPo); the baseline uses the same.
+PACK = {"voltage_empty": 13.2, "voltage_full": 16.8, "internal_resistance": 0.02}
 
 ENDURANCE = _feature_set("endurance", (
     ("voltage", 0.0, 100.0), ("current", -20.0, 500.0), ("power", -1000.0, 20000.0),
@@ -91,10 +93,15 @@ ENDURANCE = _feature_set("endurance", (
 def endurance_features(battery: Mapping[str, float], odom: Mapping[str, float], payload: float) -> list[float]:
     """Return the endurance model's inputs from the latest battery and odometry readings and the payload.
 
-    `charge_time` is the charge left over the present current: the physics the model starts from.
+    `charge_time` is the charge left over the present current, the charge being the lower of the reported
+    percentage and the load-compensated voltage's (PACK: the pack the autopilot is configured for): the
+    physics the model starts from and corrects. A sagging cell empties it, as it ends the flight.
     """
     remaining_ah = battery["percentage"] * battery["capacity_ah"]
-    charge_time = min(CHARGE_TIME_LIMIT, remaining_ah * 3600.0 / max(battery["current"], 0.1))
+    compensated = battery["voltage"] + battery["current"] * PACK["internal_resistance"]
+    voltage_share = (compensated - PACK["voltage_empty"]) / (PACK["voltage_full"] - PACK["voltage_empty"])
+    usable_ah = max(0.0, min(battery["percentage"], voltage_share)) * battery["capacity_ah"]
+    charge_time = min(CHARGE_TIME_LIMIT, usable_ah * 3600.0 / max(battery["current"], 0.1))
     return [battery["voltage"], battery["current"], battery["voltage"] * battery["current"], battery["percentage"],
             remaining_ah, math.hypot(odom["vx"], odom["vy"]), odom["vz"], odom["z"], payload, charge_time]
 

@@ -74,6 +74,13 @@ class SequenceModel(nn.Module):
         self.register_buffer("input_std", torch.ones(n_in))
         self.register_buffer("output_mean", torch.zeros(n_out))
         self.register_buffer("output_std", torch.ones(n_out))
+        # Inputs a model predicts but must not see (extra["masked_inputs"]): the anomaly model predicts how the
+        # position moved from the reported velocity, so a position stuck while the velocity is not stands out.
+        masked = set(config.extra.get("masked_inputs", ()))
+        if masked:
+            self.register_buffer("input_mask", torch.tensor([0.0 if n in masked else 1.0 for n in config.inputs]))
+        else:
+            self.input_mask = None
         if config.cell == "gru":
             self.rnn = nn.GRU(n_in, config.units, batch_first=True)
             readout = config.units
@@ -102,6 +109,8 @@ class SequenceModel(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw inputs (batch, time, features) -> normalised outputs (batch, time, outputs), final state."""
         z = (x - self.input_mean) / self.input_std
+        if self.input_mask is not None:
+            z = z * self.input_mask
         if self.config.cell == "gru":
             y, h = self.rnn(z, None if h is None else h.unsqueeze(0))
             h = h.squeeze(0)

@@ -274,7 +274,7 @@ def train_anomaly(seed: int = 0, cell: str = "cfc", sizes: AnomalySizes = Anomal
     # gusty the flight is: calm, a stuck position stands out; in gusts, noise does not raise alarms.
     outputs = ANOMALY_TARGETS + tuple(f"log_var_{name}" for name in ANOMALY_TARGETS)
     config = ModelConfig("anomaly", cell, ANOMALY.features, outputs, units=sizes.units, motor=sizes.motor,
-                         seed=seed)
+                         seed=seed, extra={"masked_inputs": ["moved_x", "moved_y", "moved_z"]})
     model = build(config)
     sequences = [f.features for f in train]
     targets = [np.concatenate([t, np.zeros_like(t)], 1) for t in (_next_tick_targets(s) for s in sequences)]
@@ -302,7 +302,8 @@ def train_anomaly(seed: int = 0, cell: str = "cfc", sizes: AnomalySizes = Anomal
     residual_std = residual_std * feature_scales([(e / residual_std) ** 2 for e in clean_errors], SMOOTHING)
     scores = anomaly_scores(model, [f.features for f in validation], residual_std)
     threshold = choose_threshold(scores, _labels(validation), datagen.ANOMALY_TICK)
-    calibrated = ModelConfig(**{**vars(config), "extra": {"residual_std": [float(s) for s in residual_std],
+    calibrated = ModelConfig(**{**vars(config), "extra": {**config.extra,
+                                                          "residual_std": [float(s) for s in residual_std],
                                                           "threshold": threshold, "smoothing": SMOOTHING,
                                                           "tick": datagen.ANOMALY_TICK}})
     model.config = calibrated

@@ -95,10 +95,12 @@ def test_a_mission_flies_with_the_learned_policy_and_endurance_low_brings_the_ve
     drops the predicted endurance below what the return needs; the mission engine's rule starts return_home,
     flown by the policy too; the mission's endurance watch fails it, so the flight does not resume."""
     from qai_mission.client import MissionOutcome
+    from qai_mission.model import TaskStatus
 
     stack = IntelStack(processes, ros_probe, tmp_path, missions=True,
                        sim_parameters={"battery_initial": 0.5},
-                       io_parameters={"controller": "external", "return_altitude": 4.0, "battery_reserve": 0.05})
+                       io_parameters={"controller": "external", "return_altitude": 4.0, "battery_reserve": 0.05},
+                       intel_parameters={"return_altitude": 4.0})
     close_after(stack)
     route = [[0, 0, 4], [40, 0, 4], [40, 40, 4]]
     mission_id = stack.missions.submit({"name": "survey", "tasks": [
@@ -107,9 +109,12 @@ def test_a_mission_flies_with_the_learned_policy_and_endurance_low_brings_the_ve
          "parameters": {"waypoints": route, "speed": 3, "watch": True}},
         {"id": "survey", "kind": "navigate", "depends_on": ["first_leg"],
          "parameters": {"waypoints": route, "speed": 3}}]})
-    wait_for(lambda: stack.probe.spin_for(0.1) or any(
-        t.task_id == "first_leg" and t.state.name == "SUCCEEDED" for t in stack.missions.status(mission_id).tasks),
-        TIMEOUT, lambda: f"the first leg, flown by the policy\n{stack.logs()}")
+    def first_leg():
+        (snapshot,) = stack.missions.status(mission_id)
+        return next(t for t in snapshot.tasks if t.id == "first_leg").state
+
+    wait_for(lambda: stack.probe.spin_for(0.2) or first_leg() == TaskStatus.SUCCEEDED, TIMEOUT,
+             lambda: f"the first leg, flown by the policy ({first_leg()})\n{stack.logs()}")
     assert any(m.linear.x != 0.0 for _, m in stack.commands), "the io_engine forwarded the policy's commands"
     stack.probe.spin_until(lambda: stack.odometry and stack.position()[0] > 9.0, TIMEOUT,
                            lambda: f"the survey under way\n{stack.logs()}")
