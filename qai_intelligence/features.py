@@ -109,9 +109,9 @@ def endurance_features(battery: Mapping[str, float], odom: Mapping[str, float], 
 # -- Anomaly: one tick per `anomaly_period` (0.05 s) -------------------------------------------------
 
 AGE_LIMIT = 2.0  # s: a stream's age saturates here (a dead stream looks the same after 2 s as after 2 h)
-# s of silence each stream may keep before its age counts: a few of its periods, and never less than a
-# quarter second, so the jitter of a busy executor is not a fault (a dead stream still is within ~0.3 s).
-AGE_ALLOWANCE = {"odom": 0.25, "imu": 0.25, "battery": 1.5, "gps": 0.6}
+# s of silence each stream may keep before its age counts: the io_engine's odom_timeout for odometry and the
+# IMU, a few periods for the slow streams: the jitter of a busy machine is not a fault, a dead stream is.
+AGE_ALLOWANCE = {"odom": 0.5, "imu": 0.5, "battery": 1.5, "gps": 1.0}
 MOVED_WINDOW = 0.25  # s of odometry over which the position's rate of change is taken
 
 ANOMALY = _feature_set("anomaly", (
