@@ -44,6 +44,7 @@ WATCH_ANOMALIES = TaskKindSpec(
     result_keys=("max_score", "threshold", "ticks", "model_version"), default_timeout=3600.0)
 
 FRESH_ODOM = 0.5  # s: older odometry is no pose to act on
+ANOMALY_STREAMS = ("odom", "imu", "battery", "gps")
 
 
 @dataclass
@@ -133,11 +134,11 @@ class IntelligenceCore:
 
     def anomaly_tick(self, now: float) -> AnomalyOutput | None:
         slot = self.slots.get("anomaly")
-        if slot is None or not self.latest:
-            return None
+        if slot is None or not all(s in self.last_valid for s in ANOMALY_STREAMS):
+            return None  # until every stream has been heard from: a stream not up yet is no fault
         scorer = self._anomaly_scorer(slot)
         resets = slot.resets
-        ages = {s: now - self.last_valid[s] for s in ("odom", "imu", "battery", "gps") if s in self.last_valid}
+        ages = {s: now - self.last_valid[s] for s in ANOMALY_STREAMS}
         features = self._anomaly_builder.build(self.latest, ages)
         prediction = slot.step(features, now)
         if prediction is None:

@@ -116,7 +116,7 @@ MOVED_WINDOW = 0.25  # s of odometry over which the position's rate of change is
 
 ANOMALY = _feature_set("anomaly", (
     ("vx", -100.0, 100.0), ("vy", -100.0, 100.0), ("vz", -100.0, 100.0),
-    ("moved_x", -100.0, 100.0), ("moved_y", -100.0, 100.0), ("moved_z", -100.0, 100.0), ("yaw_rate", -35.0, 35.0),
+    ("moved_x", -200.0, 200.0), ("moved_y", -200.0, 200.0), ("moved_z", -200.0, 200.0), ("yaw_rate", -35.0, 35.0),
     ("accel_x", -160.0, 160.0), ("accel_y", -160.0, 160.0), ("accel_z", -160.0, 160.0),
     ("gyro_x", -35.0, 35.0), ("gyro_y", -35.0, 35.0), ("gyro_z", -35.0, 35.0),
     ("voltage", 0.0, 1000.0), ("current", -1000.0, 1000.0),
@@ -131,9 +131,9 @@ class AnomalyFeatureBuilder:
     """Builds the anomaly model's inputs each tick from the latest reading of each stream (sample and hold).
 
     `moved_*` is how fast the reported position moved over the last MOVED_WINDOW seconds of odometry (by the
-    messages' stamps, in the body frame): it agrees with the reported velocity unless something is wrong (a
-    position stuck while the velocity says otherwise), whatever the tick's jitter, and the window averages
-    the position noise out. A stream's age counts only beyond
+    messages' stamps, in the body frame) less the reported velocity: near zero unless something is wrong (a
+    position stuck while the velocity says otherwise), whatever the tick's jitter; the window averages the
+    position noise out. A stream's age counts only beyond
     its allowance (AGE_ALLOWANCE). Streams never heard from hold zeros and a saturated age. Stateful (the
     previous position): one builder per flight, reset on a data gap.
     """
@@ -162,7 +162,8 @@ class AnomalyFeatureBuilder:
                 cos_yaw, sin_yaw = math.cos(odom["yaw"]), math.sin(odom["yaw"])
                 self._moved = (_clip(cos_yaw * ex + sin_yaw * ey, 100.0), _clip(-sin_yaw * ex + cos_yaw * ey, 100.0),
                                _clip(ez, 100.0))
-            motion = [odom["vx"], odom["vy"], odom["vz"], *self._moved, odom["yaw_rate"]]
+            mismatch = [m - v for m, v in zip(self._moved, (odom["vx"], odom["vy"], odom["vz"]))]
+            motion = [odom["vx"], odom["vy"], odom["vz"], *mismatch, odom["yaw_rate"]]
         else:
             motion = [0.0] * 7
         imu = latest.get("imu")

@@ -39,7 +39,7 @@ from qai_interfaces.msg import AnomalyScore, EndurancePrediction, Event
 from qai_interfaces.srv import ActivateModel, RollbackModel
 from qai_intelligence import checkpoint
 from qai_intelligence.checkpoint import CheckpointError
-from qai_intelligence.engine import CHECK_ENDURANCE, WATCH_ANOMALIES, IntelligenceCore
+from qai_intelligence.engine import ANOMALY_STREAMS, CHECK_ENDURANCE, WATCH_ANOMALIES, IntelligenceCore
 from qai_intelligence.evaluation import FEATURES, evaluate_checkpoint
 from qai_intelligence.messages import battery_reading, command_reading, gps_reading, imu_reading, odom_reading
 from qai_intelligence.parameters import PARAMETERS
@@ -221,6 +221,9 @@ class IntelligenceEngine(EngineNode):
                           return_needed_s=f"{self.core.endurance.needed:.0f}")
         if self.core.anomaly is not None:
             values["anomaly_score"] = f"{self.core.anomaly.score:.2f}"
+        waiting = [s for s in ANOMALY_STREAMS if s not in self.core.last_valid]
+        if waiting:
+            values["waiting_for"] = ",".join(waiting)
         if self.load_errors:
             return Level.ERROR, "; ".join(f"{t}: {e}" for t, e in self.load_errors.items()), values
         if self.core.watch.low:
