@@ -23,9 +23,13 @@ def endurance_errors(predicted: Sequence[np.ndarray], truth: Sequence[np.ndarray
             "bias_s": float((p - t).mean()), "ticks": int(len(t))}
 
 
+WARM_UP = 20  # ticks after a fresh start (1 s at 20 Hz) in which a detector's state settles and no alarm goes out
+
+
 def alarms(scores: np.ndarray, threshold: float, refractory: int) -> list[int]:
-    """Ticks at which the score rises above the threshold, at least `refractory` ticks after the last alarm."""
+    """Return the ticks at which the score rises above the threshold (after the warm-up, `refractory` apart)."""
     above = scores > threshold
+    above[:WARM_UP] = False
     found, last = [], -refractory
     for tick in np.flatnonzero(above & ~np.concatenate([[False], above[:-1]])):
         if tick - last >= refractory:
@@ -78,13 +82,14 @@ def detection_metrics(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel
             "threshold": float(threshold), "flights": len(labels), "faulted_flights": faulted}
 
 
-def choose_threshold(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel], tick: float,
-                     margin: float = 1.1, burn_in: int = 20) -> float:
-    """Return the lowest threshold that raises no false alarm on the validation flights, with a margin.
-
-    The highest score any clean stretch reached (clean flights, and faulted ones before their onset, after a
-    burn-in), times `margin`: a false alarm aborts a mission, so the bar is set by the quiet flights and the
-    faults are then caught or not. Model and baseline are calibrated by the same rule.
-    """
-    quiet = [s[burn_in:(label.onset if label.fault is not None else len(s))] for s, label in zip(scores, labels)]
-    return float(max((q.max() for q in quiet if len(q)), default=1.0) * margin)
+def choose_threshold(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel], tick: float) -> float:
+    """Return the threshold with the best F1 on validation flights (ties: the higher one, fewer false alarms)."""
+    pooled = np.concatenate([s[WARM_UP:] for s in scores])
+    low, high = max(float(np.quantile(pooled, 0.5)), 1e-6), max(float(pooled.max()), 1e-5)
+    candidates = np.unique(np.concatenate([np.geomspace(low, high, 150), np.quantile(pooled, [0.99, 0.999])]))
+    best, best_f1 = float(candidates[-1]), -1.0
+    for threshold in candidates:
+        f1 = detection_metrics(scores, labels, float(threshold), tick)["f1"]
+        if f1 >= best_f1:
+            best, best_f1 = float(threshold), f1
+    return best

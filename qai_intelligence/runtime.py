@@ -26,6 +26,7 @@ import torch
 
 from qai_intelligence.baselines import NOISE_CLIP, NOISE_TRACKING
 from qai_intelligence.features import FeatureSet
+from qai_intelligence.metrics import WARM_UP
 from qai_intelligence.models import SequenceModel
 
 
@@ -221,6 +222,7 @@ class AnomalyScorer:
         self.score = 0.0
         self.worst = ""
         self._above = False
+        self._updates = 0
 
     def update(self, features: Sequence[float], prediction: np.ndarray, now: float,
                spread: np.ndarray | None = None) -> bool:
@@ -239,7 +241,8 @@ class AnomalyScorer:
             self.score, self.worst = math.sqrt(relative[worst]), self.targets[worst]
         self._prediction = np.asarray(prediction, dtype=float)
         self._spread = None if spread is None else np.asarray(spread, dtype=float)
-        above = self.score > self.threshold
+        self._updates += 1
+        above = self.score > self.threshold and self._updates > WARM_UP  # the state settles first
         alarm = above and not self._above and now - self._last_alarm >= self.refractory
         self._above = above
         if alarm:

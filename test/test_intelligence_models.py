@@ -170,12 +170,14 @@ def test_detection_metrics_count_hits_misses_false_alarms_and_delays():
     faulted[52:] = 10.0  # alarm 0.2 s after the onset at tick 50
     missed = np.zeros(100)
     clean = np.zeros(100)
-    clean[10] = 10.0  # a false alarm
+    clean[5] = 10.0  # in the warm-up: not an alarm
+    clean[30] = 10.0  # a false alarm
     labels = [FlightLabel("vibration", 50), FlightLabel("stuck_odom", 50), FlightLabel(None, None)]
     result = detection_metrics([faulted, missed, clean], labels, threshold=5.0, tick=tick)
     assert result["recall"] == 0.5 and result["precision"] == 0.5 and result["false_alarms"] == 1
     assert result["delay_median_s"] == pytest.approx(0.2)
-    assert alarms(np.array([0, 9, 9, 0, 9, 0]), 5.0, refractory=3) == [1, 4]
+    warm = [0] * 21
+    assert alarms(np.array(warm + [0, 9, 9, 0, 9, 0, 0, 0, 9]), 5.0, refractory=4) == [22, 29]
 
 
 # -- Data and baselines ------------------------------------------------------------------------------
