@@ -143,7 +143,7 @@ def test_a_mission_flies_with_the_learned_policy_and_endurance_low_brings_the_ve
 def test_the_anomaly_detector_flags_a_stuck_odometry_sensor(processes, ros_probe, tmp_path, close_after):
     stack = IntelStack(processes, ros_probe, tmp_path, intel_parameters={"policy_enabled": False})
     close_after(stack)
-    flight = stack.send("navigate", {"waypoints": [[0, 0, 3], [60, 0, 3]], "speed": 4.0})
+    flight = stack.send("navigate", {"waypoints": [[0, 0, 3], [80, 0, 3]], "speed": 6.0})
     watch = stack.send_intel("watch_anomalies", {"duration": 90})
     stack.probe.spin_until(lambda: stack.odometry and stack.position()[0] > 8.0, TIMEOUT,
                            lambda: f"the vehicle under way\n{stack.logs()}")
