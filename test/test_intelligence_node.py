@@ -109,6 +109,7 @@ def test_a_mission_flies_with_the_learned_policy_and_endurance_low_brings_the_ve
          "parameters": {"waypoints": route, "speed": 3, "watch": True}},
         {"id": "survey", "kind": "navigate", "depends_on": ["first_leg"],
          "parameters": {"waypoints": route, "speed": 3}}]})
+
     def first_leg():
         (snapshot,) = stack.missions.status(mission_id)
         return next(t for t in snapshot.tasks if t.id == "first_leg").state
