@@ -19,6 +19,7 @@ scoring and warming a new model run in a worker thread. The logic is qai_intelli
 from __future__ import annotations
 
 import math
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -236,7 +237,12 @@ class IntelligenceEngine(EngineNode):
 
 
 def main(args=None):
-    return spin_node(IntelligenceEngine, args)
+    code = spin_node(IntelligenceEngine, args)
+    # Everything the node made is destroyed by now; the interpreter's teardown of torch alone takes about a
+    # second (more on a busy machine), which would break the engines' promise to exit within two of a signal.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
