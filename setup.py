@@ -21,6 +21,8 @@ setup(
         (f"share/{PACKAGE}/config/missions", glob("config/missions/*.yaml")),
         (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*.sdf")),
     ],
+    # The intelligence engine's trained models (a few KB each), so installs run without training.
+    package_data={"qai_intelligence": ["models/*/model.pt", "models/*/meta.json"]},
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
     extras_require={"test": ["pytest"]},  # colcon test reads this; setuptools >= 72 drops tests_require
@@ -47,6 +49,7 @@ setup(
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
             "qai-mission = qai_mission.cli:main",
+            "qai-train = qai_intelligence.cli:main",
         ],
     },
 )

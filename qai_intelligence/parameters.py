@@ -1,13 +1,48 @@
-"""Parameters this engine declares beyond the common ones (qai_edge.params.COMMON_PARAMETERS).
+"""Parameters the intelligence engine declares beyond the common ones (qai_edge.params.COMMON_PARAMETERS).
 
-Read by the node (as ROS parameter descriptors) and by the profile validator; config/edge.yaml documents
-the defaults.
+Read by the node (as ROS parameter descriptors) and by the profile validator; config/edge.yaml documents the
+defaults. No rclpy, no torch here.
 """
 
 from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
 
-PARAMETERS: tuple[ParamSpec, ...] = ()
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model_store", "~/.ros/qai_edge/models", "Directory of the versioned model store (<model_store>/"
+              "<robot_id>/<model>/v0001 ...); an empty store starts from the models shipped with the package.",
+              read_only=True),
+    ParamSpec("endurance_period", 1.0, "s between endurance predictions", min=0.1, max=60.0, read_only=True),
+    ParamSpec("anomaly_period", 0.05, "s between anomaly scores (the model was trained at 0.05)", min=0.01,
+              max=1.0, read_only=True),
+    ParamSpec("policy_enabled", True, "Answer control/target with the learned policy's control/cmd_vel (the "
+              "io_engine's controller: external)", read_only=True),
+    ParamSpec("state_reset_gap", 1.0, "s without a tick after which a model's hidden state starts afresh "
+              "(endurance: at least 5 ticks)", min=0.05, max=60.0, read_only=True),
+    ParamSpec("payload", 0.0, "kg the vehicle carries (an input of the endurance model)", min=0.0, max=100.0),
+    ParamSpec("home", [], "x, y, z of home; empty: where the first odometry put the vehicle", item_type=float,
+              read_only=True),
+    ParamSpec("return_speed", 3.0, "m/s the return home flies (the io_engine's default_speed)", min=0.1, max=50.0),
+    ParamSpec("return_altitude", 10.0, "m the return home climbs to at least (the io_engine's return_altitude)",
+              min=0.0, max=500.0),
+    ParamSpec("climb_rate", 2.0, "m/s of climb on the way home", min=0.1, max=20.0),
+    ParamSpec("landing_speed", 0.8, "m/s of descent when landing (the io_engine's landing_speed)", min=0.1,
+              max=5.0),
+    ParamSpec("endurance_margin", 30.0, "s added to what the return home needs", min=0.0, max=3600.0),
+    ParamSpec("endurance_margin_fraction", 0.2, "share of the return's time added on top of it", min=0.0,
+              max=10.0),
+    ParamSpec("battery_timeout", 5.0, "s after the last valid battery reading at which endurance ticks stop",
+              min=0.5, max=600.0),
+    ParamSpec("anomaly_threshold", 0.0, "score above which an anomaly is raised; 0: the model's own, chosen on "
+              "validation flights", min=0.0, max=1e6),
+    ParamSpec("anomaly_refractory", 2.0, "s after an anomaly event before the next may go out", min=0.0,
+              max=3600.0),
+    ParamSpec("max_policy_speed", 8.0, "m/s: the policy's commands are clipped to this (the io_engine clips "
+              "further, to the task's speed)", min=0.1, max=50.0),
+    ParamSpec("gate_margin", 0.0, "how much better (in the gate's score) a candidate must do than the active "
+              "model to be activated", min=0.0, max=1e6),
+    ParamSpec("max_path_length", 4096, "characters allowed in a checkpoint path given to activate_model",
+              min=16, max=65536, read_only=True),
+)
 
 NODE = NodeType("intelligence_engine", "qai_intelligence.node:main",
                 "liquid neural networks and reinforcement learning", PARAMETERS)

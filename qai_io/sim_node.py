@@ -94,11 +94,13 @@ class SimVehicle(EngineNode):
             self.get_logger().error(f"fault parameters: {error}")
         self.model.battery_sag_v = self.param("fault_battery_sag")
         self.gps_loss = self.param("fault_gps_loss")
+        self.model.vibration = self.param("fault_vibration")
         self.model.config = dataclasses.replace(self.model.config, payload=self.param("payload"))
         active = [f"dropout {','.join(sorted(self.dropout))}" if self.dropout else "",
                   f"stuck {','.join(sorted(self.stuck))}" if self.stuck else "",
                   f"battery sag {self.model.battery_sag_v:g} V" if self.model.battery_sag_v else "",
-                  "GPS loss" if self.gps_loss else ""]
+                  "GPS loss" if self.gps_loss else "",
+                  f"vibration {self.model.vibration:g} m/s^2" if self.model.vibration else ""]
         if any(active):
             self.get_logger().warning(f"fault injection: {'; '.join(a for a in active if a)}")
 
@@ -199,7 +201,8 @@ class SimVehicle(EngineNode):
                   "position": ",".join(f"{p:.2f}" for p in s.position), "battery": f"{fraction:.3f}",
                   "voltage": f"{voltage:.2f}", "faults": ",".join(
                       [f"dropout:{d}" for d in sorted(self.dropout)] + [f"stuck:{d}" for d in sorted(self.stuck)]
-                      + (["battery_sag"] if self.model.battery_sag_v else []) + (["gps_loss"] if self.gps_loss else []))}
+                      + (["battery_sag"] if self.model.battery_sag_v else []) + (["gps_loss"] if self.gps_loss else [])
+                      + (["vibration"] if self.model.vibration else []))}
         return Level.OK, f"simulating {self.model.config.kind}", values
 
 

@@ -36,6 +36,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("fault_stuck", "", "Comma-separated streams that repeat their last reading."),
     ParamSpec("fault_battery_sag", 0.0, "Volts lost by the battery, as by a failing cell.", min=0.0, max=100.0),
     ParamSpec("fault_gps_loss", False, "The GPS reports no fix."),
+    ParamSpec("fault_vibration", 0.0, "m/s^2 of vibration on the IMU (a damaged propeller); 0: none.", min=0.0,
+              max=50.0),
 )
 
 NODE = NodeType("sim_vehicle", "qai_io.sim_node:main",

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 
 GRAVITY = 9.81
+VIBRATION_HZ = 37.0  # the injected vibration fault's frequency (aliased by a 100 Hz IMU, as on a real one)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class VehicleModel:
         self._command_time = -math.inf
         self._gust = [0.0, 0.0]
         self.battery_sag_v = 0.0  # fault injection: volts lost, as a failing cell would
+        self.vibration = 0.0  # fault injection: m/s^2 of vibration on the IMU, as a damaged propeller gives
 
     # -- Inputs -----------------------------------------------------------------------------------
 
@@ -193,6 +195,10 @@ class VehicleModel:
         force = [cos_yaw * ax + sin_yaw * ay, -sin_yaw * ax + cos_yaw * ay, az]
         force = [f + rng.gauss(0.0, c.accel_noise) for f in force]
         gyro = [rng.gauss(0.0, c.gyro_noise), rng.gauss(0.0, c.gyro_noise), s.yaw_rate + rng.gauss(0.0, c.gyro_noise)]
+        if self.vibration > 0:  # a propeller imbalance at VIBRATION_HZ, on every axis with its own phase
+            phase = 2 * math.pi * VIBRATION_HZ * s.time
+            force = [f + self.vibration * math.sin(phase + 2.1 * i) for i, f in enumerate(force)]
+            gyro = [g + 0.1 * self.vibration * math.sin(phase + 1.0 + 2.1 * i) for i, g in enumerate(gyro)]
         return force, gyro, s.yaw
 
     def gps_position(self) -> list[float]:

@@ -32,9 +32,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min=0.5, max=600.0),
     ParamSpec("state_period", 0.1, "Least seconds between two state messages (and feedbacks) of one mission.",
               min=0.0, max=10.0),
-    ParamSpec("event_missions", ["battery_reserve: missions/return_home.yaml"], "Rules 'code: mission file': an "
-              "event with that code on `events` starts that mission (unless one started from that file still "
-              "runs). Relative paths are in the installed config/.", item_type=str, read_only=True),
+    ParamSpec("event_missions", ["battery_reserve: missions/return_home.yaml",
+                                 "endurance_low: missions/return_home.yaml"],
+              "Rules 'code: mission file': an event with that code on `events` starts that mission (unless one "
+              "started from that file still runs). Relative paths are in the installed config/.",
+              item_type=str, read_only=True),
     ParamSpec("keep_finished_missions", 1000, "Finished missions the journal keeps for status queries.",
               min=0, max=1000000),
     ParamSpec("finished_retention", 604800.0, "Seconds a finished mission stays in the journal (pruned every "

@@ -1,0 +1,224 @@
+"""Intelligence engine figures, each beside its baseline measured in the same run.
+
+- Per-tick inference inside the node, CfC vs LTC vs a GRU of the same size, p50/p99 (target: CfC p99 < 1 ms):
+  a real intelligence_engine process per cell, fed by sim_vehicle and an io_engine flying a navigate task with
+  `controller: external` (so the policy runs on every odometry message too), its models of that cell (trained
+  ones for CfC, same-size fresh ones for LTC and GRU: latency does not depend on the weights); the figures are
+  the node's own, read from its /diagnostics. Beside them: the same model stepped alone in-process.
+- Endurance MAE (s and %) vs the baseline, anomaly precision/recall/delay vs the z-score baseline, the learned
+  policy vs the PID on the standard course (completion, time, cross-track error, energy): the shipped models
+  on held-out flights (never trained on) in both sets, the training conditions and outside them.
+- Training time per model, as recorded in the shipped checkpoints' metadata (with the command that made them).
+
+    nice -n 10 .venv/bin/python bench/intelligence.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from qai_edge.isolation import isolate
+
+CELLS = ("cfc", "ltc", "gru")
+TASKS = ("endurance", "anomaly", "policy")
+
+
+def start(executable: str, namespace: str, parameters: dict, directory: Path) -> subprocess.Popen:
+    import yaml
+
+    from qai_edge.paths import installed_executable
+
+    params = directory / f"{executable}.yaml"
+    params.write_text(yaml.safe_dump({f"{namespace}/{executable}": {"ros__parameters": parameters}}))
+    return subprocess.Popen([str(installed_executable(executable)), "--ros-args", "-r", f"__ns:={namespace}",
+                             "--params-file", str(params)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def seed_store(store: Path, cell: str) -> None:
+    """Models of `cell` as the active v0001 of each task: shipped ones for cfc, same-size fresh ones otherwise."""
+    from qai_intelligence import checkpoint
+    from qai_intelligence.models import ModelConfig, build
+    from qai_intelligence.store import SHIPPED
+
+    for task in TASKS:
+        shipped, _ = checkpoint.load(SHIPPED / task)
+        config = shipped.config if cell == "cfc" else ModelConfig(**{**vars(shipped.config), "cell": cell})
+        model = shipped if cell == "cfc" else build(config)
+        if cell != "cfc":
+            statistics = {k: v for k, v in shipped.state_dict().items() if k.startswith(("input_", "output_"))}
+            model.load_state_dict(statistics, strict=False)
+        checkpoint.save(model, store / "bench" / task / "v0001")
+        (store / "bench" / task / "active.json").write_text(json.dumps({"version": "v0001", "history": ["v0001"]}))
+
+
+def node_latency(cell: str, seconds: float) -> dict[str, dict[str, float]]:
+    """Run sim_vehicle, io_engine (external) and intelligence_engine with `cell` models; fly; read diagnostics."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.action import ActionClient
+
+    from qai_edge.qos import ACTION_QOS_ARGUMENTS
+    from qai_interfaces.action import RunTask
+    from qai_interfaces.msg import Task
+    from diagnostic_msgs.msg import KeyValue
+
+    namespace = f"/bench_{cell}"
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        seed_store(directory / "store", cell)
+        processes = [start("sim_vehicle", namespace, {}, directory),
+                     start("io_engine", namespace, {"controller": "external"}, directory),
+                     start("intelligence_engine", namespace, {"model_store": str(directory / "store"),
+                                                              "robot_id": "bench"}, directory)]
+        rclpy.init()
+        node = rclpy.create_node(f"bench_intelligence_{cell}")
+        latest: dict[str, dict] = {}
+
+        def on_diagnostics(array):
+            for status in array.status:
+                latest[status.name] = {kv.key: kv.value for kv in status.values}
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+        client = ActionClient(node, RunTask, f"{namespace}/io_engine/run_task", **ACTION_QOS_ARGUMENTS)
+        name = f"{namespace}/intelligence_engine"
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not (name in latest and client.server_is_ready()):
+                rclpy.spin_once(node, timeout_sec=0.1)
+            route = [[0, 0, 4], [30, 0, 4], [30, 30, 6], [0, 30, 4], [0, 0, 4]]
+            goal = RunTask.Goal(mission_id="bench", attempt=1, task=Task(id="fly", kind="navigate", parameters=[
+                KeyValue(key="waypoints", value=json.dumps(route)), KeyValue(key="speed", value="4.0")]))
+            client.send_goal_async(goal)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            values = latest.get(name, {})
+        finally:
+            node.destroy_node()
+            rclpy.shutdown()
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    return {task: {"p50_ms": float(values.get(f"{task}_latency_p50_ms", "nan")),
+                   "p99_ms": float(values.get(f"{task}_latency_p99_ms", "nan")),
+                   "ticks": int(values.get(f"{task}_ticks", "0"))} for task in TASKS}
+
+
+def alone_latency(cell: str, steps: int = 2000) -> dict[str, dict[str, float]]:
+    """Step the same models alone in this process (batch 1, state carried): the raw library's cost."""
+    import numpy as np
+    import torch
+
+    from qai_intelligence import checkpoint
+    from qai_intelligence.models import ModelConfig, build
+    from qai_intelligence.store import SHIPPED
+
+    out = {}
+    for task in TASKS:
+        shipped, _ = checkpoint.load(SHIPPED / task)
+        model = shipped if cell == "cfc" else build(ModelConfig(**{**vars(shipped.config), "cell": cell})).eval()
+        x = torch.as_tensor(shipped.input_mean[None].clone())
+        state, times = None, []
+        for _ in range(steps):
+            started = time.perf_counter()
+            _, state = model.step(x, state)
+            times.append(time.perf_counter() - started)
+        times = np.array(times[100:]) * 1e3
+        out[task] = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+    return out
+
+
+def held_out(quick: bool) -> dict:
+    from qai_intelligence import checkpoint
+    from qai_intelligence import data as datagen
+    from qai_intelligence.policy import evaluate_course
+    from qai_intelligence.store import SHIPPED
+    from qai_intelligence.training import (ZScoreDetector, _labels, choose_threshold, endurance_baseline,
+                                           evaluate_anomaly, evaluate_endurance)
+
+    seed, n = 0, (8 if quick else 40)
+    results: dict = {}
+    endurance, _ = checkpoint.load(SHIPPED / "endurance")
+    baseline = endurance_baseline(datagen.endurance_flights(seed, "train", 20 if quick else 160))
+    anomaly, _ = checkpoint.load(SHIPPED / "anomaly")
+    train = datagen.anomaly_flights(seed, "train", 12 if quick else 100)
+    validation = datagen.anomaly_flights(seed, "validation", 18 if quick else 72, faults=True, clean_share=0.5)
+    detector = ZScoreDetector.fit([f.features for f in train])
+    detector.calibrate([f.features for f in validation if f.fault is None])
+    threshold = choose_threshold([detector.scores(f.features) for f in validation], _labels(validation),
+                                 datagen.ANOMALY_TICK)
+    policy, _ = checkpoint.load(SHIPPED / "policy")
+    for name in ("training", "outside"):
+        conditions = datagen.CONDITIONS[name]
+        results[name] = {
+            "endurance": evaluate_endurance(endurance, datagen.endurance_flights(seed, "test", n, conditions),
+                                            baseline),
+            "anomaly": evaluate_anomaly(anomaly, datagen.anomaly_flights(
+                seed, "test", 18 if quick else 45, conditions, faults=True), detector, threshold),
+            "policy": evaluate_course(policy, conditions, 1 if quick else 3, seed)}
+    return results
+
+
+def training_times() -> dict:
+    from qai_intelligence.store import SHIPPED
+
+    out = {}
+    for task in TASKS:
+        meta = json.loads((SHIPPED / task / "meta.json").read_text())
+        out[task] = {"seconds": meta.get("training", {}).get("total_seconds"), "command": meta.get("command"),
+                     "trainable_parameters": meta.get("training", {}).get("trainable_parameters")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer held-out flights and a shorter node run")
+    args = parser.parse_args()
+    isolate("qai-bench-intelligence-")
+    import torch
+
+    torch.set_num_threads(1)
+    print("== Per-tick inference, ms (inside the node: its /diagnostics; alone: the model stepped in-process)")
+    print(f"{'model':10} {'cell':4} {'node p50':>9} {'node p99':>9} {'alone p50':>10} {'alone p99':>10} {'ticks':>7}")
+    for cell in CELLS:
+        inside, alone = node_latency(cell, 15 if args.quick else 40), alone_latency(cell)
+        for task in TASKS:
+            print(f"{task:10} {cell:4} {inside[task]['p50_ms']:9.3f} {inside[task]['p99_ms']:9.3f} "
+                  f"{alone[task]['p50_ms']:10.3f} {alone[task]['p99_ms']:10.3f} {inside[task]['ticks']:7d}")
+    results = held_out(args.quick)
+    for name, result in results.items():
+        print(f"\n== Held-out flights: {name} conditions")
+        e = result["endurance"]
+        print(f"endurance MAE        model {e['model']['mae_s']:7.1f} s ({e['model']['mae_percent']:5.1f} %)   "
+              f"baseline {e['baseline']['mae_s']:7.1f} s ({e['baseline']['mae_percent']:5.1f} %)   "
+              f"ratio {e['model']['mae_s'] / e['baseline']['mae_s']:.2f}")
+        print(f"  last 5 min         model {e['model']['mae_last_5min_s']:7.1f} s          "
+              f"baseline {e['baseline']['mae_last_5min_s']:7.1f} s")
+        a = result["anomaly"]
+        for who in ("model", "baseline"):
+            r = a[who]
+            print(f"anomaly {who:9}    precision {r['precision']:.2f} recall {r['recall']:.2f} "
+                  f"delay p50 {r['delay_median_s']:.2f} s p90 {r['delay_p90_s']:.2f} s, "
+                  f"false alarms/h (clean) {r['false_alarms_per_hour_clean']:.1f}; recall by fault "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["recall_by_fault"].items()))
+        for who in ("policy", "pid"):
+            r = result["policy"][who]
+            print(f"course {who:7}      completion {r['completion']:.2f}, time {r['duration_s']:6.1f} s, "
+                  f"cross-track mean {r['cross_track_mean_m']:.2f} m max {r['cross_track_max_m']:.2f} m, "
+                  f"energy {r['energy_wh']:.2f} Wh")
+    print("\n== Training time on this machine (from the shipped checkpoints' metadata)")
+    for task, info in training_times().items():
+        print(f"{task:10} {info['seconds']} s, {info['trainable_parameters']} weights: {info['command']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The classical baselines each model is measured against, on the same data. No rclpy import, no torch.
+
+Endurance: the autopilot's estimate (as PX4's battery estimator does it): the state of charge is the lower of
+the reported percentage and a load-compensated voltage estimate between the pack's empty and full voltages;
+the charge left over a filtered current is the time left. Its two coefficients (scale, offset) are fitted by
+least squares on the training flights, so it is calibrated on exactly what the model learns from.
+
+Anomaly: a z-score detector: each feature's value and its tick-to-tick change against the mean and standard
+deviation measured on clean training flights; the score is the largest |z|, smoothed as the model's is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from qai_intelligence.features import ANOMALY, ENDURANCE
+
+_E = {name: index for index, name in enumerate(ENDURANCE.features)}
+
+
+@dataclass
+class EnduranceBaseline:
+    """Time left = scale * (charge left / filtered current) + offset, with the charge from percentage and voltage."""
+
+    voltage_empty: float = 13.2  # the pack the autopilot is configured for (4S LiPo)
+    voltage_full: float = 16.8
+    internal_resistance: float = 0.02
+    current_filter: float = 30.0  # s, time constant of the current's moving average
+    scale: float = 1.0
+    offset: float = 0.0
+    _current: float | None = field(default=None, repr=False)
+
+    def reset(self) -> None:
+        self._current = None
+
+    def raw(self, features: Sequence[float], dt: float) -> float:
+        """Return the uncalibrated estimate, seconds; update the current filter."""
+        voltage, current = features[_E["voltage"]], features[_E["current"]]
+        percentage, remaining_ah = features[_E["percentage"]], features[_E["remaining_ah"]]
+        alpha = 1.0 if self._current is None else min(1.0, dt / self.current_filter)
+        self._current = current if self._current is None else self._current + alpha * (current - self._current)
+        compensated = voltage + current * self.internal_resistance
+        voltage_soc = (compensated - self.voltage_empty) / (self.voltage_full - self.voltage_empty)
+        soc = max(0.0, min(percentage, voltage_soc))
+        capacity_ah = remaining_ah / percentage if percentage > 1e-6 else 0.0
+        return soc * capacity_ah * 3600.0 / max(self._current, 0.5)
+
+    def predict(self, features: Sequence[float], dt: float) -> float:
+        return max(0.0, self.scale * self.raw(features, dt) + self.offset)
+
+    def flight(self, features: np.ndarray, dt: float) -> np.ndarray:
+        """Estimate the time left at every tick (the current filter starts afresh)."""
+        self.reset()
+        return np.array([self.predict(row, dt) for row in features])
+
+    def fit(self, flights: Sequence[tuple[np.ndarray, np.ndarray]], dt: float) -> None:
+        """Least-squares scale and offset over (features, remaining) of the training flights."""
+        raw, truth = [], []
+        for features, remaining in flights:
+            self.reset()
+            raw.extend(self.raw(row, dt) for row in features)
+            truth.extend(remaining)
+        a = np.stack([np.array(raw), np.ones(len(raw))], axis=1)
+        (self.scale, self.offset), *_ = np.linalg.lstsq(a, np.array(truth), rcond=None)
+        self.scale, self.offset = float(self.scale), float(self.offset)
+
+
+@dataclass
+class ZScoreDetector:
+    """|z| of each anomaly feature and of its change since the previous tick, against clean training data."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    delta_mean: np.ndarray
+    delta_std: np.ndarray
+    smoothing: float = 0.3  # EWMA weight of the newest squared z (the model's score uses the same)
+    scale: np.ndarray | None = None  # per feature: its clean 99.9th percentile (set by calibrate)
+
+    @classmethod
+    def fit(cls, flights: Sequence[np.ndarray], smoothing: float = 0.3) -> "ZScoreDetector":
+        values = np.concatenate([f for f in flights])
+        deltas = np.concatenate([np.diff(f, axis=0) for f in flights])
+        return cls(values.mean(0), values.std(0).clip(1e-3), deltas.mean(0), deltas.std(0).clip(1e-3), smoothing)
+
+    def squared(self, features: np.ndarray) -> np.ndarray:
+        """Return, per tick and feature, the larger squared |z| of the value and of its change."""
+        n = len(ANOMALY.features) - 3  # the command is an input, not something to judge
+        z = np.abs((features[:, :n] - self.mean[:n]) / self.std[:n])
+        deltas = np.diff(features, axis=0, prepend=features[:1])
+        dz = np.abs((deltas[:, :n] - self.delta_mean[:n]) / self.delta_std[:n])
+        return np.maximum(z, dz) ** 2
+
+    def calibrate(self, clean: Sequence[np.ndarray]) -> None:
+        """Scale each feature by its own clean 99.9th percentile, so heavy-tailed ones do not set the threshold."""
+        self.scale = feature_scales([self.squared(f) for f in clean], self.smoothing)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Return the score of every tick of one flight."""
+        squared = self.squared(features)
+        if self.scale is not None:
+            squared = squared / self.scale ** 2
+        return smoothed_max(squared, self.smoothing)
+
+
+def smoothed(squared_errors: np.ndarray, alpha: float) -> np.ndarray:
+    """Return, per tick and feature, the square root of an EWMA of squared normalised errors."""
+    state = np.zeros(squared_errors.shape[1])
+    out = np.empty(squared_errors.shape)
+    for t, row in enumerate(squared_errors):
+        state = state + alpha * (np.minimum(row, 1e6) - state)
+        out[t] = state
+    return np.sqrt(out)
+
+
+def feature_scales(squared_errors: Sequence[np.ndarray], alpha: float, quantile: float = 99.9) -> np.ndarray:
+    """Return, per feature, the `quantile` of its smoothed score on clean flights (at least 1)."""
+    pooled = np.concatenate([smoothed(e, alpha)[20:] for e in squared_errors])
+    return np.maximum(np.percentile(pooled, quantile, axis=0), 1.0)
+
+
+NOISE_TRACKING = 0.005  # EWMA weight of the slow noise level (time constant 200 ticks, 10 s at 20 Hz)
+NOISE_CLIP = 25.0  # squared errors above this do not raise the noise level (a fault's spike is not noise)
+
+
+def smoothed_max(squared_errors: np.ndarray, alpha: float, beta: float = NOISE_TRACKING) -> np.ndarray:
+    """Score each tick: the worst feature's fast EWMA of squared errors over its slow noise level.
+
+    The square root of a fast EWMA of squared normalised errors, divided by a slow EWMA of them when that is
+    above the calibrated level (1): a flight noisier than any seen in calibration (stronger gusts) raises the
+    bar, a sudden change still stands out. The node's AnomalyScorer computes the same.
+    """
+    fast = np.zeros(squared_errors.shape[1])
+    slow = np.ones(squared_errors.shape[1])
+    out = np.empty(len(squared_errors))
+    for t, row in enumerate(np.minimum(squared_errors, 1e6)):
+        fast += alpha * (row - fast)
+        slow += beta * (np.minimum(row, NOISE_CLIP) - slow)
+        out[t] = math.sqrt((fast / np.maximum(slow, 1.0)).max())
+    return out

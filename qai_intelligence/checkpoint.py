@@ -1,0 +1,122 @@
+"""Checkpoints: a model's weights with its config, written beside a metadata file, and loaded only when they fit.
+
+No rclpy import. A checkpoint is a directory holding `model.pt` (torch.save of {format, config, state_dict})
+and `meta.json` (the config again, the SHA-256 of model.pt, the data seed, the metrics on held-out data and
+the library versions). `load` refuses, with a `CheckpointError` that names what is wrong:
+  - a missing or unreadable file, a file whose SHA-256 differs from meta.json's (corrupt or truncated);
+  - a model for another task, or whose inputs are not the features the caller feeds (names and order);
+  - weights that do not fit the config (another cell: CfC and LTC weights are not interchangeable; another
+    size or wiring), checked by loading them strictly into a model built from the config.
+It loads with `weights_only=True`: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from qai_edge.text import shorten
+from qai_intelligence.models import ModelConfig, SequenceModel, build, library_versions
+
+FORMAT = "qai-intelligence-checkpoint/1"
+WEIGHTS_FILE = "model.pt"
+META_FILE = "meta.json"
+MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024  # a bound on what is read: our models are kilobytes
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save(model: SequenceModel, directory: Path, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write model.pt and meta.json into `directory` (created); return the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    torch.save({"format": FORMAT, "config": model.config.to_dict(),
+                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}, weights)
+    meta = {"format": FORMAT, "config": model.config.to_dict(), "sha256": sha256(weights),
+            "bytes": weights.stat().st_size, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "libraries": library_versions(), **dict(metadata or {})}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format: expected {FORMAT!r}, got "
+                              f"{shorten(meta.get('format') if isinstance(meta, dict) else meta)}")
+    return meta
+
+
+def load(directory: Path, task: str | None = None, inputs: Sequence[str] | None = None
+         ) -> tuple[SequenceModel, dict[str, Any]]:
+    """Load and check a checkpoint; return the model (in eval mode) and its metadata."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    size = weights.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{weights}: {size} bytes, more than the {MAX_CHECKPOINT_BYTES} allowed")
+    digest = sha256(weights)
+    if digest != meta.get("sha256"):
+        raise CheckpointError(f"{weights}: corrupt: its SHA-256 is {digest[:16]}..., meta.json says "
+                              f"{str(meta.get('sha256'))[:16]}...")
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds on a damaged file
+        raise CheckpointError(f"{weights}: unreadable ({type(error).__name__}: {shorten(str(error))})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{weights}: not a {FORMAT} checkpoint")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{weights}: config: {error}") from None
+    if config.to_dict() != ModelConfig.from_dict(meta["config"]).to_dict():
+        raise CheckpointError(f"{directory}: model.pt and meta.json describe different models")
+    if task is not None and config.task != task:
+        raise CheckpointError(f"{directory}: a model for task {config.task!r}, not {task!r}")
+    if inputs is not None and tuple(config.inputs) != tuple(inputs):
+        raise CheckpointError(f"{directory}: its inputs {shorten(list(config.inputs), 120)} are not the features "
+                              f"this engine feeds {shorten(list(inputs), 120)}")
+    model = build(config)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights}: no state_dict")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: the weights are not a {config.cell} model's: missing "
+                              f"{shorten(missing, 100)}, unexpected {shorten(unexpected, 100)}")
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[key].shape:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise CheckpointError(f"{weights}: {key}: shape {shape}, the config needs {tuple(expected[key].shape)}")
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{weights}: {key}: holds NaN or infinite values")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, meta

@@ -1,0 +1,258 @@
+"""The intelligence engine's core: readings in; predictions, scores, commands, events and task results out.
+
+No rclpy import. The node (qai_intelligence.node) converts messages to readings (qai_intelligence.features
+documents them), calls `offer` for each and the three ticks, and publishes what they return; task handlers
+run in worker threads and read what the ticks left here.
+
+  endurance_tick  the endurance model on the latest battery and odometry readings; `endurance_low` when the
+                  prediction falls below what the return home needs (runtime.ReturnPlan)
+  anomaly_tick    the anomaly model on every stream's latest reading (sample and hold) and their ages; an
+                  `anomaly` event when its score crosses the threshold
+  policy_command  the learned policy on the latest odometry and the target the io_engine published
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from qai_edge.tasks import TaskFailed, TaskKindSpec
+from qai_intelligence.baselines import EnduranceBaseline
+from qai_intelligence.features import (ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder, PolicyFeatureBuilder,
+                                       check_reading, endurance_features)
+from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan
+from qai_intelligence.training import predicted_spread
+
+POINT = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"}}
+CHECK_ENDURANCE = TaskKindSpec(
+    "check_endurance", "Fail unless the predicted flight time covers the route (waypoints from where the vehicle "
+    "is, at `speed`; none: no route), the return home and the margin; with `watch`, keep checking until the "
+    "vehicle is within `tolerance` of `until` (default: the last waypoint), failing when the prediction falls "
+    "below what the return home needs.",
+    {"type": "object", "additionalProperties": False, "properties": {
+        "waypoints": {"type": "array", "maxItems": 1000, "items": POINT}, "until": POINT,
+        "speed": {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
+        "watch": {"type": "boolean"}, "tolerance": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}},
+    result_keys=("endurance", "needed", "baseline", "model_version"), default_timeout=3600.0)
+WATCH_ANOMALIES = TaskKindSpec(
+    "watch_anomalies", "Watch the sensors beside a flight and fail on an anomaly; ends after `duration` seconds, "
+    "or once the vehicle is within `tolerance` of `until`, or when canceled.",
+    {"type": "object", "additionalProperties": False, "properties": {
+        "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}, "until": POINT,
+        "tolerance": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}},
+    result_keys=("max_score", "threshold", "ticks", "model_version"), default_timeout=3600.0)
+
+FRESH_ODOM = 0.5  # s: older odometry is no pose to act on
+ANOMALY_STREAMS = ("odom", "imu", "battery", "gps")
+
+
+@dataclass
+class EnduranceOutput:
+    remaining: float
+    baseline: float
+    needed: float
+    low: bool
+    event: bool  # endurance_low goes out now
+
+
+@dataclass
+class AnomalyOutput:
+    score: float
+    threshold: float
+    anomalous: bool
+    worst: str
+    event: bool
+
+
+class IntelligenceCore:
+    def __init__(self, slots: Mapping[str, ModelSlot], return_plan: ReturnPlan, payload: Callable[[], float],
+                 home: Sequence[float] | None = None, battery_timeout: float = 5.0,
+                 anomaly_threshold: Callable[[], float] = lambda: 0.0, refractory: float = 2.0,
+                 max_policy_speed: float = 8.0):
+        self.slots = dict(slots)
+        self.return_plan = return_plan
+        self.payload = payload
+        self.home = tuple(home) if home else None
+        self.battery_timeout = battery_timeout
+        self.anomaly_threshold = anomaly_threshold
+        self.refractory = refractory
+        self.max_policy_speed = max_policy_speed
+        self.latest: dict[str, dict[str, float]] = {}
+        self.last_valid: dict[str, float] = {}
+        self.rejected = dict.fromkeys(STREAMS, 0)
+        self.last_rejected = ""
+        self.baseline = EnduranceBaseline()
+        self.watch = EnduranceWatch()
+        self.endurance: EnduranceOutput | None = None
+        self.endurance_at: float | None = None
+        self.anomaly: AnomalyOutput | None = None
+        self.alarms = 0  # anomaly events so far
+        self._anomaly_builder = AnomalyFeatureBuilder()
+        self._policy_builder = PolicyFeatureBuilder()
+        self._policy_last: float | None = None
+        self.scorer: AnomalyScorer | None = None
+        self._scorer_for: tuple[str, int] | None = None
+
+    # -- Readings -------------------------------------------------------------------------------------
+
+    def offer(self, stream: str, values: Mapping[str, float], now: float) -> bool:
+        """Keep a reading if it is whole and plausible; otherwise count it and say why."""
+        problem = check_reading(stream, values)
+        if problem:
+            self.rejected[stream] += 1
+            self.last_rejected = problem
+            return False
+        self.latest[stream] = dict(values)
+        self.last_valid[stream] = now
+        if stream == "odom" and self.home is None:
+            self.home = (values["x"], values["y"], values["z"])
+        return True
+
+    def _fresh(self, stream: str, now: float, within: float) -> bool:
+        at = self.last_valid.get(stream)
+        return at is not None and 0.0 <= now - at <= within
+
+    # -- Ticks ----------------------------------------------------------------------------------------
+
+    def endurance_tick(self, now: float) -> EnduranceOutput | None:
+        slot = self.slots.get("endurance")
+        if slot is None or not self._fresh("battery", now, self.battery_timeout) or "odom" not in self.latest:
+            return None
+        features = endurance_features(self.latest["battery"], self.latest["odom"], self.payload())
+        output = slot.step(features, now)
+        if output is None:
+            return None
+        remaining = max(0.0, float(output[0]))
+        baseline = self.baseline.predict(features, slot.period)
+        odom = self.latest["odom"]
+        needed = self.return_plan.seconds((odom["x"], odom["y"], odom["z"]), self.home or (0.0, 0.0, 0.0))
+        event = self.watch.update(remaining, needed, now)
+        self.endurance = EnduranceOutput(remaining, baseline, needed, self.watch.low, event)
+        self.endurance_at = now
+        return self.endurance
+
+    def anomaly_tick(self, now: float) -> AnomalyOutput | None:
+        slot = self.slots.get("anomaly")
+        if slot is None or not all(s in self.last_valid for s in ANOMALY_STREAMS):
+            return None  # until every stream has been heard from: a stream not up yet is no fault
+        scorer = self._anomaly_scorer(slot)
+        resets = slot.resets
+        ages = {s: now - self.last_valid[s] for s in ANOMALY_STREAMS}
+        features = self._anomaly_builder.build(self.latest, ages)
+        prediction = slot.step(features, now)
+        if prediction is None:
+            return None
+        if slot.resets != resets:  # a gap: what came before says nothing about now
+            scorer.reset()
+            self._anomaly_builder.reset()
+        override = self.anomaly_threshold()
+        scorer.threshold = override if override > 0 else slot.model.config.extra["threshold"]
+        scorer.refractory = self.refractory
+        mean, spread = predicted_spread(slot.model, prediction)
+        event = scorer.update(features, mean, now, spread)
+        if event:
+            self.alarms += 1
+        self.anomaly = AnomalyOutput(scorer.score, scorer.threshold, scorer.score > scorer.threshold, scorer.worst,
+                                     event)
+        return self.anomaly
+
+    def _anomaly_scorer(self, slot: ModelSlot) -> AnomalyScorer:
+        key = (slot.version, slot.swaps)
+        if self.scorer is None or self._scorer_for != key:
+            extra = slot.model.config.extra
+            self.scorer = AnomalyScorer(ANOMALY_TARGETS, slot.model.config.inputs, extra["residual_std"],
+                                        extra["smoothing"], extra["threshold"], self.refractory)
+            self._scorer_for = key
+        return self.scorer
+
+    def policy_command(self, target: Sequence[float], now: float) -> tuple[float, float, float, float] | None:
+        """Answer a control/target with the policy's command (None without fresh odometry, or on bad input)."""
+        slot = self.slots.get("policy")
+        if slot is None or not self._fresh("odom", now, FRESH_ODOM) or \
+                check_reading("target", {"x": target[0], "y": target[1], "z": target[2]}):
+            return None
+        if self._policy_last is None or not 0.0 <= now - self._policy_last <= slot.gap:
+            self._policy_builder.reset()  # a new task (or a gap): no stale target motion, no stale state
+            slot.reset()
+        dt = slot.period if self._policy_last is None else max(1e-3, now - self._policy_last)
+        self._policy_last = now
+        features = self._policy_builder.build(self.latest["odom"], target, dt)
+        output = slot.step(features, now)
+        if output is None:
+            return None
+        limit = self.max_policy_speed
+        command = [max(-limit, min(limit, float(v))) for v in output[:3]]
+        self._policy_builder.remember_command(command)
+        return command[0], command[1], command[2], 0.0
+
+    # -- Task kinds (worker threads) ------------------------------------------------------------------
+
+    def _position(self) -> tuple[float, float, float]:
+        odom = self.latest.get("odom")
+        if odom is None:
+            raise TaskFailed("no odometry yet: the vehicle's position is unknown", retryable=True)
+        return odom["x"], odom["y"], odom["z"]
+
+    def _prediction(self, context, wait: float = 5.0) -> EnduranceOutput:
+        started = context.now()
+        while self.endurance is None or (self.endurance_at is not None and context.now() - self.endurance_at > 5.0):
+            if context.now() - started > wait:
+                raise TaskFailed("no endurance prediction: no fresh battery and odometry readings", retryable=True)
+            context.sleep(0.1)
+        return self.endurance
+
+    def check_endurance(self, request, context) -> dict[str, Any]:
+        parameters = request.parameters
+        speed = parameters.get("speed", self.return_plan.speed)
+        tolerance = parameters.get("tolerance", 1.0)
+        altitude = self._position()[2]
+        waypoints = [tuple(w) + ((altitude,) if len(w) == 2 else ()) for w in parameters.get("waypoints", [])]
+        prediction = self._prediction(context)
+        position = self._position()
+        route = [position, *waypoints]
+        flying = sum(math.dist(a, b) for a, b in zip(route, route[1:])) / speed
+        needed = flying + self.return_plan.seconds(route[-1], self.home or position)
+        result = {"endurance": round(prediction.remaining, 1), "needed": round(needed, 1),
+                  "baseline": round(prediction.baseline, 1), "model_version": self.slots["endurance"].version}
+        if prediction.remaining < needed:
+            raise TaskFailed(f"predicted endurance {prediction.remaining:.0f} s is less than the {needed:.0f} s the "
+                             f"route ({flying:.0f} s) and the return home need, margin included", retryable=False)
+        if not parameters.get("watch"):
+            return result
+        goal = parameters.get("until") or (waypoints[-1] if waypoints else None)
+        while goal is None or math.dist(self._position()[:len(goal)], goal) > tolerance:
+            context.sleep(0.2)
+            prediction = self._prediction(context)
+            context.feedback(status=f"endurance {prediction.remaining:.0f} s, return needs {prediction.needed:.0f} s",
+                             endurance=round(prediction.remaining, 1), needed=round(prediction.needed, 1))
+            if prediction.low:
+                raise TaskFailed(f"endurance low: predicted {prediction.remaining:.0f} s, the return home needs "
+                                 f"{prediction.needed:.0f} s", retryable=False)
+        prediction = self._prediction(context)
+        return {**result, "endurance": round(prediction.remaining, 1)}
+
+    def watch_anomalies(self, request, context) -> dict[str, Any]:
+        parameters = request.parameters
+        duration, until = parameters.get("duration"), parameters.get("until")
+        tolerance = parameters.get("tolerance", 1.0)
+        started, alarms = context.now(), self.alarms
+        max_score, ticks, last = 0.0, 0, None
+        while True:
+            if duration is not None and context.now() - started >= duration:
+                break
+            if until is not None and math.dist(self._position()[:len(until)], until) <= tolerance:
+                break
+            context.sleep(0.1)
+            anomaly = self.anomaly
+            if anomaly is None or anomaly is last:
+                continue
+            last, ticks = anomaly, ticks + 1
+            max_score = max(max_score, anomaly.score)
+            if anomaly.anomalous or self.alarms > alarms:
+                raise TaskFailed(f"anomaly: score {anomaly.score:.1f} above {anomaly.threshold:.1f} "
+                                 f"(worst: {anomaly.worst})", retryable=False)
+            context.feedback(status=f"score {anomaly.score:.1f} (threshold {anomaly.threshold:.1f})",
+                             score=round(anomaly.score, 2))
+        return {"max_score": round(max_score, 3), "threshold": round(self.anomaly.threshold, 3) if self.anomaly
+                else None, "ticks": ticks, "model_version": self.slots["anomaly"].version}

@@ -1,0 +1,461 @@
+"""The intelligence engine's cores in-process: models and their state, features and bad input, training,
+checkpoints and their refusals, the model store's promotion gate, the runtime's swaps, the baselines."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from qai_intelligence import checkpoint, data as datagen  # noqa: E402
+from qai_intelligence.baselines import EnduranceBaseline, ZScoreDetector  # noqa: E402
+from qai_intelligence.checkpoint import CheckpointError  # noqa: E402
+from qai_intelligence.features import (ANOMALY, ENDURANCE, POLICY, POLICY_OUTPUTS, AnomalyFeatureBuilder,  # noqa: E402
+                                       check_reading)
+from qai_intelligence.metrics import FlightLabel, alarms, detection_metrics  # noqa: E402
+from qai_intelligence.models import CELLS, ModelConfig, build  # noqa: E402
+from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan  # noqa: E402
+from qai_intelligence.store import ModelStore, StoreError  # noqa: E402
+from qai_io.vehicle_model import VehicleConfig, VehicleModel  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def endurance_model(cell="cfc", units=8, seed=0):
+    return build(ModelConfig("endurance", cell, ENDURANCE.features, ("remaining_s",), units=units, motor=2, seed=seed))
+
+
+def some_features(n=1):
+    flight = datagen.endurance_flight(1)
+    return flight.features[:n]
+
+
+# -- Models and their state -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_stepping_tick_by_tick_with_the_state_carried_equals_running_the_sequence(cell):
+    model = endurance_model(cell).eval()
+    x = torch.as_tensor(some_features(12))[None]
+    with torch.inference_mode():
+        whole, _ = model(x)
+        whole = model.decode_outputs(model.denormalise(whole), x)[0]
+    state, steps = None, []
+    for t in range(x.shape[1]):
+        y, state = model.step(x[:, t], state)
+        steps.append(y[0])
+        assert state.shape == (1, model.state_size)
+    assert torch.allclose(torch.stack(steps), whole, atol=1e-5)
+
+
+def test_a_carried_state_changes_the_answer_and_a_fresh_one_repeats_it():
+    model = endurance_model().eval()
+    x = torch.as_tensor(some_features(6))
+    _, state = model.step(x[:1], None)
+    for row in x[1:5]:
+        _, state = model.step(row[None], state)
+    with_history, _ = model.step(x[5:6], state)
+    fresh_a, _ = model.step(x[5:6], None)
+    fresh_b, _ = model.step(x[5:6], None)
+    assert torch.equal(fresh_a, fresh_b) and not torch.allclose(with_history, fresh_a)
+
+
+def test_liquid_cells_take_the_time_since_the_last_tick():
+    model = endurance_model("cfc").eval()
+    x = torch.as_tensor(some_features(2))
+    _, state = model.step(x[:1], None)
+    late, _ = model.step(x[1:2], state, timespan=3.0)
+    on_time, _ = model.step(x[1:2], state, timespan=1.0)
+    assert not torch.allclose(late, on_time)
+
+
+def test_a_config_names_its_field_when_it_is_bad():
+    with pytest.raises(ValueError, match="cell: expected one of cfc, ltc, gru, got 'lstm'"):
+        ModelConfig("endurance", "lstm", ENDURANCE.features, ("remaining_s",))
+    with pytest.raises(ValueError, match="task"):
+        ModelConfig("weather", "cfc", ENDURANCE.features, ("remaining_s",))
+
+
+# -- Features and bad input --------------------------------------------------------------------------
+
+def test_a_reading_with_nan_infinity_or_an_implausible_value_is_refused_with_the_field_named():
+    good = {"voltage": 15.0, "current": 12.0, "percentage": 0.5, "capacity_ah": 4.0}
+    assert check_reading("battery", good) == ""
+    assert check_reading("battery", {**good, "voltage": math.nan}) == "battery.voltage is nan"
+    assert check_reading("battery", {**good, "current": math.inf}) == "battery.current is inf"
+    assert "battery.percentage = 7 is outside [0, 1]" in check_reading("battery", {**good, "percentage": 7.0})
+    assert check_reading("battery", {"voltage": 15.0}) == "battery.current is missing"
+
+
+def test_the_anomaly_features_of_a_stream_never_heard_from_are_neutral_and_its_age_saturated():
+    features = AnomalyFeatureBuilder().build({}, {})
+    assert len(features) == len(ANOMALY) and ANOMALY.check_vector(features) == ""
+    ages = dict(zip(ANOMALY.features, features))
+    assert ages["age_odom"] == ages["age_gps"] == 2.0
+
+
+def test_bad_features_never_reach_the_model_they_are_counted_and_the_state_is_kept():
+    model = endurance_model().eval()
+    slot = ModelSlot("endurance", ENDURANCE, model, "v0001", {}, period=1.0, gap=5.0)
+    good = list(some_features(1)[0])
+    assert slot.step(good, 0.0) is not None
+    state = slot.state.clone()
+    for bad in (math.nan, math.inf, -1e9):
+        assert slot.step([bad, *good[1:]], 1.0) is None
+    assert slot.skipped == 3 and slot.ticks == 1 and torch.equal(slot.state, state)
+    assert "endurance.voltage" in slot.last_skip_reason
+
+
+def test_the_state_starts_afresh_after_a_data_gap():
+    slot = ModelSlot("endurance", ENDURANCE, endurance_model().eval(), "v0001", {}, period=1.0, gap=5.0)
+    good = list(some_features(1)[0])
+    slot.step(good, 0.0)
+    slot.step(good, 1.0)
+    assert slot.resets == 0
+    slot.step(good, 10.0)
+    assert slot.resets == 1
+
+
+def test_a_model_swapped_in_is_warmed_on_recent_inputs_and_no_tick_is_lost():
+    rows = [list(r) for r in some_features(30)]
+    slot = ModelSlot("endurance", ENDURANCE, endurance_model(seed=0).eval(), "v0001", {}, period=1.0, gap=5.0)
+    for t, row in enumerate(rows[:20]):
+        slot.step(row, float(t))
+    replacement = endurance_model(seed=1).eval()
+    prepared = slot.prepare(replacement, "v0002", {})  # a worker thread does this
+    for t, row in enumerate(rows[20:25], start=20):  # ticks that arrive while it is prepared
+        slot.step(row, float(t))
+    slot.swap(prepared)
+    assert slot.version == "v0002" and slot.ticks == 25
+    reference_state = None
+    for row in rows[:25]:
+        _, reference_state = replacement.step(torch.tensor([row]), reference_state)
+    assert torch.allclose(slot.state, reference_state, atol=1e-5)
+    assert slot.step(rows[25], 25.0) is not None and slot.ticks == 26
+
+
+# -- Endurance, anomaly decisions --------------------------------------------------------------------
+
+def test_the_return_home_needs_the_climb_the_way_home_and_the_landing_plus_margin():
+    plan = ReturnPlan(speed=3.0, climb_rate=2.0, landing_speed=1.0, altitude=10.0, margin=30.0, margin_fraction=0.5)
+    # climb 6 m (3 s), 30 m home (10 s), land 10 m (10 s): 23 s, times 1.5, plus 30.
+    assert plan.seconds((30.0, 0.0, 4.0), (0.0, 0.0, 0.0)) == pytest.approx(23 * 1.5 + 30)
+
+
+def test_endurance_low_goes_out_once_and_rearms_only_after_a_sustained_recovery():
+    watch = EnduranceWatch(rearm_ratio=1.5, rearm_after=10.0)
+    assert not watch.update(300, 100, 0.0)
+    assert watch.update(90, 100, 1.0) and watch.low
+    assert not watch.update(80, 100, 2.0) and not watch.update(200, 100, 3.0)
+    assert not watch.update(200, 100, 12.0) and watch.low  # 9 s above: not yet
+    assert not watch.update(200, 100, 14.0) and not watch.low
+    assert watch.update(50, 100, 15.0)
+
+
+def test_the_anomaly_scorer_raises_one_alarm_when_readings_leave_their_prediction():
+    scorer = AnomalyScorer(("a", "b"), ("a", "b", "c"), (0.1, 0.1), smoothing=0.3, threshold=5.0, refractory=2.0)
+    prediction = np.array([1.0, 2.0])
+    events = [scorer.update([1.0 + 0.05 * (-1) ** t, 2.0, 0.0], prediction, t * 0.05) for t in range(40)]
+    assert not any(events) and scorer.score < 1.0
+    events = [scorer.update([1.0, 4.0, 0.0], prediction, 2.0 + t * 0.05) for t in range(20)]
+    assert events.count(True) == 1 and scorer.worst == "b"
+
+
+def test_detection_metrics_count_hits_misses_false_alarms_and_delays():
+    tick = 0.1
+    faulted = np.zeros(100)
+    faulted[52:] = 10.0  # alarm 0.2 s after the onset at tick 50
+    missed = np.zeros(100)
+    clean = np.zeros(100)
+    clean[5] = 10.0  # in the warm-up: not an alarm
+    clean[30] = 10.0  # a false alarm
+    labels = [FlightLabel("vibration", 50), FlightLabel("stuck_odom", 50), FlightLabel(None, None)]
+    result = detection_metrics([faulted, missed, clean], labels, threshold=5.0, tick=tick)
+    assert result["recall"] == 0.5 and result["precision"] == 0.5 and result["false_alarms"] == 1
+    assert result["delay_median_s"] == pytest.approx(0.2)
+    warm = [0] * 21
+    assert alarms(np.array(warm + [0, 9, 9, 0, 9, 0, 0, 0, 9]), 5.0, refractory=4) == [22, 29]
+
+
+# -- Data and baselines ------------------------------------------------------------------------------
+
+def test_the_same_seed_gives_the_same_flights_and_another_seed_others():
+    a = datagen.anomaly_flight(5, fault="battery_sag", duration=3.0, onset_range=(1.0, 2.0))
+    b = datagen.anomaly_flight(5, fault="battery_sag", duration=3.0, onset_range=(1.0, 2.0))
+    c = datagen.anomaly_flight(6, fault="battery_sag", duration=3.0, onset_range=(1.0, 2.0))
+    assert np.array_equal(a.features, b.features) and a.onset == b.onset
+    assert not np.array_equal(a.features, c.features)
+
+
+def test_an_endurance_flight_is_labelled_with_the_time_left_until_the_voltage_cutoff_then_zero():
+    flight = datagen.endurance_flight(3)
+    flying = flight.remaining > 0
+    assert flight.remaining[0] > 100 and flight.remaining[-1] == 0
+    assert np.allclose(np.diff(flight.remaining[flying]), -datagen.ENDURANCE_TICK, atol=0.25)
+    voltage = flight.features[:, ENDURANCE.features.index("voltage")]
+    cut = int(np.argmin(flying))  # the first tick with nothing left
+    assert voltage[cut] <= flight.config.voltage_empty + 0.05 and voltage[0] > flight.config.voltage_empty + 0.3
+
+
+def test_the_baseline_is_fitted_by_least_squares_and_predicts_less_time_on_less_charge():
+    flights = [datagen.endurance_flight(i) for i in range(4)]
+    baseline = EnduranceBaseline()
+    baseline.fit([(f.features, f.remaining) for f in flights], 1.0)
+    estimates = baseline.flight(flights[0].features, 1.0)
+    assert estimates[5] > estimates[-1]
+    assert np.mean(np.abs(estimates - flights[0].remaining)) < flights[0].remaining.mean()
+
+
+def test_the_zscore_baseline_scores_a_battery_sag_above_the_same_flight_before_it():
+    clean = [datagen.anomaly_flight(i, duration=6.0).features for i in range(3)]
+    detector = ZScoreDetector.fit(clean)
+    sag = datagen.anomaly_flight(9, fault="battery_sag", duration=8.0, onset_range=(4.0, 4.5))
+    scores = detector.scores(sag.features)
+    assert scores[sag.onset:].max() > 3 * scores[10:sag.onset].max()
+
+
+def test_the_vibration_fault_shakes_the_imu_and_nothing_else():
+    still, shaken = VehicleModel(VehicleConfig(seed=1)), VehicleModel(VehicleConfig(seed=1))
+    shaken.vibration = 2.0
+    for model in (still, shaken):
+        model.step(0.013)
+    (force_a, gyro_a, _), (force_b, gyro_b, _) = still.imu(), shaken.imu()
+    assert max(abs(a - b) for a, b in zip(force_a, force_b)) > 0.5
+    assert max(abs(a - b) for a, b in zip(gyro_a, gyro_b)) > 0.05
+    assert still.odometry() == shaken.odometry()
+
+
+# -- Training --------------------------------------------------------------------------------------
+
+def test_a_short_training_run_lowers_its_loss():
+    from qai_intelligence.training import EnduranceSizes, train_endurance
+
+    result = train_endurance(seed=3, sizes=EnduranceSizes(train=6, validation=2, test=2, iterations=80, chunk=32,
+                                                          batch=8, units=8, motor=2))
+    assert result.training["last_loss"] < 0.85 * result.training["first_loss"]
+    assert set(result.metrics) >= {"held_out_training", "held_out_outside"}
+    for name in ("held_out_training", "held_out_outside"):
+        assert result.metrics[name]["model"]["mae_s"] > 0 and result.metrics[name]["baseline"]["mae_s"] > 0
+
+
+def test_the_training_cli_answers_help_without_loading_torch():
+    code = ("import sys\nfrom qai_intelligence import cli, parameters\ntry:\n    cli.main(['--help'])\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules, 'ncps' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().endswith("False False"), out.stdout + out.stderr
+    assert "endurance" in out.stdout
+
+
+# -- Checkpoints ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def saved(tmp_path):
+    model = endurance_model()
+    return checkpoint.save(model, tmp_path / "ckpt", {"metrics": {"mae_s": 1.0}}), model
+
+
+def test_a_checkpoint_loads_back_to_the_same_model_with_its_metadata(saved):
+    directory, model = saved
+    loaded, meta = checkpoint.load(directory, task="endurance", inputs=ENDURANCE.features)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert meta["metrics"] == {"mae_s": 1.0} and "torch" in meta["libraries"] and len(meta["sha256"]) == 64
+
+
+def test_a_corrupt_or_truncated_checkpoint_is_refused(saved):
+    directory, _ = saved
+    weights = directory / checkpoint.WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(directory)
+    weights.write_bytes(bytes(data[:100]))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(directory)
+    (directory / checkpoint.META_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="meta.json: unreadable"):
+        checkpoint.load(directory)
+
+
+def test_a_checkpoint_for_another_task_or_other_inputs_is_refused(saved):
+    directory, _ = saved
+    with pytest.raises(CheckpointError, match="a model for task 'endurance', not 'anomaly'"):
+        checkpoint.load(directory, task="anomaly")
+    with pytest.raises(CheckpointError, match="are not the features this engine feeds"):
+        checkpoint.load(directory, task="endurance", inputs=tuple(reversed(ENDURANCE.features)))
+
+
+def _relabel(directory, **changes):
+    """Rewrite a checkpoint's config (keeping its weights) and its hash: a well-formed file that lies."""
+    weights = directory / checkpoint.WEIGHTS_FILE
+    payload = torch.load(weights, weights_only=True)
+    payload["config"].update(changes)
+    torch.save(payload, weights)
+    meta = json.loads((directory / checkpoint.META_FILE).read_text())
+    meta["config"].update(changes)
+    meta["sha256"] = checkpoint.sha256(weights)
+    (directory / checkpoint.META_FILE).write_text(json.dumps(meta))
+
+
+def test_ltc_weights_under_a_cfc_config_are_refused(tmp_path):
+    directory = checkpoint.save(endurance_model("ltc"), tmp_path / "ltc")
+    _relabel(directory, cell="cfc")
+    with pytest.raises(CheckpointError, match="the weights are not a cfc model's"):
+        checkpoint.load(directory)
+
+
+def test_weights_of_another_size_are_refused_naming_the_tensor(saved):
+    directory, _ = saved
+    _relabel(directory, units=12, motor=3)
+    with pytest.raises(CheckpointError, match=r"(shape|not a cfc model's)"):
+        checkpoint.load(directory)
+
+
+# -- The store and its promotion gate ----------------------------------------------------------------
+
+def scored(scores):
+    """An evaluation that reads each checkpoint's score from its metadata (the gate's contract, no data)."""
+    return lambda directory: (json.loads((directory / "meta.json").read_text())["score"], {})
+
+
+@pytest.fixture
+def store(tmp_path):
+    shipped = tmp_path / "shipped"
+    checkpoint.save(endurance_model(seed=0), shipped / "endurance", {"score": 10.0})
+    return ModelStore(tmp_path / "store", shipped=shipped), tmp_path
+
+
+def test_an_empty_store_starts_from_the_shipped_model(store):
+    models, _ = store
+    version, path = models.active("endurance")
+    assert version == "v0001" and (path / "model.pt").is_file()
+    assert [e["action"] for e in models.history()] == ["added", "activated"]
+
+
+def test_the_gate_refuses_a_worse_candidate_and_the_active_model_stays(store):
+    models, tmp_path = store
+    worse = checkpoint.save(endurance_model(seed=1), tmp_path / "worse", {"score": 12.0})
+    version = models.add("endurance", worse)
+    decision = models.promote("endurance", version, scored(None))
+    assert not decision.activated and "refused" in decision.message
+    assert models.active("endurance")[0] == "v0001"
+    assert models.history()[-1]["action"] == "refused" and models.history()[-1]["metrics"]["candidate"]["score"] == 12.0
+
+
+def test_a_better_candidate_is_activated_and_rollback_returns_to_the_one_before(store):
+    models, tmp_path = store
+    better = checkpoint.save(endurance_model(seed=2), tmp_path / "better", {"score": 8.0})
+    version = models.add("endurance", better)
+    assert not models.promote("endurance", version, scored(None), margin=3.0).activated  # not better by 3
+    decision = models.promote("endurance", version, scored(None), margin=1.0)
+    assert decision.activated and models.active("endurance")[0] == "v0002" and decision.previous == "v0001"
+    assert models.rollback("endurance").active == "v0001" and models.active("endurance")[0] == "v0001"
+    with pytest.raises(StoreError, match="nothing to roll back to"):
+        models.rollback("endurance")
+    actions = [e["action"] for e in models.history()]
+    assert actions[-3:] == ["refused", "activated", "rolled_back"]
+
+
+def test_the_store_refuses_a_model_for_another_task_and_an_unknown_version(store):
+    models, tmp_path = store
+    policy = checkpoint.save(build(ModelConfig("policy", "cfc", POLICY.features, POLICY_OUTPUTS, units=8, motor=2)),
+                             tmp_path / "policy")
+    with pytest.raises(CheckpointError, match="not 'endurance'"):
+        models.add("endurance", policy)
+    with pytest.raises(StoreError, match="no version 'v0009'"):
+        models.promote("endurance", "v0009", scored(None))
+
+
+def test_the_real_gate_scores_a_trained_model_better_than_an_untrained_one(tmp_path):
+    from qai_intelligence.evaluation import evaluate_checkpoint
+    from qai_intelligence.store import SHIPPED
+
+    untrained = checkpoint.save(build(ModelConfig("endurance", "cfc", ENDURANCE.features, ("remaining_s",),
+                                                  units=16, motor=4, extra={"anchor": "charge_time"})),
+                                tmp_path / "untrained")
+    trained_score, _ = evaluate_checkpoint("endurance", SHIPPED / "endurance", size=3)
+    untrained_score, _ = evaluate_checkpoint("endurance", untrained, size=3)
+    assert trained_score < untrained_score
+
+
+# -- The policy's environment ------------------------------------------------------------------------
+
+def test_the_pid_completes_scenarios_in_the_policy_environment():
+    from qai_intelligence.policy import run_episodes, scenarios
+
+    costs, summaries = run_episodes(None, scenarios(1, "validation", 3), controller="pid")
+    assert all(s["finished"] for s in summaries) and max(costs) < 3.0
+
+
+def test_the_weight_vector_leaves_out_masked_synapses_and_round_trips():
+    from qai_intelligence.policy import WeightVector
+
+    model = build(ModelConfig("policy", "cfc", POLICY.features, POLICY_OUTPUTS, units=16, motor=4))
+    weights = WeightVector(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < len(weights) < trainable
+    vector = weights.get() + 0.01
+    weights.set(vector)
+    assert np.allclose(weights.get(), vector, atol=1e-6)
+
+
+# -- The node's core ---------------------------------------------------------------------------------
+
+def core_with_shipped_models():
+    from qai_intelligence.engine import IntelligenceCore
+    from qai_intelligence.evaluation import FEATURES
+    from qai_intelligence.store import SHIPPED
+
+    slots = {}
+    for task, period in (("endurance", 1.0), ("anomaly", 0.05), ("policy", 0.02)):
+        model, meta = checkpoint.load(SHIPPED / task, task=task, inputs=FEATURES[task].features)
+        slots[task] = ModelSlot(task, FEATURES[task], model, "v0001", meta, period, gap=5.0 if task == "endurance"
+                                else 1.0)
+    return IntelligenceCore(slots, ReturnPlan(), payload=lambda: 0.0)
+
+
+ODOM = {"x": 10.0, "y": 0.0, "z": 5.0, "yaw": 0.0, "vx": 0.0, "vy": 0.0, "vz": 0.0, "yaw_rate": 0.0, "stamp": 0.0}
+BATTERY = {"voltage": 15.5, "current": 12.0, "percentage": 0.6, "capacity_ah": 4.76}
+
+
+def test_the_core_counts_bad_readings_and_answers_only_with_fresh_ones():
+    core = core_with_shipped_models()
+    assert core.endurance_tick(0.0) is None and core.policy_command((12.0, 0.0, 5.0), 0.0) is None
+    assert not core.offer("battery", {**BATTERY, "voltage": math.nan}, 0.0)
+    assert core.rejected["battery"] == 1 and "battery.voltage is nan" in core.last_rejected
+    assert core.offer("odom", ODOM, 0.0) and core.offer("battery", BATTERY, 0.0)
+    output = core.endurance_tick(0.5)
+    assert output is not None and output.remaining > 0 and output.needed > 30.0
+    command = core.policy_command((12.0, 0.0, 5.0), 0.1)
+    assert command is not None and all(abs(c) <= 8.0 for c in command)
+    assert core.policy_command((math.inf, 0.0, 5.0), 0.12) is None
+    assert core.endurance_tick(100.0) is None  # the battery went quiet: no prediction from stale readings
+
+
+def test_a_sagging_pack_raises_endurance_low_once():
+    core = core_with_shipped_models()
+    core.offer("odom", ODOM, 0.0)
+    events = []
+    for t in range(20):
+        sag = 2.5 if t >= 10 else 0.0
+        core.offer("battery", {**BATTERY, "voltage": BATTERY["voltage"] - sag}, float(t))
+        core.offer("odom", {**ODOM, "stamp": float(t)}, float(t))
+        output = core.endurance_tick(float(t))
+        events.append(output.event)
+    assert events.count(True) == 1 and events.index(True) >= 10 and core.endurance.low
+
+
+@pytest.mark.parametrize("task", ("endurance", "anomaly", "policy"))
+def test_the_shipped_models_load_small_and_say_how_they_were_made(task):
+    from qai_intelligence.evaluation import FEATURES
+    from qai_intelligence.store import SHIPPED
+
+    model, meta = checkpoint.load(SHIPPED / task, task=task, inputs=FEATURES[task].features)
+    assert model.config.cell == "cfc" and (SHIPPED / task / "model.pt").stat().st_size < 100_000
+    assert meta["command"].startswith(f"qai-train {task} --seed 0") and meta["data"]["seed"] == 0
+    assert {"torch", "ncps"} <= set(meta["libraries"]) and meta["training"]["total_seconds"] > 0
+    assert {"held_out_training", "held_out_outside"} <= set(meta["metrics"])
