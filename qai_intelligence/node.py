@@ -43,7 +43,7 @@ from qai_intelligence.checkpoint import CheckpointError
 from qai_intelligence.engine import ANOMALY_STREAMS, CHECK_ENDURANCE, WATCH_ANOMALIES, IntelligenceCore
 from qai_intelligence.evaluation import FEATURES, evaluate_checkpoint
 from qai_intelligence.messages import battery_reading, command_reading, gps_reading, imu_reading, odom_reading
-from qai_intelligence.parameters import PARAMETERS
+from qai_intelligence.parameters import APPLIED_PARAMETERS, PARAMETERS
 from qai_intelligence.runtime import ModelSlot, ReturnPlan
 from qai_intelligence.store import TASKS, ModelStore, StoreError
 from qai_intelligence.updates import ModelUpdater
@@ -75,7 +75,11 @@ class IntelligenceEngine(EngineNode):
         self.core = IntelligenceCore(slots, plan, lambda: self.param("payload"), p("home") or None,
                                      p("battery_timeout"), lambda: self.param("anomaly_threshold"),
                                      p("anomaly_refractory"), p("max_policy_speed"))
-        self.add_post_set_parameters_callback(self._on_set)
+        for name in ("payload", "anomaly_threshold", "gate_margin"):
+            self.on_parameter(name)  # read live where used
+        for name, (owner, attribute) in APPLIED_PARAMETERS.items():
+            target = self.core.return_plan if owner == "plan" else self.core
+            self.on_parameter(name, lambda value, target=target, attribute=attribute: setattr(target, attribute, value))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="models")
         self.updater = ModelUpdater(self.store, self.core.slots, lambda task: partial(evaluate_checkpoint, task),
                                     lambda: self.param("gate_margin"), p("max_path_length"))
@@ -103,12 +107,6 @@ class IntelligenceEngine(EngineNode):
 
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    def _on_set(self, parameters) -> None:
-        for parameter in parameters:
-            if parameter.name in ("return_speed", "return_altitude", "climb_rate", "landing_speed"):
-                setattr(self.core.return_plan, {"return_speed": "speed", "return_altitude": "altitude"}.get(
-                    parameter.name, parameter.name), parameter.value)
 
     # -- Readings, ticks and commands -------------------------------------------------------------------
 

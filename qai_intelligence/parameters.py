@@ -44,5 +44,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min=16, max=65536, read_only=True),
 )
 
+# Writable parameters and the attribute each sets: of the return plan, or of the core.
+APPLIED_PARAMETERS = {"return_speed": ("plan", "speed"), "return_altitude": ("plan", "altitude"),
+                      "climb_rate": ("plan", "climb_rate"), "landing_speed": ("plan", "landing_speed"),
+                      "endurance_margin": ("plan", "margin"), "endurance_margin_fraction": ("plan", "margin_fraction"),
+                      "battery_timeout": ("core", "battery_timeout"), "anomaly_refractory": ("core", "refractory"),
+                      "max_policy_speed": ("core", "max_policy_speed")}
+
 NODE = NodeType("intelligence_engine", "qai_intelligence.node:main",
                 "liquid neural networks and reinforcement learning", PARAMETERS)

@@ -76,7 +76,8 @@ class SimVehicle(EngineNode):
         }
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if p("publish_clock") else None
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
-        for name in ("payload", "fault_dropout", "fault_stuck", "fault_battery_sag", "fault_gps_loss"):
+        for name in ("payload", "fault_dropout", "fault_stuck", "fault_battery_sag", "fault_gps_loss",
+                     "fault_vibration"):
             self.on_parameter(name, lambda value: self._apply_faults())
         self.create_timer(1.0 / TICK_HZ, self._tick, clock=self._steady_clock)
         self.start()
