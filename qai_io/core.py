@@ -127,6 +127,11 @@ class IoCore:
             self.scans.add("battery", values)
         self._report(self.safety.on_battery(values if accepted else None, monitor.last_reject_reason, now))
 
+    def on_event(self, code: str, source: str, message: str) -> None:
+        """Another engine's event: `endurance_low` enters the battery reserve as a low reading would."""
+        if code == "endurance_low":
+            self._report(self.safety.on_endurance_low(f"{source}: {message}", self.clocks.steady()))
+
     def on_external_command(self, command: Sequence[float]) -> None:
         self.external.offer(command)
 

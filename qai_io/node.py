@@ -5,7 +5,8 @@ vehicle, and the battery reserve) and qai_io.kinds (the task kinds and the limit
 converts messages into calls and carries out what comes back.
 
 Subscribes: odom (nav_msgs/Odometry), imu/data (sensor_msgs/Imu), battery_state (sensor_msgs/BatteryState),
-navsat/fix (sensor_msgs/NavSatFix); with `controller: external`, control/cmd_vel (geometry_msgs/Twist).
+navsat/fix (sensor_msgs/NavSatFix); events (endurance_low from the intelligence engine enters the battery
+reserve); with `controller: external`, control/cmd_vel (geometry_msgs/Twist).
 Publishes: cmd_vel (geometry_msgs/Twist, body frame; one command per odometry message while a motion task
 runs); events (qai_interfaces/Event: battery_reserve, repeated while it applies; odometry_stale); with
 `controller: external`, control/target (geometry_msgs/PointStamped); /diagnostics (the engine, and one
@@ -83,6 +84,8 @@ class IoEngine(EngineNode):
         self.create_subscription(BatteryState, "battery_state",
                                  lambda msg: self.core.on_battery(battery_from_msg(msg)), 10)
         self.create_subscription(NavSatFix, "navsat/fix", self._on_gps, 10)
+        self.create_subscription(Event, "events", lambda msg: self.core.on_event(msg.code, msg.source, msg.message),
+                                 10)
         if self.core.controller_mode == "external":
             self.create_subscription(Twist, "control/cmd_vel", lambda msg: self.core.on_external_command(
                 (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.z)), 10)

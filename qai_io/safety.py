@@ -19,7 +19,9 @@ The battery is a latch with two states::
 
     NORMAL ──► RESERVE   a valid reading below `battery_reserve` (charge, 0..1) or `battery_min_voltage`
                          (V), at any time; or, airborne, no valid reading for `battery_timeout` s (the
-                         readings stopped, or every one was rejected: out of range, NaN)
+                         readings stopped, or every one was rejected: out of range, NaN); or the
+                         intelligence engine's `endurance_low` event: the predicted flight time is
+                         shorter than the way home needs (earlier than the fixed reserve)
     RESERVE ──► NORMAL   on the ground, every reading valid and healthy for `battery_recover_time` s;
                          or an operator's clear (`~/clear_battery_reserve`), refused while airborne or
                          while the battery still reads low
@@ -181,6 +183,13 @@ class SafetySupervisor:
             elif self._healthy_since is None:
                 self._healthy_since = now
             notices = [self._enter(low, now)] if low and not self.in_reserve else []
+            return notices + self._step(now)
+
+    def on_endurance_low(self, why: str, now: float) -> list[Notice]:
+        """The intelligence engine predicts less flight time than the way home needs: the reserve, now."""
+        with self._lock:
+            notices = [] if self.in_reserve else [self._enter(f"predicted endurance low ({why})", now)]
+            self._healthy_since = None
             return notices + self._step(now)
 
     def tick(self, now: float) -> list[Notice]:

@@ -210,3 +210,19 @@ def test_the_stale_odometry_age_is_never_negative_when_odometry_never_came_durin
     assert safety.check_motion(watch, clock.now + 0.4, 0.4, False, None) is None
     stop = safety.check_motion(watch, clock.now + 0.7, 0.7, False, None)
     assert stop.message == "hold: odometry stale for 0.70 s; stopped the vehicle"
+
+
+def test_an_endurance_low_prediction_enters_the_reserve_so_the_flight_is_not_resumed(clock):
+    """The intelligence engine says the way home needs more time than the battery has left: navigate is
+    refused from now on (a survey preempted by return_home does not fly again once home), the event goes out."""
+    safety = supervisor(clock, pose=AIRBORNE)
+    feed(safety, clock, GOOD, 1.0)
+    notices = safety.on_endurance_low("intelligence_engine: predicted 40 s, the way home needs 55 s", clock.now)
+    assert safety.in_reserve and safety.reason.startswith("predicted endurance low (intelligence_engine")
+    assert [n.code for n in published(notices)] == ["battery_reserve"]
+    with pytest.raises(TaskFailed, match="battery at its reserve"):
+        safety.admit("navigate", clock.now)
+    safety.admit("return_home", clock.now)
+    safety.on_pose(LANDED)  # home, with healthy readings: it clears as a battery reserve does
+    feed(safety, clock, GOOD, 30.0)
+    assert not safety.in_reserve
