@@ -1,0 +1,265 @@
+"""numba kernels of the diagonal-QAOA backend (qai_quantum_bridge.diagonal says what they compute).
+
+Imported only when the compiled kernel is used; compiled at first call and cached on disk (next to this
+file, or numba's user cache directory when that is not writable). No rclpy import.
+
+The Walsh-Hadamard stages run on the real and the imaginary part separately; the lowest three bits as
+8-point transforms held in registers, the others two at a time (radix 4) with the innermost loop over
+contiguous amplitudes so that it vectorises (measured: 0.6 ns an amplitude for 10 stages, against 2.8
+scalar).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+OPTIONS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+
+
+@njit(inline="always", **OPTIONS)
+def _radix8(a, j, h):
+    h2 = 2 * h
+    h3 = 3 * h
+    h4 = 4 * h
+    x0 = a[j]
+    x1 = a[j + h]
+    x2 = a[j + h2]
+    x3 = a[j + h3]
+    x4 = a[j + h4]
+    x5 = a[j + h4 + h]
+    x6 = a[j + h4 + h2]
+    x7 = a[j + h4 + h3]
+    y0 = x0 + x1
+    y1 = x0 - x1
+    y2 = x2 + x3
+    y3 = x2 - x3
+    y4 = x4 + x5
+    y5 = x4 - x5
+    y6 = x6 + x7
+    y7 = x6 - x7
+    z0 = y0 + y2
+    z2 = y0 - y2
+    z1 = y1 + y3
+    z3 = y1 - y3
+    z4 = y4 + y6
+    z6 = y4 - y6
+    z5 = y5 + y7
+    z7 = y5 - y7
+    a[j] = z0 + z4
+    a[j + h4] = z0 - z4
+    a[j + h] = z1 + z5
+    a[j + h4 + h] = z1 - z5
+    a[j + h2] = z2 + z6
+    a[j + h4 + h2] = z2 - z6
+    a[j + h3] = z3 + z7
+    a[j + h4 + h3] = z3 - z7
+
+
+@njit(**OPTIONS)
+def wht_bits(a, lo, hi):
+    """Unnormalised Walsh-Hadamard transform over index bits lo..hi-1 of `a` (2^hi long, contiguous).
+
+    Radix 4 over views: the innermost loop reads and writes four disjoint runs of h contiguous values,
+    which LLVM vectorises (radix 8 needs more runtime alias checks than it makes, and runs scalar).
+    """
+    size = a.shape[0]
+    bit = lo
+    while bit + 2 <= hi:
+        h = 1 << bit
+        for i in range(0, size, 4 * h):
+            x0 = a[i:i + h]
+            x1 = a[i + h:i + 2 * h]
+            x2 = a[i + 2 * h:i + 3 * h]
+            x3 = a[i + 3 * h:i + 4 * h]
+            for j in range(h):
+                p0 = x0[j]
+                p1 = x1[j]
+                p2 = x2[j]
+                p3 = x3[j]
+                y0 = p0 + p1
+                y1 = p0 - p1
+                y2 = p2 + p3
+                y3 = p2 - p3
+                x0[j] = y0 + y2
+                x2[j] = y0 - y2
+                x1[j] = y1 + y3
+                x3[j] = y1 - y3
+        bit += 2
+    if bit < hi:
+        h = 1 << bit
+        for i in range(0, size, 2 * h):
+            x = a[i:i + h]
+            y = a[i + h:i + 2 * h]
+            for j in range(h):
+                p = x[j]
+                q = y[j]
+                x[j] = p + q
+                y[j] = p - q
+
+
+@njit(**OPTIONS)
+def wht(a, bits):
+    """The full transform of a contiguous block of 2^bits: the lowest three bits as 8-point transforms of
+    neighbours, the rest with a contiguous innermost loop."""
+    if bits >= 3:
+        for i in range(0, a.shape[0], 8):
+            _radix8(a, i, 1)
+        wht_bits(a, 3, bits)
+    else:
+        wht_bits(a, 0, bits)
+
+
+@njit(inline="always", **OPTIONS)
+def popcount(value, table):
+    count = 0
+    while value:
+        count += table[value & 0xFFFF]
+        value >>= 16
+    return count
+
+
+@njit(parallel=True, **OPTIONS)
+def low_pass(re, im, low, codes, threads, amplitude, pl_re, pl_im, ph_re, ph_im, w_re, w_im, d_re, d_im, table):
+    size = 1 << low
+    blocks = re.shape[0] >> low
+    chunks = min(blocks, 4 * threads)
+    for chunk in prange(chunks):
+        t_re = np.empty(size, dtype=np.float64)
+        t_im = np.empty(size, dtype=np.float64)
+        for block in range(chunk * blocks // chunks, (chunk + 1) * blocks // chunks):
+            start = block << low
+            r = re[start:start + size]
+            m = im[start:start + size]
+            for c in range(codes.shape[0]):
+                code = codes[c, 0]
+                layer = codes[c, 1]
+                if code == 0:  # OP_INIT
+                    r[:] = amplitude
+                    m[:] = 0.0
+                elif code == 1:  # OP_H
+                    wht(r, low)
+                    wht(m, low)
+                elif code == 2:  # OP_PHASE: exp(-i g E), built by doubling within the block
+                    t_re[0] = ph_re[layer, block]
+                    t_im[0] = ph_im[layer, block]
+                    h = 1
+                    for bit in range(low):
+                        wr = w_re[layer, block, bit]
+                        wi = w_im[layer, block, bit]
+                        for j in range(h):
+                            t_re[h + j] = t_re[j] * wr - t_im[j] * wi
+                            t_im[h + j] = t_re[j] * wi + t_im[j] * wr
+                        h *= 2
+                    lr = pl_re[layer]
+                    li = pl_im[layer]
+                    for j in range(size):
+                        pr = t_re[j] * lr[j] - t_im[j] * li[j]
+                        pi = t_re[j] * li[j] + t_im[j] * lr[j]
+                        a = r[j]
+                        b = m[j]
+                        r[j] = a * pr - b * pi
+                        m[j] = a * pi + b * pr
+                elif code == 3:  # OP_MIXER: exp(-i beta (n - 2 popcount)) / 2^n
+                    base = popcount(block, table)
+                    for j in range(size):
+                        k = base + table[j]
+                        a = r[j]
+                        b = m[j]
+                        r[j] = a * d_re[layer, k] - b * d_im[layer, k]
+                        m[j] = a * d_im[layer, k] + b * d_re[layer, k]
+
+
+@njit(parallel=True, **OPTIONS)
+def group_pass(re, im, n, first, bits, column_bits, codes, threads, d_re, d_im, table):
+    rows = 1 << bits
+    columns = 1 << column_bits
+    column_chunks = (1 << first) // columns
+    outer = 1 << (n - first - bits)
+    tiles = column_chunks * outer
+    chunks = min(tiles, 4 * threads)
+    for chunk in prange(chunks):
+        t_re = np.empty(rows * columns, dtype=re.dtype)
+        t_im = np.empty(rows * columns, dtype=re.dtype)
+        for tile in range(chunk * tiles // chunks, (chunk + 1) * tiles // chunks):
+            base = ((tile // column_chunks) << (first + bits)) | ((tile % column_chunks) * columns)
+            for row in range(rows):
+                source = base + (row << first)
+                for c in range(columns):
+                    t_re[row * columns + c] = re[source + c]
+                    t_im[row * columns + c] = im[source + c]
+            for op in range(codes.shape[0]):
+                if codes[op, 0] == 1:  # OP_H over this group's bits: the tile's rows
+                    wht_bits(t_re, column_bits, column_bits + bits)
+                    wht_bits(t_im, column_bits, column_bits + bits)
+                else:  # OP_MIXER
+                    layer = codes[op, 1]
+                    for row in range(rows):
+                        base_count = popcount(base + (row << first), table)
+                        for c in range(columns):
+                            k = base_count + table[c]
+                            x = row * columns + c
+                            a = t_re[x]
+                            b = t_im[x]
+                            t_re[x] = a * d_re[layer, k] - b * d_im[layer, k]
+                            t_im[x] = a * d_im[layer, k] + b * d_re[layer, k]
+            for row in range(rows):
+                target = base + (row << first)
+                for c in range(columns):
+                    re[target + c] = t_re[row * columns + c]
+                    im[target + c] = t_im[row * columns + c]
+
+
+@njit(parallel=True, **OPTIONS)
+def final_pass(re, im, threads, low, e_lo, e_hi, u, lowest, inverse, bins):
+    size = 1 << low
+    blocks = re.shape[0] >> low
+    chunks = min(blocks, 4 * threads)
+    block_mass = np.zeros(blocks)
+    histograms = np.zeros((chunks, 2, bins))
+    weighted = np.zeros(chunks)
+    for chunk in prange(chunks):
+        energies = np.empty(size)
+        for block in range(chunk * blocks // chunks, (chunk + 1) * blocks // chunks):
+            start = block << low
+            energies[0] = e_hi[block]
+            h = 1
+            for bit in range(low):
+                for j in range(h):
+                    energies[h + j] = energies[j] + u[block, bit]
+                h *= 2
+            mass = 0.0
+            total = 0.0
+            for j in range(size):
+                a = np.float64(re[start + j])
+                b = np.float64(im[start + j])
+                p = a * a + b * b
+                energy = energies[j] + e_lo[j]
+                mass += p
+                total += p * energy
+                k = int((energy - lowest) * inverse)
+                k = min(max(k, 0), bins - 1)
+                histograms[chunk, 0, k] += p
+                histograms[chunk, 1, k] += p * energy
+            block_mass[block] = mass
+            weighted[chunk] += total
+    return block_mass, histograms.sum(axis=0), weighted.sum()
+
+
+@njit(parallel=True, **OPTIONS)
+def energy_range(e_lo, e_hi, u, low):
+    size = 1 << low
+    blocks = e_hi.shape[0]
+    lowest = np.full(blocks, np.inf)
+    highest = np.full(blocks, -np.inf)
+    for block in prange(blocks):
+        energies = np.empty(size)
+        energies[0] = e_hi[block]
+        h = 1
+        for bit in range(low):
+            for j in range(h):
+                energies[h + j] = energies[j] + u[block, bit]
+            h *= 2
+        for j in range(size):
+            energy = energies[j] + e_lo[j]
+            lowest[block] = min(lowest[block], energy)
+            highest[block] = max(highest[block], energy)
+    return np.array([lowest.min(), highest.max()])
