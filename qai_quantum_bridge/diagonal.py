@@ -249,13 +249,15 @@ class DiagonalQaoa:
                 kernels["low_pass"](re, im, low, codes, threads, amplitude, *tables, _POPCOUNT16)
             else:
                 first, bits = self.layout.groups[group - 1]
-                kernels["group_pass"](re, im, self.n, first, bits, COLUMN_BITS, codes, threads, tables[6], tables[7], _POPCOUNT16)
+                kernels["group_pass"](re, im, self.n, first, bits, COLUMN_BITS, codes, threads, tables[6], tables[7],
+                                      _POPCOUNT16)
         return re, im
 
     def _final_statistics(self, re, im):
         lowest, inverse = self._histogram_scale()
         block_mass, histogram, weighted = _compiled_kernels()["final_pass"](
-            re, im, _threads(self.n), self.layout.low_bits, self.e_lo, self.e_hi, self.u, lowest, inverse, HISTOGRAM_BINS)
+            re, im, _threads(self.n), self.layout.low_bits, self.e_lo, self.e_hi, self.u, lowest, inverse,
+            HISTOGRAM_BINS)
         return block_mass, histogram, float(weighted)
 
 

@@ -67,8 +67,9 @@ def load_profiles(path: str | Path | None = None) -> dict[str, TechnologyProfile
         unknown = set(entry) - _KEYS
         missing = _KEYS - set(entry) - {"description"}
         if unknown or missing:
-            raise ValueError(f"{path}: profiles.{name}: " + "; ".join(
-                ([f"unknown keys {sorted(unknown)}"] if unknown else []) + ([f"missing {sorted(missing)}"] if missing else [])))
+            problems = ([f"unknown keys {sorted(unknown)}"] if unknown else []) + (
+                [f"missing {sorted(missing)}"] if missing else [])
+            raise ValueError(f"{path}: profiles.{name}: " + "; ".join(problems))
         if entry["coupling"] not in ("heavy_hex", "all_to_all"):
             raise ValueError(f"{path}: profiles.{name}.coupling: expected heavy_hex or all_to_all")
         profiles[name] = TechnologyProfile(name=name, description=entry.get("description", ""),

@@ -57,7 +57,7 @@ def bridge(processes, ros_probe):
     return Bridge(processes, ros_probe)
 
 
-def route_goal(points, preference, seed=0, deadline=0.0):
+def route_goal(points, preference, seed=0, deadline=0.0, backend=""):
     from geometry_msgs.msg import Point
 
     from qai_edge.convert import duration_from_seconds
@@ -66,7 +66,7 @@ def route_goal(points, preference, seed=0, deadline=0.0):
 
     problem = OptimizationProblem(type=OptimizationProblem.ROUTE,
                                   waypoints=[Point(x=float(x), y=float(y), z=0.0) for x, y in points])
-    return Optimize.Goal(problem=problem, solver_preference=preference, seed=seed,
+    return Optimize.Goal(problem=problem, solver_preference=preference, seed=seed, backend=backend,
                          deadline=duration_from_seconds(deadline) if deadline else duration_from_seconds(None))
 
 
@@ -84,17 +84,19 @@ def test_optimize_answers_a_route_classically_by_default(bridge):
     assert result.solution.feasible and result.solution.cost == pytest.approx(result.reference_cost)
 
 
-def test_optimize_on_the_quantum_path_reports_every_iteration(bridge):
+@pytest.mark.parametrize("backend", ["", "aer_statevector"])
+def test_optimize_on_the_quantum_path_reports_every_iteration(bridge, backend):
     from qai_interfaces.action import Optimize
 
     feedback = []
     response = bridge.result(bridge.send(bridge.optimize, route_goal([(0, 0), (10, 0), (5, 5), (0, 10)],
                                                                      Optimize.Goal.SOLVER_QUANTUM, seed=3,
-                                                                     deadline=300), feedback))
+                                                                     deadline=300, backend=backend), feedback))
     result = response.result
-    assert result.solver == "qaoa" and result.verified and result.backend == "aer_statevector"
+    assert result.solver == "qaoa" and result.verified and result.backend == (backend or "statevector_diagonal")
     metadata = {kv.key: json.loads(kv.value) for kv in result.metadata}
-    assert metadata["qubits"] == 9 and metadata["evaluations"] > 5 and metadata["transpiled_depth"] > 0
+    assert metadata["qubits"] == 9 and metadata["evaluations"] > 5
+    assert metadata["transpiled_depth" if backend else "state_passes"] > 0
     qaoa = [f for f in feedback if f.solver == "qaoa"]
     assert len(qaoa) >= 5 and [f.evaluations for f in qaoa] == sorted(f.evaluations for f in qaoa)
     assert math.isfinite(qaoa[-1].best_cost)
