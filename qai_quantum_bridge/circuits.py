@@ -158,7 +158,7 @@ def _declared_registers(circuit_format: str, text: str, limits: CircuitLimits) -
 def check_gates(circuit, limits: CircuitLimits = CircuitLimits()) -> int:
     """The circuit's operation count with custom gate definitions expanded and loops counted by their length;
     CircuitError beyond max_gates (an exponentially nested definition is refused before it is unrolled)."""
-    memo: dict[int, int] = {}
+    memo: dict[str, int] = {}  # by gate name: a definition's size does not depend on its parameters
 
     def size(instructions, budget: int) -> int:
         total = 0
@@ -172,11 +172,11 @@ def check_gates(circuit, limits: CircuitLimits = CircuitLimits()) -> int:
                 total += len(indexset) * size(body.data, budget - total)
             elif hasattr(operation, "blocks") and operation.blocks:
                 total += sum(size(block.data, budget - total) for block in operation.blocks)
+            elif name in memo:
+                total += memo[name]
             elif name not in GATE_NAMES and getattr(operation, "definition", None) is not None:
-                key = id(operation.definition)
-                if key not in memo:
-                    memo[key] = size(operation.definition.data, budget - total)
-                total += memo[key]
+                memo[name] = size(operation.definition.data, budget - total)
+                total += memo[name]
             else:
                 total += 1
             if total > budget:
