@@ -160,8 +160,8 @@ def test_estimates_never_overflow_and_say_sizes_in_words():
 def test_large_routes_fall_back_with_a_short_reason_instead_of_overflowing(waypoints):
     points = np.random.default_rng(waypoints).uniform(0, 100, (waypoints, 2))
     for preference in ("auto", "quantum"):
-        result = QuantumBridge(PROFILES).solve(RouteProblem(points=points), SolveRequest(preference=preference,
-                                                                                        deadline=5.0))
+        request = SolveRequest(preference=preference, deadline=5.0)
+        result = QuantumBridge(PROFILES).solve(RouteProblem(points=points), request)
         assert result.solver == "two_opt" and sorted(result.solution.route) == list(range(waypoints))
         reason = result.fallback_reason or result.message
         assert "qubits" in reason and not re.search(r"\d{13}", reason), reason

@@ -19,6 +19,9 @@ from qai_quantum_bridge.profiles import load_profiles
 LIMITS = Limits()
 QASM2_HEAD = 'OPENQASM 2.0; include "qelib1.inc"; '
 QASM3_HEAD = 'OPENQASM 3.0; include "stdgates.inc"; '
+# 40 gate definitions, each calling the previous twice: 2^40 gates once unrolled.
+NESTED_GATES = QASM2_HEAD + "qreg q[1]; gate g1 a { x a; x a; } " + "".join(
+    f"gate g{i + 1} a {{ g{i} a; g{i} a; }} " for i in range(1, 40)) + "g40 q[0];"
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +58,21 @@ OVERSIZED = [
      "circuit: declares 1000000000 qubits, more than the limit of 64 (max_circuit_qubits)"),
     ("run_circuit", {"format": "qasm3", "circuit": QASM3_HEAD + "qubit[99999999999999999999] q; h q[0];"},
      "circuit: declares 1000000000 qubits, more than the limit of 64 (max_circuit_qubits)"),
-    ("run_circuit", {"format": "json", "circuit": {"num_qubits": 1, "gates": [{"type": "H", "qubits": [0]}] * 100001}},
+    ("run_circuit", {"format": "json",
+                     "circuit": {"num_qubits": 1, "gates": [{"type": "H", "qubits": [0]}] * 100001}},
      "circuit.gates: 100001 gates are more than the limit of 100000 (max_circuit_gates)"),
     ("run_circuit", {"format": "qasm2", "circuit": QASM2_HEAD + "qreg q[1]; " + "h q[0]; " * 140000},
      f"parameters.circuit: {len(QASM2_HEAD) + 11 + 8 * 140000} characters, more than the limit of 1048576 "
      "(max_circuit_text)"),
-    ("run_circuit", {"format": "qasm2", "circuit": QASM2_HEAD + "qreg q[1]; " + "".join(
-        f"gate g{i + 1} a {{ g{i} a; g{i} a; }} " for i in range(40)).replace("g0 a; g0 a;", "x a; x a;") + "g40 q[0];"},
+    ("run_circuit", {"format": "qasm2", "circuit": NESTED_GATES},
      "circuit: more than 100000 gates (max_circuit_gates) once its gate definitions and loops are expanded"),
     ("run_circuit", {"format": "json", "circuit": {"num_qubits": 31, "gates": [{"type": "H", "qubits": [0]}]}},
      "31 qubits need 32.0 GiB"),
 ]
 
 
-@pytest.mark.parametrize("kind, parameters, message", OVERSIZED, ids=[f"{c[0]}-{i}" for i, c in enumerate(OVERSIZED)])
+@pytest.mark.parametrize("kind, parameters, message", OVERSIZED,
+                         ids=[f"{case[0]}-{i}" for i, case in enumerate(OVERSIZED)])
 def test_oversized_input_is_refused_naming_the_field_and_the_limit(service, kind, parameters, message):
     with pytest.raises(TaskFailed) as failure:
         run(service, kind, parameters)
