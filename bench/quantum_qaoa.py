@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -180,9 +181,9 @@ def install_sizes() -> dict:
 
 
 def child(*arguments: str) -> dict:
-    output = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True)
+    output = subprocess.run([sys.executable, __file__, "--child", *arguments], capture_output=True, text=True)
     if output.returncode != 0:
-        return {"error": (output.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"error": (output.stderr.strip().splitlines() or [f"exit {output.returncode}"])[-1]}
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -275,8 +276,9 @@ def end_to_end(instances: int) -> list[str]:
                     label = result.solver + (f" (fallback: {result.fallback_reason[:60]})" if result.fallback else "")
                     solvers[label] = solvers.get(label, 0) + 1
                 times.sort()
+                p99 = times[max(0, math.ceil(0.99 * len(times)) - 1)]
                 lines.append(f"  {name}, {backend:>20}: p50 {statistics.median(times):8.1f} ms, p99 "
-                             f"{times[min(len(times) - 1, int(0.99 * (len(times) - 1)))]:8.1f} ms, verified optimal "
+                             f"{p99:8.1f} ms, verified optimal "
                              f"{optimal}/{len(times)}; answered by "
                              + ", ".join(f"{k} x{v}" for k, v in sorted(solvers.items())))
     finally:
@@ -306,6 +308,8 @@ def main() -> None:
     print(f"Quantum bridge bench, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     print("1. Kernel implementations (one p=2 state at 20 qubits, double precision)")
     figures = child("implementations", "20")
+    if "error" in figures:
+        raise SystemExit(f"implementations: {figures['error']}")
     sizes = install_sizes()
     compiled = compile_times()
     print(f"  numba {figures['numba'] * 1e3:8.1f} ms  (agrees with numpy to {figures['numba_agrees']:.1e}); "

@@ -145,19 +145,25 @@ def low_pass(re, im, low, codes, threads, amplitude, pl_re, pl_im, ph_re, ph_im,
                     for bit in range(low):
                         wr = w_re[layer, block, bit]
                         wi = w_im[layer, block, bit]
+                        low_re = t_re[:h]  # views: the loop reads one half and writes the other, vectorised
+                        low_im = t_im[:h]
+                        high_re = t_re[h:2 * h]
+                        high_im = t_im[h:2 * h]
                         for j in range(h):
-                            t_re[h + j] = t_re[j] * wr - t_im[j] * wi
-                            t_im[h + j] = t_re[j] * wi + t_im[j] * wr
+                            high_re[j] = low_re[j] * wr - low_im[j] * wi
+                            high_im[j] = low_re[j] * wi + low_im[j] * wr
                         h *= 2
                     lr = pl_re[layer]
                     li = pl_im[layer]
-                    for j in range(size):
+                    for j in range(size):  # two loops of few arrays each: both vectorise
                         pr = t_re[j] * lr[j] - t_im[j] * li[j]
-                        pi = t_re[j] * li[j] + t_im[j] * lr[j]
+                        t_im[j] = t_re[j] * li[j] + t_im[j] * lr[j]
+                        t_re[j] = pr
+                    for j in range(size):
                         a = r[j]
                         b = m[j]
-                        r[j] = a * pr - b * pi
-                        m[j] = a * pi + b * pr
+                        r[j] = a * t_re[j] - b * t_im[j]
+                        m[j] = a * t_im[j] + b * t_re[j]
                 elif code == 3:  # OP_MIXER: exp(-i beta (n - 2 popcount)) / 2^n
                     base = popcount(block, table)
                     for j in range(size):
@@ -181,11 +187,10 @@ def group_pass(re, im, n, first, bits, column_bits, codes, threads, d_re, d_im, 
         t_im = np.empty(rows * columns, dtype=re.dtype)
         for tile in range(chunk * tiles // chunks, (chunk + 1) * tiles // chunks):
             base = ((tile // column_chunks) << (first + bits)) | ((tile % column_chunks) * columns)
-            for row in range(rows):
+            for row in range(rows):  # slice copies: vectorised moves (an index loop ran 3x slower)
                 source = base + (row << first)
-                for c in range(columns):
-                    t_re[row * columns + c] = re[source + c]
-                    t_im[row * columns + c] = im[source + c]
+                t_re[row * columns:(row + 1) * columns] = re[source:source + columns]
+                t_im[row * columns:(row + 1) * columns] = im[source:source + columns]
             for op in range(codes.shape[0]):
                 if codes[op, 0] == 1:  # OP_H over this group's bits: the tile's rows
                     wht_bits(t_re, column_bits, column_bits + bits)
@@ -203,9 +208,8 @@ def group_pass(re, im, n, first, bits, column_bits, codes, threads, d_re, d_im, 
                             t_im[x] = a * d_im[layer, k] + b * d_re[layer, k]
             for row in range(rows):
                 target = base + (row << first)
-                for c in range(columns):
-                    re[target + c] = t_re[row * columns + c]
-                    im[target + c] = t_im[row * columns + c]
+                re[target:target + columns] = t_re[row * columns:(row + 1) * columns]
+                im[target:target + columns] = t_im[row * columns:(row + 1) * columns]
 
 
 @njit(parallel=True, **OPTIONS)
@@ -218,29 +222,41 @@ def final_pass(re, im, threads, low, e_lo, e_hi, u, lowest, inverse, bins):
     weighted = np.zeros(chunks)
     for chunk in prange(chunks):
         energies = np.empty(size)
+        probabilities = np.empty(size)
+        masses = np.zeros(bins)
+        sums = np.zeros(bins)
         for block in range(chunk * blocks // chunks, (chunk + 1) * blocks // chunks):
             start = block << low
+            r = re[start:start + size]
+            m = im[start:start + size]
             energies[0] = e_hi[block]
             h = 1
             for bit in range(low):
+                below = energies[:h]
+                above = energies[h:2 * h]
+                step = u[block, bit]
                 for j in range(h):
-                    energies[h + j] = energies[j] + u[block, bit]
+                    above[j] = below[j] + step
                 h *= 2
+            for j in range(size):  # vectorised; the reductions and the histogram follow
+                a = np.float64(r[j])
+                b = np.float64(m[j])
+                probabilities[j] = a * a + b * b
+                energies[j] += e_lo[j]
             mass = 0.0
             total = 0.0
             for j in range(size):
-                a = np.float64(re[start + j])
-                b = np.float64(im[start + j])
-                p = a * a + b * b
-                energy = energies[j] + e_lo[j]
+                p = probabilities[j]
+                energy = energies[j]
                 mass += p
                 total += p * energy
-                k = int((energy - lowest) * inverse)
-                k = min(max(k, 0), bins - 1)
-                histograms[chunk, 0, k] += p
-                histograms[chunk, 1, k] += p * energy
+                k = min(max(int((energy - lowest) * inverse), 0), bins - 1)
+                masses[k] += p
+                sums[k] += p * energy
             block_mass[block] = mass
             weighted[chunk] += total
+        histograms[chunk, 0] = masses
+        histograms[chunk, 1] = sums
     return block_mass, histograms.sum(axis=0), weighted.sum()
 
 

@@ -36,7 +36,7 @@ import numpy as np
 LOW_BITS_MAX = 15  # 2^15 amplitudes (512 KiB as two float64 arrays): one block, in L2
 GROUP_BITS_MAX = 10  # a strided group's tile: 2^10 rows x 32 columns x 2 arrays x 8 B = 512 KiB
 COLUMN_BITS = 5  # 32 contiguous amplitudes a tile row holds (four 64-byte lines per array: prefetched)
-HISTOGRAM_BINS = 1 << 14
+HISTOGRAM_BINS = 1 << 12  # 64 KiB of histogram per thread: stays in L2
 COMPILED_MIN_QUBITS = 12  # below this the plain numpy algebra is as fast (no block structure to exploit)
 
 # Pass operations (code, layer).
@@ -153,14 +153,19 @@ class DiagonalQaoa:
         return values[:self.reps], values[self.reps:] / self.scale
 
     def _tables(self, parameters: Sequence[float]):
+        """Per layer: the low block's phases, each block's phase and cross factors, the mixer's diagonal, as
+        (real, imaginary) float arrays (cos and sin of real arguments: no complex temporaries)."""
         betas, gammas = self._angles(parameters)
         shift_lo, shift_hi = self.e_lo[0], self.e_hi[0]  # global phases: keep the arguments small
-        ph_lo = np.exp(-1j * gammas[:, None] * (self.e_lo - shift_lo)[None, :])
-        ph_hi = np.exp(-1j * gammas[:, None] * (self.e_hi - shift_hi)[None, :])
-        w = np.exp(-1j * gammas[:, None, None] * self.u[None, :, :])
+        tables = []
+        for values in (np.multiply.outer(gammas, self.e_lo - shift_lo), np.multiply.outer(gammas, self.e_hi - shift_hi),
+                       np.multiply.outer(gammas, self.u)):
+            tables += [np.cos(values), -np.sin(values)]
         counts = np.arange(self.n + 1)
-        mixer = np.exp(-1j * betas[:, None] * (self.n - 2 * counts)[None, :]) / float(1 << self.n)
-        return ph_lo, ph_hi, w, mixer
+        mixer = np.multiply.outer(betas, self.n - 2 * counts)
+        scale = 1.0 / float(1 << self.n)
+        tables += [np.cos(mixer) * scale, -np.sin(mixer) * scale]
+        return tuple(np.ascontiguousarray(table) for table in tables)
 
     # -- Evaluation -------------------------------------------------------------------------------
 
@@ -230,17 +235,13 @@ class DiagonalQaoa:
 
     def _run(self, parameters: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         kernels = _compiled_kernels()
-        ph_lo, ph_hi, w, mixer = self._tables(parameters)
+        tables = self._tables(parameters)
         if self._buffers is None:  # kept across evaluations: a fresh 2^n array costs its page faults each time
             self._buffers = (huge_page_array(1 << self.n, self.dtype), huge_page_array(1 << self.n, self.dtype))
         re, im = self._buffers
         low = self.layout.low_bits
         amplitude = 1.0 / math.sqrt(float(1 << self.n))
         threads = _threads(self.n)
-        tables = (np.ascontiguousarray(ph_lo.real), np.ascontiguousarray(ph_lo.imag),
-                  np.ascontiguousarray(ph_hi.real), np.ascontiguousarray(ph_hi.imag),
-                  np.ascontiguousarray(w.real), np.ascontiguousarray(w.imag),
-                  np.ascontiguousarray(mixer.real), np.ascontiguousarray(mixer.imag))
         for group, ops in self.layout.passes:
             codes = np.asarray([op for op in ops if op[0] != OP_FINAL], dtype=np.int64).reshape(-1, 2)
             if not len(codes):
@@ -421,4 +422,4 @@ def _threads(num_qubits: int) -> int:
 def threads_for(num_qubits: int) -> int:
     """Threads worth using: one below 16 qubits (a block or two: threads only contend with the ROS stack)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if num_qubits < 16 else max(1, cores)
+    return 1 if num_qubits < 20 else max(1, cores)
