@@ -268,9 +268,9 @@ def end_to_end(instances: int) -> list[str]:
                 for case_name, problem, best in cases:
                     if case_name != name:
                         continue
-                    seconds, result = solve(Optimize.Goal(problem=problem, solver_preference=Optimize.Goal.SOLVER_QUANTUM,
-                                                          backend=backend, seed=1,
-                                                          deadline=duration_from_seconds(60.0)))
+                    seconds, result = solve(Optimize.Goal(
+                        problem=problem, solver_preference=Optimize.Goal.SOLVER_QUANTUM, backend=backend, seed=1,
+                        deadline=duration_from_seconds(60.0)))
                     times.append(seconds * 1000)
                     optimal += result.verified and abs(result.solution.cost - best) <= 1e-6 * max(1.0, best)
                     label = result.solver + (f" (fallback: {result.fallback_reason[:60]})" if result.fallback else "")
@@ -325,8 +325,8 @@ def main() -> None:
         print(f"  {n:>3} qubits: {result.get('max_difference', result.get('error'))!s:>24}  ({result.get('kernel')})")
     print("3. QAOA p=2, 1024 shots, one evaluation (objective + samples), median; each in its own process")
     print("  qubits   aer_statevector   peak     statevector_diagonal   peak       ratio   (issue 14's Aer)")
-    rows = [(int(s), True) for s in args.sizes.split(",") if s] + [(int(s), False) for s in
-                                                                    args.kernel_only.split(",") if s]
+    rows = ([(int(s), True) for s in args.sizes.split(",") if s]
+            + [(int(s), False) for s in args.kernel_only.split(",") if s])
     for n, with_aer in rows:
         evaluations = 7 if n <= 20 else 4
         aer = child("one", "aer", str(n), str(evaluations)) if with_aer else {}
