@@ -1,5 +1,7 @@
-"""The RunTask action server every task-serving engine uses: goals in, handler calls in worker threads,
-feedback, cancellation and results out.
+"""The RunTask action server every task-serving engine uses.
+
+Goals in, handler calls in worker threads (qai_edge.workers.WorkerActionServer), feedback, cancellation
+and results out.
 
 Rules it keeps for the mission engine:
 - every goal is accepted; a goal that cannot run (unknown kind, parameters that fail the kind's schema,
@@ -28,8 +30,10 @@ MESSAGE_WIDTH = 300  # characters of one parameter error kept: a 1 MB field is n
 
 
 def parameter_errors(spec: TaskKindSpec, parameters: Mapping[str, Any]) -> list[str]:
-    """Schema violations as 'parameters.<name>: why', sizes said with their limit, values shortened. A
-    subschema's `x-limit` names the parameter that sets its cap."""
+    """Return schema violations as 'parameters.<name>: why', sizes with their limit, values shortened.
+
+    A subschema's `x-limit` names the parameter that sets its cap.
+    """
     if spec.parameters_schema is None:
         return []
     errors = []

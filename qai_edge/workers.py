@@ -1,6 +1,8 @@
-"""Blocking work (a task handler, a QAOA run) in worker threads, awaited by rclpy coroutines (action
-execute callbacks) without holding the executor; WorkerActionServer: an action served that way (the
-RunTask server and the quantum bridge's Optimize are two of them)."""
+"""Blocking work (a task handler, a QAOA run) in worker threads, awaited without holding the executor.
+
+rclpy coroutines (action execute callbacks) await it; WorkerActionServer is an action served that way
+(the RunTask server and the quantum bridge's Optimize are two of them).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ from rclpy.task import Future
 
 
 def call_soon(node: Node, fn: Callable, *args) -> None:
-    """Run fn on the node's executor thread (rclpy futures and goal handles are not for worker threads);
-    creating the task also wakes the executor."""
+    """Run fn on the node's executor thread (rclpy futures and goal handles are not for worker threads).
+
+    Creating the task also wakes the executor.
+    """
     executor = node.executor
     if executor is not None:
         executor.create_task(fn, *args)
 
 
 def in_worker(node: Node, pool: ThreadPoolExecutor, fn: Callable, *args) -> Future:
-    """A Future (to await) of fn(*args) run in `pool`; it holds fn's result, or the exception it raised."""
+    """Return a Future (to await) of fn(*args) run in `pool`: fn's result, or the exception it raised."""
     done = Future()
 
     def work():
@@ -37,8 +41,10 @@ def in_worker(node: Node, pool: ThreadPoolExecutor, fn: Callable, *args) -> Futu
 
 
 class InOrder:
-    """Calls made from worker threads, run on the executor thread in the order they were made (rclpy's
-    executor runs several pending tasks newest first, which would reorder, say, feedback messages)."""
+    """Calls made from worker threads, run on the executor thread in the order they were made.
+
+    rclpy's executor runs several pending tasks newest first, which would reorder, say, feedback messages.
+    """
 
     def __init__(self, node: Node):
         self._node = node
@@ -65,8 +71,7 @@ class InOrder:
 
 
 class WorkerActionServer:
-    """An action whose goals run as blocking handlers in a worker pool, shared by RunTask and the quantum
-    bridge's Optimize.
+    """An action whose goals run as blocking handlers in a worker pool (RunTask, the bridge's Optimize).
 
     Every goal is accepted; `prepare(goal_handle)` (on the executor) validates it and returns either a
     result message to abort with at once, or (key, work) where work(context) runs in the pool with a

@@ -98,8 +98,10 @@ def wht_bits(a, lo, hi):
 
 @njit(**OPTIONS)
 def wht(a, bits):
-    """The full transform of a contiguous block of 2^bits: the lowest three bits as 8-point transforms of
-    neighbours, the rest with a contiguous innermost loop."""
+    """Apply the full transform to a contiguous block of 2^bits.
+
+    The lowest three bits as 8-point transforms of neighbours, the rest with a contiguous innermost loop.
+    """
     if bits >= 3:
         for i in range(0, a.shape[0], 8):
             _radix8(a, i, 1)

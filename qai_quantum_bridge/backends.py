@@ -97,8 +97,11 @@ def _address_space_headroom() -> int | None:
 
 
 def available_memory() -> int:
-    """Bytes this process may still allocate: the least of MemAvailable, the cgroup's memory headroom and
-    the address-space limit's headroom (RLIMIT_AS)."""
+    """Return the bytes this process may still allocate.
+
+    The least of MemAvailable, the cgroup's memory headroom and the address-space limit's headroom
+    (RLIMIT_AS).
+    """
     candidates = [value for value in (_meminfo_available(), _cgroup_headroom(), _address_space_headroom())
                   if value is not None]
     return min(candidates) if candidates else 8 << 30
@@ -198,7 +201,7 @@ class AerBackend:
         return _stats(self._pass_manager(circuit.num_qubits).run(circuit), circuit.num_qubits)
 
     def run(self, compiled: Compiled, parameter_sets: Sequence[Sequence[float]] | None, shots: int) -> list[dict]:
-        """Counts for each parameter set, keyed by outcome integer (bit i is qubit i's measured value)."""
+        """Return counts for each parameter set, keyed by outcome integer (bit i is qubit i's value)."""
         circuit = compiled.circuit
         if circuit.num_parameters:
             binds = {p: [float(ps[i]) for ps in parameter_sets] for i, p in enumerate(circuit.parameters)}
@@ -242,10 +245,12 @@ class DiagonalBackend:
 
 
 class QpuBackend:
-    """IBM Quantum through qiskit-ibm-runtime's client-side Sampler (executor_sampler; the server-side
-    SamplerV2 is deprecated since 0.50). `fake` names a local fake backend of that
-    library (e.g. fake_manila), run through the same code path; otherwise the service is reached with a
-    token (QISKIT_IBM_TOKEN, or the file at `token_file`), every call under `timeout` seconds."""
+    """IBM Quantum through qiskit-ibm-runtime's client-side Sampler.
+
+    executor_sampler: the server-side SamplerV2 is deprecated since 0.50. `fake` names a local fake backend
+    of that library (e.g. fake_manila), run through the same code path; otherwise the service is reached
+    with a token (QISKIT_IBM_TOKEN, or the file at `token_file`), every call under `timeout` seconds.
+    """
 
     def __init__(self, backend_name: str = "", fake: str = "", channel: str = "ibm_quantum_platform",
                  instance: str = "", token_file: str = "", timeout: float = 30.0, seed: int | None = None):
@@ -289,7 +294,9 @@ class QpuBackend:
 
     def _call(self, fn, what: str):
         """Run a (possibly remote) call with a deadline: an unreachable service is an error, never a hang.
-        The call runs in a daemon thread, so one that never returns cannot hold up the node's exit."""
+
+        The call runs in a daemon thread, so one that never returns cannot hold up the node's exit.
+        """
         outcome: list = []
         worker = threading.Thread(target=lambda: outcome.append(_capture(fn)), daemon=True, name="qpu-call")
         worker.start()

@@ -1,5 +1,4 @@
-"""The quantum bridge's policy: which solver answers, within the deadline, and how honestly it says so.
-No rclpy import.
+"""The quantum bridge's policy: which solver answers, within the deadline, and how honestly. No rclpy import.
 
 - The classical solver runs first, always: it is exact at robot sizes (well under a millisecond), it checks
   every quantum answer, and it is the fallback.
@@ -41,7 +40,7 @@ WARM_STARTS_KEPT = 64
 
 
 def seconds_text(seconds: float) -> str:
-    """A duration for a message: never hundreds of digits."""
+    """Return a duration for a message: never hundreds of digits."""
     if not math.isfinite(seconds) or seconds >= 1e6:
         return "more than 10^6 s"
     return f"{seconds:.1f} s" if seconds < 100 else f"{seconds:.0f} s"
@@ -74,8 +73,10 @@ class CostModel:
 
     @staticmethod
     def circuit_gates(num_qubits: int, reps: int, cost_terms: int) -> int:
-        """Gates of the logical QAOA circuit: Hadamards, per layer the cost terms (a ZZ term is 3 gates)
-        and the mixer, and the measurements."""
+        """Return the gates of the logical QAOA circuit.
+
+        Hadamards, per layer the cost terms (a ZZ term is 3 gates) and the mixer, and the measurements.
+        """
         return 2 * num_qubits + reps * (num_qubits + 3 * cost_terms)
 
     @staticmethod
@@ -170,7 +171,7 @@ class QpuSettings:
 
 
 def effective_backend(backend: str, profile: str) -> str:
-    """The backend a job runs on: the diagonal kernel is noiseless, so a technology profile takes Aer."""
+    """Return the backend a job runs on: the kernel is noiseless, so a technology profile takes Aer."""
     return "aer_statevector" if backend == DIAGONAL and profile else backend
 
 
@@ -198,8 +199,11 @@ class QuantumBridge:
         return self._backends[key]
 
     def estimate_seconds(self, num_qubits: int, request: SolveRequest, cost_terms: int | None = None) -> float:
-        """The whole QAOA run's time before running: set-up (transpile) and maxiter + 1 evaluations, per
-        backend and circuit. `cost_terms` unknown: a dense QUBO is assumed. Finite or inf, never an error."""
+        """Estimate the whole QAOA run's time before running: set-up and maxiter + 1 evaluations.
+
+        Per backend and circuit; `cost_terms` unknown: a dense QUBO is assumed. Finite or inf, never an
+        error.
+        """
         from qai_quantum_bridge.diagonal import COMPILED_MIN_QUBITS, kernels_ready
 
         backend = effective_backend(request.backend, request.profile)

@@ -1,6 +1,6 @@
-"""Circuit jobs: run a circuit given as OpenQASM 2 or 3 text, as a JSON gate list, or as a qiskit
-QuantumCircuit; return counts, and on request the statevector and expectation values, with timings and
-metadata. No rclpy import.
+"""Circuit jobs: OpenQASM 2/3 text, a JSON gate list or a QuantumCircuit run to counts. No rclpy import.
+
+On request also the statevector and expectation values, with timings and metadata.
 
 Every bound is checked before anything is built (CircuitLimits): the text's size, the qubits and bits
 the source declares (read from the QASM declarations or the JSON's num_qubits before a QuantumCircuit
@@ -64,8 +64,11 @@ class CircuitLimits:
 
 
 def declared_qubits(circuit_format: str, source: Any, limits: CircuitLimits = CircuitLimits()) -> int:
-    """The qubits a source declares, read before anything is parsed or built; refuses (CircuitError) a
-    source beyond the limits: too long, too many qubits or bits, a non-standard include."""
+    """Return the qubits a source declares, read before anything is parsed or built.
+
+    Refuses (CircuitError) a source beyond the limits: too long, too many qubits or bits, a non-standard
+    include.
+    """
     if circuit_format == "json":
         if isinstance(source, str):
             _check_length(source, limits)
@@ -115,7 +118,7 @@ _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 
 
 def _check_includes(circuit_format: str, text: str) -> None:
-    """Only the standard include: nothing else is read, so no local file's content can come back."""
+    """Allow only the standard include: nothing else is read, so no local file's content can come back."""
     allowed = STANDARD_INCLUDES[circuit_format]
     code = _COMMENTS.sub(" ", text)
     for match in re.finditer(r"\binclude\b", code):
@@ -156,8 +159,10 @@ def _declared_registers(circuit_format: str, text: str, limits: CircuitLimits) -
 
 
 def check_gates(circuit, limits: CircuitLimits = CircuitLimits()) -> int:
-    """The circuit's operation count with custom gate definitions expanded and loops counted by their length;
-    CircuitError beyond max_gates (an exponentially nested definition is refused before it is unrolled)."""
+    """Return the operation count with gate definitions expanded and loops counted by their length.
+
+    CircuitError beyond max_gates: an exponentially nested definition is refused before it is unrolled.
+    """
     memo: dict[str, int] = {}  # by gate name: a definition's size does not depend on its parameters
 
     def size(instructions, budget: int) -> int:
@@ -188,7 +193,7 @@ def check_gates(circuit, limits: CircuitLimits = CircuitLimits()) -> int:
 
 
 def parse_circuit(circuit_format: str, source: Any, limits: CircuitLimits = CircuitLimits()):
-    """A QuantumCircuit from OpenQASM 2/3 text or a JSON gate list (a dict, or its JSON text), within limits."""
+    """Build a QuantumCircuit from OpenQASM 2/3 text or a JSON gate list (dict or JSON text), within limits."""
     declared_qubits(circuit_format, source, limits)
     if circuit_format == "qasm2":
         from qiskit import qasm2
@@ -217,7 +222,7 @@ def parse_circuit(circuit_format: str, source: Any, limits: CircuitLimits = Circ
 
 
 def _message(error: BaseException, printed: str = "") -> str:
-    """A parser's message, never empty (OpenQASM 3 syntax errors carry none: the parser printed it), shortened."""
+    """Return a parser's message, shortened and never empty (OpenQASM 3 syntax errors are printed instead)."""
     text = str(error).strip()
     if text in ("", "None"):
         text = " ".join(printed.split())
@@ -348,7 +353,7 @@ def _measure_all(circuit):
 
 
 def _final_state(circuit, backend):
-    """The exact final state: a Statevector when ideal, a DensityMatrix with the profile's noise."""
+    """Return the exact final state: a Statevector when ideal, a DensityMatrix with the profile's noise."""
     from qiskit.quantum_info import DensityMatrix, Statevector
 
     unitary_part = circuit.remove_final_measurements(inplace=False)

@@ -44,7 +44,7 @@ OP_INIT, OP_H, OP_PHASE, OP_MIXER, OP_FINAL = range(5)
 
 
 def energies_over_bits(linear: np.ndarray, quadratic: np.ndarray, constant: float = 0.0) -> np.ndarray:
-    """Energy c + l.x + x'Qx (Q upper triangular) of every x in {0,1}^k, index bit i = x_i; O(2^k)."""
+    """Return the energy c + l.x + x'Qx (Q upper triangular) of every x in {0,1}^k (index bit i = x_i)."""
     k = len(linear)
     energies = np.full(1, float(constant))
     for bit in range(k):
@@ -57,7 +57,7 @@ def energies_over_bits(linear: np.ndarray, quadratic: np.ndarray, constant: floa
 
 
 def bit_matrix(count: int, width: int) -> np.ndarray:
-    """Rows 0..count-1 as bits (column i is bit i), float64."""
+    """Return rows 0..count-1 as bits (column i is bit i), float64."""
     index = np.arange(count, dtype=np.int64)
     return ((index[:, None] >> np.arange(width)) & 1).astype(np.float64)
 
@@ -73,8 +73,11 @@ def popcounts(count: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Layout:
-    """How a state of n qubits is cut into the low block and strided groups, and the passes of one
-    evaluation: (group, ops) with group 0 the low block, g >= 1 the bits groups[g - 1]."""
+    """How a state of n qubits is cut into the low block and strided groups.
+
+    `passes` lists one evaluation's passes as (group, ops): group 0 is the low block, g >= 1 the bits
+    groups[g - 1].
+    """
 
     num_qubits: int
     low_bits: int
@@ -153,8 +156,11 @@ class DiagonalQaoa:
         return values[:self.reps], values[self.reps:] / self.scale
 
     def _tables(self, parameters: Sequence[float]):
-        """Per layer: the low block's phases, each block's phase and cross factors, the mixer's diagonal, as
-        (real, imaginary) float arrays (cos and sin of real arguments: no complex temporaries)."""
+        """Return the per-layer tables as (real, imaginary) float arrays.
+
+        The low block's phases, each block's phase and cross factors, the mixer's diagonal; cos and sin of
+        real arguments (no complex temporaries).
+        """
         betas, gammas = self._angles(parameters)
         shift_lo, shift_hi = self.e_lo[0], self.e_hi[0]  # global phases: keep the arguments small
         tables = []
@@ -170,7 +176,7 @@ class DiagonalQaoa:
     # -- Evaluation -------------------------------------------------------------------------------
 
     def probabilities(self, parameters: Sequence[float]) -> np.ndarray:
-        """The final state's probabilities, qubit i = bit i of the index (qiskit's order)."""
+        """Return the final state's probabilities, qubit i = bit i of the index (qiskit's order)."""
         if not self.compiled:
             return numpy_probabilities(self, parameters)
         re, im = self._run(parameters)
@@ -182,8 +188,11 @@ class DiagonalQaoa:
 
     def evaluate(self, parameters: Sequence[float], shots: int, rng: np.random.Generator,
                  cvar_alpha: float | None) -> tuple[float, dict[int, int], dict]:
-        """(objective, samples {outcome: count}, figures): the objective is the exact expectation value of
-        the energy (cvar_alpha None) or the CVaR over the best `cvar_alpha` of the probability mass."""
+        """Return (objective, samples {outcome: count}, figures) of one evaluation.
+
+        The objective is the exact expectation value of the energy (cvar_alpha None) or the CVaR over the
+        best `cvar_alpha` of the probability mass.
+        """
         low = self.layout.low_bits
         if self.compiled:
             re, im = self._run(parameters)
@@ -207,7 +216,7 @@ class DiagonalQaoa:
         return float(objective), samples, {"norm": total, "expectation": expectation / total}
 
     def energies(self) -> np.ndarray:
-        """The QUBO energy of every basis state (2^n values: for tests and small sizes)."""
+        """Return the QUBO energy of every basis state (2^n values: for tests and small sizes)."""
         low = self.layout.low_bits
         x_lo = bit_matrix(1 << low, low)
         return (self.e_hi[:, None] + self.e_lo[None, :] + self.u @ x_lo.T).reshape(-1)
@@ -263,7 +272,7 @@ class DiagonalQaoa:
 
 
 def cvar(histogram: np.ndarray, mass: float) -> float:
-    """Sum of p * E over the lowest-energy `mass` of the distribution (the boundary bin at its mean)."""
+    """Return the sum of p * E over the lowest-energy `mass` of the distribution (boundary bin at its mean)."""
     masses, weighted = histogram
     cumulative = np.cumsum(masses)
     boundary = int(np.searchsorted(cumulative, mass))
@@ -277,7 +286,7 @@ def cvar(histogram: np.ndarray, mass: float) -> float:
 
 def _sample_blocks(block_mass: np.ndarray, shots: int, rng: np.random.Generator, low: int, block_probabilities
                    ) -> dict[int, int]:
-    """`shots` outcomes drawn from the distribution: a block by its mass, then an index within it."""
+    """Draw `shots` outcomes from the distribution: a block by its mass, then an index within it."""
     cumulative = np.cumsum(block_mass)
     targets = np.sort(rng.random(shots)) * cumulative[-1]
     blocks = np.minimum(np.searchsorted(cumulative, targets, side="right"), len(block_mass) - 1)
@@ -310,7 +319,7 @@ HUGE_PAGE = 2 << 20
 
 
 def huge_page_array(count: int, dtype) -> np.ndarray:
-    """An uninitialised array on transparent huge pages where the kernel grants them (madvise).
+    """Return an uninitialised array on transparent huge pages where the kernel grants them (madvise).
 
     The strided passes read one 64-byte line from each of thousands of rows 64 KiB apart: on 4 KiB
     pages every row is a TLB miss (measured: the bare gather/scatter of a pass cost 11-28 ns an
@@ -336,7 +345,7 @@ _POPCOUNT16 = popcounts(1 << 16).astype(np.uint8)
 # -- The plain numpy algebra (reference and small sizes) ---------------------------------------
 
 def fwht(state: np.ndarray) -> np.ndarray:
-    """Unnormalised Walsh-Hadamard transform along the last axis (2^n long), in place, returned."""
+    """Apply the unnormalised Walsh-Hadamard transform along the last axis (2^n long) in place."""
     size = state.shape[-1]
     h = 1
     while h < size:
@@ -380,7 +389,7 @@ def compiled_available() -> bool:
 
 
 def _compiled_kernels() -> dict:
-    """The numba kernels (compiled, or loaded from numba's on-disk cache, at their first call)."""
+    """Return the numba kernels (compiled, or loaded from numba's on-disk cache, at their first call)."""
     global _KERNELS
     if _KERNELS is None:
         with _KERNELS_LOCK:
@@ -393,13 +402,15 @@ def _compiled_kernels() -> dict:
 
 
 def kernels_ready() -> bool:
-    """Whether warm_up finished: the first compiled evaluation will not pay for a compile."""
+    """Say whether warm_up finished (the first compiled evaluation will not pay for a compile)."""
     return _WARM.is_set()
 
 
 def warm_up() -> float:
-    """Compile or load every kernel specialisation now (a node calls this at start, in a worker thread);
-    the seconds it took, also kept in COMPILE_SECONDS["warm_up"]."""
+    """Compile or load every kernel specialisation now; return the seconds it took.
+
+    A node calls this at start, beside its executor; the time is also kept in COMPILE_SECONDS.
+    """
     began = time.perf_counter()
     for precision in ("double", "single"):
         # 15 qubits: a low block and one strided group, so every kernel is compiled.
@@ -420,6 +431,6 @@ def _threads(num_qubits: int) -> int:
 
 
 def threads_for(num_qubits: int) -> int:
-    """Threads worth using: one below 16 qubits (a block or two: threads only contend with the ROS stack)."""
+    """Return the threads worth using: one below 20 qubits (more only contend with the ROS stack)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 1 if num_qubits < 20 else max(1, cores)

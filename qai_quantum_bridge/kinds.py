@@ -1,5 +1,6 @@
-"""The quantum bridge's jobs: task kinds (schemas with size caps), parsing with bounds, result shaping,
-and the Optimize action's job, behind one QuantumService the node calls. No rclpy import.
+"""The quantum bridge's jobs, behind one QuantumService the node calls. No rclpy import.
+
+Task kinds (schemas with size caps), parsing with bounds, result shaping, and the Optimize action's job.
 
 Every input is bounded (Limits, from the max_* parameters) and checked before anything is built: the
 schema caps sizes as the task arrives, and each handler checks the same bounds again (Optimize goals have
@@ -60,7 +61,7 @@ NUMBER = {"type": "number"}
 
 
 def _capped(schema: dict, limit: int, parameter: str, key: str = "maxItems") -> dict:
-    """A schema with a size cap; `x-limit` names the parameter, so the refusal can say it."""
+    """Return a schema with a size cap; `x-limit` names the parameter, so the refusal can say it."""
     return {**schema, key: limit, "x-limit": parameter}
 
 
@@ -80,7 +81,7 @@ def _schema(properties: dict, required: list[str], limits: Limits) -> dict:
 
 
 def task_kinds(limits: Limits) -> dict[str, TaskKindSpec]:
-    """The kinds the bridge serves, their schemas capped by `limits`."""
+    """Return the kinds the bridge serves, their schemas capped by `limits`."""
     cells = limits.max_assignment_cells
     return {spec.name: spec for spec in (
         TaskKindSpec(
@@ -153,7 +154,7 @@ def assignment_problem(costs: Any, capacities: Any, limits: Limits) -> Assignmen
 
 def qubo_problem(num_variables: int, linear: Any, terms, count: int, offset: float, ising: bool,
                  limits: Limits):
-    """`terms` yields (index, i, j, value); `count` is how many it will yield (checked first)."""
+    """Build a QUBO or Ising problem within the limits; `terms` yields (index, i, j, value), `count` of them."""
     if num_variables > limits.max_qubo_variables:
         raise over("num_variables", "variables", num_variables, limits.max_qubo_variables, "max_qubo_variables")
     if len(linear) > limits.max_qubo_variables:
@@ -179,7 +180,7 @@ def check_shots(shots: Any, limits: Limits, field: str = "shots") -> None:
 
 
 def result_summary(result) -> dict[str, Any]:
-    """What every optimisation task kind returns beside its own answer."""
+    """Return what every optimisation task kind returns beside its own answer."""
     return {"cost": round(result.solution.cost, 9), "solver": result.solver, "verified": result.verified,
             "fallback": result.fallback, "fallback_reason": result.fallback_reason, "backend": result.backend,
             "technology_profile": result.profile,
@@ -191,8 +192,11 @@ def result_summary(result) -> dict[str, Any]:
 # -- The service -------------------------------------------------------------------------------
 
 class QuantumService:
-    """The bridge's jobs, called by the node from worker threads. `configure` swaps the solver defaults
-    (validated first) while jobs run; a job uses the defaults it started with."""
+    """The bridge's jobs, called by the node from worker threads.
+
+    `configure` swaps the solver defaults (validated first) while jobs run; a job uses the defaults it
+    started with.
+    """
 
     def __init__(self, bridge: QuantumBridge, defaults: SolveRequest, limits: Limits):
         self.bridge = bridge
@@ -202,7 +206,7 @@ class QuantumService:
         self.defaults = self.validated(defaults)
 
     def validated(self, defaults: SolveRequest) -> SolveRequest:
-        """The defaults if they are valid (a known technology profile, ...), else ValueError saying why."""
+        """Return the defaults if they are valid (a known technology profile, ...); else raise ValueError."""
         defaults.check(self.bridge.profiles)
         return defaults
 
@@ -304,7 +308,7 @@ class QuantumService:
     # -- The Optimize action ------------------------------------------------------------------
 
     def optimize(self, goal, context):
-        """An Optimize goal -> its Result message; bad input raises TaskFailed (not retryable) naming the field."""
+        """Answer an Optimize goal with its Result; bad input raises TaskFailed (not retryable) naming the field."""
         from qai_quantum_bridge.messages import problem_from_msg, request_from_goal, result_to_msg
 
         began = time.monotonic()

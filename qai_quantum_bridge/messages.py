@@ -1,5 +1,7 @@
 """Problems and results: qai_interfaces messages and task parameters <-> the bridge's core types.
-No rclpy import."""
+
+No rclpy import.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ _PREFERENCE = {Optimize.Goal.SOLVER_AUTO: "auto", Optimize.Goal.SOLVER_CLASSICAL
 
 
 def problem_from_msg(msg: OptimizationProblem, limits=None) -> Problem:
-    """The problem a message describes; every size is checked against `limits` (qai_quantum_bridge.kinds.Limits)
-    before anything is built from it."""
+    """Return the problem a message describes, within `limits`.
+
+    Every size is checked against `limits` (qai_quantum_bridge.kinds.Limits) before anything is built.
+    """
     from qai_quantum_bridge.kinds import Limits, assignment_problem, over, qubo_problem
 
     limits = limits or Limits()
@@ -70,7 +74,7 @@ def request_from_goal(goal: Optimize.Goal, defaults: SolveRequest) -> SolveReque
 
 
 def request_from_parameters(parameters: Mapping[str, Any], defaults: SolveRequest) -> SolveRequest:
-    """The solver options a task kind (plan_route, assign_tasks, solve_qubo) takes as parameters."""
+    """Return the solver options a task kind (plan_route, assign_tasks, solve_qubo) takes as parameters."""
     return SolveRequest(
         preference=parameters.get("solver", defaults.preference), backend=parameters.get("backend", defaults.backend),
         profile=parameters.get("technology_profile", defaults.profile),

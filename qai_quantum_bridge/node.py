@@ -1,5 +1,4 @@
-"""quantum_bridge: solves route and assignment problems on the diagonal-QAOA kernel, qiskit-aer, a cloud QPU
-or classically.
+"""quantum_bridge: route, assignment and QUBO problems on a QAOA kernel, qiskit-aer, a QPU or classically.
 
 The ROS shell around qai_quantum_bridge.kinds.QuantumService (the jobs, their bounds and results) and
 qai_quantum_bridge.bridge (which solver answers, within the deadline, checked classically). It serves
@@ -40,7 +39,7 @@ RUNTIME = {spec.name for spec in SOLVER_PARAMETERS}
 
 
 def solve_defaults(value) -> SolveRequest:
-    """The solver defaults from parameter values (`value(name)`)."""
+    """Return the solver defaults from parameter values (`value(name)`)."""
     return SolveRequest(preference=value("default_solver"), backend=value("default_backend"),
                         profile=value("default_profile"), deadline=value("default_deadline"), shots=value("shots"),
                         reps=value("qaoa_layers"), maxiter=value("qaoa_maxiter"),

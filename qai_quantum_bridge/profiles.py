@@ -1,5 +1,7 @@
-"""Qubit technology profiles (config/quantum_profiles.yaml): coupling, native gates and noise, used to
-transpile circuits and simulate them on qiskit-aer with that technology's errors. No rclpy import."""
+"""Qubit technology profiles (config/quantum_profiles.yaml): coupling, native gates, noise. No rclpy import.
+
+Used to transpile circuits and simulate them on qiskit-aer with that technology's errors.
+"""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ class QaoaSolver:
         self.setup_seconds = time.monotonic() - began
 
     def initial_point(self) -> np.ndarray:
-        """A linear ramp (annealing-like) schedule unless warm-started; qiskit orders betas, then gammas."""
+        """Return a linear ramp (annealing-like) schedule unless warm-started; betas, then gammas."""
         if self.settings.initial_point is not None and len(self.settings.initial_point) == self.num_parameters:
             return np.asarray(self.settings.initial_point, dtype=float)
         p = self.settings.reps
@@ -144,15 +144,18 @@ class QaoaSolver:
         return values
 
     def seconds_per_evaluation(self) -> float | None:
-        """The steady cost of one evaluation so far (the median of those after the first, which pays start-up)."""
+        """Return the steady cost of one evaluation so far (median after the first, which pays start-up)."""
         measured = self.evaluation_seconds[1:] or self.evaluation_seconds
         return float(np.median(measured)) if measured else None
 
     def solve(self, deadline: float | None = None,
               on_evaluation: Callable[[int, float, float], None] = lambda *a: None) -> QaoaOutcome:
-        """Optimise, then sample with the best angles. `deadline` is a time.monotonic() instant: no
-        evaluation starts that would not end before it (the samples so far still count), and the final
-        sampling runs only if it fits. on_evaluation(n, value, best QUBO energy)."""
+        """Optimise, then sample with the best angles.
+
+        `deadline` is a time.monotonic() instant: no evaluation starts that would not end before it (the
+        samples so far still count), and the final sampling runs only if it fits.
+        on_evaluation(n, value, best QUBO energy).
+        """
         from scipy.optimize import minimize
 
         began = time.monotonic()
@@ -203,8 +206,10 @@ class QaoaSolver:
         return float(self.encoding.form.energies(bits_of(self._seen, self.encoding.num_qubits)).min())
 
     def best_feasible(self) -> tuple[Solution | None, int]:
-        """The best feasible sample (decoded), and how many samples were feasible: one vectorised pass
-        over every distinct sample; only the few best candidates are decoded."""
+        """Return the best feasible sample (decoded) and how many samples were feasible.
+
+        One vectorised pass over every distinct sample; only the few best candidates are decoded.
+        """
         keys = list(self._seen)
         if not keys:
             return None, 0

@@ -1,6 +1,8 @@
-"""A problem's QUBO: qiskit-optimization's QuadraticProgramToQubo turns the problem's program into an
-unconstrained one (penalties, slack bits); QuboForm holds it as arrays for fast energies, and Encoding
-reads QUBO bits back as a Solution of the problem. No rclpy import."""
+"""A problem's QUBO, as arrays for fast energies, and its bits read back in the problem's terms. No rclpy import.
+
+qiskit-optimization's QuadraticProgramToQubo turns the problem's program into an unconstrained one
+(penalties, slack bits); QuboForm holds it as arrays, and Encoding reads QUBO bits back as a Solution.
+"""
 
 from __future__ import annotations
 
@@ -61,9 +63,12 @@ class Encoding:
         return self.form.n
 
     def feasible_costs(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """For many QUBO bit vectors at once ((k, qubits) of 0/1): whether each satisfies the problem's
-        constraints, and its cost in the problem's units (its program's objective). None when the program
-        is not the plain binary, linearly constrained kind this reads (then decode() one by one)."""
+        """Return, for many QUBO bit vectors at once ((k, qubits) of 0/1), feasibility and cost.
+
+        Whether each satisfies the problem's constraints, and its cost in the problem's units (its
+        program's objective). None when the program is not the plain binary, linearly constrained kind
+        this reads (then decode() one by one).
+        """
         if self._checks is None:
             self._checks = self._constraint_arrays() or False
         if self._checks is False:
