@@ -128,6 +128,7 @@ class SolveRequest:
     maxiter: int = 60
     cvar_alpha: float | None = 0.25
     seed: int | None = None
+    precision: str = "double"  # of the diagonal kernel's state: double (complex128) or single (complex64)
 
     def check(self, profiles: dict) -> None:
         if self.preference not in PREFERENCES:
@@ -142,6 +143,8 @@ class SolveRequest:
             raise ValueError(f"shots: must be between 1 and 1000000, got {self.shots}")
         if not 1 <= self.reps <= 20:
             raise ValueError(f"qaoa_layers: must be between 1 and 20, got {self.reps}")
+        if self.precision not in ("double", "single"):
+            raise ValueError(f"qaoa_precision: expected double or single, got {self.precision!r}")
 
 
 @dataclass
@@ -185,15 +188,15 @@ class QuantumBridge:
         self.costs = CostModel()
         self._warm_starts: OrderedDict[tuple, tuple[float, ...]] = OrderedDict()
 
-    def backend(self, name: str, profile: str, seed: int | None):
+    def backend(self, name: str, profile: str, seed: int | None, precision: str = "double"):
         name = effective_backend(name, profile)
-        key = (name, profile, seed if name != DIAGONAL else None)
+        key = (name, profile, seed) if name != DIAGONAL else (name, precision)
         if key not in self._backends:
             if name == "qpu":
                 self._backends[key] = QpuBackend(self.qpu.backend, self.qpu.fake, self.qpu.channel,
                                                  self.qpu.instance, self.qpu.token_file, self.qpu.timeout, seed)
             elif name == DIAGONAL:
-                self._backends[key] = DiagonalBackend()
+                self._backends[key] = DiagonalBackend(precision)
             else:
                 self._backends[key] = AerBackend(name, self.profiles[profile] if profile else None, seed=seed)
         return self._backends[key]
@@ -247,7 +250,8 @@ class QuantumBridge:
         try:
             backend = effective_backend(request.backend, request.profile)
             if backend != "qpu":
-                check_fits(AER_METHODS.get(backend, backend), at_least)
+                check_fits(AER_METHODS.get(backend, backend), at_least,
+                           request.precision if backend == DIAGONAL else "double")
             encoding = Encoding(problem)  # the QUBO, only when the quantum path may run
             if request.preference == "auto":
                 estimate = self.estimate_seconds(encoding.num_qubits, request, _cost_terms(encoding))
@@ -298,7 +302,7 @@ class QuantumBridge:
         if backend_name != "qpu" and estimate > deadline - time.monotonic():
             raise BackendUnavailable(f"QAOA on {n} qubits would need about {seconds_text(estimate)}; "
                                      f"the deadline leaves {seconds_text(max(0.0, deadline - time.monotonic()))}")
-        backend = self.backend(request.backend, request.profile, request.seed)
+        backend = self.backend(request.backend, request.profile, request.seed, request.precision)
         warm_key = (type(encoding.problem).__name__, n, request.reps)
         warm = self._warm_starts.get(warm_key)
         solver = QaoaSolver(encoding, backend, QaoaSettings(reps=request.reps, shots=request.shots,

@@ -70,7 +70,7 @@ def request_from_goal(goal: Optimize.Goal, defaults: SolveRequest) -> SolveReque
         backend=goal.backend or defaults.backend, profile=goal.technology_profile or defaults.profile,
         deadline=optional_seconds_from_duration(goal.deadline) or defaults.deadline,
         shots=goal.shots or defaults.shots, reps=goal.qaoa_layers or defaults.reps, maxiter=defaults.maxiter,
-        cvar_alpha=defaults.cvar_alpha, seed=goal.seed or defaults.seed)
+        cvar_alpha=defaults.cvar_alpha, seed=goal.seed or defaults.seed, precision=defaults.precision)
 
 
 def request_from_parameters(parameters: Mapping[str, Any], defaults: SolveRequest) -> SolveRequest:
@@ -80,7 +80,7 @@ def request_from_parameters(parameters: Mapping[str, Any], defaults: SolveReques
         profile=parameters.get("technology_profile", defaults.profile),
         deadline=float(parameters.get("deadline", defaults.deadline)), shots=parameters.get("shots", defaults.shots),
         reps=parameters.get("qaoa_layers", defaults.reps), maxiter=defaults.maxiter, cvar_alpha=defaults.cvar_alpha,
-        seed=parameters.get("seed", defaults.seed))
+        seed=parameters.get("seed", defaults.seed), precision=defaults.precision)
 
 
 def result_to_msg(result: SolveResult) -> Optimize.Result:

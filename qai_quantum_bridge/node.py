@@ -43,7 +43,8 @@ def solve_defaults(value) -> SolveRequest:
     return SolveRequest(preference=value("default_solver"), backend=value("default_backend"),
                         profile=value("default_profile"), deadline=value("default_deadline"), shots=value("shots"),
                         reps=value("qaoa_layers"), maxiter=value("qaoa_maxiter"),
-                        cvar_alpha=None if value("cvar_alpha") >= 1.0 else value("cvar_alpha"))
+                        cvar_alpha=None if value("cvar_alpha") >= 1.0 else value("cvar_alpha"),
+                        precision=value("qaoa_precision"))
 
 
 class OptimizeServer(WorkerActionServer):

@@ -22,6 +22,9 @@ SOLVER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("qaoa_maxiter", 60, "most optimiser iterations", min=1, max=10000),
     ParamSpec("cvar_alpha", 0.25, "share of best samples the objective averages (CVaR); 1: the mean", min=0.01,
               max=1.0),
+    ParamSpec("qaoa_precision", "double", "the diagonal kernel's state: double (complex128) or single "
+              "(complex64: half the memory, ~1e-7 agreement); the result's metadata says which",
+              choices=("double", "single")),
 )
 
 # Bounds on every input, checked before anything is built or allocated (a job beyond one is refused with

@@ -81,6 +81,9 @@ def test_single_precision_is_said_and_close():
     angles = [0.4, 0.1, 0.5, 0.8]
     assert single.state_bytes == double.state_bytes // 2
     assert np.abs(single.probabilities(angles) - double.probabilities(angles)).max() < 1e-6
+    result = QuantumBridge(PROFILES).solve(random_qubo(12, 10), SolveRequest(preference="quantum", precision="single",
+                                                                             seed=1, deadline=60))
+    assert result.solver == "qaoa" and result.metadata["precision"] == "single"
 
 
 def test_energies_by_doubling_are_the_qubo_energies():
