@@ -215,11 +215,12 @@ def group_pass(re, im, n, first, bits, column_bits, codes, threads, d_re, d_im, 
 
 
 @njit(parallel=True, **OPTIONS)
-def final_pass(re, im, threads, low, e_lo, e_hi, u, lowest, inverse, bins):
+def final_pass(re, im, threads, low, sub_bits, e_lo, e_hi, u, lowest, inverse, bins):
     size = 1 << low
+    sub = 1 << sub_bits
     blocks = re.shape[0] >> low
     chunks = min(blocks, 4 * threads)
-    block_mass = np.zeros(blocks)
+    block_mass = np.zeros(re.shape[0] >> sub_bits)  # per sampling block of 2^sub_bits amplitudes
     histograms = np.zeros((chunks, 2, bins))
     weighted = np.zeros(chunks)
     for chunk in prange(chunks):
@@ -245,17 +246,18 @@ def final_pass(re, im, threads, low, e_lo, e_hi, u, lowest, inverse, bins):
                 b = np.float64(m[j])
                 probabilities[j] = a * a + b * b
                 energies[j] += e_lo[j]
-            mass = 0.0
             total = 0.0
-            for j in range(size):
-                p = probabilities[j]
-                energy = energies[j]
-                mass += p
-                total += p * energy
-                k = min(max(int((energy - lowest) * inverse), 0), bins - 1)
-                masses[k] += p
-                sums[k] += p * energy
-            block_mass[block] = mass
+            for first in range(0, size, sub):
+                mass = 0.0
+                for j in range(first, first + sub):
+                    p = probabilities[j]
+                    energy = energies[j]
+                    mass += p
+                    total += p * energy
+                    k = min(max(int((energy - lowest) * inverse), 0), bins - 1)
+                    masses[k] += p
+                    sums[k] += p * energy
+                block_mass[(start + first) >> sub_bits] = mass
             weighted[chunk] += total
         histograms[chunk, 0] = masses
         histograms[chunk, 1] = sums
@@ -281,3 +283,29 @@ def energy_range(e_lo, e_hi, u, low):
             lowest[block] = min(lowest[block], energy)
             highest[block] = max(highest[block], energy)
     return np.array([lowest.min(), highest.max()])
+
+
+@njit(**OPTIONS)
+def sample_within(re, im, sub_bits, blocks, offsets):
+    """Return the outcome of each sample: `blocks` (sorted) and the mass `offsets` left within each block."""
+    size = 1 << sub_bits
+    outcomes = np.empty(blocks.shape[0], dtype=np.int64)
+    i = 0
+    while i < blocks.shape[0]:
+        block = blocks[i]
+        start = block << sub_bits
+        accumulated = 0.0
+        j = 0
+        while i < blocks.shape[0] and blocks[i] == block:  # offsets rise within a block: one scan serves all
+            target = offsets[i]
+            while j < size - 1:
+                a = np.float64(re[start + j])
+                b = np.float64(im[start + j])
+                p = a * a + b * b
+                if accumulated + p > target:
+                    break
+                accumulated += p
+                j += 1
+            outcomes[i] = start + j
+            i += 1
+    return outcomes

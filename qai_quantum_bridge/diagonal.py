@@ -37,6 +37,7 @@ LOW_BITS_MAX = 15  # 2^15 amplitudes (512 KiB as two float64 arrays): one block,
 GROUP_BITS_MAX = 10  # a strided group's tile: 2^10 rows x 32 columns x 2 arrays x 8 B = 512 KiB
 COLUMN_BITS = 5  # 32 contiguous amplitudes a tile row holds (four 64-byte lines per array: prefetched)
 HISTOGRAM_BINS = 1 << 12  # 64 KiB of histogram per thread: stays in L2
+SAMPLE_BITS = 10  # shots are drawn by blocks of 2^10 amplitudes: a shot reads at most one such block
 COMPILED_MIN_QUBITS = 12  # below this the plain numpy algebra is as fast (no block structure to exploit)
 
 # Pass operations (code, layer).
@@ -194,25 +195,32 @@ class DiagonalQaoa:
         best `cvar_alpha` of the probability mass.
         """
         low = self.layout.low_bits
+        sub_bits = min(low, SAMPLE_BITS)
         if self.compiled:
             re, im = self._run(parameters)
-            block_mass, histogram, expectation = self._final_statistics(re, im)
+            block_mass, histogram, expectation = self._final_statistics(re, im, sub_bits)
         else:
             probabilities = numpy_probabilities(self, parameters)
-            re = im = None
-            block_mass = probabilities.reshape(-1, 1 << low).sum(axis=1)
+            block_mass = probabilities.reshape(-1, 1 << sub_bits).sum(axis=1)
             energies = self.energies()
             expectation = float(probabilities @ energies)
             histogram = self._histogram(energies, probabilities)
         total = float(block_mass.sum())
         objective = expectation / total if cvar_alpha is None else cvar(histogram, cvar_alpha * total) / (
             cvar_alpha * total)
-        if re is not None:
-            samples = _sample_blocks(block_mass, shots, rng, low,
-                                     lambda blocks: _block_probabilities(re, im, blocks, low))
+        blocks, offsets = _choose_blocks(block_mass, shots, rng)
+        if self.compiled:
+            outcomes = _compiled_kernels()["sample_within"](re, im, sub_bits, blocks, offsets)
         else:
-            samples = _sample_blocks(block_mass, shots, rng, low,
-                                     lambda blocks: probabilities.reshape(-1, 1 << low)[blocks])
+            unique, group = np.unique(blocks, return_inverse=True)
+            within = np.cumsum(probabilities.reshape(-1, 1 << sub_bits)[unique], axis=1)
+            positions = np.empty(len(blocks), dtype=np.int64)
+            for g in range(len(unique)):
+                rows = np.nonzero(group == g)[0]
+                positions[rows] = np.searchsorted(within[g], offsets[rows], side="right")
+            outcomes = (blocks << sub_bits) + np.minimum(positions, (1 << sub_bits) - 1)
+        values, counts = np.unique(outcomes, return_counts=True)
+        samples = dict(zip(values.tolist(), counts.tolist()))
         return float(objective), samples, {"norm": total, "expectation": expectation / total}
 
     def energies(self) -> np.ndarray:
@@ -263,10 +271,10 @@ class DiagonalQaoa:
                                       _POPCOUNT16)
         return re, im
 
-    def _final_statistics(self, re, im):
+    def _final_statistics(self, re, im, sub_bits):
         lowest, inverse = self._histogram_scale()
         block_mass, histogram, weighted = _compiled_kernels()["final_pass"](
-            re, im, _threads(self.n), self.layout.low_bits, self.e_lo, self.e_hi, self.u, lowest, inverse,
+            re, im, _threads(self.n), self.layout.low_bits, sub_bits, self.e_lo, self.e_hi, self.u, lowest, inverse,
             HISTOGRAM_BINS)
         return block_mass, histogram, float(weighted)
 
@@ -284,35 +292,13 @@ def cvar(histogram: np.ndarray, mass: float) -> float:
     return float(weighted[:boundary].sum() + partial * mean)
 
 
-def _sample_blocks(block_mass: np.ndarray, shots: int, rng: np.random.Generator, low: int, block_probabilities
-                   ) -> dict[int, int]:
-    """Draw `shots` outcomes from the distribution: a block by its mass, then an index within it."""
+def _choose_blocks(block_mass: np.ndarray, shots: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw `shots` sampling blocks by their mass: (sorted blocks, the mass left within each)."""
     cumulative = np.cumsum(block_mass)
     targets = np.sort(rng.random(shots)) * cumulative[-1]
     blocks = np.minimum(np.searchsorted(cumulative, targets, side="right"), len(block_mass) - 1)
     offsets = targets - np.where(blocks > 0, cumulative[blocks - 1], 0.0)
-    unique, first = np.unique(blocks, return_index=True)
-    probabilities = np.asarray(block_probabilities(unique), dtype=np.float64)
-    within = np.cumsum(probabilities, axis=1)
-    outcomes = np.empty(shots, dtype=np.int64)
-    group = np.searchsorted(unique, blocks)
-    for g in range(len(unique)):
-        rows = np.nonzero(group == g)[0]
-        positions = np.searchsorted(within[g], offsets[rows], side="right")
-        outcomes[rows] = (unique[g] << low) + np.minimum(positions, within.shape[1] - 1)
-    values, counts = np.unique(outcomes, return_counts=True)
-    return dict(zip(values.tolist(), counts.tolist()))
-
-
-def _block_probabilities(re, im, blocks, low):
-    size = 1 << low
-    out = np.empty((len(blocks), size))
-    for row, block in enumerate(blocks.tolist()):
-        start = block << low
-        r = re[start:start + size].astype(np.float64)
-        m = im[start:start + size].astype(np.float64)
-        np.add(r * r, m * m, out=out[row])
-    return out
+    return blocks.astype(np.int64), offsets
 
 
 HUGE_PAGE = 2 << 20
@@ -397,7 +383,8 @@ def _compiled_kernels() -> dict:
                 from qai_quantum_bridge import _diagonal_numba as compiled
 
                 _KERNELS = {"low_pass": compiled.low_pass, "group_pass": compiled.group_pass,
-                            "final_pass": compiled.final_pass, "energy_range": compiled.energy_range}
+                            "final_pass": compiled.final_pass, "energy_range": compiled.energy_range,
+                            "sample_within": compiled.sample_within}
     return _KERNELS
 
 
@@ -431,6 +418,6 @@ def _threads(num_qubits: int) -> int:
 
 
 def threads_for(num_qubits: int) -> int:
-    """Return the threads worth using: one below 20 qubits (more only contend with the ROS stack)."""
+    """Return the threads worth using: one below 22 qubits (more only contend with the ROS stack)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if num_qubits < 20 else max(1, cores)
+    return 1 if num_qubits < 22 else max(1, cores)
