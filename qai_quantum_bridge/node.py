@@ -93,8 +93,9 @@ class QuantumBridgeNode(EngineNode):
         self._optimize = OptimizeServer(self, self.service, self._pool)
         self.task_server = TaskServer(self, self.service.served(), pool=self._pool,
                                       result_retention=p("task_result_retention"))
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.add_on_set_parameters_callback(self._check_solver_defaults)
+        for name in RUNTIME:
+            self.on_parameter(name, self._apply_solver_defaults)
         self._kernel_state = "not needed" if not diagonal.compiled_available() else "warming up"
         if diagonal.compiled_available():  # compiled, or loaded from numba's cache, beside the executor and pool
             threading.Thread(target=self._warm_kernel, name="qaoa-kernel-warm-up", daemon=True).start()
@@ -109,23 +110,24 @@ class QuantumBridgeNode(EngineNode):
 
     # -- Parameters that may change at run time ---------------------------------------------------
 
-    def _check_parameters(self, parameters) -> SetParametersResult:
-        """Refuse (with the reason) a set whose values, or whose solver defaults together, are invalid."""
+    def _check_solver_defaults(self, parameters) -> SetParametersResult:
+        """Refuse, with the reason, solver defaults that are invalid together (an unknown technology profile).
+
+        Each value's type, range and choices are checked by EngineNode against its spec.
+        """
         proposed = {parameter.name: parameter.value for parameter in parameters}
-        try:
-            for name, value in proposed.items():
-                if name in SPECS:
-                    SPECS[name].check(value)
-            if RUNTIME & set(proposed):
+        if RUNTIME & set(proposed):
+            try:
+                for name in RUNTIME & set(proposed):
+                    SPECS[name].check(proposed[name])
                 self.service.validated(solve_defaults(lambda name: proposed.get(name, self.param(name))))
-        except ValueError as error:
-            return SetParametersResult(successful=False, reason=str(error))
+            except ValueError as error:
+                return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
 
-    def _apply_parameters(self, parameters) -> None:
-        if RUNTIME & {parameter.name for parameter in parameters}:
-            self.service.configure(solve_defaults(self.param))
-            self.get_logger().info(f"solver defaults now {self.service.defaults}")
+    def _apply_solver_defaults(self, value) -> None:
+        self.service.configure(solve_defaults(self.param))
+        self.get_logger().info(f"solver defaults now {self.service.defaults}")
 
     # -- Health ----------------------------------------------------------------------------------
 

@@ -28,20 +28,23 @@ SOLVER_PARAMETERS: tuple[ParamSpec, ...] = (
 )
 
 # Bounds on every input, checked before anything is built or allocated (a job beyond one is refused with
-# the field, the limit and the value). Memory is checked beside them, per backend.
+# the field, the limit and the value). Memory is checked beside them, per backend. Read at start: the
+# task kinds' schemas announced to the mission engine carry them.
 LIMIT_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_circuit_qubits", 64, "qubits a run_circuit job may declare (each backend also checks the "
-              "memory it would need)", min=1, max=1024),
-    ParamSpec("max_circuit_gates", 100000, "gates (operations) in a run_circuit job", min=1, max=10000000),
+              "memory it would need)", min=1, max=1024, read_only=True),
+    ParamSpec("max_circuit_gates", 100000, "gates (operations) in a run_circuit job", min=1, max=10000000,
+              read_only=True),
     ParamSpec("max_circuit_text", 1048576, "characters of OpenQASM text, or of a JSON gate list given as text",
-              min=64, max=67108864),
-    ParamSpec("max_shots", 100000, "shots a job may ask for", min=1, max=1000000),
+              min=64, max=67108864, read_only=True),
+    ParamSpec("max_shots", 100000, "shots a job may ask for", min=1, max=1000000, read_only=True),
     ParamSpec("max_qubo_variables", 64, "variables of a solve_qubo job or an Optimize QUBO/Ising problem", min=1,
-              max=4096),
-    ParamSpec("max_quadratic_terms", 10000, "quadratic terms of a QUBO/Ising problem", min=1, max=10000000),
+              max=4096, read_only=True),
+    ParamSpec("max_quadratic_terms", 10000, "quadratic terms of a QUBO/Ising problem", min=1, max=10000000,
+              read_only=True),
     ParamSpec("max_waypoints", 64, "waypoints of a route (the QUBO has (n-1)^2 variables; larger routes are "
-              "answered by 2-opt)", min=2, max=10000),
-    ParamSpec("max_assignment_cells", 4096, "tasks x agents of an assignment", min=1, max=10000000),
+              "answered by 2-opt)", min=2, max=10000, read_only=True),
+    ParamSpec("max_assignment_cells", 4096, "tasks x agents of an assignment", min=1, max=10000000, read_only=True),
 )
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -63,4 +66,4 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 
 NODE = NodeType("quantum_bridge", "qai_quantum_bridge.node:main",
-                "optimisation on qiskit-aer or a cloud QPU, with classical fallback", PARAMETERS)
+                "optimisation on a QAOA kernel, qiskit-aer or a cloud QPU, with classical fallback", PARAMETERS)
