@@ -49,10 +49,14 @@ def parameter_errors(spec: TaskKindSpec, parameters: Mapping[str, Any]) -> list[
         elif error.validator == "maximum":
             text = f"{shorten(instance)} is more than the limit of {limit}{suffix}"
         else:
-            text = error.message if len(error.message) <= MESSAGE_WIDTH else (
-                f"{error.message[:MESSAGE_WIDTH]}... ({len(error.message)} characters)")
+            text = _cut(error.message)
         errors.append(f"{where}: {text}")
     return errors
+
+
+def _cut(text: str) -> str:
+    """Return `text`, cut to MESSAGE_WIDTH characters with its full length said when it is longer."""
+    return text if len(text) <= MESSAGE_WIDTH else f"{text[:MESSAGE_WIDTH]}... ({len(text)} characters)"
 
 
 class TaskServer(WorkerActionServer):
@@ -86,8 +90,10 @@ class TaskServer(WorkerActionServer):
         try:
             parameters = decode_values({pair.key: pair.value for pair in task.parameters})
         except ValueError as error:
-            return self.abort(goal_handle, f"task {shorten(task.id)}: parameters.{shorten(str(error), MESSAGE_WIDTH)}",
-                              retryable=False)
+            return self.abort(goal_handle, f"task {shorten(task.id)}: parameters.{_cut(str(error))}", retryable=False)
+        except RecursionError:  # json's decoder recurses once per nesting level
+            return self.abort(goal_handle, f"task {shorten(task.id)}: parameters: a value is nested too deeply to "
+                              f"decode", retryable=False)
         errors = parameter_errors(served.spec, parameters)
         if errors:
             return self.abort(goal_handle, f"task {shorten(task.id)}: {'; '.join(errors[:5])}", retryable=False)

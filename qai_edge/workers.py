@@ -161,7 +161,10 @@ class WorkerActionServer:
     async def _execute(self, goal_handle):
         from qai_edge.tasks import TaskContext
 
-        prepared = self.prepare(goal_handle)
+        try:
+            prepared = self.prepare(goal_handle)
+        except Exception as error:  # a goal that cannot even be read is refused, with the reason
+            return self.abort(goal_handle, f"{type(error).__name__}: {str(error)[:300]}", retryable=False)
         if not isinstance(prepared, tuple):
             return prepared  # aborted by prepare
         key, work = prepared

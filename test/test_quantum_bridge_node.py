@@ -237,6 +237,19 @@ def test_under_a_memory_limit_oversized_jobs_are_refused_and_the_node_stays_up(p
         status, _, result = bridge.task(kind, parameters)
         assert status == GoalStatus.STATUS_ABORTED and not result.retryable, (kind, result.message)
         assert named in result.message and len(result.message) < 400, result.message
+    from diagnostic_msgs.msg import KeyValue
+
+    from qai_interfaces.action import RunTask
+    from qai_interfaces.msg import Task
+
+    not_json = RunTask.Goal(mission_id="test", attempt=1, task=Task(id="raw", kind="plan_route", parameters=[
+        KeyValue(key="waypoints", value="x" * (1 << 20))]))  # a megabyte that is not JSON
+    deep = RunTask.Goal(mission_id="test", attempt=1, task=Task(id="deep", kind="plan_route", parameters=[
+        KeyValue(key="waypoints", value="[" * 100000 + "]" * 100000)]))
+    for goal, expected in ((not_json, "parameters.waypoints: not valid JSON"), (deep, "nested too deeply")):
+        response = bridge.result(bridge.send(bridge.tasks, goal))
+        assert response.status == GoalStatus.STATUS_ABORTED and not response.result.retryable
+        assert expected in response.result.message and len(response.result.message) < 600, response.result.message
     route = OptimizationProblem(type=OptimizationProblem.ROUTE,
                                 waypoints=[Point(x=float(i), y=0.0, z=0.0) for i in range(500)])
     for goal, named in ((Optimize.Goal(problem=route), "max_waypoints"), (qubo_goal(10 ** 6), "max_qubo_variables"),
