@@ -1,6 +1,8 @@
-"""Classical solvers: exact where that is cheap, a heuristic where it is not. They answer the bridge's
-problems in well under a millisecond at robot sizes, check every quantum answer, and take over when the
-quantum path cannot. No rclpy import."""
+"""Classical solvers: exact where that is cheap, a heuristic where it is not. No rclpy import.
+
+They answer the bridge's problems in well under a millisecond at robot sizes, check every quantum
+answer, and take over when the quantum path cannot.
+"""
 
 from __future__ import annotations
 
@@ -112,7 +114,7 @@ def all_bits(n: int, start: int, count: int) -> np.ndarray:
 
 
 def brute_force(form: QuboForm, chunk: int = 1 << 16) -> tuple[list[int], float]:
-    """The exact minimum of a QUBO by enumeration (n up to about 22)."""
+    """Return the exact minimum of a QUBO by enumeration (n up to about 22)."""
     total = 1 << form.n
     best_bits, best_energy = None, math.inf
     for start in range(0, total, chunk):

@@ -1,7 +1,9 @@
-"""Optimisation problems as the bridge sees them: each builds its QuadraticProgram (qiskit-optimization),
-whose QUBO conversion (QuadraticProgramToQubo: constraints become penalties, inequalities get slack bits)
-gives the circuits their cost Hamiltonian. Each problem decodes a bitstring of its own variables back into
-its own terms, checks feasibility, and scores a solution in its own units. No rclpy import.
+"""Optimisation problems as the bridge sees them. No rclpy import.
+
+Each builds its QuadraticProgram (qiskit-optimization), whose QUBO conversion (QuadraticProgramToQubo:
+constraints become penalties, inequalities get slack bits) gives the circuits their cost Hamiltonian.
+Each problem decodes a bitstring of its own variables back into its own terms, checks feasibility, and
+scores a solution in its own units.
 
 Encodings (qubits = binary variables of the QUBO):
 - assignment, 2 agents: one bit per task (1: agent 1), capacities as bounds on the bit sum;
@@ -54,8 +56,10 @@ def _finite_matrix(values: Any, name: str, shape: tuple[int, int] | None = None)
 
 
 def _checked_pairs(pairs: dict | None, n: int, allow_diagonal: bool) -> dict[tuple[int, int], float]:
-    """Quadratic terms {(i, j): value}: indices in range, values finite, (i, j) and (j, i) merged as i < j;
-    diagonal terms kept as (i, i) where allowed."""
+    """Return quadratic terms {(i, j): value} checked: indices in range, values finite.
+
+    (i, j) and (j, i) are merged as i < j; diagonal terms are kept as (i, i) where allowed.
+    """
     checked: dict[tuple[int, int], float] = {}
     for (i, j), value in (pairs or {}).items():
         if i == j and not allow_diagonal:
@@ -308,8 +312,10 @@ class QuboProblem(Problem):
 
 
 class IsingProblem(Problem):
-    """Minimise sum h_i s_i + sum J_ij s_i s_j + offset over spins s in {-1, +1} (bit 0 is s = +1, as
-    qiskit-optimization's from_ising reads Z)."""
+    """Minimise sum h_i s_i + sum J_ij s_i s_j + offset over spins s in {-1, +1}.
+
+    Bit 0 is s = +1, as qiskit-optimization's from_ising reads Z.
+    """
 
     kind = "ising"
 

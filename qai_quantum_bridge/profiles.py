@@ -1,5 +1,7 @@
-"""Qubit technology profiles (config/quantum_profiles.yaml): coupling, native gates and noise, used to
-transpile circuits and simulate them on qiskit-aer with that technology's errors. No rclpy import."""
+"""Qubit technology profiles (config/quantum_profiles.yaml): coupling, native gates, noise. No rclpy import.
+
+Used to transpile circuits and simulate them on qiskit-aer with that technology's errors.
+"""
 
 from __future__ import annotations
 
@@ -67,8 +69,9 @@ def load_profiles(path: str | Path | None = None) -> dict[str, TechnologyProfile
         unknown = set(entry) - _KEYS
         missing = _KEYS - set(entry) - {"description"}
         if unknown or missing:
-            raise ValueError(f"{path}: profiles.{name}: " + "; ".join(
-                ([f"unknown keys {sorted(unknown)}"] if unknown else []) + ([f"missing {sorted(missing)}"] if missing else [])))
+            problems = ([f"unknown keys {sorted(unknown)}"] if unknown else []) + (
+                [f"missing {sorted(missing)}"] if missing else [])
+            raise ValueError(f"{path}: profiles.{name}: " + "; ".join(problems))
         if entry["coupling"] not in ("heavy_hex", "all_to_all"):
             raise ValueError(f"{path}: profiles.{name}.coupling: expected heavy_hex or all_to_all")
         profiles[name] = TechnologyProfile(name=name, description=entry.get("description", ""),

@@ -1,6 +1,8 @@
-"""A problem's QUBO: qiskit-optimization's QuadraticProgramToQubo turns the problem's program into an
-unconstrained one (penalties, slack bits); QuboForm holds it as arrays for fast energies, and Encoding
-reads QUBO bits back as a Solution of the problem. No rclpy import."""
+"""A problem's QUBO, as arrays for fast energies, and its bits read back in the problem's terms. No rclpy import.
+
+qiskit-optimization's QuadraticProgramToQubo turns the problem's program into an unconstrained one
+(penalties, slack bits); QuboForm holds it as arrays, and Encoding reads QUBO bits back as a Solution.
+"""
 
 from __future__ import annotations
 
@@ -54,10 +56,52 @@ class Encoding:
         self.converter = QuadraticProgramToQubo()
         self.qubo_program = self.converter.convert(self.program)
         self.form = QuboForm.from_program(self.qubo_program)
+        self._checks = None
 
     @property
     def num_qubits(self) -> int:
         return self.form.n
+
+    def feasible_costs(self, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return, for many QUBO bit vectors at once ((k, qubits) of 0/1), feasibility and cost.
+
+        Whether each satisfies the problem's constraints, and its cost in the problem's units (its
+        program's objective). None when the program is not the plain binary, linearly constrained kind
+        this reads (then decode() one by one).
+        """
+        if self._checks is None:
+            self._checks = self._constraint_arrays() or False
+        if self._checks is False:
+            return None
+        count, a, senses, rhs, constant, linear, quadratic = self._checks
+        x = np.asarray(bits, dtype=float)[:, :count]
+        lhs = x @ a.T if len(rhs) else np.zeros((len(x), 0))
+        tolerance = 1e-6 * np.maximum(1.0, np.abs(rhs))
+        ok = np.where(senses == 0, np.abs(lhs - rhs) <= tolerance,
+                      np.where(senses < 0, lhs <= rhs + tolerance, lhs >= rhs - tolerance)).all(axis=1)
+        costs = constant + x @ linear + np.einsum("ki,ij,kj->k", x, quadratic, x)
+        return ok, costs
+
+    def _constraint_arrays(self):
+        from qiskit_optimization.problems import Variable
+        from qiskit_optimization.problems.constraint import ConstraintSense
+
+        program = self.program
+        count = program.get_num_vars()
+        names = [v.name for v in program.variables]
+        if (names != [v.name for v in self.qubo_program.variables[:count]] or program.quadratic_constraints
+                or any(v.vartype != Variable.Type.BINARY for v in program.variables)
+                or program.objective.sense != program.objective.sense.MINIMIZE):
+            return None
+        constraints = program.linear_constraints
+        a = np.asarray([c.linear.to_array() for c in constraints], dtype=float).reshape(len(constraints), count)
+        sense = {ConstraintSense.EQ: 0, ConstraintSense.LE: -1, ConstraintSense.GE: 1}
+        senses = np.asarray([sense[c.sense] for c in constraints], dtype=int)
+        rhs = np.asarray([c.rhs for c in constraints], dtype=float)
+        objective = program.objective
+        linear = np.asarray(objective.linear.to_array(), dtype=float).reshape(count)
+        quadratic = np.asarray(objective.quadratic.to_array(symmetric=False), dtype=float).reshape(count, count)
+        return count, a, senses, rhs, float(objective.constant), linear, quadratic
 
     def decode(self, bits: Sequence[int]) -> Solution:
         """QUBO bits (slack included) -> the problem's solution (feasible or not)."""

@@ -2,26 +2,32 @@
 
 import json
 import math
+import sys
 import time
 
 import pytest
 
-from harness import status_values, unique_namespace
+from harness import installed, status_values, unique_namespace
 from qai_edge.qos import ACTION_QOS_ARGUMENTS
 
 TIMEOUT = 60.0
 
 
 class Bridge:
-    def __init__(self, processes, probe, parameters=None):
+    def __init__(self, processes, probe, parameters=None, address_space=None):
         from rclpy.action import ActionClient
 
         from qai_interfaces.action import Optimize, RunTask
 
         self.probe = probe
         self.namespace = unique_namespace()
-        self.process = processes.start_node("quantum_bridge", namespace=self.namespace,
-                                            parameters={"heartbeat_period": 0.2, **(parameters or {})})
+        parameters = {"heartbeat_period": 0.2, **(parameters or {})}
+        if address_space is None:
+            self.process = processes.start_node("quantum_bridge", namespace=self.namespace, parameters=parameters)
+        else:  # RLIMIT_AS set in the child, then the node executable exec'd in its place
+            self.process = processes._start_ros([sys.executable, "-c", LIMITED.format(address_space),
+                                                 str(installed("quantum_bridge"))], "quantum_bridge", self.namespace,
+                                                parameters)
         self.optimize = ActionClient(probe.node, Optimize, f"{self.namespace}/optimize", **ACTION_QOS_ARGUMENTS)
         self.tasks = ActionClient(probe.node, RunTask, f"{self.namespace}/quantum_bridge/run_task",
                                   **ACTION_QOS_ARGUMENTS)
@@ -57,7 +63,7 @@ def bridge(processes, ros_probe):
     return Bridge(processes, ros_probe)
 
 
-def route_goal(points, preference, seed=0, deadline=0.0):
+def route_goal(points, preference, seed=0, deadline=0.0, backend=""):
     from geometry_msgs.msg import Point
 
     from qai_edge.convert import duration_from_seconds
@@ -66,7 +72,7 @@ def route_goal(points, preference, seed=0, deadline=0.0):
 
     problem = OptimizationProblem(type=OptimizationProblem.ROUTE,
                                   waypoints=[Point(x=float(x), y=float(y), z=0.0) for x, y in points])
-    return Optimize.Goal(problem=problem, solver_preference=preference, seed=seed,
+    return Optimize.Goal(problem=problem, solver_preference=preference, seed=seed, backend=backend,
                          deadline=duration_from_seconds(deadline) if deadline else duration_from_seconds(None))
 
 
@@ -84,17 +90,19 @@ def test_optimize_answers_a_route_classically_by_default(bridge):
     assert result.solution.feasible and result.solution.cost == pytest.approx(result.reference_cost)
 
 
-def test_optimize_on_the_quantum_path_reports_every_iteration(bridge):
+@pytest.mark.parametrize("backend", ["", "aer_statevector"])
+def test_optimize_on_the_quantum_path_reports_every_iteration(bridge, backend):
     from qai_interfaces.action import Optimize
 
     feedback = []
     response = bridge.result(bridge.send(bridge.optimize, route_goal([(0, 0), (10, 0), (5, 5), (0, 10)],
                                                                      Optimize.Goal.SOLVER_QUANTUM, seed=3,
-                                                                     deadline=300), feedback))
+                                                                     deadline=300, backend=backend), feedback))
     result = response.result
-    assert result.solver == "qaoa" and result.verified and result.backend == "aer_statevector"
+    assert result.solver == "qaoa" and result.verified and result.backend == (backend or "statevector_diagonal")
     metadata = {kv.key: json.loads(kv.value) for kv in result.metadata}
-    assert metadata["qubits"] == 9 and metadata["evaluations"] > 5 and metadata["transpiled_depth"] > 0
+    assert metadata["qubits"] == 9 and metadata["evaluations"] > 5
+    assert metadata["transpiled_depth" if backend else "state_passes"] > 0
     qaoa = [f for f in feedback if f.solver == "qaoa"]
     assert len(qaoa) >= 5 and [f.evaluations for f in qaoa] == sorted(f.evaluations for f in qaoa)
     assert math.isfinite(qaoa[-1].best_cost)
@@ -182,3 +190,100 @@ def test_diagnostics_report_jobs_fallbacks_and_memory_headroom(bridge):
     assert float(values["memory_free_gib"]) > 0 and int(values["statevector_max_qubits"]) >= 20
     assert values["fallbacks"] == "0" and values["qpu"] == "not configured"
     assert values["profiles"] == "superconducting,trapped_ion"
+
+
+ADDRESS_SPACE_LIMIT = 3 << 30  # the idle node maps ~1 GiB (rclpy, qiskit, Aer, numba): 2 GiB of headroom
+LIMITED = ("import os, resource, sys; resource.setrlimit(resource.RLIMIT_AS, ({0}, {0})); "
+           "os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def qubo_goal(num_variables, terms=0):
+    from qai_interfaces.action import Optimize
+    from qai_interfaces.msg import OptimizationProblem
+
+    return Optimize.Goal(problem=OptimizationProblem(
+        type=OptimizationProblem.QUBO, num_variables=num_variables, quadratic_rows=[0] * terms,
+        quadratic_cols=[1] * terms, quadratic_values=[1.0] * terms))
+
+
+def test_under_a_memory_limit_oversized_jobs_are_refused_and_the_node_stays_up(processes, ros_probe):
+    """The real node with RLIMIT_AS set in its process: jobs of every kind beyond the bounds (or beyond the
+    memory the limit leaves) are refused, not retryable, naming the field; a normal job still runs after."""
+    from action_msgs.msg import GoalStatus
+    from geometry_msgs.msg import Point
+
+    from qai_interfaces.action import Optimize
+    from qai_interfaces.msg import OptimizationProblem
+
+    bridge = Bridge(processes, ros_probe, address_space=ADDRESS_SPACE_LIMIT)
+    pid = bridge.process.pid
+    name = f"{bridge.namespace}/quantum_bridge"
+    bridge.probe.spin_until(lambda: bridge.probe.latest_status(name), TIMEOUT, "a heartbeat")
+    assert float(status_values(bridge.probe.latest_status(name))["memory_free_gib"]) < 3.0  # the limit counts
+    huge_qasm2 = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1000000000]; h q[0];'
+    cases = [
+        ("run_circuit", {"format": "json", "circuit": {"num_qubits": 10 ** 9, "gates": []}}, "max_circuit_qubits"),
+        ("run_circuit", {"format": "json", "circuit": {"num_qubits": 30, "gates": [{"type": "H", "qubits": [0]}]}},
+         "30 qubits need 16.0 GiB"),  # within the bound, beyond what RLIMIT_AS leaves
+        ("run_circuit", {"format": "qasm2", "circuit": huge_qasm2}, "max_circuit_qubits"),
+        ("run_circuit", {"format": "qasm3", "circuit": "OPENQASM 3.0; qubit[1000000000] q;"}, "max_circuit_qubits"),
+        ("run_circuit", {"format": "qasm2", "circuit": "x" * (2 << 20)}, "max_circuit_text"),
+        ("solve_qubo", {"num_variables": 1000}, "max_qubo_variables"),
+        ("solve_qubo", {"num_variables": 4, "quadratic": [[0, 1, 1.0]] * 20000}, "max_quadratic_terms"),
+        ("plan_route", {"waypoints": [[i, i] for i in range(500)]}, "max_waypoints"),
+        ("assign_tasks", {"costs": [[1.0] * 64] * 100}, "max_assignment_cells"),
+    ]
+    for kind, parameters, named in cases:
+        status, _, result = bridge.task(kind, parameters)
+        assert status == GoalStatus.STATUS_ABORTED and not result.retryable, (kind, result.message)
+        assert named in result.message and len(result.message) < 400, result.message
+    from diagnostic_msgs.msg import KeyValue
+
+    from qai_interfaces.action import RunTask
+    from qai_interfaces.msg import Task
+
+    not_json = RunTask.Goal(mission_id="test", attempt=1, task=Task(id="raw", kind="plan_route", parameters=[
+        KeyValue(key="waypoints", value="x" * (1 << 20))]))  # a megabyte that is not JSON
+    deep = RunTask.Goal(mission_id="test", attempt=1, task=Task(id="deep", kind="plan_route", parameters=[
+        KeyValue(key="waypoints", value="[" * 100000 + "]" * 100000)]))
+    for goal, expected in ((not_json, "parameters.waypoints: not valid JSON"), (deep, "nested too deeply")):
+        response = bridge.result(bridge.send(bridge.tasks, goal))
+        assert response.status == GoalStatus.STATUS_ABORTED and not response.result.retryable
+        assert expected in response.result.message and len(response.result.message) < 600, response.result.message
+    route = OptimizationProblem(type=OptimizationProblem.ROUTE,
+                                waypoints=[Point(x=float(i), y=0.0, z=0.0) for i in range(500)])
+    for goal, named in ((Optimize.Goal(problem=route), "max_waypoints"), (qubo_goal(10 ** 6), "max_qubo_variables"),
+                        (qubo_goal(8, terms=20000), "max_quadratic_terms")):
+        response = bridge.result(bridge.send(bridge.optimize, goal))
+        assert response.status == GoalStatus.STATUS_ABORTED and named in response.result.message
+    assert bridge.process.popen.poll() is None and bridge.process.pid == pid
+    status, result, _ = bridge.task("assign_tasks", {"costs": [[1, 5], [5, 1]], "solver": "quantum", "seed": 1})
+    assert status == GoalStatus.STATUS_SUCCEEDED and result["assignment"] == [0, 1]
+
+
+def set_parameters(bridge, **values):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = bridge.probe.node.create_client(SetParameters, f"{bridge.namespace}/quantum_bridge/set_parameters")
+    try:
+        bridge.probe.spin_until(client.service_is_ready, TIMEOUT, "set_parameters")
+        future = client.call_async(SetParameters.Request(
+            parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]))
+        bridge.probe.spin_until(future.done, TIMEOUT, "set_parameters to answer")
+        return future.result().results
+    finally:
+        bridge.probe.node.destroy_client(client)
+
+
+def test_solver_defaults_change_at_run_time_and_bad_values_are_refused_with_the_reason(bridge):
+    (result,) = set_parameters(bridge, default_solver="fastest")
+    assert not result.successful and "one of: auto, classical, quantum" in result.reason
+    (result,) = set_parameters(bridge, default_profile="photonic")
+    assert not result.successful and "technology_profile: 'photonic' is not one of" in result.reason
+    (result,) = set_parameters(bridge, qpu_backend="ibm_torino")
+    assert not result.successful  # read once at start
+    (result,) = set_parameters(bridge, default_solver="quantum", default_backend="aer_statevector")[:1]
+    assert result.successful
+    _, answer, _ = bridge.task("assign_tasks", {"costs": [[1, 5], [5, 1], [2, 2]], "seed": 1})
+    assert answer["solver"] == "qaoa" and answer["backend"] == "aer_statevector"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from qai_quantum_bridge.backends import AerBackend, BackendUnavailable, QpuBackend
+from qai_quantum_bridge.backends import AerBackend, BackendUnavailable, DiagonalBackend, QpuBackend
 from qai_quantum_bridge.bridge import QpuSettings, QuantumBridge, SolveRequest
 from qai_quantum_bridge.circuits import CircuitError, CircuitJob, parse_circuit, run_circuit
 from qai_quantum_bridge.classical import solve_classically
@@ -29,12 +29,15 @@ def small_problems():
 
 
 @pytest.mark.parametrize("name", list(small_problems()))
-def test_qaoa_finds_the_optimum_among_its_samples(name):
+@pytest.mark.parametrize("backend", ["aer_statevector", "statevector_diagonal"])
+def test_qaoa_finds_the_optimum_among_its_samples(name, backend):
     problem = small_problems()[name]
-    outcome = QaoaSolver(Encoding(problem), AerBackend(seed=3), QaoaSettings(seed=3)).solve()
+    outcome = QaoaSolver(Encoding(problem), AerBackend(seed=3) if backend == "aer_statevector" else DiagonalBackend(),
+                         QaoaSettings(seed=3)).solve()
     assert outcome.solution is not None and outcome.solution.feasible
     assert outcome.solution.cost == pytest.approx(solve_classically(problem).solution.cost)
-    assert outcome.evaluations > 5 and outcome.metadata["transpiled_depth"] > 0
+    assert outcome.evaluations > 5
+    assert outcome.metadata["transpiled_depth" if backend == "aer_statevector" else "state_passes"] > 0
 
 
 def test_the_circuit_is_transpiled_once_and_rebound_for_every_evaluation():
@@ -62,7 +65,7 @@ def test_quantum_answers_with_qaoa_and_says_it_was_checked():
     result = bridge().solve(problem, SolveRequest(preference="quantum", seed=2))
     assert result.solver == "qaoa" and not result.fallback and result.verified
     assert result.solution.cost == pytest.approx(result.reference_cost)
-    assert result.backend == "aer_statevector" and result.metadata["shots"] == 1024
+    assert result.backend == "statevector_diagonal" and result.metadata["shots"] == 1024
 
 
 def test_fallback_when_the_deadline_is_too_short_for_the_quantum_path():
@@ -77,7 +80,7 @@ def test_fallback_when_the_measured_evaluations_show_the_run_cannot_fit():
     # The estimate allows it, but noisy simulation on a routed heavy-hex layout is much slower than that.
     problem = small_problems()["assignment 6x2"]
     request = SolveRequest(preference="quantum", profile="superconducting", deadline=1.5, seed=1)
-    assert QuantumBridge.estimate_seconds(6, request) < 1.5
+    assert QuantumBridge(PROFILES).estimate_seconds(6, request) < 1.5
     result = bridge().solve(problem, request)
     assert result.fallback and result.solver == "hungarian"
     assert "an evaluation, about" in result.fallback_reason and "the deadline leaves" in result.fallback_reason
@@ -95,7 +98,7 @@ def test_fallback_when_the_backend_fails():
     failing = AerBackend(seed=1)
     failing.run = lambda *args: (_ for _ in ()).throw(RuntimeError("simulator crashed"))
     b._backends[("aer_statevector", "", 1)] = failing
-    result = b.solve(small_problems()["qubo 8"], SolveRequest(preference="quantum", seed=1))
+    result = b.solve(small_problems()["qubo 8"], SolveRequest(preference="quantum", backend="aer_statevector", seed=1))
     assert result.fallback and result.fallback_reason == "the quantum path failed: RuntimeError: simulator crashed"
     assert result.solver == "brute_force" and result.verified
 
