@@ -20,43 +20,17 @@ from typing import Any, Mapping, Sequence
 from rclpy.node import Node
 
 from qai_edge.convert import key_values, kind_to_msg, optional_seconds_from_duration
-from qai_edge.tasks import ServedKind, TaskKindSpec, TaskRequest, _validator, decode_values, has_non_finite
-from qai_edge.text import shorten
+from qai_edge.tasks import ServedKind, TaskKindSpec, TaskRequest, decode_values, has_non_finite
+from qai_edge.text import cut, shorten
 from qai_edge.workers import WorkerActionServer
 from qai_interfaces.action import RunTask
 
 FEEDBACK_MIN_INTERVAL = 0.05  # s: at most ~20 feedback messages a second per goal
-MESSAGE_WIDTH = 300  # characters of one parameter error kept: a 1 MB field is never echoed whole
 
 
 def parameter_errors(spec: TaskKindSpec, parameters: Mapping[str, Any]) -> list[str]:
-    """Return schema violations as 'parameters.<name>: why', sizes with their limit, values shortened.
-
-    A subschema's `x-limit` names the parameter that sets its cap.
-    """
-    if spec.parameters_schema is None:
-        return []
-    errors = []
-    for error in _validator(spec.parameters_schema).iter_errors(dict(parameters)):
-        where = "parameters" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        limit, named = error.validator_value, error.schema.get("x-limit") if isinstance(error.schema, dict) else None
-        suffix = f" ({named})" if named else ""
-        instance = error.instance
-        if error.validator == "maxItems":
-            text = f"{len(instance)} items, more than the limit of {limit}{suffix}"
-        elif error.validator == "maxLength":
-            text = f"{len(instance)} characters, more than the limit of {limit}{suffix}"
-        elif error.validator == "maximum":
-            text = f"{shorten(instance)} is more than the limit of {limit}{suffix}"
-        else:
-            text = _cut(error.message)
-        errors.append(f"{where}: {text}")
-    return errors
-
-
-def _cut(text: str) -> str:
-    """Return `text`, cut to MESSAGE_WIDTH characters with its full length said when it is longer."""
-    return text if len(text) <= MESSAGE_WIDTH else f"{text[:MESSAGE_WIDTH]}... ({len(text)} characters)"
+    """Return schema violations as 'parameters.<name>: why' (the same words as mission validation)."""
+    return spec.parameter_errors(parameters)
 
 
 class TaskServer(WorkerActionServer):
@@ -90,7 +64,7 @@ class TaskServer(WorkerActionServer):
         try:
             parameters = decode_values({pair.key: pair.value for pair in task.parameters})
         except ValueError as error:
-            return self.abort(goal_handle, f"task {shorten(task.id)}: parameters.{_cut(str(error))}", retryable=False)
+            return self.abort(goal_handle, f"task {shorten(task.id)}: parameters.{cut(str(error))}", retryable=False)
         except RecursionError:  # json's decoder recurses once per nesting level
             return self.abort(goal_handle, f"task {shorten(task.id)}: parameters: a value is nested too deeply to "
                               f"decode", retryable=False)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import jsonschema
 
 from qai_edge.geofence import Geofence
-from qai_edge.text import shorten
+from qai_edge.text import cut, shorten
 
 ON_RESTART_REDISPATCH = "redispatch"
 ON_RESTART_FAIL = "fail"
@@ -110,19 +110,24 @@ class TaskKindSpec:
         return errors
 
 
-_SIZE_KEYWORDS = {"maxItems": "items", "minItems": "items", "maxLength": "characters", "minLength": "characters",
-                  "maxProperties": "entries", "minProperties": "entries"}
+MESSAGE_WIDTH = 300  # characters of one parameter error kept: a 1 MB field is never echoed whole
 
 
 def _short_message(error) -> str:
-    """jsonschema's message, without echoing a huge value whole: sizes say the count and the limit."""
-    if len(error.message) <= 200:
-        return error.message
-    noun = _SIZE_KEYWORDS.get(error.validator)
-    if noun is not None and isinstance(error.instance, (list, str, dict)):
-        bound = "at most" if error.validator.startswith("max") else "at least"
-        return f"{len(error.instance)} {noun}, {bound} {error.validator_value} allowed"
-    return f"{shorten(error.instance, 60)} fails {error.validator} {shorten(error.validator_value, 60)}"
+    """Say why a value fails its schema: sizes and maxima with their limit (and the parameter that sets it,
+    named by the subschema's `x-limit`), anything else in jsonschema's words, cut to MESSAGE_WIDTH."""
+    limit, instance = error.validator_value, error.instance
+    named = error.schema.get("x-limit") if isinstance(error.schema, dict) else None
+    suffix = f" ({named})" if named else ""
+    if error.validator == "maxItems" and isinstance(instance, list):
+        return f"{len(instance)} items, more than the limit of {limit}{suffix}"
+    if error.validator == "maxLength" and isinstance(instance, str):
+        return f"{len(instance)} characters, more than the limit of {limit}{suffix}"
+    if error.validator == "maxProperties" and isinstance(instance, dict):
+        return f"{len(instance)} entries, more than the limit of {limit}{suffix}"
+    if error.validator == "maximum":
+        return f"{shorten(instance)} is more than the limit of {limit}{suffix}"
+    return cut(error.message, MESSAGE_WIDTH)
 
 
 _VALIDATORS: dict[str, Any] = {}

@@ -13,3 +13,8 @@ def shorten(value: Any, width: int = DEFAULT_WIDTH) -> str:
     if len(text) <= width:
         return text
     return f"{text[:width]}... ({len(text)} characters)"
+
+
+def cut(text: str, width: int = 300) -> str:
+    """Return `text` itself, cut to `width` characters with its full length said when it is longer."""
+    return text if len(text) <= width else f"{text[:width]}... ({len(text)} characters)"

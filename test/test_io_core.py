@@ -147,22 +147,22 @@ def test_the_announced_schemas_refuse_what_the_vehicle_would_refuse_naming_the_f
     kinds = announced(world)
     navigate = kinds["navigate"]
     assert sorted(navigate.parameter_errors({"waypoints": [[0, 0, 5], [15, 0, 5], [0, 0, 500]], "speed": 7})) == [
-        "parameters.speed: 7 is greater than the maximum of 6.0",
+        "parameters.speed: 7 is more than the limit of 6.0",
         "parameters.waypoints[1]: (15, 0, 5) is outside the fence's polygon",
         "parameters.waypoints[2]: (0, 0, 500) is above the fence's maximum altitude 120 m"]
     assert len(navigate.parameter_errors({"waypoints": [[0, 0, 5]] * 6})) == 1
     assert navigate.parameter_errors({"waypoints": [[0, 0, 5]], "order": [5]}) == [
-        "parameters.order[0]: 5 is greater than the maximum of 4"]
+        "parameters.order[0]: 5 is more than the limit of 4"]
     assert navigate.parameter_errors({"waypoints": [[0, 0, 5]], "hold": 31}) == [
-        "parameters.hold: 31 is greater than the maximum of 30.0"]
+        "parameters.hold: 31 is more than the limit of 30.0"]
     assert sorted(kinds["hold"].parameter_errors({"duration": 31, "position": [20, 0]})) == [
-        "parameters.duration: 31 is greater than the maximum of 30.0",
+        "parameters.duration: 31 is more than the limit of 30.0",
         "parameters.position: (20, 0) is outside the fence's polygon"]
     assert kinds["scan"].parameter_errors({"duration": 61}) == [
-        "parameters.duration: 61 is greater than the maximum of 60.0"]
+        "parameters.duration: 61 is more than the limit of 60.0"]
     assert sorted(kinds["return_home"].parameter_errors({"altitude": 121, "speed": 7})) == [
-        "parameters.altitude: 121 is greater than the maximum of 120.0",
-        "parameters.speed: 7 is greater than the maximum of 6.0"]
+        "parameters.altitude: 121 is more than the limit of 120.0",
+        "parameters.speed: 7 is more than the limit of 6.0"]
     assert kinds["collect"].parameters_schema == kinds["scan"].parameters_schema
 
 
@@ -176,7 +176,7 @@ def test_a_changed_limit_is_in_the_next_announcement():
     world = World()
     world.parameters["max_speed"] = 4.0
     assert announced(world)["navigate"].parameters_schema["properties"]["speed"]["maximum"] == 4.0
-    with pytest.raises(TaskFailed, match="parameters.speed: 5 is greater than the maximum of 4.0"):
+    with pytest.raises(TaskFailed, match="parameters.speed: 5 is more than the limit of 4.0"):
         world.run("navigate", {"waypoints": [[0, 0, 3]], "speed": 5})
 
 
