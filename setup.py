@@ -17,7 +17,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.conf")),
         (f"share/{PACKAGE}/config/missions", glob("config/missions/*.yaml")),
         (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*.sdf")),
     ],
@@ -32,9 +32,11 @@ setup(
             "quantum_bridge = qai_quantum_bridge.node:main",
             "io_engine = qai_io.node:main",
             "sim_vehicle = qai_io.sim_node:main",
+            "hub_link = qai_io.hub_node:main",
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
             "qai-mission = qai_mission.cli:main",
+            "qai-hub = qai_io.hub.cli:main",
         ],
     },
 )

@@ -38,5 +38,7 @@ NODE_TYPES: dict[str, NodeType] = {
                  "sensors and actuators over DDS"),
         NodeType("sim_vehicle", "qai_io.sim_node:main", "qai_io.sim_parameters",
                  "simulated multirotor or ground robot with Gazebo's topics"),
+        NodeType("hub_link", "qai_io.hub_node:main", "qai_io.hub_parameters",
+                 "the link to the hub over MQTT: telemetry, signed commands"),
     )
 }
