@@ -156,16 +156,17 @@ def test_queue_keeps_rows_and_sequence_numbers_across_reopen(tmp_path):
 
 
 def test_at_the_bound_the_lowest_priority_oldest_rows_go_first_and_are_returned(tmp_path):
-    queue = DiskQueue(tmp_path / "q.db", max_messages=5, max_bytes=10_000, protected_streams=("drops",))
+    queue = DiskQueue(tmp_path / "q.db", max_messages=4, max_bytes=10_000, protected_streams=("drops",))
     assert queue.commit([item("events", 1, priority=9), item("odom", 1, priority=3), item("odom", 2, priority=3),
                          item("battery", 1, priority=6), item("drops", 1, priority=10)]) == []
     evicted = queue.commit([item("odom", 3, priority=3), item("events", 2, priority=9)])
     assert evicted == [("odom", 1), ("odom", 2)]
     assert {(r.stream, r.seq) for r in queue.all_rows()} == {("events", 1), ("events", 2), ("battery", 1),
                                                              ("odom", 3), ("drops", 1)}
-    # The byte bound works the same way; rows in flight and protected rows are never evicted.
+    # The byte bound works the same way; rows in flight and protected rows are never evicted, and protected
+    # rows do not count against the bound.
     in_flight = next(r.id for r in queue.all_rows() if (r.stream, r.seq) == ("odom", 3))
-    queue.max_bytes = 45
+    queue.max_bytes = 35
     evicted = queue.commit([item("odom", 4, priority=3, size=20)], busy={in_flight})
     assert evicted == [("odom", 4), ("battery", 1)]
     assert queue.depth == 4 and queue.bytes == 40 == sum(r.size for r in queue.all_rows())

@@ -139,6 +139,7 @@ class HubLink:
         self.connects = 0
         self.connected_since: float | None = None
         self._connected_at = -1.0
+        self._max_packet = 268435455  # MQTT's own limit, until a broker announces a smaller one
         self.published = 0
         self.acknowledged = 0
         self.overflowed = 0
@@ -231,6 +232,11 @@ class HubLink:
                 context.load_cert_chain(config.tls_cert, config.tls_key or None)
             client.tls_set_context(context)
         client.on_socket_open = set_tcp_nodelay
+        # Every write happens on the network thread: with these set, paho's publish() (called from the worker)
+        # queues the packet and wakes the network thread's select() instead of writing to the socket from the
+        # calling thread, which would interleave with the network thread's writes (TLS records break first).
+        client.on_socket_register_write = _no_op
+        client.on_socket_unregister_write = _no_op
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -258,6 +264,7 @@ class HubLink:
         self.state = "connected"
         self.last_error = ""
         self.protocol_in_use = "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
+        self._max_packet = getattr(properties, "MaximumPacketSize", None) or 268435455
         self.connected_since = self._connected_at = self._clock()
         self._last_echo = self._clock()
         client.subscribe([(topic, 1) for topic in (*self.config.subscriptions, self.config.ping_topic)])
@@ -306,8 +313,10 @@ class HubLink:
             stable = False
             try:
                 if first:
+                    v5 = self._protocol == mqtt.MQTTv5  # 3.1.1 takes clean_session=False at construction
                     self._client.connect(self.config.host, self.config.port, self.config.keepalive,
-                                         clean_start=False, properties=self._connect_properties())
+                                         clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                         properties=self._connect_properties())
                     first = False
                 else:
                     self._client.reconnect()
@@ -335,7 +344,11 @@ class HubLink:
         started = self._clock()
         next_ping = started
         while not self._stop.is_set():
-            if self._client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
+            rc = self._client.loop(timeout=0.2)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                if not self.connected and self._connected_at < started and not self.last_error:
+                    self.last_error = (f"the broker closed the connection before accepting it "
+                                       f"({mqtt.error_string(rc)}; TLS client certificate or credentials?)")
                 break
             now = self._clock()
             if not self.connected:
@@ -464,6 +477,10 @@ class HubLink:
 
     def _publish(self, row: Row) -> bool:
         """Publish one row; False when paho took nothing (no connection)."""
+        if len(row.payload) + len(row.topic) + 16 > self._max_packet:  # the broker would drop the connection
+            self.queue.commit((), [row])
+            self._report("refused_by_broker", [(row.stream, row.seq)])
+            return True
         try:
             info = self._client.publish(row.topic, row.payload, qos=row.qos)
         except (ValueError, RuntimeError) as error:  # a topic or payload paho refuses: it never will take it
@@ -507,6 +524,10 @@ class HubLink:
 
     def _drop_payload(self, seq: int, stream: str, reason: str, ranges: list[list[int]]) -> bytes:
         return telemetry_payload(seq, self._wall(), "qai/DropReport", drop_report(stream, reason, ranges))
+
+
+def _no_op(*args) -> None:
+    pass
 
 
 def set_tcp_nodelay(client, userdata, sock) -> None:

@@ -9,7 +9,8 @@ power loss, at an fsync per commit).
 Rows carry their stream, that stream's sequence number, a priority (higher is more important), the MQTT
 QoS and an expiry time. At the bound (messages or bytes) the lowest-priority, oldest rows are evicted
 first; expired rows are removed; both come back to the caller as (stream, seq) lists so they can be
-reported. Rows of protected streams (the drop reports themselves) are never evicted nor expired. Rows
+reported. Rows of protected streams (the drop reports themselves) are never evicted nor expired, and do
+not count against the bound (there are few: reports are merged until sent). Rows
 the caller has in flight are never evicted or expired (their acknowledgement may still come). Row ids
 only grow (AUTOINCREMENT), so a reader's "taken up to id N" cursor stays valid.
 
@@ -81,6 +82,12 @@ class DiskQueue:
             self._db = self._open(synchronous)
         self.depth, self.bytes = self._db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages").fetchone()
+        # Protected rows (drop reports) are not held against the bound: evicting data to make room for the
+        # report of an eviction would never end.
+        marks = ",".join("?" * len(self.protected))
+        self._protected_depth, self._protected_bytes = self._db.execute(
+            f"SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages WHERE stream IN ({marks})",
+            self.protected).fetchone() if self.protected else (0, 0)
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -154,6 +161,9 @@ class DiskQueue:
                 self._db.executemany("DELETE FROM messages WHERE id = ?", [(row.id,) for row in acked])
                 self.depth -= len(acked)
                 self.bytes -= sum(row.size for row in acked)
+                protected = [row for row in acked if row.stream in self.protected]
+                self._protected_depth -= len(protected)
+                self._protected_bytes -= sum(row.size for row in protected)
             if items:
                 self._db.executemany(
                     "INSERT INTO messages (stream, seq, priority, qos, expires, topic, payload) "
@@ -168,12 +178,17 @@ class DiskQueue:
                     list(last.items()))
                 self.depth += len(items)
                 self.bytes += sum(len(i.payload) for i in items)
-            evicted = self._evict(busy) if self.depth > self.max_messages or self.bytes > self.max_bytes else []
+                protected = [i for i in items if i.stream in self.protected]
+                self._protected_depth += len(protected)
+                self._protected_bytes += sum(len(i.payload) for i in protected)
+            over = (self.depth - self._protected_depth > self.max_messages
+                    or self.bytes - self._protected_bytes > self.max_bytes)
+            evicted = self._evict(busy) if over else []
         return evicted
 
     def _evict(self, busy: Collection[int]) -> list[tuple[str, int]]:
-        over_count = self.depth - self.max_messages
-        over_bytes = self.bytes - self.max_bytes
+        over_count = self.depth - self._protected_depth - self.max_messages
+        over_bytes = self.bytes - self._protected_bytes - self.max_bytes
         marks = ",".join("?" * len(self.protected))
         protected = f"WHERE stream NOT IN ({marks}) " if self.protected else ""
         victims, freed = [], 0
@@ -205,6 +220,9 @@ class DiskQueue:
                              "last_seq = max(last_seq, excluded.last_seq)", (item.stream, item.seq))
         self.depth += 1
         self.bytes += len(item.payload)
+        if item.stream in self.protected:
+            self._protected_depth += 1
+            self._protected_bytes += len(item.payload)
         return row_id
 
     def expire(self, now: float, busy: Collection[int] = ()) -> list[tuple[str, int]]:
@@ -227,8 +245,11 @@ class DiskQueue:
             old = self._db.execute("SELECT length(payload) FROM messages WHERE id = ?", (row_id,)).fetchone()
             if old is None:
                 return False
+            stream = self._db.execute("SELECT stream FROM messages WHERE id = ?", (row_id,)).fetchone()[0]
             self._db.execute("UPDATE messages SET payload = ? WHERE id = ?", (payload, row_id))
         self.bytes += len(payload) - old[0]
+        if stream in self.protected:
+            self._protected_bytes += len(payload) - old[0]
         return True
 
     def file_bytes(self) -> int:

@@ -1,0 +1,249 @@
+"""The MQTT link in-process against a real mosquitto: TLS, resubscribe after a broker restart, the backlog
+after an outage (priority order, live data not starved), bounds and expiry reported as drops, the last
+will and the clean offline status, and the fall back to MQTT 3.1.1."""
+
+import socket
+import threading
+import time
+
+import orjson
+import pytest
+
+from harness import wait_for
+from hub_stack import HubSubscriber, make_tls_files, seqs, start_broker, tls_listener_config
+from qai_edge.broker import free_port
+from qai_io.hub.link import HubLink, LinkConfig
+from qai_io.hub.queue import DiskQueue
+from qai_io.hub.streams import telemetry_payload
+from qai_io.hub.topics import DROPS_STREAM, RobotTopics
+
+FLEET, ROBOT = "f1", "r1"
+TOPICS = RobotTopics(FLEET, ROBOT)
+
+
+def make_link(port: int, directory, received=None, **overrides) -> HubLink:
+    config = LinkConfig(host="127.0.0.1", port=port, client_id=f"qai-{FLEET}-{ROBOT}-{time.monotonic_ns()}",
+                        status_topic=TOPICS.status, offline_payload=b'{"state":"offline","reason":"lost"}',
+                        ping_topic=TOPICS.ping, drops_topic=TOPICS.telemetry(DROPS_STREAM),
+                        subscriptions=tuple(TOPICS.command_filters()), backoff_initial=0.1, backoff_max=0.5,
+                        ping_period=0.5, **overrides)
+    queue = DiskQueue(directory / "queue.db", 100000, 1 << 28, protected_streams=(DROPS_STREAM,))
+    sink = received if received is not None else []
+    return HubLink(config, queue, on_message=lambda topic, payload: sink.append((topic, payload)))
+
+
+def send(link: HubLink, stream: str, n: int, priority: int = 5, ttl: float = 600.0) -> list[int]:
+    return [link.enqueue(stream, TOPICS.telemetry(stream), priority, 1, ttl,
+                         lambda seq, stamp: telemetry_payload(seq, stamp, "test/msg/T", {"i": i}))
+            for i in range(n)]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    broker = start_broker(tmp_path / "broker")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def links():
+    started: list[HubLink] = []
+    yield started
+    for link in started:
+        link.stop(timeout=2.0)
+
+
+def test_telemetry_reaches_the_hub_with_sequence_numbers_and_a_retained_status(broker, tmp_path, links):
+    hub = HubSubscriber(broker.port, FLEET)
+    try:
+        link = make_link(broker.port, tmp_path)
+        links.append(link)
+        link.publish_status(b'{"state":"online"}')
+        link.start()
+        send(link, "odom", 50)
+        wait_for(lambda: len(hub.on("/telemetry/odom")) >= 50, 20, "50 odom messages at the hub")
+        assert seqs(hub.on("/telemetry/odom")) == list(range(1, 51))
+        assert hub.on("/status")[-1] == {"state": "online"}
+        wait_for(lambda: link.queue.depth == 0, 10, "the queue to empty once the broker acknowledged")
+        wait_for(lambda: link.stats()["rtt_ms"] is not None, 10, "a round trip measured through the broker")
+    finally:
+        hub.close()
+
+
+def test_tls_with_client_certificates_the_test_generates(tmp_path, links):
+    files = make_tls_files(tmp_path)
+    broker = start_broker(tmp_path / "broker", extra_config=tls_listener_config(files))
+    try:
+        hub = HubSubscriber(broker.port, FLEET, tls=files)
+        link = make_link(broker.port, tmp_path / "a", tls_ca=str(files["ca"]), tls_cert=str(files["cert"]),
+                         tls_key=str(files["key"]))
+        links.append(link)
+        link.start()
+        send(link, "odom", 5)
+        wait_for(lambda: len(hub.on("/telemetry/odom")) == 5, 20, "telemetry over TLS")
+        # Without a client certificate the broker refuses the robot; the link says why and keeps trying.
+        refused = make_link(broker.port, tmp_path / "b", tls_ca=str(files["ca"]))
+        links.append(refused)
+        refused.start()
+        wait_for(lambda: refused.stats()["connects"] == 0 and refused.last_error, 20, "the refusal")
+        time.sleep(1.0)
+        assert not refused.connected and refused.state in ("backoff", "connecting")
+        hub.close()
+    finally:
+        broker.stop()
+
+
+def test_the_link_resubscribes_after_a_broker_restart_that_lost_every_session(tmp_path, links):
+    port = free_port()
+    broker = start_broker(tmp_path / "first", port)
+    received: list = []
+    link = make_link(port, tmp_path, received)
+    links.append(link)
+    link.start()
+    wait_for(lambda: link.connected, 20, "the link to connect")
+    try:
+        broker.stop()
+        wait_for(lambda: not link.connected, 20, "the link to notice the broker left")
+        broker = start_broker(tmp_path / "second", port)  # no persistence carried over: no session, no subscriptions
+        wait_for(lambda: link.connected and link.connects == 2, 30, "the link to reconnect")
+        hub = HubSubscriber(port, FLEET)
+        deadline = time.monotonic() + 20
+        while not any(topic.endswith("/cmd/get_state") for topic, _ in received):
+            assert time.monotonic() < deadline, "a command published after the restart never reached the robot"
+            hub.publish(TOPICS.command("get_state"), b"{}")
+            time.sleep(0.3)
+        hub.publish(f"qai/{FLEET}/all/cmd/get_state", b"{}")
+        wait_for(lambda: any(topic == f"qai/{FLEET}/all/cmd/get_state" for topic, _ in received), 10,
+                 "the fleet-wide command after the restart")
+        hub.close()
+    finally:
+        broker.stop()
+
+
+def test_after_an_outage_the_backlog_drains_by_priority_without_starving_live_data(tmp_path, links):
+    port = free_port()
+    broker = start_broker(tmp_path / "broker", port)
+    hub = HubSubscriber(port, FLEET)
+    link = make_link(port, tmp_path, drain_rate=200.0)
+    links.append(link)
+    link.start()
+    try:
+        wait_for(lambda: link.connected, 20, "the link to connect")
+        broker.stop()
+        wait_for(lambda: not link.connected, 20, "the link to notice the outage")
+        send(link, "odom", 600, priority=3)
+        send(link, "events", 20, priority=9)
+        wait_for(lambda: link.queue.depth == 620, 20, "the backlog on disk")
+        broker = start_broker(tmp_path / "broker", port)
+        wait_for(lambda: link.connected, 30, "the link to reconnect")
+        send(link, "live", 1, priority=0)  # the least important stream, but live
+        wait_for(lambda: len(hub.on("/telemetry/odom")) == 600 and hub.on("/telemetry/live"), 60,
+                 lambda: f"the backlog at the hub ({len(hub.on('/telemetry/odom'))} odom)")
+        order = [topic.rsplit("/", 1)[-1] for topic, _ in hub.messages if "/telemetry/" in topic]
+        assert order.index("live") < len(order) - 100, "live data waited behind the backlog"
+        backlog = [stream for stream in order if stream in ("odom", "events")]
+        assert backlog[:20] == ["events"] * 20  # the important stream first
+        assert seqs(hub.on("/telemetry/odom")) == list(range(1, 601))  # oldest first within a priority
+        hub.close()
+    finally:
+        broker.stop()
+
+
+def test_the_bound_and_the_ttl_drop_oldest_lowest_priority_data_and_report_every_number(tmp_path, links):
+    port = free_port()
+    link = make_link(port, tmp_path)
+    link.queue.max_messages = 100
+    links.append(link)
+    link.start()  # no broker yet: everything stays queued
+    send(link, "odom", 150, priority=3)
+    send(link, "events", 10, priority=9)
+    send(link, "battery", 5, priority=6, ttl=1.0)
+    wait_for(lambda: link.dropped.get("queue_full", 0) == 65, 20, lambda: f"evictions ({link.stats()})")
+    wait_for(lambda: link.dropped.get("expired", 0) == 5, 20, lambda: f"expiry ({link.stats()})")
+    broker = start_broker(tmp_path / "broker", port)
+    hub = HubSubscriber(port, FLEET)
+    try:
+        wait_for(lambda: len(hub.on("/telemetry/odom")) == 85 and len(hub.on("/telemetry/events")) == 10, 30,
+                 lambda: f"what was kept at the hub ({len(hub.on('/telemetry/odom'))} odom)")
+        wait_for(lambda: hub.on("/telemetry/drops"), 20, "drop reports")
+        robot = hub.fleet.robots[ROBOT]
+        odom, battery = robot.streams["odom"], robot.streams["battery"]
+        odom.since = battery.since = 1
+        assert odom.missing(150) == [] and set(odom.dropped) == set(range(1, 66))
+        assert set(odom.dropped.values()) == {"queue_full"}
+        assert battery.missing(5) == [] and set(battery.dropped.values()) == {"expired"}
+        assert robot.streams["events"].missing(10) == []
+        reports = hub.on("/telemetry/drops")
+        assert sum(r["data"]["count"] for r in reports) == 70
+        hub.close()
+    finally:
+        broker.stop()
+
+
+def test_a_clean_stop_publishes_offline_and_a_lost_connection_the_last_will(broker, tmp_path):
+    hub = HubSubscriber(broker.port, FLEET)
+    try:
+        link = make_link(broker.port, tmp_path)
+        link.publish_status(b'{"state":"online"}')
+        link.start()
+        wait_for(lambda: hub.on("/status"), 20, "the online status")
+        link.stop(final_status=b'{"state":"offline","reason":"shutdown"}')
+        wait_for(lambda: hub.on("/status")[-1].get("reason") == "shutdown", 10, "the clean offline status")
+        # A robot that vanishes (its socket dies without DISCONNECT): the broker publishes the will.
+        second = make_link(broker.port, tmp_path / "b", keepalive=5)
+        second.publish_status(b'{"state":"online"}')
+        second.start()
+        wait_for(lambda: hub.on("/status")[-1] == {"state": "online"}, 20, "online again")
+        second._stop.set()
+        second._client.socket().shutdown(socket.SHUT_RDWR)
+        wait_for(lambda: hub.on("/status")[-1].get("reason") == "lost", 20, "the last will")
+    finally:
+        hub.close()
+
+
+def test_auto_protocol_falls_back_to_mqtt_311_for_a_broker_without_mqtt_5(tmp_path, links):
+    # No MQTT-3.1.1-only broker exists here, so a few lines of socket code play one: they answer an MQTT 5
+    # CONNECT with "unacceptable protocol version" and accept 3.1.1.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    levels = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            packet = connection.recv(4096)
+            levels.append(packet[8])
+            connection.sendall(b"\x20\x02\x00\x01" if packet[8] == 5 else b"\x20\x02\x00\x00")
+            if packet[8] == 5:
+                connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    link = make_link(server.getsockname()[1], tmp_path)
+    links.append(link)
+    link.start()
+    try:
+        wait_for(lambda: link.connected, 20, lambda: f"a 3.1.1 connection ({link.last_error})")
+        assert link.protocol_in_use == "3.1.1" and levels[:2] == [5, 4]
+    finally:
+        server.close()
+
+
+def test_payload_json_is_readable_without_ros(broker, tmp_path, links):
+    hub = HubSubscriber(broker.port, FLEET)
+    try:
+        link = make_link(broker.port, tmp_path)
+        links.append(link)
+        link.start()
+        send(link, "odom", 1)
+        wait_for(lambda: hub.on("/telemetry/odom"), 20, "one message")
+        (message,) = hub.on("/telemetry/odom")
+        assert set(message) == {"seq", "stamp", "type", "data"} and abs(message["stamp"] - time.time()) < 60
+        assert orjson.loads(orjson.dumps(message)) == message
+    finally:
+        hub.close()
