@@ -87,9 +87,14 @@ class HubLinkNode(EngineNode):
         self.link = HubLink(self._link_config(), self.queue, on_message=self._on_mqtt_message)
         self.create_timer(p("status_period"), self._publish_status, clock=self._steady_clock)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.link.start()
-        self._publish_status()
+        # The link starts on the first spin: a command that arrives must find the node in its executor.
+        self._start_timer = self.create_timer(0.01, self._start_link)
         self.start()
+
+    def _start_link(self) -> None:
+        self.destroy_timer(self._start_timer)
+        self._publish_status()
+        self.link.start()
 
     def _link_config(self) -> LinkConfig:
         p = self.param
@@ -109,7 +114,6 @@ class HubLinkNode(EngineNode):
 
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
     # -- Telemetry ------------------------------------------------------------------------------
 
     def _add_stream(self, spec: StreamSpec) -> None:
@@ -165,9 +169,9 @@ class HubLinkNode(EngineNode):
             command = self.gate.check(topic, payload)
         except CommandRejected as rejection:
             self.get_logger().warning(f"command refused ({rejection.code}): {rejection.message}")
-            parsed = parse_topic(topic)
+            parsed, robot = parse_topic(topic), self.robot_id
             if rejection.code != "rate_limited" and parsed is not None and parsed.kind == "cmd":
-                self._enqueue_reply(parsed.name, partial(_rejection_reply, rejection, self.robot_id))
+                self._enqueue_reply(parsed.name, lambda seq, stamp, r=rejection: rejection_reply(r, robot, stamp))
             return
         self.get_logger().info(f"command {command.id}: {command.verb} (signed by {', '.join(command.signed_by)})")
         call_soon(self, self.missions.run, command)
@@ -235,10 +239,6 @@ class HubLinkNode(EngineNode):
         self.link.stop(final_status=self._status("offline"))
         self.gate.nonces.close()
         super().destroy_node()
-
-
-def _rejection_reply(rejection: CommandRejected, robot: str, seq: int, stamp: float) -> bytes:
-    return rejection_reply(rejection, robot, stamp)
 
 
 def main(args=None) -> int:

@@ -204,12 +204,14 @@ class HubLink:
         self._stop.set()
         with self._wake:
             self._wake.notify()
-        self._worker.join(timeout)
+        if self._worker.ident is not None:
+            self._worker.join(timeout)
         try:
             self._client.disconnect()
         except Exception:  # noqa: BLE001 - already closed
             pass
-        self._network.join(timeout)
+        if self._network.ident is not None:
+            self._network.join(timeout)
         if not self._worker.is_alive():
             self.queue.close()
 
