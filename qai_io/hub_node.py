@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import orjson
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
@@ -40,10 +40,9 @@ from qai_io.hub.topics import DROPS_STREAM, RobotTopics, parse_topic
 from qai_io.hub_missions import MissionCommands
 from qai_io.hub_parameters import PARAMETERS
 
-_ROS_QOS = {"sensor": qos_profile_sensor_data,
-            "reliable": QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
-            "latched": QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                                  durability=DurabilityPolicy.TRANSIENT_LOCAL)}
+_ROS_QOS = {"sensor": dict(reliability=ReliabilityPolicy.BEST_EFFORT),
+            "reliable": dict(reliability=ReliabilityPolicy.RELIABLE),
+            "latched": dict(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)}
 REPLY_TTL = 600.0  # s a reply waits in the queue for the broker
 
 
@@ -126,7 +125,8 @@ class HubLinkNode(EngineNode):
         if spec.summary:
             stream.summary = DiagnosticsSummary()
             self.create_timer(1.0 / spec.rate, partial(self._send_summary, stream), clock=self._steady_clock)
-        self.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream), _ROS_QOS[spec.ros_qos])
+        self.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream),
+                                 QoSProfile(depth=spec.depth, **_ROS_QOS[spec.ros_qos]))
 
     def _on_telemetry(self, stream: _Stream, message) -> None:
         if stream.summary is not None:

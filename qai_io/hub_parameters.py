@@ -44,7 +44,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "and is made again.", min=2.0, max=3600.0, read_only=True),
     # Telemetry.
     ParamSpec("streams", DEFAULT_STREAMS, "Telemetry streams, one per entry: 'name: topic=... type=pkg/msg/Type "
-              "rate=Hz qos=0|1 priority=0-9 ttl=s ros_qos=sensor|reliable|latched summary=true|false' "
+              "rate=Hz qos=0|1 priority=0-9 ttl=s ros_qos=sensor|reliable|latched depth=N summary=true|false' "
               "(README: MQTT hub link).", item_type=str, read_only=True),
     ParamSpec("status_period", 2.0, "s between updates of the retained status.", min=0.1, max=600.0, read_only=True),
     ParamSpec("max_telemetry_bytes", 65536, "Largest encoded telemetry message; a larger one is dropped and "

@@ -11,8 +11,9 @@ as strings (ROS parameters cannot hold lists of mappings):
     qos       MQTT QoS, 0 or 1 (default 1)
     priority  0-9, higher is more important: sent first after an outage, evicted last (default 5)
     ttl       seconds a queued message stays useful; older ones are dropped and reported (default 3600)
-    ros_qos   sensor (best effort, depth 10), reliable (depth 100) or latched (reliable, transient
-              local, depth 100: mission_states), default reliable
+    ros_qos   sensor (best effort), reliable, or latched (reliable, transient local: mission_states);
+              default reliable
+    depth     ROS history depth: messages held while the link is busy (default 10 for sensor, else 100)
     summary   true for a /diagnostics stream: the latest level and message of every node, `rate` times
               a second, instead of every array
 
@@ -33,7 +34,7 @@ from qai_io.hub.states import TERMINAL
 from qai_io.hub.topics import DROPS_STREAM, NAME
 
 ROS_QOS = ("sensor", "reliable", "latched")
-_KEYS = ("topic", "type", "rate", "qos", "priority", "ttl", "ros_qos", "summary")
+_KEYS = ("topic", "type", "rate", "qos", "priority", "ttl", "ros_qos", "depth", "summary")
 MAX_PRIORITY = 9
 REPLY_PRIORITY = 10  # command replies and drop reports go before any stream
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
@@ -49,6 +50,7 @@ class StreamSpec:
     priority: int = 5
     ttl: float = 3600.0
     ros_qos: str = "reliable"
+    depth: int = 100
     summary: bool = False
 
 
@@ -84,19 +86,21 @@ def parse_stream(text: str) -> StreamSpec:
             raise ValueError(f"{name}: {key}: must be between {low:g} and {high:g}, got {values[key]}")
         return value
 
-    qos = number("qos", 1, 0, 1)
-    priority = number("priority", 5, 0, MAX_PRIORITY)
-    if qos != int(qos) or priority != int(priority):
-        raise ValueError(f"{name}: qos and priority are integers")
     ros_qos = values.get("ros_qos", "reliable")
     if ros_qos not in ROS_QOS:
         raise ValueError(f"{name}: ros_qos: expected one of {', '.join(ROS_QOS)}, got {ros_qos!r:.40}")
+    qos = number("qos", 1, 0, 1)
+    priority = number("priority", 5, 0, MAX_PRIORITY)
+    depth = number("depth", 10 if ros_qos == "sensor" else 100, 1, 100000)
+    if qos != int(qos) or priority != int(priority) or depth != int(depth):
+        raise ValueError(f"{name}: qos, priority and depth are integers")
     summary = values.get("summary", "false")
     if summary not in ("true", "false"):
         raise ValueError(f"{name}: summary: expected true or false, got {summary!r:.40}")
     spec = StreamSpec(name=name, type=values["type"], topic=values.get("topic", name),
                       rate=number("rate", 0.0, 0.0, 10000.0), qos=int(qos), priority=int(priority),
-                      ttl=number("ttl", 3600.0, 1.0, 365 * 86400.0), ros_qos=ros_qos, summary=summary == "true")
+                      ttl=number("ttl", 3600.0, 1.0, 365 * 86400.0), ros_qos=ros_qos, depth=int(depth),
+                      summary=summary == "true")
     if spec.summary and (spec.type != DIAGNOSTICS_TYPE or spec.rate <= 0):
         raise ValueError(f"{name}: summary=true needs type={DIAGNOSTICS_TYPE} and a rate above 0")
     return spec
