@@ -30,12 +30,13 @@ class HubSubscriber:
     """What a hub sees: every message under qai/<fleet>/#, through a persistent session (QoS 1) that
     survives broker restarts, resubscribing on every connect; also fed into a Fleet view."""
 
-    def __init__(self, port: int, fleet: str, topics: tuple[str, ...] = ("#",), tls: dict | None = None):
+    def __init__(self, port: int, fleet: str, topics: tuple[str, ...] = ("#",), tls: dict | None = None,
+                 client_id: str = ""):
         self.fleet = Fleet(fleet)
         self.messages: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
         self._filters = [f"qai/{fleet}/{topic}" for topic in topics]
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hub-{uuid.uuid4().hex[:8]}",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"hub-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv5)
         self.client.on_socket_open = set_tcp_nodelay
         self.client.reconnect_delay_set(0.1, 1.0)

@@ -3,8 +3,12 @@ after an outage (priority order, live data not starved), bounds and expiry repor
 will and the clean offline status, and the fall back to MQTT 3.1.1."""
 
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -153,6 +157,11 @@ def test_after_an_outage_the_backlog_drains_by_priority_without_starving_live_da
 
 def test_the_bound_and_the_ttl_drop_oldest_lowest_priority_data_and_report_every_number(tmp_path, links):
     port = free_port()
+    # The hub's session exists before the link ever connects (the broker keeps it across its restart), so
+    # the hub gets everything however fast the link is once the broker is back.
+    broker = start_broker(tmp_path / "broker", port)
+    HubSubscriber(port, FLEET, client_id="hub-bound").close()
+    broker.stop()
     link = make_link(port, tmp_path)
     link.queue.max_messages = 100
     links.append(link)
@@ -163,7 +172,7 @@ def test_the_bound_and_the_ttl_drop_oldest_lowest_priority_data_and_report_every
     wait_for(lambda: link.dropped.get("queue_full", 0) == 65, 20, lambda: f"evictions ({link.stats()})")
     wait_for(lambda: link.dropped.get("expired", 0) == 5, 20, lambda: f"expiry ({link.stats()})")
     broker = start_broker(tmp_path / "broker", port)
-    hub = HubSubscriber(port, FLEET)
+    hub = HubSubscriber(port, FLEET, client_id="hub-bound")
     try:
         wait_for(lambda: len(hub.on("/telemetry/odom")) == 85 and len(hub.on("/telemetry/events")) == 10, 30,
                  lambda: f"what was kept at the hub ({len(hub.on('/telemetry/odom'))} odom)")
@@ -191,14 +200,25 @@ def test_a_clean_stop_publishes_offline_and_a_lost_connection_the_last_will(brok
         wait_for(lambda: hub.on("/status"), 20, "the online status")
         link.stop(final_status=b'{"state":"offline","reason":"shutdown"}')
         wait_for(lambda: hub.on("/status")[-1].get("reason") == "shutdown", 10, "the clean offline status")
-        # A robot that vanishes (its socket dies without DISCONNECT): the broker publishes the will.
-        second = make_link(broker.port, tmp_path / "b", keepalive=5)
-        second.publish_status(b'{"state":"online"}')
-        second.start()
-        wait_for(lambda: hub.on("/status")[-1] == {"state": "online"}, 20, "online again")
-        second._stop.set()
-        second._client.socket().shutdown(socket.SHUT_RDWR)
-        wait_for(lambda: hub.on("/status")[-1].get("reason") == "lost", 20, "the last will")
+        # A robot that vanishes (killed: its socket closes without DISCONNECT): the broker publishes the will.
+        script = textwrap.dedent(f"""\
+            import sys, time
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from pathlib import Path
+            from test_hub_link import make_link
+            link = make_link({broker.port}, Path({str(tmp_path / "b")!r}))
+            link.publish_status(b'{{"state":"online","pid":1}}')
+            link.start()
+            time.sleep(60)
+            """)
+        child = subprocess.Popen([sys.executable, "-c", script])
+        try:
+            wait_for(lambda: hub.on("/status")[-1].get("pid") == 1, 20, "online again")
+            child.kill()
+            wait_for(lambda: hub.on("/status")[-1].get("reason") == "lost", 20, "the last will")
+        finally:
+            child.kill()
+            child.wait(10)
     finally:
         hub.close()
 

@@ -1,25 +1,30 @@
 """The robot's MQTT connection to the hub, with the on-disk queue behind it. No rclpy import.
 
-HubLink owns two threads:
-- the network thread runs paho-mqtt 2.x (CallbackAPIVersion.VERSION2): connects (MQTT 5, or 3.1.1 when
-  the broker refuses 5 and the protocol is "auto"; TLS with a CA and client certificate; username and
-  password), sets TCP_NODELAY on every socket, reconnects with exponential backoff and jitter,
-  resubscribes after every connect, publishes the retained status (its last will says offline), and
-  probes the round trip through the broker (a ping to its own topic; no echo within `ping_timeout`
-  means the connection is dead even if TCP says otherwise, and it reconnects);
-- the worker thread owns the DiskQueue: it commits what `enqueue` handed it, publishes from the queue
-  (live data first; the backlog left by an outage oldest-first within priority, at `drain_rate`
-  messages a second, so live data is never starved), keeps at most `max_inflight` messages in flight,
-  deletes a row only when the broker acknowledged it (QoS 1) or it was written (QoS 0), and reports
-  every message it will never send (evicted at the bound, expired, refused by the broker) on the drops
-  stream, as sequence ranges.
+HubLink runs one thread that owns both the paho-mqtt 2.x client (CallbackAPIVersion.VERSION2, driven
+through paho's external-loop API: select, loop_read, loop_write, loop_misc) and the DiskQueue, so no
+socket or SQLite handle is ever shared between threads. The thread
+- connects (MQTT 5, or 3.1.1 when the broker refuses 5 and the protocol is "auto"; TLS with a CA and a
+  client certificate; username and password; TCP_NODELAY on every socket), reconnects with exponential
+  backoff and jitter, resubscribes after every connect, keeps the retained status up to date (its last
+  will says offline), and probes the round trip through the broker (a ping to its own topic; no echo
+  within `ping_timeout` means the connection is dead even if TCP says otherwise, and it reconnects);
+- commits what `enqueue` handed it, publishes from the queue (live data first; the backlog an outage
+  left, oldest first within priority, at `drain_rate` messages a second, so live data is never
+  starved), keeps at most `max_inflight` messages in flight, deletes a row only when the broker
+  acknowledged it (QoS 1) or it was written (QoS 0), and reports every message it will never send
+  (evicted at the bound, expired, refused) on the drops stream, as sequence ranges.
 
-`enqueue`, `publish_status`, `stats` and `stop` may be called from any thread.
+A live message is published as soon as it is taken and committed in the same pass: a crash between the
+two can only lose what was neither on disk nor sent, which `enqueue` never acknowledged as queued.
+`enqueue`, `publish_status`, `stats` and `stop` may be called from any thread; they hand over and wake
+the link's thread through a pipe.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import select
 import socket
 import ssl
 import threading
@@ -34,14 +39,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from qai_io.hub.queue import DiskQueue, Item, Row
-from qai_io.hub.streams import REPLY_PRIORITY, drop_report, merge_ranges, compress_ranges, telemetry_payload
+from qai_io.hub.streams import REPLY_PRIORITY, compress_ranges, drop_report, merge_ranges, telemetry_payload
 from qai_io.hub.topics import DROPS_STREAM
 
 PROTOCOLS = ("auto", "5", "3.1.1")
 DROPS_TTL = 30 * 86400.0
 _EXPIRE_PERIOD = 1.0  # s between TTL sweeps
-_BATCH = 2000  # rows committed or taken at most per worker cycle
+_BATCH = 2000  # rows committed or taken at most per pass
 _STABLE_CONNECTION = 10.0  # s connected after which the backoff starts again from its first step
+_MQTT_MAX_PACKET = 268435455
 
 
 @dataclass(frozen=True)
@@ -91,12 +97,6 @@ class Backoff:
 
 
 @dataclass
-class _Inflight:
-    row: Row
-    sent_at: float
-
-
-@dataclass
 class _OpenReport:
     row_id: int
     seq: int
@@ -113,58 +113,68 @@ class HubLink:
         self._wall = wall_clock
         self._backoff = Backoff(config.backoff_initial, config.backoff_max)
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._stop = threading.Event()
         self._pending: deque[Item] = deque()
-        self._acked: deque[int] = deque()
-        self._refused: dict[int, str] = {}  # mid -> the broker's reason for refusing it
         self._seqs: dict[str, int] = queue.last_seqs()
         self._status_payload: bytes | None = None
-        # Worker-thread state.
-        self._inflight: dict[int, _Inflight] = {}
+        self._status_due = False
+        self._final_status: bytes | None = None
+        self._stop = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._woken = False
+        # The link thread's own state.
+        self._acked: list[int] = []
+        self._refused: dict[int, str] = {}  # mid -> the broker's reason for refusing it
+        self._inflight: dict[int, Row] = {}  # mid -> row
         self._resend: deque[Row] = deque()  # QoS 0 rows whose packet was lost with the connection
+        self._busy: set[int] = set()  # ids of the rows in flight or waiting to be sent again: never evicted
         self._live_after = 0  # id of the last live row taken
         self._backlog_until = 0  # rows up to this id were queued before the current connection
         self._backlog_after: dict[int, int] = defaultdict(int)  # priority -> id of the last backlog row taken
-        self._tokens = 0.0
         self._backlog_active = False
+        self._tokens = 0.0
         self._open_reports: dict[tuple[str, str], _OpenReport] = {}
-        self._connection_epoch = 0  # bumped on each CONNACK; the worker resets its live/backlog split
-        self._client_epoch = 0  # bumped when the client is rebuilt (paho forgets what it had in flight)
-        # Shared figures (ints and floats: reading them is atomic).
+        self._max_packet = _MQTT_MAX_PACKET
+        self._attempt = 0
+        self._next_attempt = clock()
+        self._socket_opened_at: float | None = None
+        self._connected_at = -1.0
+        self._new_connection = False
+        self._lost = False
+        self._ping_sent: dict[str, float] = {}
+        self._last_echo = clock()
+        self._next_ping = clock()
+        # Shared figures (ints, floats, strings: reading them from another thread is atomic).
         self.connected = False
         self.state = "starting"
         self.protocol_in_use = ""
         self.last_error = ""
         self.connects = 0
         self.connected_since: float | None = None
-        self._connected_at = -1.0
-        self._max_packet = 268435455  # MQTT's own limit, until a broker announces a smaller one
         self.published = 0
         self.acknowledged = 0
         self.overflowed = 0
         self.dropped: dict[str, int] = defaultdict(int)
         self.rtt_ms: float | None = None
-        self._ping_sent: dict[str, float] = {}
-        self._last_echo = clock()
         self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
         self._client = self._make_client()
-        self._network = threading.Thread(target=self._run_network, name="hub-link-network", daemon=True)
-        self._worker = threading.Thread(target=self._run_worker, name="hub-link-queue", daemon=True)
+        self._client_protocol = self._protocol
+        self._first_connect = True
+        self._thread = threading.Thread(target=self._run, name="hub-link", daemon=True)
 
     # -- Public, any thread ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._network.start()
-        self._worker.start()
+        self._thread.start()
 
     def enqueue(self, stream: str, topic: str, priority: int, qos: int, ttl: float,
                 build: Callable[[int, float], bytes]) -> int | None:
         """Queue one message of `stream`, whose payload `build(seq, stamp)` makes; return its sequence number.
 
-        None when the worker is too far behind: counted as overflowed, and no sequence number is used.
+        None when the link's thread is too far behind: counted as overflowed, and no sequence number is used.
         """
-        with self._wake:
+        with self._lock:
             if len(self._pending) >= self.config.max_pending:
                 self.overflowed += 1
                 return None
@@ -172,21 +182,22 @@ class HubLink:
             self._seqs[stream] = seq
             stamp = self._wall()
             self._pending.append(Item(stream, seq, priority, qos, stamp + ttl, topic, build(seq, stamp)))
-            self._wake.notify()
+        self._wake()
         return seq
 
     def publish_status(self, payload: bytes) -> None:
-        """Publish the retained status now (when connected) and again on every connect."""
+        """Publish the retained status (now when connected) and again on every connect."""
         self._status_payload = payload
-        if self.connected:
-            self._client.publish(self.config.status_topic, payload, qos=1, retain=True)
+        self._status_due = True
+        self._wake()
 
     def stats(self) -> dict[str, Any]:
         now = self._clock()
+        since = self.connected_since
         return {
             "state": self.state, "connected": self.connected, "protocol": self.protocol_in_use,
             "connects": self.connects, "last_error": self.last_error,
-            "connected_for_s": round(now - self.connected_since, 1) if self.connected_since is not None else None,
+            "connected_for_s": round(now - since, 1) if since is not None else None,
             "queue_depth": self.queue.depth, "queue_bytes": self.queue.bytes, "inflight": len(self._inflight),
             "pending": len(self._pending), "published": self.published, "acknowledged": self.acknowledged,
             "overflowed": self.overflowed, "dropped": dict(self.dropped),
@@ -194,26 +205,27 @@ class HubLink:
         }
 
     def stop(self, final_status: bytes | None = None, timeout: float = 3.0) -> None:
-        """Flush what is pending to disk, publish `final_status` (retained), disconnect, stop both threads."""
-        if final_status is not None and self.connected:
-            try:
-                info = self._client.publish(self.config.status_topic, final_status, qos=1, retain=True)
-                info.wait_for_publish(timeout=min(timeout, 2.0))
-            except (RuntimeError, ValueError):
-                pass  # the connection went meanwhile; the will says offline
+        """Write what is pending to disk, publish `final_status` (retained), disconnect, end the thread."""
+        self._final_status = final_status
         self._stop.set()
-        with self._wake:
-            self._wake.notify()
-        if self._worker.ident is not None:
-            self._worker.join(timeout)
-        try:
-            self._client.disconnect()
-        except Exception:  # noqa: BLE001 - already closed
-            pass
-        if self._network.ident is not None:
-            self._network.join(timeout)
-        if not self._worker.is_alive():
+        self._wake()
+        if self._thread.ident is not None:
+            self._thread.join(timeout + 2.0)
+        if not self._thread.is_alive():
             self.queue.close()
+            for descriptor in (self._wake_read, self._wake_write):
+                try:
+                    os.close(descriptor)
+                except OSError:
+                    pass
+
+    def _wake(self) -> None:
+        if not self._woken:
+            self._woken = True
+            try:
+                os.write(self._wake_write, b"x")
+            except (BlockingIOError, OSError):
+                pass
 
     # -- The paho client ----------------------------------------------------------------------------
 
@@ -234,24 +246,38 @@ class HubLink:
                 context.load_cert_chain(config.tls_cert, config.tls_key or None)
             client.tls_set_context(context)
         client.on_socket_open = set_tcp_nodelay
-        # Every write happens on the network thread: with these set, paho's publish() (called from the worker)
-        # queues the packet and wakes the network thread's select() instead of writing to the socket from the
-        # calling thread, which would interleave with the network thread's writes (TLS records break first).
-        client.on_socket_register_write = _no_op
-        client.on_socket_unregister_write = _no_op
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
-    def _connect_properties(self) -> Properties | None:
-        if self._protocol != mqtt.MQTTv5:
-            return None
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self.config.session_expiry
-        properties.MaximumPacketSize = self.config.max_incoming_bytes
-        return properties
+    def _connect(self) -> None:
+        self.state = "connecting"
+        try:
+            if self._first_connect:
+                v5 = self._protocol == mqtt.MQTTv5  # 3.1.1 took clean_session=False at construction
+                properties = None
+                if v5:
+                    properties = Properties(PacketTypes.CONNECT)
+                    properties.SessionExpiryInterval = self.config.session_expiry
+                    properties.MaximumPacketSize = self.config.max_incoming_bytes
+                self._client.connect(self.config.host, self.config.port, self.config.keepalive,
+                                     clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                     properties=properties)
+                self._first_connect = False
+            else:
+                self._client.reconnect()
+        except (OSError, ssl.SSLError, ValueError) as error:
+            self.last_error = f"cannot connect to {self.config.host}:{self.config.port}: {error}"
+            self._schedule_reconnect(stable=False)
+            return
+        self._socket_opened_at = self._clock()
+
+    def _schedule_reconnect(self, stable: bool) -> None:
+        self._attempt = 0 if stable else self._attempt + 1
+        self._next_attempt = self._clock() + self._backoff.delay(self._attempt - 1 if self._attempt else 0)
+        self.state = "backoff"
 
     def _on_connect(self, client, userdata, flags, reason_code: ReasonCode, properties) -> None:
         if reason_code.is_failure:
@@ -266,30 +292,24 @@ class HubLink:
         self.state = "connected"
         self.last_error = ""
         self.protocol_in_use = "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
-        self._max_packet = getattr(properties, "MaximumPacketSize", None) or 268435455
         self.connected_since = self._connected_at = self._clock()
-        self._last_echo = self._clock()
+        self._max_packet = getattr(properties, "MaximumPacketSize", None) or _MQTT_MAX_PACKET
+        self._last_echo = self._next_ping = self._clock()
+        self._new_connection = True
         client.subscribe([(topic, 1) for topic in (*self.config.subscriptions, self.config.ping_topic)])
         if self._status_payload is not None:
             client.publish(self.config.status_topic, self._status_payload, qos=1, retain=True)
-        with self._wake:
-            self._connection_epoch += 1
-            self._wake.notify()
+            self._status_due = False
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and reason_code is not None and getattr(reason_code, "is_failure", False):
             self.last_error = f"connection lost: {reason_code}"
-        self.connected = False
-        self.connected_since = None
-        with self._wake:
-            self._wake.notify()
+        self._lost = True
 
     def _on_publish(self, client, userdata, mid: int, reason_code: ReasonCode, properties) -> None:
-        with self._wake:
-            if reason_code is not None and reason_code.is_failure:
-                self._refused[mid] = str(reason_code)
-            self._acked.append(mid)
-            self._wake.notify()
+        if reason_code is not None and reason_code.is_failure:
+            self._refused[mid] = str(reason_code)
+        self._acked.append(mid)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.config.ping_topic:
@@ -301,160 +321,205 @@ class HubLink:
             return
         try:
             self._on_message_callback(message.topic, message.payload)
-        except Exception as error:  # noqa: BLE001 - a bad command must not stop the network thread
+        except Exception as error:  # noqa: BLE001 - a bad command must not stop the link
             self.last_error = f"handling a message on {message.topic[:100]}: {error!r:.200}"
 
-    # -- Network thread -------------------------------------------------------------------------
+    # -- The link's thread --------------------------------------------------------------------------
 
-    def _run_network(self) -> None:
-        attempt = 0
-        first = True
+    def _run(self) -> None:
+        next_expiry = last_refill = self._clock()
         while not self._stop.is_set():
-            protocol = self._protocol
-            self.state = "connecting"
-            stable = False
+            now = self._clock()
+            sock = self._client.socket()
+            if sock is None and now >= self._next_attempt:
+                self._connect()
+                sock = self._client.socket()
+            readable = self._wait(sock, now, next_expiry)
+            if sock is not None and self._client.socket() is sock:
+                self._network(sock, readable)
+            now = self._clock()
+            self._check_connection(now)
+            rate = self.config.drain_rate
+            self._tokens = min(rate * 0.1 + 1, self._tokens + (now - last_refill) * rate)
+            last_refill = now
+            self._service_queue()
+            if now >= next_expiry:
+                next_expiry = now + _EXPIRE_PERIOD
+                self._report("expired", self.queue.expire(self._wall(), busy=self._busy))
+            self._flush_writes()
+        self._shutdown()
+
+    def _wait(self, sock, now: float, next_expiry: float) -> bool:
+        """Sleep until the socket or the wake pipe has something, or a timer is due; True when sock is readable."""
+        timeout = min(1.0, max(0.0, next_expiry - now))
+        if sock is None:
+            timeout = min(timeout, max(0.0, self._next_attempt - now))
+        elif self.connected:
+            timeout = min(timeout, max(0.0, self._next_ping - now))
+            if self._backlog_active or self._resend:
+                timeout = min(timeout, 0.01)
+        buffered = sock is not None and getattr(sock, "pending", lambda: 0)() > 0  # TLS bytes already decrypted
+        if self._pending or self._acked or buffered:
+            timeout = 0.0
+        readers = [self._wake_read] + ([sock] if sock is not None else [])
+        writers = [sock] if sock is not None and self._client.want_write() else []
+        try:
+            readable, _, _ = select.select(readers, writers, [], timeout)
+        except (OSError, ValueError):  # the socket closed under us: paho notices on its next call
+            readable = []
+        if self._wake_read in readable:
             try:
-                if first:
-                    v5 = self._protocol == mqtt.MQTTv5  # 3.1.1 takes clean_session=False at construction
-                    self._client.connect(self.config.host, self.config.port, self.config.keepalive,
-                                         clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                                         properties=self._connect_properties())
-                    first = False
-                else:
-                    self._client.reconnect()
-            except (OSError, ssl.SSLError, ValueError) as error:
-                self.last_error = f"cannot connect to {self.config.host}:{self.config.port}: {error}"
-            else:
-                stable = self._loop_while_connected()
+                while os.read(self._wake_read, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+            # Only after the pipe is empty: a wake-up between the two is then seen in this pass (what it
+            # announced is already queued), and the next one writes again. The other order loses wake-ups.
+            self._woken = False
+        return buffered or (sock is not None and sock in readable)
+
+    def _network(self, sock, readable: bool) -> None:
+        """Let paho read, write and keep the connection alive (its callbacks run here)."""
+        if readable and self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+            return
+        if self._client.socket() is not None:
+            self._flush_writes()
+            self._client.loop_misc()
+
+    def _flush_writes(self) -> None:
+        if self._client.socket() is not None and self._client.want_write():
+            self._client.loop_write()
+
+    def _check_connection(self, now: float) -> None:
+        if self._lost or (self._client.socket() is None and self._socket_opened_at is not None):
+            opened = self._socket_opened_at or 0.0
+            stable = self._connected_at >= opened and now - self._connected_at >= _STABLE_CONNECTION
+            if not self.connected and not self.last_error and self._socket_opened_at is not None:
+                self.last_error = "the broker closed the connection before accepting it (TLS client certificate " \
+                                  "or credentials?)"
+            self._lost = False
+            self._socket_opened_at = None
             self.connected = False
             self.connected_since = None
-            if self._stop.is_set():
-                break
-            if protocol != self._protocol:  # fell back to 3.1.1: paho fixes the protocol at construction
-                self._client = self._make_client()
-                first = True
-                with self._wake:
-                    self._client_epoch += 1
-                continue
-            attempt = 0 if stable else attempt + 1
-            self.state = "backoff"
-            self._stop.wait(self._backoff.delay(attempt))
-        self.state = "stopped"
-
-    def _loop_while_connected(self) -> bool:
-        """Run paho's loop until the connection ends; True when it had been up long enough to count as stable."""
-        started = self._clock()
-        next_ping = started
-        while not self._stop.is_set():
-            rc = self._client.loop(timeout=0.2)
-            if rc != mqtt.MQTT_ERR_SUCCESS:
-                if not self.connected and self._connected_at < started and not self.last_error:
-                    self.last_error = (f"the broker closed the connection before accepting it "
-                                       f"({mqtt.error_string(rc)}; TLS client certificate or credentials?)")
-                break
-            now = self._clock()
-            if not self.connected:
-                if now - started > self.config.connect_timeout:
-                    self.last_error = f"no CONNACK from the broker within {self.config.connect_timeout:g} s"
-                    self._drop_socket()
-                    break
-                continue
-            if now - self._last_echo > self.config.ping_timeout:
-                self.last_error = f"no echo through the broker for {now - self._last_echo:.0f} s: reconnecting"
+            self._requeue_lost_qos0()
+            if self._protocol != self._client_protocol:  # fell back to 3.1.1: paho fixes it at construction
+                self._rebuild_client()
+                return
+            self._schedule_reconnect(stable)
+            return
+        if self._client.socket() is None:
+            return
+        if not self.connected:
+            if self._socket_opened_at is not None and now - self._socket_opened_at > self.config.connect_timeout:
+                self.last_error = f"no CONNACK from the broker within {self.config.connect_timeout:g} s"
                 self._drop_socket()
-                break
-            if now >= next_ping:
-                next_ping = now + self.config.ping_period
-                token = f"{time.monotonic_ns():x}"
-                self._ping_sent = {k: v for k, v in self._ping_sent.items() if now - v < self.config.ping_timeout}
-                self._ping_sent[token] = now
-                self._client.publish(self.config.ping_topic, token, qos=0)
-        return self._connected_at >= started and self._clock() - self._connected_at >= _STABLE_CONNECTION
+            return
+        if now - self._last_echo > self.config.ping_timeout:
+            self.last_error = f"no echo through the broker for {now - self._last_echo:.0f} s: reconnecting"
+            self._drop_socket()
+            return
+        if self._status_due and self._status_payload is not None:
+            self._status_due = False
+            self._client.publish(self.config.status_topic, self._status_payload, qos=1, retain=True)
+        if now >= self._next_ping:
+            self._next_ping = now + self.config.ping_period
+            token = f"{time.monotonic_ns():x}"
+            self._ping_sent = {k: v for k, v in self._ping_sent.items() if now - v < self.config.ping_timeout}
+            self._ping_sent[token] = now
+            self._client.publish(self.config.ping_topic, token, qos=0)
+
+    def _rebuild_client(self) -> None:
+        """A new client (MQTT 3.1.1 after a refusal of 5): paho forgot what it had in flight, so take it again."""
+        self._client = self._make_client()
+        self._client_protocol = self._protocol
+        self._first_connect = True
+        self._inflight.clear()
+        self._resend.clear()
+        self._busy.clear()
+        self._live_after = 0
+        self._backlog_after.clear()
+        self._next_attempt = self._clock()
+        self.state = "connecting"
 
     def _drop_socket(self) -> None:
+        """Close the connection without DISCONNECT (so the broker publishes the will); paho reports the loss."""
         sock = self._client.socket()
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self._client.loop(timeout=0.1)
+            self._client.loop_read()
 
-    # -- Worker thread --------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        """Flush pending rows to disk, say offline (retained) and disconnect, within a few seconds."""
+        self._service_queue(publish=False)
+        if self.connected and self._final_status is not None:
+            info = self._client.publish(self.config.status_topic, self._final_status, qos=1, retain=True)
+            deadline = self._clock() + 2.0
+            while not info.is_published() and self.connected and self._clock() < deadline:
+                self._flush_writes()
+                sock = self._client.socket()
+                if sock is None:
+                    break
+                if select.select([sock], [], [], 0.05)[0]:
+                    self._client.loop_read()
+            self._service_queue(publish=False)
+        if self._client.socket() is not None:
+            self._client.disconnect()
+            self._flush_writes()
+        self.connected = False
+        self.state = "stopped"
 
-    def _run_worker(self) -> None:
-        connection_epoch = client_epoch = 0
-        next_expiry = self._clock()
-        last_refill = self._clock()
-        while True:
-            with self._wake:
-                if not (self._pending or self._acked or self._stop.is_set()):
-                    backlog_waiting = self.connected and self._backlog_active
-                    self._wake.wait(0.01 if backlog_waiting else max(0.0, next_expiry - self._clock()))
-                items = [self._pending.popleft() for _ in range(min(len(self._pending), _BATCH))]
-                mids = list(self._acked)
-                self._acked.clear()
-                refused = dict(self._refused)
-                self._refused.clear()
-                epochs = (self._connection_epoch, self._client_epoch)
-            stopping = self._stop.is_set()
-            if epochs[1] != client_epoch:  # a new client lost paho's in-flight messages: take them again
-                client_epoch = epochs[1]
-                self._inflight.clear()
-                self._resend.clear()
-                self._live_after = 0
-                self._backlog_after.clear()
-            acked, refused_rows = [], []
-            for mid in mids:
-                entry = self._inflight.pop(mid, None)
-                if entry is not None:
-                    (refused_rows if mid in refused else acked).append(entry.row)
-            evicted = self.queue.commit(items, [*acked, *refused_rows], busy=self._busy_ids())
-            self.acknowledged += len(acked)
-            self._report("queue_full", evicted)
-            self._report("refused_by_broker", [(row.stream, row.seq) for row in refused_rows])
-            now = self._clock()
-            if now >= next_expiry:
-                next_expiry = now + _EXPIRE_PERIOD
-                self._report("expired", self.queue.expire(self._wall(), busy=self._busy_ids()))
-            if stopping and not self._pending:
-                return
-            if epochs[0] != connection_epoch:
-                connection_epoch = epochs[0]
-                # Everything queued so far is backlog: it drains at drain_rate beside live data.
-                self._backlog_until = self.queue.max_id()
-                self._live_after = max(self._live_after, self._backlog_until)
-                self._backlog_active = True
-                self._requeue_lost_qos0()
-            self._tokens = min(self.config.drain_rate * 0.1 + 1,
-                               self._tokens + (now - last_refill) * self.config.drain_rate)
-            last_refill = now
-            if self.connected:
-                self._send()
+    # -- The queue ------------------------------------------------------------------------------------
 
-    def _busy_ids(self) -> set[int]:
-        return {entry.row.id for entry in self._inflight.values()} | {row.id for row in self._resend}
+    def _service_queue(self, publish: bool = True) -> None:
+        with self._lock:
+            items = [self._pending.popleft() for _ in range(min(len(self._pending), _BATCH))]
+        if self._pending:
+            self._wake()
+        acked, refused = [], []
+        for mid in self._acked:
+            row = self._inflight.pop(mid, None)
+            if row is not None:
+                self._busy.discard(row.id)
+                (refused if mid in self._refused else acked).append(row)
+        self._acked.clear()
+        self._refused.clear()
+        if self._new_connection:
+            self._new_connection = False
+            # Everything queued so far is backlog: it drains at drain_rate beside live data.
+            self._backlog_until = self.queue.max_id()
+            self._live_after = max(self._live_after, self._backlog_until)
+            self._backlog_active = True
+        evicted = self.queue.commit(items, [*acked, *refused], busy=self._busy)
+        self.acknowledged += len(acked)
+        self._report("queue_full", evicted)
+        self._report("refused_by_broker", [(row.stream, row.seq) for row in refused])
+        if publish and self.connected:
+            self._send()
 
     def _requeue_lost_qos0(self) -> None:
-        for mid in [mid for mid, entry in self._inflight.items() if entry.row.qos == 0]:
-            self._resend.append(self._inflight.pop(mid).row)
+        for mid in [mid for mid, row in self._inflight.items() if row.qos == 0]:
+            self._resend.append(self._inflight.pop(mid))
 
     def _send(self) -> None:
         room = self.config.max_inflight - len(self._inflight)
         while self._resend and room > 0:
             if not self._publish(self._resend[0]):
                 return
-            self._resend.popleft()
+            self._resend.popleft()  # now in flight, still busy
             room -= 1
         if room <= 0:
             return
-        busy = self._busy_ids()
+        busy = self._busy
         for row in self.queue.take_newer(self._live_after, min(room, _BATCH)):
             self._live_after = row.id
             if row.id in busy:
                 continue
             if not self._publish(row):
                 self._resend.append(row)
+                self._busy.add(row.id)
                 return
             room -= 1
         budget = min(room, int(self._tokens))
@@ -469,6 +534,7 @@ class HubLink:
                     continue
                 if not self._publish(row):
                     self._resend.append(row)
+                    self._busy.add(row.id)
                     return
                 budget -= 1
                 self._tokens -= 1
@@ -492,7 +558,8 @@ class HubLink:
             return True
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE or (row.qos == 0 and info.rc != mqtt.MQTT_ERR_SUCCESS):
             return False
-        self._inflight[info.mid] = _Inflight(row, self._clock())
+        self._inflight[info.mid] = row
+        self._busy.add(row.id)
         self.published += 1
         return True
 
@@ -504,7 +571,7 @@ class HubLink:
         for stream, seq in dropped:
             if stream != DROPS_STREAM:
                 by_stream[stream].append(seq)
-        busy = self._busy_ids()
+        busy = self._busy
         for stream, seqs in by_stream.items():
             self.dropped[reason] += len(seqs)
             ranges = compress_ranges(seqs)
@@ -526,10 +593,6 @@ class HubLink:
 
     def _drop_payload(self, seq: int, stream: str, reason: str, ranges: list[list[int]]) -> bytes:
         return telemetry_payload(seq, self._wall(), "qai/DropReport", drop_report(stream, reason, ranges))
-
-
-def _no_op(*args) -> None:
-    pass
 
 
 def set_tcp_nodelay(client, userdata, sock) -> None:

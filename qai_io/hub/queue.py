@@ -14,18 +14,21 @@ not count against the bound (there are few: reports are merged until sent). Rows
 the caller has in flight are never evicted or expired (their acknowledgement may still come). Row ids
 only grow (AUTOINCREMENT), so a reader's "taken up to id N" cursor stays valid.
 
-One thread uses a DiskQueue at a time (the link's worker thread).
+One thread uses a DiskQueue at a time (the link's thread). WAL checkpoints (copying the log into the
+database, with an fsync) run in a thread of their own on a second connection, so no commit waits for one.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable, Sequence
 
 SCHEMA_VERSION = 1
+WAL_RESTART_BYTES = 16 << 20  # the WAL is made to start over past this size, and truncated back to it
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 
 
@@ -80,6 +83,11 @@ class DiskQueue:
                     source.rename(f"{aside}{suffix}")
             self.recovered_from = f"{error}; moved aside to {aside}"
             self._db = self._open(synchronous)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
+        self._checkpoints_stop = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="hub-queue-checkpoint",
+                                              daemon=True)
+        self._checkpointer.start()
         self.depth, self.bytes = self._db.execute(
             "SELECT count(*), coalesce(sum(length(payload)), 0) FROM messages").fetchone()
         # Protected rows (drop reports) are not held against the bound: evicting data to make room for the
@@ -94,6 +102,7 @@ class DiskQueue:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[synchronous]}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_RESTART_BYTES}")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check}")
@@ -158,7 +167,7 @@ class DiskQueue:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             if acked:
-                self._db.executemany("DELETE FROM messages WHERE id = ?", [(row.id,) for row in acked])
+                self._db.executemany("DELETE FROM messages WHERE id BETWEEN ? AND ?", _id_ranges(acked))
                 self.depth -= len(acked)
                 self.bytes -= sum(row.size for row in acked)
                 protected = [row for row in acked if row.stream in self.protected]
@@ -252,14 +261,44 @@ class DiskQueue:
             self._protected_bytes += len(payload) - old[0]
         return True
 
+    def _checkpoint_loop(self, period: float = 0.5) -> None:
+        """Backfill the WAL into the database now and then, beside the writer (PASSIVE: no one waits). Under
+        constant writing a passive checkpoint never catches the end of the log, which then only grows: past
+        WAL_RESTART_BYTES a RESTART checkpoint (writers wait the few frames left) lets the log start over."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            page = db.execute("PRAGMA page_size").fetchone()[0]
+            while not self._checkpoints_stop.wait(period):
+                try:
+                    _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames * page > WAL_RESTART_BYTES:
+                        db.execute("PRAGMA wal_checkpoint(RESTART)")
+                except sqlite3.Error:
+                    pass  # busy or closing: the next round does it
+        finally:
+            db.close()
+
     def file_bytes(self) -> int:
         """Bytes on disk: the database, its WAL and shared-memory index."""
         return sum(Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal", "-shm")
                    if Path(f"{self.path}{s}").exists())
 
     def close(self) -> None:
+        self._checkpoints_stop.set()
+        self._checkpointer.join(5.0)
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass
         self._db.close()
+
+
+def _id_ranges(rows: Iterable[Row]) -> list[tuple[int, int]]:
+    """Contiguous id ranges of `rows`: acknowledgements come in order, so one DELETE covers many rows."""
+    ranges: list[list[int]] = []
+    for row_id in sorted(row.id for row in rows):
+        if ranges and row_id == ranges[-1][1] + 1:
+            ranges[-1][1] = row_id
+        else:
+            ranges.append([row_id, row_id])
+    return [(low, high) for low, high in ranges]
