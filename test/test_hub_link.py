@@ -2,6 +2,8 @@
 after an outage (priority order, live data not starved), bounds and expiry reported as drops, the last
 will and the clean offline status, and the fall back to MQTT 3.1.1."""
 
+import os
+import select
 import socket
 import subprocess
 import sys
@@ -267,3 +269,29 @@ def test_payload_json_is_readable_without_ros(broker, tmp_path, links):
         assert orjson.loads(orjson.dumps(message)) == message
     finally:
         hub.close()
+
+
+def test_a_wake_up_that_lands_while_the_link_empties_its_pipe_is_not_lost(tmp_path, monkeypatch):
+    # enqueue() from another thread wakes the link through a pipe and writes only while no wake-up is
+    # pending. If it lands between the link emptying the pipe and marking it empty, the mark must still
+    # allow the next wake-up: otherwise every later message waits for a timer (seen as 400 ms latency).
+    link = make_link(free_port(), tmp_path)
+    try:
+        link._wake()
+        real_read = os.read
+        calls = []
+
+        def read_during_which_a_producer_runs(descriptor, size):
+            data = real_read(descriptor, size)
+            if not calls:
+                calls.append(1)
+                link._wake()  # the producer, at the worst moment
+            return data
+
+        monkeypatch.setattr(os, "read", read_during_which_a_producer_runs)
+        link._wait(None, time.monotonic(), time.monotonic() + 0.1)
+        monkeypatch.setattr(os, "read", real_read)
+        pipe_has_data = bool(select.select([link._wake_read], [], [], 0)[0])
+        assert calls and (not link._woken or pipe_has_data), "the next wake-up would never be written"
+    finally:
+        link.stop()
