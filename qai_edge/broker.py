@@ -137,6 +137,8 @@ class LocalBroker:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> "LocalBroker":
+        from qai_edge.supervisor import die_with_parent  # here: supervisor imports profile, which imports us
+
         executable = find_mosquitto()
         if executable is None:
             raise BrokerError("mosquitto is not installed (Debian: sudo apt-get install mosquitto)")
@@ -145,8 +147,11 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "mosquitto-run.conf"
         config.write_text(self.runtime_config())
+        # Its own session (a Ctrl-C meant for qai-edge does not reach it first), and it dies with its starter
+        # even when that is killed outright.
         self.process = subprocess.Popen([executable, "-c", str(config)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while not port_open(self.host, self.port):
             if self.process.poll() is not None:

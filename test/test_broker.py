@@ -60,3 +60,26 @@ def test_local_broker_starts_with_the_project_config_and_stops_by_pid(tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert (tmp_path / "broker" / "mosquitto.db").exists()  # persistence saved on SIGTERM
+
+
+def test_the_broker_dies_with_the_process_that_started_it_even_when_that_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from harness import pid_alive, wait_for
+
+    script = (f"from qai_edge.broker import LocalBroker, free_port\n"
+              f"broker = LocalBroker(free_port(), {str(tmp_path / 'broker')!r}).start()\n"
+              f"print(broker.pid, flush=True)\n"
+              f"import time; time.sleep(60)\n")
+    starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        broker_pid = int(starter.stdout.readline())
+        assert pid_alive(broker_pid)
+        starter.send_signal(signal.SIGKILL)
+        starter.wait(10)
+        wait_for(lambda: not pid_alive(broker_pid), 10, "the orphaned broker to stop")
+    finally:
+        starter.kill()
+        starter.wait(10)
