@@ -83,3 +83,4 @@ def test_the_broker_dies_with_the_process_that_started_it_even_when_that_is_kill
     finally:
         starter.kill()
         starter.wait(10)
+        starter.stdout.close()
