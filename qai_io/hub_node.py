@@ -31,7 +31,7 @@ from qai_edge.workers import call_soon
 from qai_interfaces.msg import MissionState
 from qai_io.hub import codec
 from qai_io.hub.commands import CommandGate, CommandRejected, rejection_reply, reply_payload
-from qai_io.hub.link import HubLink, LinkConfig
+from qai_io.hub.link import HubLink, config_from_parameters
 from qai_io.hub.queue import DiskQueue
 from qai_io.hub.signing import ED25519, ML_DSA_65, Keyring, NonceStore
 from qai_io.hub.streams import (REPLY_PRIORITY, DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec,
@@ -83,7 +83,7 @@ class HubLinkNode(EngineNode):
             self._add_stream(spec)
         for name, why in self.rejected_streams.items():
             self.get_logger().error(f"telemetry stream {name} refused: {why}")
-        self.link = HubLink(self._link_config(), self.queue, on_message=self._on_mqtt_message)
+        self.link = HubLink(config_from_parameters(p, self.topics), self.queue, on_message=self._on_mqtt_message)
         self.create_timer(p("status_period"), self._publish_status, clock=self._steady_clock)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # The link starts on the first spin: a command that arrives must find the node in its executor.
@@ -95,24 +95,9 @@ class HubLinkNode(EngineNode):
         self._publish_status()
         self.link.start()
 
-    def _link_config(self) -> LinkConfig:
-        p = self.param
-        password = Path(p("password_file")).expanduser().read_text().strip() if p("password_file") else ""
-        offline = orjson.dumps({"state": "offline", "robot": self.robot_id, "fleet": self.topics.fleet,
-                                "reason": "connection lost"})
-        return LinkConfig(
-            host=p("broker_host"), port=p("broker_port"), client_id=f"qai-{self.topics.fleet}-{self.robot_id}",
-            status_topic=self.topics.status, offline_payload=offline, ping_topic=self.topics.ping,
-            drops_topic=self.topics.telemetry(DROPS_STREAM), subscriptions=tuple(self.topics.command_filters()),
-            protocol=p("mqtt_protocol"), keepalive=p("keepalive"), username=p("username"), password=password,
-            tls=p("tls"), tls_ca=p("tls_ca"), tls_cert=p("tls_cert"), tls_key=p("tls_key"),
-            connect_timeout=p("connect_timeout"), backoff_initial=p("reconnect_initial"),
-            backoff_max=p("reconnect_max"), session_expiry=p("session_expiry"), max_inflight=p("max_inflight"),
-            drain_rate=p("drain_rate"), max_pending=p("max_pending"), ping_period=p("ping_period"),
-            ping_timeout=p("ping_timeout"), max_incoming_bytes=max(4 * p("max_command_bytes"), 1 << 20))
-
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
     # -- Telemetry ------------------------------------------------------------------------------
 
     def _add_stream(self, spec: StreamSpec) -> None:
@@ -222,6 +207,8 @@ class HubLinkNode(EngineNode):
         problems = [f"stream {name} refused: {why}" for name, why in self.rejected_streams.items()]
         problems += [f"hub key unusable: {error}" for error in self.key_errors]
         where = f"{self.link.config.host}:{self.link.config.port}"
+        if self.link.config_error:
+            return Level.ERROR, self.link.config_error, values
         if not stats["connected"]:
             return Level.WARN, f"broker {where} unreachable ({stats['last_error'] or stats['state']}); " \
                                f"{stats['queue_depth']} queued", values

@@ -295,3 +295,45 @@ def test_a_wake_up_that_lands_while_the_link_empties_its_pipe_is_not_lost(tmp_pa
         assert calls and (not link._woken or pipe_has_data), "the next wake-up would never be written"
     finally:
         link.stop()
+
+
+def test_username_and_password_from_a_file_and_a_wrong_one_refused(tmp_path, links):
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "robot1", "s3cret"], check=True,
+                   capture_output=True)
+    broker = start_broker(tmp_path / "broker", extra_config=f"password_file {passwords}\nallow_anonymous false\n")
+    try:
+        (tmp_path / "good").write_text("s3cret\n")
+        (tmp_path / "bad").write_text("guess\n")
+        good = make_link(broker.port, tmp_path / "a", username="robot1", password_file=str(tmp_path / "good"))
+        bad = make_link(broker.port, tmp_path / "b", username="robot1", password_file=str(tmp_path / "bad"))
+        links.extend([good, bad])
+        good.start()
+        bad.start()
+        wait_for(lambda: good.connected, 20, lambda: f"the robot with its password ({good.last_error})")
+        wait_for(lambda: "Not authorized" in bad.last_error or "Bad user name or password" in bad.last_error, 20,
+                 lambda: f"the refusal named ({bad.last_error!r})")
+        assert not bad.connected
+    finally:
+        broker.stop()
+
+
+def test_a_link_whose_certificate_file_is_missing_says_so_and_keeps_queueing(tmp_path, links):
+    link = make_link(free_port(), tmp_path, tls_ca=str(tmp_path / "missing-ca.crt"))
+    links.append(link)
+    assert link.state == "misconfigured" and "cannot set up the MQTT client" in link.config_error
+    link.start()
+    send(link, "odom", 3)
+    wait_for(lambda: link.queue.depth == 3, 10, "the queue to keep taking telemetry")
+
+
+def test_link_config_takes_every_connection_parameter_of_hub_link():
+    from qai_io.hub.link import config_from_parameters
+    from qai_io.hub_parameters import PARAMETERS
+
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    config = config_from_parameters(values.__getitem__, TOPICS)
+    assert (config.host, config.port, config.keepalive, config.max_inflight) == ("127.0.0.1", 18830, 15, 1000)
+    assert config.client_id == f"qai-{FLEET}-{ROBOT}" and config.status_topic == TOPICS.status
+    assert orjson.loads(config.offline_payload)["state"] == "offline"
+    assert config.subscriptions == (f"qai/{FLEET}/{ROBOT}/cmd/+", f"qai/{FLEET}/all/cmd/+")

@@ -33,6 +33,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -40,7 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from qai_io.hub.queue import DiskQueue, Item, Row
 from qai_io.hub.streams import REPLY_PRIORITY, compress_ranges, drop_report, merge_ranges, telemetry_payload
-from qai_io.hub.topics import DROPS_STREAM
+from qai_io.hub.topics import DROPS_STREAM, RobotTopics
 
 PROTOCOLS = ("auto", "5", "3.1.1")
 DROPS_TTL = 30 * 86400.0
@@ -64,6 +65,7 @@ class LinkConfig:
     keepalive: int = 15
     username: str = ""
     password: str = ""
+    password_file: str = ""  # read when the client is made; takes the place of `password`
     tls_ca: str = ""  # TLS when any of the three is set; empty CA with TLS: the system's CAs
     tls_cert: str = ""
     tls_key: str = ""
@@ -82,6 +84,23 @@ class LinkConfig:
     @property
     def uses_tls(self) -> bool:
         return self.tls or bool(self.tls_ca or self.tls_cert or self.tls_key)
+
+
+def config_from_parameters(param: Callable[[str], Any], topics: RobotTopics) -> LinkConfig:
+    """Return the LinkConfig hub_link's parameters (qai_io.hub_parameters) describe."""
+    offline = orjson.dumps({"state": "offline", "robot": topics.robot, "fleet": topics.fleet,
+                            "reason": "connection lost"})
+    return LinkConfig(
+        host=param("broker_host"), port=param("broker_port"), client_id=f"qai-{topics.fleet}-{topics.robot}",
+        status_topic=topics.status, offline_payload=offline, ping_topic=topics.ping,
+        drops_topic=topics.telemetry(DROPS_STREAM), subscriptions=tuple(topics.command_filters()),
+        protocol=param("mqtt_protocol"), keepalive=param("keepalive"), username=param("username"),
+        password_file=param("password_file"), tls=param("tls"), tls_ca=param("tls_ca"), tls_cert=param("tls_cert"),
+        tls_key=param("tls_key"), connect_timeout=param("connect_timeout"), backoff_initial=param("reconnect_initial"),
+        backoff_max=param("reconnect_max"), session_expiry=param("session_expiry"),
+        max_inflight=param("max_inflight"), drain_rate=param("drain_rate"), max_pending=param("max_pending"),
+        ping_period=param("ping_period"), ping_timeout=param("ping_timeout"),
+        max_incoming_bytes=max(4 * param("max_command_bytes"), 1 << 20))
 
 
 class Backoff:
@@ -158,7 +177,16 @@ class HubLink:
         self.dropped: dict[str, int] = defaultdict(int)
         self.rtt_ms: float | None = None
         self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
-        self._client = self._make_client()
+        self.config_error = ""
+        try:
+            self._client = self._make_client()
+        except (OSError, ssl.SSLError, ValueError) as error:
+            # A missing certificate or password file: no connection, but the queue keeps taking telemetry,
+            # which is sent once the configuration is fixed and the node restarted.
+            self.config_error = f"cannot set up the MQTT client: {error}"
+            self.last_error = self.config_error
+            self.state = "misconfigured"
+            self._client = None
         self._client_protocol = self._protocol
         self._first_connect = True
         self._thread = threading.Thread(target=self._run, name="hub-link", daemon=True)
@@ -239,7 +267,11 @@ class HubLink:
         client.connect_timeout = config.connect_timeout
         client.will_set(config.status_topic, config.offline_payload, qos=1, retain=True)
         if config.username:
-            client.username_pw_set(config.username, config.password or None)
+            password = config.password
+            if config.password_file:
+                with open(os.path.expanduser(config.password_file)) as file:
+                    password = file.read().strip()
+            client.username_pw_set(config.username, password or None)
         if config.uses_tls:
             context = ssl.create_default_context(cafile=config.tls_ca or None)
             if config.tls_cert:
@@ -330,15 +362,16 @@ class HubLink:
         next_expiry = last_refill = self._clock()
         while not self._stop.is_set():
             now = self._clock()
-            sock = self._client.socket()
-            if sock is None and now >= self._next_attempt:
+            sock = self._client.socket() if self._client is not None else None
+            if sock is None and self._client is not None and now >= self._next_attempt:
                 self._connect()
                 sock = self._client.socket()
             readable = self._wait(sock, now, next_expiry)
             if sock is not None and self._client.socket() is sock:
                 self._network(sock, readable)
             now = self._clock()
-            self._check_connection(now)
+            if self._client is not None:
+                self._check_connection(now)
             rate = self.config.drain_rate
             self._tokens = min(rate * 0.1 + 1, self._tokens + (now - last_refill) * rate)
             last_refill = now
@@ -387,7 +420,7 @@ class HubLink:
             self._client.loop_misc()
 
     def _flush_writes(self) -> None:
-        if self._client.socket() is not None and self._client.want_write():
+        if self._client is not None and self._client.socket() is not None and self._client.want_write():
             self._client.loop_write()
 
     def _check_connection(self, now: float) -> None:
@@ -465,7 +498,7 @@ class HubLink:
                 if select.select([sock], [], [], 0.05)[0]:
                     self._client.loop_read()
             self._service_queue(publish=False)
-        if self._client.socket() is not None:
+        if self._client is not None and self._client.socket() is not None:
             self._client.disconnect()
             self._flush_writes()
         self.connected = False
