@@ -270,9 +270,10 @@ def test_a_stream_the_codec_cannot_map_is_refused_and_reported_while_the_others_
              lambda: f"robot2 online\n{robot.logs()}")
     refused = robot.hub.fleet.robots["robot2"].status["streams_refused"]
     assert "cannot import tf2_msgs.msg" in refused["tf"]
-    spin_until(robot, lambda: robot.probe.latest_status(f"{robot.namespace}/hub_link_robot2") is not None
-               and status_level(robot.probe.latest_status(f"{robot.namespace}/hub_link_robot2")) == 1, "WARN")
-    assert "stream tf refused" in robot.probe.latest_status(f"{robot.namespace}/hub_link_robot2").message
+    name = f"{robot.namespace}/hub_link_robot2"
+    spin_until(robot, lambda: robot.probe.latest_status(name) is not None
+               and "stream tf refused" in robot.probe.latest_status(name).message, "the refusal on /diagnostics")
+    assert status_level(robot.probe.latest_status(name)) == 1  # WARN
     publisher = robot.probe.node.create_publisher(String, f"{robot.namespace}/text", 10)
     deadline = time.monotonic() + TIMEOUT
     while not robot.hub.on("robot2/telemetry/text"):
