@@ -277,6 +277,7 @@ def test_a_wake_up_that_lands_while_the_link_empties_its_pipe_is_not_lost(tmp_pa
     # allow the next wake-up: otherwise every later message waits for a timer (seen as 400 ms latency).
     link = make_link(free_port(), tmp_path)
     try:
+        link._idle = True  # as it is from just before select()
         link._wake()
         real_read = os.read
         calls = []

@@ -142,6 +142,7 @@ class HubLink:
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
         self._woken = False
+        self._idle = False  # the link's thread is at, or about to go into, select()
         # The link thread's own state.
         self._acked: list[int] = []
         self._refused: dict[int, str] = {}  # mid -> the broker's reason for refusing it
@@ -248,7 +249,10 @@ class HubLink:
                     pass
 
     def _wake(self) -> None:
-        if not self._woken:
+        # Only a link about to sleep or asleep needs the byte: a busy one looks at what is pending before it
+        # sleeps. Each write costs the caller a GIL hand-over, which at thousands of messages a second is most
+        # of the ROS callback's time.
+        if self._idle and not self._woken:
             self._woken = True
             try:
                 os.write(self._wake_write, b"x")
@@ -392,7 +396,8 @@ class HubLink:
             if self._backlog_active or self._resend:
                 timeout = min(timeout, 0.01)
         buffered = sock is not None and getattr(sock, "pending", lambda: 0)() > 0  # TLS bytes already decrypted
-        if self._pending or self._acked or buffered:
+        self._idle = True  # from here on producers write to the pipe; what they queued before is seen now
+        if self._pending or self._acked or buffered or self._status_due or self._stop.is_set():
             timeout = 0.0
         readers = [self._wake_read] + ([sock] if sock is not None else [])
         writers = [sock] if sock is not None and self._client.want_write() else []
@@ -400,6 +405,7 @@ class HubLink:
             readable, _, _ = select.select(readers, writers, [], timeout)
         except (OSError, ValueError):  # the socket closed under us: paho notices on its next call
             readable = []
+        self._idle = False
         if self._wake_read in readable:
             try:
                 while os.read(self._wake_read, 4096):

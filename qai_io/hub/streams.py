@@ -212,8 +212,8 @@ class MissionBoard:
         mission_id = state.get("mission_id", "")
         self._missions.pop(mission_id, None)
         self._missions[mission_id] = {key: state.get(key) for key in (
-            "mission_id", "name", "state", "message", "tasks_total", "tasks_succeeded", "tasks_failed",
-            "tasks_running")}
+            "mission_id", "name", "state", "tasks_total", "tasks_succeeded", "tasks_failed", "tasks_running")}
+        self._missions[mission_id]["message"] = str(state.get("message", ""))[:300]
         finished = [m for m, s in self._missions.items() if s["state"] >= TERMINAL]
         for mission in finished[:max(0, len(finished) - self.keep_finished)]:
             del self._missions[mission]
