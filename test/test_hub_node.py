@@ -37,14 +37,16 @@ class RobotStack:
         wait_for(lambda: self.hub.fleet.robots.get(ROBOT) and self.hub.fleet.robots[ROBOT].online, TIMEOUT,
                  lambda: f"{ROBOT} online at the hub\n{self.logs()}")
 
-    def start_hub_link(self, robot: str, **parameters):
-        return self.group.start_node("hub_link", namespace=self.namespace, name=f"hub_link_{robot}", parameters={
+    def start_hub_link(self, robot: str, namespace: str | None = None, **parameters):
+        parameters = {
             "data_dir": str(self.directory / "data"), "robot_id": robot, "fleet": FLEET,
             "broker_port": self.broker.port, "heartbeat_period": 0.2, "status_period": 0.5,
-            "hub_public_keys": [self.keys.public, str(self.keys.directory / "hub.ed25519.pub")], **parameters})
+            "hub_public_keys": [self.keys.public, str(self.keys.directory / "hub.ed25519.pub")], **parameters}
+        return self.group.start_node("hub_link", namespace=namespace or self.namespace, name=f"hub_link_{robot}",
+                                     parameters=parameters)
 
-    def diagnostics(self, robot: str = ROBOT) -> dict:
-        status = self.probe.latest_status(f"{self.namespace}/hub_link_{robot}")
+    def diagnostics(self, robot: str = ROBOT, namespace: str | None = None) -> dict:
+        status = self.probe.latest_status(f"{namespace or self.namespace}/hub_link_{robot}")
         return status_values(status) if status else {}
 
     def send(self, verb: str, body: dict, **options) -> dict:
@@ -53,7 +55,8 @@ class RobotStack:
         return command
 
     def logs(self) -> str:
-        return "\n".join(f"--- {child.name} ({child.describe()})\n{child.log()[-2500:]}" for child in self.group.children)
+        return "\n".join(f"--- {child.name} ({child.describe()})\n{child.log()[-2500:]}"
+                         for child in self.group.children)
 
     def close(self) -> None:
         self.hub.close()
@@ -263,18 +266,18 @@ def test_hub_keys_can_be_rotated_while_the_node_runs(robot):
 def test_a_stream_the_codec_cannot_map_is_refused_and_reported_while_the_others_flow(robot):
     from std_msgs.msg import String
 
-    robot.start_hub_link("robot2", streams=[
+    robot.start_hub_link("robot2", namespace=robot.namespace + "_2", mission_engine_timeout=2.0, streams=[
         "tf: topic=tf type=tf2_msgs/msg/TFMessage", "text: topic=text type=std_msgs/msg/String"],
         max_telemetry_bytes=256)
     wait_for(lambda: robot.hub.fleet.robots.get("robot2") and robot.hub.fleet.robots["robot2"].online, TIMEOUT,
              lambda: f"robot2 online\n{robot.logs()}")
     refused = robot.hub.fleet.robots["robot2"].status["streams_refused"]
     assert "cannot import tf2_msgs.msg" in refused["tf"]
-    name = f"{robot.namespace}/hub_link_robot2"
+    name = f"{robot.namespace}_2/hub_link_robot2"
     spin_until(robot, lambda: robot.probe.latest_status(name) is not None
                and "stream tf refused" in robot.probe.latest_status(name).message, "the refusal on /diagnostics")
     assert status_level(robot.probe.latest_status(name)) == 1  # WARN
-    publisher = robot.probe.node.create_publisher(String, f"{robot.namespace}/text", 10)
+    publisher = robot.probe.node.create_publisher(String, f"{robot.namespace}_2/text", 10)
     deadline = time.monotonic() + TIMEOUT
     while not robot.hub.on("robot2/telemetry/text"):
         assert time.monotonic() < deadline, "the small message at the hub"
@@ -284,6 +287,19 @@ def test_a_stream_the_codec_cannot_map_is_refused_and_reported_while_the_others_
     assert all(m["data"]["data"] == "small" for m in robot.hub.on("robot2/telemetry/text"))
     wait_for(lambda: robot.hub.fleet.robots["robot2"].status["streams"]["text"]["too_large"] > 0, TIMEOUT,
              "the oversized message counted")
+
+
+def test_a_fleet_wide_mission_waits_for_every_online_robot_and_reports_each(robot, tmp_path):
+    # robot2 (started by the test before) is online without a mission engine of its own.
+    wait_for(lambda: robot.hub.fleet.robots.get("robot2") and robot.hub.fleet.robots["robot2"].online, TIMEOUT,
+             "robot2 online")
+    mission = tmp_path / "everyone.yaml"
+    mission.write_text("tasks:\n  - {id: w, kind: wait, parameters: {seconds: 0.2}}\n")
+    result = qai_hub(robot, "send-mission", str(mission), "--all", "--key", robot.keys.private, "--timeout", "60")
+    assert f"to robot2, {ROBOT}" in result.stdout, result.stdout + result.stderr
+    assert f"{ROBOT}: mission " in result.stdout and "SUCCEEDED" in result.stdout
+    assert "robot2: REJECTED (engine_unavailable)" in result.stdout
+    assert result.returncode == 3  # the worst outcome: a robot refused it
 
 
 # -- Outages and crashes (each with its own broker and link) ----------------------------------------
@@ -376,7 +392,7 @@ def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path)
     try:
         wait_for(lambda: hub.fleet.robots.get("r4") and "numbers" in hub.fleet.robots["r4"].streams
                  and len(hub.fleet.robots["r4"].streams["numbers"].received) >= 300, 60,
-            lambda: f"the queue after the restart\n{restarted.log()}")
+                 lambda: f"the queue after the restart\n{restarted.log()}")
         dropped = total - 300
         wait_for(lambda: len(hub.fleet.robots["r4"].streams["numbers"].dropped) == dropped, TIMEOUT,
                  "the drop report")

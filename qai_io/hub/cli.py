@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,47 +176,97 @@ class _Replies:
             return self.items[index]
 
 
-def _send(args, verb: str, body: dict[str, Any], robot: str) -> tuple[HubClient, _Replies, str]:
+def _send(args, verb: str, body: dict[str, Any], robot: str,
+          on_other: Callable[[str, bytes], None] | None = None,
+          also: tuple[str, ...] = (), settle: float = 0.0) -> tuple[HubClient, _Replies, str]:
+    """Sign and publish a command, subscribed first to its replies (and to `also`, fed to `on_other`)."""
     signer = _signer(args)
     topic = command_topic(args.fleet, robot, verb)
-    command = make_command(signer, fleet=args.fleet, robot=robot, verb=verb, body=body, topic=topic)
-    replies = _Replies(command["id"])
-    client = HubClient(args, replies.on_message).connect()
-    client.subscribe(f"{ROOT}/{args.fleet}/{'+' if robot == ALL_ROBOTS else robot}/cmd/{verb}/reply")
+    replies = _Replies(uuid.uuid4().hex)
+
+    def on_message(message_topic: str, payload: bytes) -> None:
+        if message_topic.endswith("/reply"):
+            replies.on_message(message_topic, payload)
+        elif on_other is not None:
+            on_other(message_topic, payload)
+
+    client = HubClient(args, on_message).connect()
+    client.subscribe(f"{ROOT}/{args.fleet}/{'+' if robot == ALL_ROBOTS else robot}/cmd/{verb}/reply", *also)
+    time.sleep(settle)  # e.g. for the retained statuses to arrive
+    command = make_command(signer, fleet=args.fleet, robot=robot, verb=verb, body=body, topic=topic,
+                           request_id=replies.request_id)
     client.publish(topic, orjson.dumps(command))
     return client, replies, command["id"]
+
+
+FINAL = ("succeeded", "failed", "canceled", "rejected", "error")
 
 
 def cmd_send_mission(args) -> int:
     document = _load_mission(args.file)
     robot = ALL_ROBOTS if args.all else args.robot
+    fleet = Fleet(args.fleet)
+    lock = threading.Lock()
+
+    def on_other(topic: str, payload: bytes) -> None:
+        with lock:
+            fleet.on_message(topic, payload)
+
+    base = f"{ROOT}/{args.fleet}/{'+' if args.all else args.robot}"
+    client, replies, request_id = _send(args, "submit_mission", {"mission": document}, robot, on_other,
+                                        (f"{base}/status", f"{base}/telemetry/mission_states"),
+                                        settle=1.0 if args.all else 0.0)
     started = time.monotonic()
-    client, replies, request_id = _send(args, "submit_mission", {"mission": document}, robot)
-    print(f"sent {args.file} to {robot} (request {request_id})", flush=True)
+    with lock:
+        targets = {name for name, view in fleet.robots.items() if view.online} if args.all else {args.robot}
+    if not targets:
+        client.close()
+        print(f"no robot of fleet {args.fleet} is online", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    print(f"sent {args.file} to {', '.join(sorted(targets))} (request {request_id})", flush=True)
     deadline = time.monotonic() + args.timeout
     outcomes: dict[str, str] = {}
+    missions: dict[str, tuple[str, float]] = {}  # robot -> (mission id, when its state was last checked)
     try:
         index = 0
-        while True:
-            reply = replies.next(index, deadline)
+        while set(outcomes) < targets:
+            reply = replies.next(index, min(deadline, time.monotonic() + 1.0))
             if reply is None:
-                print(f"no final answer within {args.timeout:g} s", file=sys.stderr)
-                return EXIT_NO_ANSWER
+                if time.monotonic() > deadline:
+                    missing = ", ".join(sorted(targets - set(outcomes)))
+                    print(f"no final answer within {args.timeout:g} s from {missing}", file=sys.stderr)
+                    return EXIT_NO_ANSWER
+                with lock:
+                    _finish_from_telemetry(fleet, missions, outcomes, started)
+                continue
             index += 1
             print(f"[{time.monotonic() - started:6.1f} s] {_reply_text(reply)}", flush=True)
-            status = reply.get("status")
-            if status in ("succeeded", "failed", "canceled", "rejected", "error"):
-                outcomes[reply.get("robot", "?")] = status
-                if robot != ALL_ROBOTS or args.no_wait:
-                    break
-            elif status == "accepted" and args.no_wait:
-                return EXIT_OK
+            status, sender = reply.get("status"), reply.get("robot", "?")
+            if status == "accepted" and reply.get("mission_id"):
+                missions[sender] = (reply["mission_id"], time.monotonic())
+                if args.no_wait:
+                    outcomes[sender] = "succeeded"
+            if status in FINAL:
+                outcomes[sender] = status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
         client.close()
-    final = next(iter(outcomes.values()))
-    return {"succeeded": EXIT_OK, "rejected": EXIT_REFUSED, "error": EXIT_REFUSED}.get(final, EXIT_FAILED)
+    codes = [{"succeeded": EXIT_OK, "rejected": EXIT_REFUSED, "error": EXIT_REFUSED}.get(o, EXIT_FAILED)
+             for o in outcomes.values()]
+    return max(codes) if codes else EXIT_NO_ANSWER
+
+
+def _finish_from_telemetry(fleet: Fleet, missions: dict, outcomes: dict, started: float) -> None:
+    """A mission whose result reply never comes (hub_link restarted while it ran) ends by its telemetry."""
+    for robot, (mission_id, since) in missions.items():
+        state = fleet.robots.get(robot) and fleet.robots[robot].missions.get(mission_id)
+        if robot in outcomes or not state or state.get("state", 0) < TERMINAL or time.monotonic() - since < 5.0:
+            continue
+        outcome = mission_state_name(state["state"]).lower()
+        outcomes[robot] = outcome if outcome in FINAL else "failed"
+        print(f"[{time.monotonic() - started:6.1f} s] {robot}: mission {mission_id} {outcome.upper()} "
+              f"(from its mission_states telemetry; no reply came)", flush=True)
 
 
 def _reply_text(reply: dict[str, Any]) -> str:
