@@ -36,8 +36,8 @@ class HubSubscriber:
         self.messages: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
         self._filters = [f"qai/{fleet}/{topic}" for topic in topics]
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"hub-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
+        client_id = client_id or f"hub-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.client.on_socket_open = set_tcp_nodelay
         self.client.reconnect_delay_set(0.1, 1.0)
         if tls:
