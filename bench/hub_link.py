@@ -1,6 +1,8 @@
-"""The hub link, measured: hub_link (and a mission_engine) in their own processes, a local mosquitto, and a
-hub-side subscriber in a third process, on a private ROS domain. Each figure is printed beside its
-baseline measured in the same run and the ratio.
+"""Measure the hub link against raw paho: throughput, latency, drain, disk, signing, command latency.
+
+hub_link (and a mission_engine) run in their own processes with a local mosquitto, and a hub-side
+subscriber in a third process, on a private ROS domain. Each figure is printed beside its baseline
+measured in the same run and the ratio.
 
 - throughput, ROS topic -> MQTT through the link at QoS 1 (nav_msgs/Odometry, as fast as the link takes
   them, until the broker acknowledged all), against raw paho publishing the same payloads to the same

@@ -258,7 +258,7 @@ def cmd_send_mission(args) -> int:
 
 
 def _finish_from_telemetry(fleet: Fleet, missions: dict, outcomes: dict, started: float) -> None:
-    """A mission whose result reply never comes (hub_link restarted while it ran) ends by its telemetry."""
+    """End a mission whose result reply never comes (hub_link restarted while it ran) by its telemetry."""
     for robot, (mission_id, since) in missions.items():
         state = fleet.robots.get(robot) and fleet.robots[robot].missions.get(mission_id)
         if robot in outcomes or not state or state.get("state", 0) < TERMINAL or time.monotonic() - since < 5.0:

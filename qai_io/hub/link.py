@@ -468,7 +468,7 @@ class HubLink:
             self._client.publish(self.config.ping_topic, token, qos=0)
 
     def _rebuild_client(self) -> None:
-        """A new client (MQTT 3.1.1 after a refusal of 5): paho forgot what it had in flight, so take it again."""
+        """Make a new client (MQTT 3.1.1 after a refusal of 5); paho forgot what it had in flight: take it again."""
         self._client = self._make_client()
         self._client_protocol = self._protocol
         self._first_connect = True

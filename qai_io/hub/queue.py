@@ -262,9 +262,11 @@ class DiskQueue:
         return True
 
     def _checkpoint_loop(self, period: float = 0.5) -> None:
-        """Backfill the WAL into the database now and then, beside the writer (PASSIVE: no one waits). Under
-        constant writing a passive checkpoint never catches the end of the log, which then only grows: past
-        WAL_RESTART_BYTES a RESTART checkpoint (writers wait the few frames left) lets the log start over."""
+        """Backfill the WAL into the database now and then, beside the writer (PASSIVE: no one waits).
+
+        Under constant writing a passive checkpoint never catches the end of the log, which then only grows:
+        past WAL_RESTART_BYTES a RESTART checkpoint (writers wait the few frames left) lets the log start over.
+        """
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             page = db.execute("PRAGMA page_size").fetchone()[0]
