@@ -500,3 +500,35 @@ def test_the_hub_side_imports_no_ros():
 def test_queue_file_is_sqlite_in_wal_mode(tmp_path):
     DiskQueue(tmp_path / "q.db", 10, 1000).close()
     assert sqlite3.connect(tmp_path / "q.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- qai-hub, in-process ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["keygen", "send-mission", "cancel", "status", "watch"])
+def test_qai_hub_help_says_what_each_command_does(command, capsys):
+    from qai_io.hub.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert len(capsys.readouterr().out.splitlines()) > 3
+
+
+def test_qai_hub_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_one(tmp_path, capsys):
+    from qai_io.hub.cli import main
+
+    assert main(["keygen", "--dir", str(tmp_path), "--ed25519"]) == 0
+    for name in ("hub.mldsa65.key", "hub.ed25519.key"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600
+    assert (tmp_path / "hub.mldsa65.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert main(["keygen", "--dir", str(tmp_path)]) == 2
+    assert "refusing to overwrite a private key" in capsys.readouterr().err
+
+
+def test_qai_hub_refuses_a_bad_mission_file_before_sending_anything(tmp_path, capsys):
+    from qai_io.hub.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks:\n  - {id: a, kind: wait, timeout: soon}\n")
+    assert main(["--port", "1", "send-mission", str(bad), "--robot", "r1", "--key", str(tmp_path / "none")]) == 2
+    assert "tasks[0] (a).timeout" in capsys.readouterr().err
