@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from qai_io.hub.link import HubLink, config_from_parameters
 from qai_io.hub.queue import DiskQueue
 from qai_io.hub.signing import ED25519, ML_DSA_65, Keyring, NonceStore
 from qai_io.hub.streams import (REPLY_PRIORITY, DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec,
-                                parse_streams, telemetry_envelope)
+                                StreamState, parse_streams, telemetry_envelope)
 from qai_io.hub.topics import DROPS_STREAM, RobotTopics, parse_topic
 from qai_io.hub_missions import MissionCommands
 from qai_io.hub_parameters import PARAMETERS
@@ -45,18 +44,6 @@ _ROS_QOS = {"sensor": dict(reliability=ReliabilityPolicy.BEST_EFFORT),
             "latched": dict(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)}
 REPLY_TTL = 600.0  # s a reply waits in the queue for the broker
 TAKE_AT_ONCE = 100  # more messages a telemetry callback takes from its subscription, at most
-
-
-@dataclass
-class _Stream:
-    spec: StreamSpec
-    type_name: str
-    limiter: RateLimiter
-    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "skipped": 0, "errors": 0, "too_large": 0,
-                                                            "overflowed": 0})
-    last_error: str = ""
-    summary: DiagnosticsSummary | None = None
-    subscription: object = None
 
 
 class HubLinkNode(EngineNode):
@@ -83,7 +70,7 @@ class HubLinkNode(EngineNode):
         self.missions = MissionCommands(self, self._reply, self._ros_now, timeout=p("mission_engine_timeout"),
                                         progress_period=p("progress_period"))
         self.create_subscription(MissionState, "mission_states", self._on_mission_state, MISSION_STATES_QOS)
-        self.streams: dict[str, _Stream] = {}
+        self.streams: dict[str, StreamState] = {}
         specs, self.rejected_streams = parse_streams(p("streams"))
         for spec in specs:
             self._add_stream(spec)
@@ -112,14 +99,14 @@ class HubLinkNode(EngineNode):
         except codec.CodecError as error:
             self.rejected_streams[spec.name] = str(error)
             return
-        stream = self.streams[spec.name] = _Stream(spec, codec.type_name(cls), RateLimiter(spec.rate))
+        stream = self.streams[spec.name] = StreamState(spec, codec.type_name(cls), RateLimiter(spec.rate))
         if spec.summary:
             stream.summary = DiagnosticsSummary()
             self.create_timer(1.0 / spec.rate, partial(self._send_summary, stream), clock=self._steady_clock)
         stream.subscription = self.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream),
                                                        QoSProfile(depth=spec.depth, **_ROS_QOS[spec.ros_qos]))
 
-    def _on_telemetry(self, stream: _Stream, message) -> None:
+    def _on_telemetry(self, stream: StreamState, message) -> None:
         self._take(stream, message)
         # rclpy's executor takes one message per subscription per wait, and each wait rebuilds the wait set
         # (~0.3 ms here): a busy stream takes what else is waiting now, as the executor itself would.
@@ -131,7 +118,7 @@ class HubLinkNode(EngineNode):
                 return
             self._take(stream, taken[0])
 
-    def _take(self, stream: _Stream, message) -> None:
+    def _take(self, stream: StreamState, message) -> None:
         if stream.summary is not None:
             stream.summary.update((s.name, s.level[0], s.message, s.hardware_id) for s in message.status)
             return
@@ -146,10 +133,10 @@ class HubLinkNode(EngineNode):
             return
         self._send(stream, data)
 
-    def _send_summary(self, stream: _Stream) -> None:
+    def _send_summary(self, stream: StreamState) -> None:
         self._send(stream, stream.summary.summary())
 
-    def _send(self, stream: _Stream, data: dict) -> None:
+    def _send(self, stream: StreamState, data: dict) -> None:
         data_json = orjson.dumps(data)
         if len(data_json) > self.max_telemetry_bytes:
             stream.counts["too_large"] += 1

@@ -21,8 +21,13 @@ def start_with_companions(processes, executable, namespace, parameters=None):
 
 
 def own_parameters(processes, executable) -> dict:
-    """hub_link is OK only once connected: it gets a broker of its own, and keeps its queue in the test's dir
-    (never the default broker port, where a real one may run)."""
+    """Keep a node's files in the test's dir (not ~/.ros, which other runs on the machine share).
+
+    hub_link is OK only once connected: it also gets a broker of its own (never the default broker port,
+    where a real one may run).
+    """
+    if executable == "mission_engine":
+        return {"data_dir": str(processes.directory / "data")}
     if executable != "hub_link":
         return {}
     from harness import wait_for

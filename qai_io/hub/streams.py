@@ -25,7 +25,7 @@ stream across restarts of the node, `stamp` is when the link took the message (s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import orjson
@@ -121,6 +121,20 @@ def parse_streams(entries: Iterable[str]) -> tuple[list[StreamSpec], dict[str, s
             continue
         specs.append(spec)
     return specs, rejected
+
+
+@dataclass
+class StreamState:
+    """One running stream: its spec, its rate limit and what happened to its messages."""
+
+    spec: StreamSpec
+    type_name: str
+    limiter: "RateLimiter"
+    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "skipped": 0, "errors": 0, "too_large": 0,
+                                                            "overflowed": 0})
+    last_error: str = ""
+    summary: "DiagnosticsSummary | None" = None
+    subscription: Any = None  # the ROS subscription, set by the node
 
 
 class RateLimiter:
