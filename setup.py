@@ -17,7 +17,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.conf")),
         (f"share/{PACKAGE}/config/missions", glob("config/missions/*.yaml")),
         (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*.sdf")),
     ],
@@ -34,6 +34,7 @@ setup(
             "quantum_bridge = qai_quantum_bridge.parameters:NODE",
             "io_engine = qai_io.parameters:NODE",
             "sim_vehicle = qai_io.sim_parameters:NODE",
+            "hub_link = qai_io.hub_parameters:NODE",
         ],
         # Subcommands of qai-edge that belong to an engine package.
         "qai_edge.commands": [
@@ -46,10 +47,12 @@ setup(
             "quantum_bridge = qai_quantum_bridge.node:main",
             "io_engine = qai_io.node:main",
             "sim_vehicle = qai_io.sim_node:main",
+            "hub_link = qai_io.hub_node:main",
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
             "qai-mission = qai_mission.cli:main",
             "qai-train = qai_intelligence.cli:main",
+            "qai-hub = qai_io.hub.cli:main",
         ],
     },
 )

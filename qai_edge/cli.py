@@ -104,6 +104,8 @@ def cmd_profile(args) -> int:
     profile = load_or_exit(args)
     print(f"profile: {profile.source}")
     print(f"namespace: {profile.namespace}  robot_id: {profile.robot_id}")
+    if profile.broker is not None and profile.broker.start:
+        print(f"broker: mosquitto on 127.0.0.1:{profile.broker.port} ({profile.broker.config_path()})")
     for spec in profile.nodes:
         print(f"\n{spec.fully_qualified_name}  ({spec.executable}: {NODE_TYPES[spec.executable].summary})")
         print(f"  command: {' '.join(executable_command(spec.executable))} "
@@ -150,12 +152,21 @@ class RunningProfile:
 
     def __enter__(self) -> "RunningProfile":
         say(f"profile {self.profile.source}: {len(self.profile.nodes)} nodes under {self.profile.namespace}")
-        self.supervisor.start_all()
+        self.broker = _start_broker(self.profile)
+        try:
+            self.supervisor.start_all()
+        except BaseException:
+            if self.broker is not None:
+                self.broker.stop()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         say("stopping")
         self.supervisor.stop_all()
+        if self.broker is not None:
+            self.broker.stop()
+            say("MQTT broker stopped")
         self.watch.close()
         self._params_dir.cleanup()
         if self.supervisor.failed():
@@ -197,6 +208,26 @@ class RunningProfile:
                     if node.name == spec.fully_qualified_name:
                         return node.values
         return {}
+
+
+def _start_broker(profile: Profile):
+    """Start the local MQTT broker the profile asks for (its `broker` section); return it, or None.
+
+    A broker that cannot start is reported, not fatal: the robot runs without its hub link, which retries.
+    """
+    from qai_edge.broker import BrokerError, LocalBroker
+
+    spec = profile.broker
+    if spec is None or not spec.start:
+        return None
+    broker = LocalBroker(spec.port, spec.data_dir, spec.config_path())
+    try:
+        broker.start()
+    except BrokerError as error:
+        say(f"MQTT broker not started: {error}")
+        return None
+    say(f"MQTT broker started on 127.0.0.1:{spec.port} (pid {broker.pid}, log {broker.log_path})")
+    return broker
 
 
 def stop_on_signals() -> list:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from qai_edge.broker import BrokerSpec, parse_broker_section
 from qai_edge.nodes import NODE_TYPES
 
 PACKAGE = "qai_edge"
@@ -95,6 +96,7 @@ class Profile:
     robot_id: str
     nodes: tuple[NodeSpec, ...]
     stop: StopPolicy = field(default_factory=StopPolicy)
+    broker: BrokerSpec | None = None  # a local MQTT broker `qai-edge up` starts (the `broker` section)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:
@@ -127,7 +129,7 @@ def load_profile(path: str | Path | None = None, namespace: str | None = None) -
     return parse_profile(data, source=str(path), namespace=namespace)
 
 
-_TOP_KEYS = {"namespace", "robot_id", "defaults", "supervisor", "nodes"}
+_TOP_KEYS = {"namespace", "robot_id", "defaults", "supervisor", "nodes", "broker"}
 _NODE_KEYS = {"executable", "enabled", "respawn", "parameters"}
 _SUPERVISOR_KEYS = {
     "initial_backoff": (float, 0.0, 3600.0),
@@ -230,7 +232,8 @@ def parse_profile(data: Any, source: str = "<profile>", namespace: str | None = 
     if not specs:
         raise fail("nodes", "every node is disabled")
     _check_unknown_defaults(defaults, fail)
-    return Profile(source=source, namespace=ns, robot_id=robot_id, nodes=tuple(specs), stop=stop)
+    broker = parse_broker_section(top.get("broker"), fail, {spec.name: spec.parameters for spec in specs})
+    return Profile(source=source, namespace=ns, robot_id=robot_id, nodes=tuple(specs), stop=stop, broker=broker)
 
 
 def _check_unknown_defaults(defaults: dict, fail) -> None:

@@ -16,7 +16,30 @@ COMPANIONS = {"io_engine": ("sim_vehicle",)}
 def start_with_companions(processes, executable, namespace, parameters=None):
     for companion in COMPANIONS.get(executable, ()):
         processes.start_node(companion, namespace=namespace, parameters={"heartbeat_period": 0.2})
-    return processes.start_node(executable, namespace=namespace, parameters=parameters)
+    return processes.start_node(executable, namespace=namespace,
+                                parameters={**own_parameters(processes, executable), **(parameters or {})})
+
+
+def own_parameters(processes, executable) -> dict:
+    """Keep a node's files in the test's dir (not ~/.ros, which other runs on the machine share).
+
+    hub_link is OK only once connected: it also gets a broker of its own (never the default broker port,
+    where a real one may run).
+    """
+    if executable == "mission_engine":
+        return {"data_dir": str(processes.directory / "data")}
+    if executable != "hub_link":
+        return {}
+    from harness import wait_for
+    from qai_edge.broker import LocalBroker, find_mosquitto, free_port, port_open
+
+    broker = LocalBroker(free_port(), processes.directory / "broker")
+    broker.data_dir.mkdir(parents=True, exist_ok=True)
+    config = broker.data_dir / "mosquitto-run.conf"
+    config.write_text(broker.runtime_config())
+    processes.start("mosquitto", [find_mosquitto(), "-c", str(config)])  # stopped with the other processes
+    wait_for(lambda: port_open("127.0.0.1", broker.port), 10, "the test's broker")
+    return {"broker_port": broker.port, "data_dir": str(processes.directory / "data")}
 
 
 # First contact between fresh processes takes about a second (discovery); leave room on a loaded CI box.
@@ -50,7 +73,7 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
     from qai_interfaces.msg import EngineCapabilities
 
     namespace = unique_namespace()
-    node = processes.start_node(executable, namespace=namespace)
+    node = processes.start_node(executable, namespace=namespace, parameters=own_parameters(processes, executable))
     announcements = []
     ros_probe.node.create_subscription(EngineCapabilities, f"{namespace}/engine_capabilities",
                                        announcements.append, CAPABILITIES_QOS)
@@ -108,7 +131,8 @@ def test_capability_announcement_reaches_a_late_subscriber(processes, ros_probe)
 @pytest.mark.parametrize("executable", ENGINES)
 def test_engine_exits_cleanly_within_two_seconds_of_a_signal(executable, sig, processes, ros_probe):
     namespace = unique_namespace()
-    node = processes.start_node(executable, namespace=namespace, parameters={"heartbeat_period": 0.2})
+    node = processes.start_node(executable, namespace=namespace,
+                                parameters={"heartbeat_period": 0.2, **own_parameters(processes, executable)})
     ros_probe.watch_diagnostics()
     ros_probe.spin_until(lambda: ros_probe.latest_status(f"{namespace}/{executable}"), DISCOVERY_TIMEOUT,
                          lambda: f"{executable} spinning\n{node.log()}")

@@ -20,7 +20,7 @@ def write(tmp_path, text):
 def test_shipped_profile_runs_the_four_engines_and_the_simulated_vehicle():
     profile = load_profile()
     assert {spec.executable for spec in profile.nodes} == {
-        "mission_engine", "intelligence_engine", "quantum_bridge", "io_engine", "sim_vehicle"}
+        "mission_engine", "intelligence_engine", "quantum_bridge", "io_engine", "sim_vehicle", "hub_link"}
     assert profile.namespace == "/"
     for spec in profile.nodes:
         assert spec.parameters["robot_id"] == "robot"

@@ -1,0 +1,239 @@
+"""Telemetry streams: their configuration, rate limits, payloads, and the summaries the link keeps. No rclpy import.
+
+A stream is one ROS topic published to `qai/<fleet>/<robot>/telemetry/<stream>`. The profile lists them
+as strings (ROS parameters cannot hold lists of mappings):
+
+    "odom: topic=odom type=nav_msgs/msg/Odometry rate=10 qos=1 priority=3 ttl=600 ros_qos=sensor"
+
+    topic     ROS topic (relative names follow the robot's namespace); default: the stream name
+    type      message type, package/msg/Type (required)
+    rate      most messages per second sent (0: every message); extra messages are skipped, never queued
+    qos       MQTT QoS, 0 or 1 (default 1)
+    priority  0-9, higher is more important: sent first after an outage, evicted last (default 5)
+    ttl       seconds a queued message stays useful; older ones are dropped and reported (default 3600)
+    ros_qos   sensor (best effort), reliable, or latched (reliable, transient local: mission_states);
+              default reliable
+    depth     ROS history depth: messages held while the link is busy (default 10 for sensor, else 100)
+    summary   true for a /diagnostics stream: the latest level and message of every node, `rate` times
+              a second, instead of every array
+
+Each payload is `{"seq": n, "stamp": t, "type": "...", "data": {...}}`: `seq` counts 1, 2, 3, ... per
+stream across restarts of the node, `stamp` is when the link took the message (seconds since the epoch),
+`data` the message by the codec (qai_io.hub.codec).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import orjson
+
+from qai_io.hub.states import TERMINAL
+from qai_io.hub.topics import DROPS_STREAM, NAME
+
+ROS_QOS = ("sensor", "reliable", "latched")
+_KEYS = ("topic", "type", "rate", "qos", "priority", "ttl", "ros_qos", "depth", "summary")
+MAX_PRIORITY = 9
+REPLY_PRIORITY = 10  # command replies and drop reports go before any stream
+DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    type: str
+    topic: str
+    rate: float = 0.0
+    qos: int = 1
+    priority: int = 5
+    ttl: float = 3600.0
+    ros_qos: str = "reliable"
+    depth: int = 100
+    summary: bool = False
+
+
+def parse_stream(text: str) -> StreamSpec:
+    """Parse one stream entry; ValueError says which key is wrong and why."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ValueError(f"expected 'name: key=value ...', got {text!r:.80}")
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not NAME.match(name):
+        raise ValueError(f"stream name {name!r:.70}: expected 1-64 letters, digits, '_' or '-'")
+    if name == DROPS_STREAM:
+        raise ValueError(f"stream name {name!r} is reserved for drop reports")
+    values: dict[str, str] = {}
+    for token in rest.split():
+        key, equals, value = token.partition("=")
+        if not equals or key not in _KEYS:
+            raise ValueError(f"{name}: {token!r:.60} is not key=value with a key among {', '.join(_KEYS)}")
+        if key in values:
+            raise ValueError(f"{name}: {key} given twice")
+        values[key] = value
+    if "type" not in values:
+        raise ValueError(f"{name}: type is missing (e.g. type=nav_msgs/msg/Odometry)")
+
+    def number(key: str, default: float, low: float, high: float) -> float:
+        if key not in values:
+            return default
+        try:
+            value = float(values[key])
+        except ValueError:
+            raise ValueError(f"{name}: {key}: expected a number, got {values[key]!r:.40}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"{name}: {key}: must be between {low:g} and {high:g}, got {values[key]}")
+        return value
+
+    ros_qos = values.get("ros_qos", "reliable")
+    if ros_qos not in ROS_QOS:
+        raise ValueError(f"{name}: ros_qos: expected one of {', '.join(ROS_QOS)}, got {ros_qos!r:.40}")
+    qos = number("qos", 1, 0, 1)
+    priority = number("priority", 5, 0, MAX_PRIORITY)
+    depth = number("depth", 10 if ros_qos == "sensor" else 100, 1, 100000)
+    if qos != int(qos) or priority != int(priority) or depth != int(depth):
+        raise ValueError(f"{name}: qos, priority and depth are integers")
+    summary = values.get("summary", "false")
+    if summary not in ("true", "false"):
+        raise ValueError(f"{name}: summary: expected true or false, got {summary!r:.40}")
+    spec = StreamSpec(name=name, type=values["type"], topic=values.get("topic", name),
+                      rate=number("rate", 0.0, 0.0, 10000.0), qos=int(qos), priority=int(priority),
+                      ttl=number("ttl", 3600.0, 1.0, 365 * 86400.0), ros_qos=ros_qos, depth=int(depth),
+                      summary=summary == "true")
+    if spec.summary and (spec.type != DIAGNOSTICS_TYPE or spec.rate <= 0):
+        raise ValueError(f"{name}: summary=true needs type={DIAGNOSTICS_TYPE} and a rate above 0")
+    return spec
+
+
+def parse_streams(entries: Iterable[str]) -> tuple[list[StreamSpec], dict[str, str]]:
+    """Every good entry, and for each bad one its name (or index) and the reason it was refused."""
+    specs, rejected = [], {}
+    for index, entry in enumerate(entries):
+        try:
+            spec = parse_stream(entry)
+        except ValueError as error:
+            label = entry.partition(":")[0].strip() if isinstance(entry, str) and ":" in entry else f"#{index}"
+            rejected[label[:64] or f"#{index}"] = str(error)
+            continue
+        if any(other.name == spec.name for other in specs):
+            rejected[spec.name] = f"{spec.name}: a stream of that name is already configured"
+            continue
+        specs.append(spec)
+    return specs, rejected
+
+
+@dataclass
+class StreamState:
+    """One running stream: its spec, its rate limit and what happened to its messages."""
+
+    spec: StreamSpec
+    type_name: str
+    limiter: "RateLimiter"
+    counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "skipped": 0, "errors": 0, "too_large": 0,
+                                                            "overflowed": 0})
+    last_error: str = ""
+    summary: "DiagnosticsSummary | None" = None
+    subscription: Any = None  # the ROS subscription, set by the node
+
+
+class RateLimiter:
+    """At most `rate` messages a second, on average over bursts of one period (0: no limit)."""
+
+    def __init__(self, rate: float):
+        self.period = 1.0 / rate if rate > 0 else 0.0
+        self._next = -math.inf
+
+    def allow(self, now: float) -> bool:
+        if self.period == 0.0:
+            return True
+        if now < self._next:
+            return False
+        # Step from the previous slot, not from now, so jitter in the source does not lower the rate; after a
+        # pause (or at the first message) start the slots again from now.
+        self._next += self.period
+        if self._next <= now:
+            self._next = now + self.period
+        return True
+
+
+def telemetry_payload(seq: int, stamp: float, type_name: str, data: Mapping[str, Any]) -> bytes:
+    return orjson.dumps({"seq": seq, "stamp": stamp, "type": type_name, "data": data})
+
+
+def telemetry_envelope(seq: int, stamp: float, type_json: bytes, data_json: bytes) -> bytes:
+    """Return the payload telemetry_payload gives, from the type and data already encoded as JSON."""
+    return b'{"seq":%d,"stamp":%s,"type":%s,"data":%s}' % (seq, orjson.dumps(stamp), type_json, data_json)
+
+
+def compress_ranges(numbers: Iterable[int]) -> list[list[int]]:
+    """[1, 2, 3, 7, 9, 10] -> [[1, 3], [7, 7], [9, 10]]."""
+    ranges: list[list[int]] = []
+    for number in sorted(set(numbers)):
+        if ranges and number == ranges[-1][1] + 1:
+            ranges[-1][1] = number
+        else:
+            ranges.append([number, number])
+    return ranges
+
+
+def merge_ranges(first: list[list[int]], second: list[list[int]]) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for low, high in sorted([*first, *second]):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return merged
+
+
+def drop_report(stream: str, reason: str, ranges: list[list[int]]) -> dict[str, Any]:
+    """Return a drop report's data: which sequence numbers of `stream` will never be sent, and why.
+
+    Reasons: queue_full, expired, refused_by_broker, refused_by_client.
+    """
+    return {"stream": stream, "reason": reason, "ranges": ranges,
+            "count": sum(high - low + 1 for low, high in ranges)}
+
+
+class DiagnosticsSummary:
+    """The latest level and message per /diagnostics status name, bounded to `max_names` (oldest dropped)."""
+
+    def __init__(self, max_names: int = 200):
+        self.max_names = max_names
+        self._latest: dict[str, dict[str, Any]] = {}
+
+    def update(self, statuses: Iterable[tuple[str, int, str, str]]) -> None:
+        for name, level, message, hardware_id in statuses:
+            self._latest.pop(name, None)
+            self._latest[name] = {"level": level, "message": message[:200], "hardware_id": hardware_id[:64]}
+            while len(self._latest) > self.max_names:
+                self._latest.pop(next(iter(self._latest)))
+
+    def summary(self) -> dict[str, Any]:
+        worst = max((entry["level"] for entry in self._latest.values()), default=0)
+        return {"worst": worst, "nodes": dict(sorted(self._latest.items()))}
+
+
+class MissionBoard:
+    """The latest state of each mission (as codec dicts of MissionState), for the retained status."""
+
+    def __init__(self, keep_finished: int = 20):
+        self.keep_finished = keep_finished
+        self._missions: dict[str, dict[str, Any]] = {}
+
+    def update(self, state: Mapping[str, Any]) -> None:
+        mission_id = state.get("mission_id", "")
+        self._missions.pop(mission_id, None)
+        self._missions[mission_id] = {key: state.get(key) for key in (
+            "mission_id", "name", "state", "tasks_total", "tasks_succeeded", "tasks_failed", "tasks_running")}
+        self._missions[mission_id]["message"] = str(state.get("message", ""))[:300]
+        finished = [m for m, s in self._missions.items() if s["state"] >= TERMINAL]
+        for mission in finished[:max(0, len(finished) - self.keep_finished)]:
+            del self._missions[mission]
+
+    def summary(self) -> dict[str, Any]:
+        missions = list(self._missions.values())
+        active = [m for m in missions if m["state"] < TERMINAL]
+        finished = [m for m in missions if m["state"] >= TERMINAL]
+        return {"active": active, "last_finished": finished[-1] if finished else None}

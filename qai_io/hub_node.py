@@ -1,0 +1,242 @@
+"""hub_link: the robot's link to the hub over MQTT; its own process, so it fails alone.
+
+ROS interface (names relative to the robot's namespace):
+- subscribes to each configured telemetry stream's topic (default: `odom`, `battery_state`,
+  `mission_states`, `/diagnostics` (summarised), `events`) and always to `mission_states` for the status;
+- calls the mission engine: action `execute_mission`, services `add_tasks`, `cancel_task`,
+  `get_mission_state` (qai_io.hub_missions);
+- publishes its heartbeat on `/diagnostics`: link state, queue depth, drops, round-trip time, commands
+  accepted and refused by reason, one status per stream.
+
+MQTT interface (README, "MQTT hub link"): telemetry to `qai/<fleet>/<robot>/telemetry/<stream>`, the
+retained `qai/<fleet>/<robot>/status` (last will: offline), signed commands from `.../cmd/<verb>` and
+`qai/<fleet>/all/cmd/<verb>`, replies on `.../cmd/<verb>/reply`. The logic lives in qai_io.hub (no rclpy).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import orjson
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from qai_edge.engine_node import EngineNode, spin_node
+from qai_edge.health import Level
+from qai_edge.qos import MISSION_STATES_QOS
+from qai_edge.workers import call_soon
+from qai_interfaces.msg import MissionState
+from qai_io.hub import codec
+from qai_io.hub.commands import CommandGate, CommandRejected, rejection_reply, reply_payload
+from qai_io.hub.link import HubLink, config_from_parameters
+from qai_io.hub.queue import DiskQueue
+from qai_io.hub.signing import ED25519, ML_DSA_65, Keyring, NonceStore
+from qai_io.hub.streams import (REPLY_PRIORITY, DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec,
+                                StreamState, parse_streams, telemetry_envelope)
+from qai_io.hub.topics import DROPS_STREAM, RobotTopics, parse_topic
+from qai_io.hub_missions import MissionCommands
+from qai_io.hub_parameters import PARAMETERS
+
+_ROS_QOS = {"sensor": dict(reliability=ReliabilityPolicy.BEST_EFFORT),
+            "reliable": dict(reliability=ReliabilityPolicy.RELIABLE),
+            "latched": dict(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)}
+REPLY_TTL = 600.0  # s a reply waits in the queue for the broker
+TAKE_AT_ONCE = 100  # more messages a telemetry callback takes from its subscription, at most
+
+
+class HubLinkNode(EngineNode):
+    def __init__(self, **kwargs):
+        super().__init__("hub_link", PARAMETERS, **kwargs)
+        p = self.param
+        self.max_telemetry_bytes = p("max_telemetry_bytes")
+        try:
+            self.topics = RobotTopics(p("fleet"), self.robot_id)
+        except ValueError as error:  # a name that cannot be one MQTT topic level: nothing can run
+            self.get_logger().fatal(f"{error}; set robot_id (or fleet) to a name MQTT topics can carry")
+            raise SystemExit(2) from None
+        data_dir = Path(p("data_dir")).expanduser() / self.robot_id
+        self.queue = DiskQueue(data_dir / "hub_queue.db", p("queue_max_messages"), p("queue_max_bytes"),
+                               p("queue_sync"), protected_streams=(DROPS_STREAM,))
+        if self.queue.recovered_from:
+            self.get_logger().error(f"the hub queue was damaged and started empty: {self.queue.recovered_from}")
+        keyring, self.key_errors, self.missing_keys = Keyring.from_files(p("hub_public_keys"))
+        self.gate = CommandGate(fleet=p("fleet"), robot=self.robot_id, keyring=keyring,
+                                nonces=NonceStore(data_dir / "hub_nonces.db"), window_s=p("command_window"),
+                                max_bytes=p("max_command_bytes"), max_depth=p("max_command_depth"),
+                                max_rate=p("max_command_rate"), require_ed25519=p("require_hybrid"))
+        self.board = MissionBoard()
+        self.missions = MissionCommands(self, self._reply, self._ros_now, timeout=p("mission_engine_timeout"),
+                                        progress_period=p("progress_period"))
+        self.create_subscription(MissionState, "mission_states", self._on_mission_state, MISSION_STATES_QOS)
+        self.streams: dict[str, StreamState] = {}
+        specs, self.rejected_streams = parse_streams(p("streams"))
+        for spec in specs:
+            self._add_stream(spec)
+        for name, why in self.rejected_streams.items():
+            self.get_logger().error(f"telemetry stream {name} refused: {why}")
+        self.link = HubLink(config_from_parameters(p, self.topics), self.queue, on_message=self._on_mqtt_message)
+        self.create_timer(p("status_period"), self._publish_status, clock=self._steady_clock)
+        self.add_on_set_parameters_callback(self._on_set_parameters)  # checks and applies hub_public_keys
+        self.on_parameter("hub_public_keys")
+        # The link starts on the first spin: a command that arrives must find the node in its executor.
+        self._start_timer = self.create_timer(0.01, self._start_link)
+        self.start()
+
+    def _start_link(self) -> None:
+        self.destroy_timer(self._start_timer)
+        self._publish_status()
+        self.link.start()
+
+    def _ros_now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- Telemetry ------------------------------------------------------------------------------
+
+    def _add_stream(self, spec: StreamSpec) -> None:
+        try:
+            cls = codec.message_class(spec.type)
+        except codec.CodecError as error:
+            self.rejected_streams[spec.name] = str(error)
+            return
+        stream = self.streams[spec.name] = StreamState(spec, codec.type_name(cls), RateLimiter(spec.rate))
+        if spec.summary:
+            stream.summary = DiagnosticsSummary()
+            self.create_timer(1.0 / spec.rate, partial(self._send_summary, stream), clock=self._steady_clock)
+        stream.subscription = self.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream),
+                                                       QoSProfile(depth=spec.depth, **_ROS_QOS[spec.ros_qos]))
+
+    def _on_telemetry(self, stream: StreamState, message) -> None:
+        self._take(stream, message)
+        # rclpy's executor takes one message per subscription per wait, and each wait rebuilds the wait set
+        # (~0.3 ms here): a busy stream takes what else is waiting now, as the executor itself would.
+        subscription = stream.subscription
+        for _ in range(TAKE_AT_ONCE):
+            with subscription.handle:
+                taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
+            if taken is None:
+                return
+            self._take(stream, taken[0])
+
+    def _take(self, stream: StreamState, message) -> None:
+        if stream.summary is not None:
+            stream.summary.update((s.name, s.level[0], s.message, s.hardware_id) for s in message.status)
+            return
+        if not stream.limiter.allow(time.monotonic()):
+            stream.counts["skipped"] += 1
+            return
+        try:
+            data = codec.to_dict(message)
+        except Exception as error:  # noqa: BLE001 - a message the codec cannot take costs only itself
+            stream.counts["errors"] += 1
+            stream.last_error = f"{error!r:.200}"
+            return
+        self._send(stream, data)
+
+    def _send_summary(self, stream: StreamState) -> None:
+        self._send(stream, stream.summary.summary())
+
+    def _send(self, stream: StreamState, data: dict) -> None:
+        data_json = orjson.dumps(data)
+        if len(data_json) > self.max_telemetry_bytes:
+            stream.counts["too_large"] += 1
+            return
+        spec, type_json = stream.spec, orjson.dumps(stream.type_name)
+        seq = self.link.enqueue(spec.name, self.topics.telemetry(spec.name), spec.priority, spec.qos, spec.ttl,
+                                lambda seq, stamp: telemetry_envelope(seq, stamp, type_json, data_json))
+        stream.counts["sent" if seq is not None else "overflowed"] += 1
+
+    def _on_mission_state(self, message: MissionState) -> None:
+        state = codec.to_dict(message)
+        self.board.update(state)
+        self.missions.on_mission_state(state)
+
+    # -- Commands -------------------------------------------------------------------------------
+
+    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
+        """On the MQTT network thread: check, then hand a good command to the executor thread."""
+        try:
+            command = self.gate.check(topic, payload)
+        except CommandRejected as rejection:
+            self.get_logger().warning(f"command refused ({rejection.code}): {rejection.message}")
+            parsed, robot = parse_topic(topic), self.robot_id
+            if rejection.code != "rate_limited" and parsed is not None and parsed.kind == "cmd":
+                self._enqueue_reply(parsed.name, lambda seq, stamp, r=rejection: rejection_reply(r, robot, stamp))
+            return
+        self.get_logger().info(f"command {command.id}: {command.verb} (signed by {', '.join(command.signed_by)})")
+        call_soon(self, self.missions.run, command)
+
+    def _reply(self, command, status: str, **fields) -> None:
+        self._enqueue_reply(command.verb, lambda seq, stamp: reply_payload(command.id, command.verb, self.robot_id,
+                                                                           status, stamp, **fields))
+
+    def _enqueue_reply(self, verb: str, build) -> None:
+        self.link.enqueue("replies", self.topics.reply(verb), REPLY_PRIORITY, 1, REPLY_TTL, build)
+
+    def _on_set_parameters(self, parameters):
+        from rcl_interfaces.msg import SetParametersResult
+
+        for parameter in parameters:
+            if parameter.name == "hub_public_keys":
+                keyring, errors, missing = Keyring.from_files(list(parameter.value or []))
+                if errors or missing:
+                    return SetParametersResult(successful=False, reason="; ".join(
+                        [*errors, *(f"{path}: no such file" for path in missing)]))
+                self.gate.keyring, self.key_errors, self.missing_keys = keyring, [], []
+                self.get_logger().info(f"hub keys reloaded: {', '.join(keyring.keys) or 'none'}")
+        return SetParametersResult(successful=True)
+
+    # -- Status and health ------------------------------------------------------------------------
+
+    def _status(self, state: str = "online") -> bytes:
+        return orjson.dumps({
+            "state": state, "robot": self.robot_id, "fleet": self.topics.fleet, "stamp": time.time(),
+            "missions": self.board.summary(), "link": self.link.stats(),
+            "commands": {"accepted": self.gate.accepted,
+                         "rejected": {code: n for code, n in self.gate.rejected.items() if n}},
+            "streams": {name: s.counts for name, s in self.streams.items()}, "streams_refused": self.rejected_streams})
+
+    def _publish_status(self) -> None:
+        self.link.publish_status(self._status())
+
+    def health(self):
+        stats = self.link.stats()
+        keys = self.gate.keyring
+        shown = ("state", "protocol", "queue_depth", "queue_bytes", "inflight", "published", "acknowledged",
+                 "overflowed", "connects", "rtt_ms")
+        values = {key: stats[key] for key in shown}
+        values.update({f"dropped_{reason}": n for reason, n in stats["dropped"].items()})
+        values.update({"commands_accepted": self.gate.accepted, "missions_followed": self.missions.following,
+                       "hub_keys": f"{keys.count(ML_DSA_65)} ML-DSA-65, {keys.count(ED25519)} Ed25519"})
+        values.update({f"commands_rejected_{code}": n for code, n in self.gate.rejected.items() if n})
+        problems = [f"stream {name} refused: {why}" for name, why in self.rejected_streams.items()]
+        problems += [f"hub key unusable: {error}" for error in self.key_errors]
+        where = f"{self.link.config.host}:{self.link.config.port}"
+        if self.link.config_error:
+            return Level.ERROR, self.link.config_error, values
+        if not stats["connected"]:
+            return Level.WARN, f"broker {where} unreachable ({stats['last_error'] or stats['state']}); " \
+                               f"{stats['queue_depth']} queued", values
+        if problems:
+            return Level.WARN, "; ".join(problems), values
+        commands = ("commands on" if keys.count(ML_DSA_65) else
+                    f"commands refused: no hub key ({', '.join(self.missing_keys) or 'none configured'})")
+        return Level.OK, f"connected to {where}, {stats['queue_depth']} queued, {commands}", values
+
+    def extra_statuses(self):
+        return [(f"stream {name}", Level.WARN if s.last_error else Level.OK, s.last_error or s.spec.topic,
+                 dict(s.counts)) for name, s in self.streams.items()]
+
+    def destroy_node(self) -> None:
+        self.link.stop(final_status=self._status("offline"))
+        self.gate.nonces.close()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    return spin_node(HubLinkNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

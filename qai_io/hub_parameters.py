@@ -1,0 +1,87 @@
+"""Parameters of hub_link (beyond the common ones); config/edge.yaml documents the defaults. No rclpy import."""
+
+from qai_edge.nodes import NodeType
+from qai_edge.params import ParamSpec
+
+DEFAULT_STREAMS = [
+    "odom: topic=odom type=nav_msgs/msg/Odometry rate=10 qos=1 priority=3 ttl=600 ros_qos=sensor",
+    "battery_state: topic=battery_state type=sensor_msgs/msg/BatteryState rate=1 qos=1 priority=6 ttl=3600 "
+    "ros_qos=sensor",
+    "mission_states: topic=mission_states type=qai_interfaces/msg/MissionState qos=1 priority=8 ttl=86400 "
+    "ros_qos=latched",
+    "diagnostics: topic=/diagnostics type=diagnostic_msgs/msg/DiagnosticArray rate=1 qos=1 priority=5 ttl=600 "
+    "summary=true",
+    "events: topic=events type=qai_interfaces/msg/Event qos=1 priority=9 ttl=86400",
+]
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # Where the hub is.
+    ParamSpec("fleet", "fleet", "Fleet name: <fleet> in the MQTT topics qai/<fleet>/<robot>/...", read_only=True),
+    ParamSpec("broker_host", "127.0.0.1", "MQTT broker host.", read_only=True),
+    ParamSpec("broker_port", 18830, "MQTT broker port (qai-edge up starts a local broker on the profile's "
+              "broker.port).", min=1, max=65535, read_only=True),
+    ParamSpec("mqtt_protocol", "auto", "MQTT version: auto (5, or 3.1.1 when the broker refuses 5), 5 or 3.1.1.",
+              read_only=True, choices=("auto", "5", "3.1.1")),
+    ParamSpec("keepalive", 15, "s between MQTT keepalive pings; a silent broker is dropped after 1.5 times this.",
+              min=5, max=600, read_only=True),
+    ParamSpec("username", "", "MQTT username; empty: none.", read_only=True),
+    ParamSpec("password_file", "", "File holding the MQTT password (never the password itself in a profile).",
+              read_only=True),
+    ParamSpec("tls", False, "Use TLS (also implied by any tls_* file).", read_only=True),
+    ParamSpec("tls_ca", "", "CA certificate (PEM) the broker's certificate must chain to; empty: the system's CAs.",
+              read_only=True),
+    ParamSpec("tls_cert", "", "Client certificate (PEM), for brokers that require one.", read_only=True),
+    ParamSpec("tls_key", "", "Client private key (PEM) of tls_cert.", read_only=True),
+    ParamSpec("connect_timeout", 5.0, "s to wait for the TCP/TLS connection and the broker's CONNACK.",
+              min=0.5, max=120.0, read_only=True),
+    ParamSpec("reconnect_initial", 0.5, "s before the first reconnect; doubles per failed attempt (with jitter).",
+              min=0.05, max=60.0, read_only=True),
+    ParamSpec("reconnect_max", 30.0, "s between reconnect attempts at most.", min=0.5, max=3600.0, read_only=True),
+    ParamSpec("session_expiry", 300, "s the broker keeps this robot's MQTT session (subscriptions, QoS 1 commands) "
+              "while it is away (MQTT 5).", min=0, max=86400 * 7, read_only=True),
+    ParamSpec("ping_period", 5.0, "s between round-trip probes through the broker (rtt_ms on /diagnostics).",
+              min=0.5, max=600.0, read_only=True),
+    ParamSpec("ping_timeout", 30.0, "s without a probe coming back after which the connection counts as dead "
+              "and is made again.", min=2.0, max=3600.0, read_only=True),
+    # Telemetry.
+    ParamSpec("streams", DEFAULT_STREAMS, "Telemetry streams, one per entry: 'name: topic=... type=pkg/msg/Type "
+              "rate=Hz qos=0|1 priority=0-9 ttl=s ros_qos=sensor|reliable|latched depth=N summary=true|false' "
+              "(README: MQTT hub link).", item_type=str, read_only=True),
+    ParamSpec("status_period", 2.0, "s between updates of the retained status.", min=0.1, max=600.0, read_only=True),
+    ParamSpec("max_telemetry_bytes", 65536, "Largest encoded telemetry message; a larger one is dropped and "
+              "counted.", min=256, max=1 << 20, read_only=True),
+    # The queue.
+    ParamSpec("data_dir", "~/.ros/qai_edge", "Directory of the queue and the nonce store "
+              "(<data_dir>/<robot_id>/hub_queue.db, hub_nonces.db).", read_only=True),
+    ParamSpec("queue_max_messages", 200000, "Messages the on-disk queue holds at most; then the lowest-priority "
+              "oldest are dropped and reported.", min=100, max=100_000_000, read_only=True),
+    ParamSpec("queue_max_bytes", 268435456, "Payload bytes the on-disk queue holds at most (same policy).",
+              min=65536, max=1 << 40, read_only=True),
+    ParamSpec("queue_sync", "normal", "normal: a queued message survives a crash or SIGKILL of the node; full: also "
+              "a power loss (an fsync per commit).", read_only=True, choices=("normal", "full")),
+    ParamSpec("max_inflight", 1000, "QoS 1 messages sent and not yet acknowledged by the broker, at most.",
+              min=1, max=60000, read_only=True),
+    ParamSpec("drain_rate", 2000.0, "Messages a second sent from the backlog an outage left, beside live data.",
+              min=1.0, max=1_000_000.0, read_only=True),
+    ParamSpec("max_pending", 10000, "Messages taken from ROS and not yet written to the queue, at most (more are "
+              "counted as overflowed).", min=100, max=1_000_000, read_only=True),
+    # Commands.
+    ParamSpec("hub_public_keys", ["~/.config/qai-hub/hub.mldsa65.pub"], "PEM public keys of the hub (ML-DSA-65, "
+              "and Ed25519 for hybrid signatures); several, so a key can be rotated. Re-read when set at run time.",
+              item_type=str),
+    ParamSpec("require_hybrid", False, "Require an Ed25519 signature beside the ML-DSA-65 one.", read_only=True),
+    ParamSpec("command_window", 30.0, "s a command stays valid either side of this robot's clock (older or newer "
+              "ones are refused as expired).", min=1.0, max=3600.0, read_only=True),
+    ParamSpec("max_command_bytes", 65536, "Largest command payload; a larger one is refused unread.",
+              min=1024, max=1 << 20, read_only=True),
+    ParamSpec("max_command_depth", 32, "Deepest JSON nesting of a command.", min=4, max=256, read_only=True),
+    ParamSpec("max_command_rate", 20.0, "Commands a second at most; more are dropped unanswered and counted.",
+              min=0.1, max=10000.0, read_only=True),
+    ParamSpec("mission_engine_timeout", 10.0, "s to wait for the mission engine's action or service before "
+              "answering engine_unavailable.", min=0.5, max=600.0, read_only=True),
+    ParamSpec("progress_period", 0.5, "s between two progress replies of one mission, at least.",
+              min=0.0, max=60.0, read_only=True),
+)
+
+NODE = NodeType("hub_link", "qai_io.hub_node:main", "the link to the hub over MQTT: telemetry, signed commands",
+                PARAMETERS)
