@@ -83,7 +83,7 @@ class MissionCommands:
 
     async def _submit(self, command: Command) -> None:
         try:
-            spec = mission_from_dict(command.body["mission"], now=self._ros_now())
+            spec = mission_from_dict(command.body["mission"])  # deadline_in stays relative: the engine's clock
         except MissionFormatError as error:
             self._reply(command, "rejected", reason="bad_schema", message=f"body.mission: {error}")
             return
@@ -154,8 +154,7 @@ class MissionCommands:
         body = command.body
         try:
             if command.verb == "add_tasks":
-                now = self._ros_now()
-                tasks = [task_from_dict(task, f"tasks[{i}]", now) for i, task in enumerate(body["tasks"])]
+                tasks = [task_from_dict(task, f"tasks[{i}]") for i, task in enumerate(body["tasks"])]
                 request = AddTasks.Request(mission_id=body["mission_id"], tasks=[task_to_msg(t) for t in tasks])
             else:
                 request = codec.from_dict(client.srv_type.Request, body)

@@ -43,7 +43,7 @@ def own_parameters(processes, executable) -> dict:
 
 
 # First contact between fresh processes takes about a second (discovery); leave room on a loaded CI box.
-DISCOVERY_TIMEOUT = 20.0
+DISCOVERY_TIMEOUT = 40.0
 
 
 @pytest.mark.parametrize("executable", ENGINES)

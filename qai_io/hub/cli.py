@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import orjson
 import paho.mqtt.client as mqtt
-import yaml
 
 from qai_io.hub.fleet import Fleet, RobotView
 from qai_io.hub.link import set_tcp_nodelay
@@ -129,20 +128,22 @@ def _signer(args) -> Signer:
 
 
 def _load_mission(path: str) -> dict[str, Any]:
+    """The mission document of a YAML file, read and checked as the robot will (bounded, strict YAML)."""
+    from qai_edge.bounded import InputRejected, load_yaml  # light
+    from qai_mission.codec import MissionFormatError, mission_from_dict  # a slow import: only when needed
+    from qai_mission.model import DEFAULT_LIMITS
+
     file = Path(path)
     try:
         size = file.stat().st_size
         if size > MAX_MISSION_FILE_BYTES:
             raise HubError(f"{path}: {size} bytes, over the {MAX_MISSION_FILE_BYTES} a mission file may have")
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        document = load_yaml(file.read_bytes(), path, DEFAULT_LIMITS.document())
+        mission_from_dict(document)  # the robot checks again; this catches mistakes before sending
     except OSError as error:
         raise HubError(f"{path}: cannot read: {error.strerror or error}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise HubError(f"{path}: not valid YAML: {error}") from None
-    from qai_mission.codec import MissionFormatError, mission_from_dict  # a slow import: only when needed
-
-    try:
-        mission_from_dict(document, time.time())  # the robot checks again; this catches mistakes before sending
+    except InputRejected as error:
+        raise HubError(str(error)) from None
     except MissionFormatError as error:
         raise HubError(f"{path}: {error}") from None
     return document
