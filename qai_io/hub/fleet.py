@@ -1,7 +1,8 @@
 """The hub's view of a fleet, built from what arrives over MQTT. No rclpy import; no ROS on the hub.
 
 Fleet.on_message takes every message of `qai/<fleet>/#` and keeps, per robot: the retained status
-(online or offline, link figures, mission summary), the latest state of each mission, position,
+(online or offline, link figures, mission summary), the latest state of each mission (its tasks merged:
+the mission engine sends the tasks that changed since its last state message), position,
 battery, the /diagnostics summary, and a SequenceTracker per telemetry stream: which sequence numbers
 arrived (duplicates, which QoS 1 allows after a reconnect, are counted and dropped), which the robot
 reported as dropped (and why), and which are still missing.
@@ -133,7 +134,11 @@ class Fleet:
         robot.stamps[key] = stamp
         if kind.endswith("/MissionState"):
             mission_id = data.get("mission_id", "")
-            robot.missions.pop(mission_id, None)
+            previous = robot.missions.pop(mission_id, None)
+            if previous is not None:  # a state carries the tasks that changed since the last: merge them
+                tasks = {task.get("task_id"): task for task in previous.get("tasks", [])}
+                tasks.update((task.get("task_id"), task) for task in data.get("tasks", []))
+                data = {**data, "tasks": list(tasks.values())}
             robot.missions[mission_id] = data
             while len(robot.missions) > self.keep_missions:
                 robot.missions.pop(next(iter(robot.missions)))
