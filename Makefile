@@ -53,7 +53,7 @@ mosquitto:
 .PHONY: mosquitto
 
 demo: setup
-	$(VENV)/bin/qai-edge demo
+	$(VENV)/bin/qai-edge demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest

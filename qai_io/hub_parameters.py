@@ -12,6 +12,8 @@ DEFAULT_STREAMS = [
     "diagnostics: topic=/diagnostics type=diagnostic_msgs/msg/DiagnosticArray rate=1 qos=1 priority=5 ttl=600 "
     "summary=true",
     "events: topic=events type=qai_interfaces/msg/Event qos=1 priority=9 ttl=86400",
+    "endurance: topic=predictions/endurance type=qai_interfaces/msg/EndurancePrediction rate=1 qos=1 priority=5 "
+    "ttl=600",
 ]
 
 PARAMETERS: tuple[ParamSpec, ...] = (
