@@ -384,6 +384,8 @@ class Demo:
                 table.add_row(row["task"], row["kind"], row["state"], str(row["attempt"]),
                               f"{row['seconds']:.1f}" if row["seconds"] is not None else "-", row["message"][:70])
             console.print(table)
+            if figures["outcome"] != "succeeded" and figures["message"]:
+                console.print(f"  {figures['outcome']}: {figures['message'][:600]}")
             console.print(f"  route planned by {figures['solver']} ({figures['qubits']} qubits"
                           f"{', verified against the classical answer' if figures['verified'] else ''}"
                           f"{', fallback: ' + figures['fallback_reason'] if figures['fallback'] else ''}); "

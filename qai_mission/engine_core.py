@@ -139,6 +139,7 @@ class MissionEngineCore:
         announced = self.registry.announce(engine, task_action, kinds, stamp, self.steady())
         if announced.new:
             self.log.info(f"engine {engine} announced: {', '.join(k.name for k in kinds) or 'no kinds'}")
+            self.admission.open_grace(self.steady())  # its kinds are coming: missions needing them may wait
         if announced.restarted:
             self.log.warning(f"engine {engine} restarted: its running tasks are lost")
             self._engine_lost(engine)
@@ -160,7 +161,7 @@ class MissionEngineCore:
 
     def _engine_lost(self, engine: str) -> None:
         self.scheduler.engine_lost(engine)
-        self.admission.engine_lost(self.steady())
+        self.admission.open_grace(self.steady())
         self._routes_changed()
 
     def _routes_changed(self) -> None:
