@@ -6,8 +6,9 @@ validation (qai_mission.validation: the same checks `qai-mission validate` runs)
 engines that are up serve, on the mission engine's clock.
 
 Right after the mission engine starts, after an engine was lost, and after an engine announced itself
-(it is up once its action server is reached), engines are still (re)announcing themselves: a mission whose only problem is kinds nobody serves yet waits for them (and for a stopped
-clock to run) until the grace period that opened then has passed, and is rejected with the reason after.
+(it is up once its action server is reached), engines are still (re)announcing themselves: a mission
+whose only problem is kinds nobody serves yet waits for them (and for a stopped clock to run) until the
+grace period that opened then has passed, and is rejected with the reason after.
 A mission submitted outside any grace period is answered at once.
 """
 

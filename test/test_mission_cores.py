@@ -225,9 +225,11 @@ def test_parameters_changed_at_run_time_reach_the_cores(tmp_path):
 def test_an_engine_that_announced_itself_late_is_waited_for_until_it_is_reached(tmp_path):
     """A slow engine (torch, models) announces after the start-up grace period: its kinds are worth a wait."""
     clock = FakeClock(100.0)
-    core = MissionEngineCore(clock, clock, None, Admission(16, 10.0, 0.0), engine_timeout=3.0, state_period=0.0,
-                             max_engine_losses=3, max_running_per_engine=16, log=_Log())
+    core = MissionEngineCore(clock, clock, Journal(tmp_path / "j.db"), Admission(16, 10.0, 0.0), engine_timeout=3.0,
+                             state_period=0.0, max_engine_losses=3, max_running_per_engine=16, log=_Log())
     spec = mission("", task("a", "plan"))
-    assert isinstance(core.decide(spec), Reject)  # nobody announced "plan": rejected at once
+    decision = core.decide(spec)
+    assert isinstance(decision, Reject) and "'plan' is not served" in decision.message  # nobody announced it
     core.announce("/quantum", "/quantum/run_task", [ROUTES["plan"].spec], (1, 0))  # not reachable yet
     assert isinstance(core.decide(spec), Wait)
+    core.close()
