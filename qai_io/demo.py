@@ -222,6 +222,8 @@ class Demo:
         active = [r for r in self.robots if r.request_id]
         deadline = time.monotonic() + self.args.timeout
         console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 140))  # a log file: whole columns
         live = Live(self.view(), console=console, refresh_per_second=4, transient=False) if console.is_terminal \
             else None
         next_print = 0.0
@@ -392,7 +394,8 @@ class Demo:
                           f"report {'received' if figures['report_received'] else 'MISSING'}")
             streams = figures["telemetry"]
             console.print("  telemetry: " + "; ".join(
-                f"{name} {s['received']} received, {s['dropped']} dropped (reported), {s['missing']} missing"
+                f"{name} {s['sent']} sent, {s['received']} received, {s['dropped']} dropped (reported), "
+                f"{s['missing']} lost"
                 for name, s in sorted(streams.items())))
         summary["succeeded"] = succeeded
         if self.args.summary_json:
@@ -401,13 +404,14 @@ class Demo:
         return 0 if succeeded else 1
 
     def telemetry(self, robot: str) -> dict[str, dict[str, int]]:
-        """Per stream: numbers received, reported dropped, and missing (neither), as the hub counts them."""
+        """Per stream: messages sent (the robot numbers them from 1), received, reported dropped, and missing
+        (neither), as the hub counts them."""
         view = self.session.fleet.robots.get(robot)
         if view is None:
             return {}
         with self.session._lock:
-            return {name: {"received": len(t.received), "dropped": len(t.dropped), "missing": len(t.missing()),
-                           "duplicates": t.duplicates} for name, t in view.streams.items()}
+            return {name: {"sent": t.highest, "received": len(t.received), "dropped": len(t.dropped),
+                           "missing": len(t.missing()), "duplicates": t.duplicates} for name, t in view.streams.items()}
 
     def tear_down(self) -> None:
         if self.session is not None:
