@@ -1,5 +1,7 @@
-"""`qai-edge demo`: the product end to end. A hub commands simulated drones over MQTT; they plan, fly, learn
-on the way, survive faults; the hub watches it all from what arrives over MQTT.
+"""`qai-edge demo`: the product end to end.
+
+A hub commands simulated drones over MQTT; they plan, fly, learn on the way, survive faults; the hub
+watches it all from what arrives over MQTT.
 
 What it does:
 1. starts Debian's mosquitto with config/mosquitto.conf on a free loopback port, makes the hub's ML-DSA-65
@@ -72,7 +74,7 @@ class Robot:
 
 def robot_profile(base: dict, name: str, home: list[float], workdir: Path, broker_port: int, public_key: Path,
                   controller: str) -> dict:
-    """The demo's profile of one robot: config/edge.yaml with its name, home, files and the demo's broker."""
+    """Return the demo's profile of one robot: config/edge.yaml with its name, home, files and broker."""
     profile = json.loads(json.dumps(base))  # a deep copy
     profile["namespace"], profile["robot_id"] = name, name
     profile.pop("broker", None)  # the demo runs the one broker of the fleet
@@ -254,8 +256,11 @@ class Demo:
     # -- Faults ---------------------------------------------------------------------------------------
 
     def _plan_faults(self) -> None:
-        """When to inject what: a sensor dropout early, a SIGKILL of drone1's mission engine after its first
-        scan, a battery sag on the last robot (mid-survey with several robots, during the last leg alone)."""
+        """Decide when to inject what.
+
+        A sensor dropout early, a SIGKILL of drone1's mission engine after its first scan, a battery sag on
+        the last robot (mid-survey with several robots, during the last leg alone).
+        """
         first, last = self.robots[0], self.robots[-1]
         sag_after = "scan_1" if len(self.robots) > 1 else f"scan_{len(last.points)}"
         self._fault_steps = [
@@ -404,8 +409,10 @@ class Demo:
         return 0 if succeeded else 1
 
     def telemetry(self, robot: str) -> dict[str, dict[str, int]]:
-        """Per stream: messages sent (the robot numbers them from 1), received, reported dropped, and missing
-        (neither), as the hub counts them."""
+        """Count each stream's messages as the hub saw them.
+
+        Sent (the robot numbers them from 1), received, reported dropped, and missing (neither).
+        """
         view = self.session.fleet.robots.get(robot)
         if view is None:
             return {}

@@ -1,6 +1,7 @@
-"""Faults for `qai-edge demo --faults`, injected the way an operator would on a real robot stack: the
-simulated vehicle's fault parameters set over ROS (`ros2 param set`), and an engine process killed with
-SIGKILL. The hub side of the demo stays ROS-free; this is the environment's side.
+"""Faults for `qai-edge demo --faults`, injected as an operator would on a real robot stack.
+
+The simulated vehicle's fault parameters are set over ROS (`ros2 param set`), and an engine process is
+killed with SIGKILL. The hub side of the demo stays ROS-free; this is the environment's side.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class FaultInjector:
 
 
 def node_process(supervisor_pid: int, executable: str) -> psutil.Process | None:
-    """The running process of `executable` among the children of a `qai-edge up` supervisor."""
+    """Return the running process of `executable` among the children of a `qai-edge up` supervisor."""
     try:
         children = psutil.Process(supervisor_pid).children()
     except psutil.NoSuchProcess:

@@ -49,8 +49,10 @@ class Admission:
         self._grace_until = started_at + grace
 
     def open_grace(self, now: float) -> None:
-        """Let missions wait a while for kinds nobody serves yet: an engine went away, or came and is still
-        being reached."""
+        """Let missions wait a while for kinds nobody serves yet.
+
+        Opened when an engine went away, or came and is still being reached.
+        """
         self._grace_until = max(self._grace_until, now + self.grace)
 
     def grace_until(self) -> float:

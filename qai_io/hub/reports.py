@@ -29,7 +29,7 @@ REPORT = TaskKindSpec(
 
 
 def report_data(name: str, mission_id: str, task_id: str, content: Any, max_bytes: int) -> bytes:
-    """The report as JSON; TaskFailed (not retryable) when it is larger than `max_bytes`."""
+    """Return the report as JSON; TaskFailed (not retryable) when it is larger than `max_bytes`."""
     data = orjson.dumps({"name": name, "mission_id": mission_id, "task_id": task_id, "content": content})
     if len(data) > max_bytes:
         raise TaskFailed(f"parameters.content: {len(data)} bytes as a report, more than the limit of {max_bytes} "

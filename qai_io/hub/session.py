@@ -1,5 +1,6 @@
-"""A hub's session with its fleet: one MQTT connection that follows everything the robots publish and sends
-signed commands. No rclpy import; no ROS on the hub.
+"""A hub's session with its fleet: one MQTT connection that follows the robots and sends signed commands.
+
+No rclpy import; no ROS on the hub.
 
 It keeps the Fleet view (qai_io.hub.fleet: status, missions, position, battery, health, and the sequence
 numbers of every telemetry stream), every reply by request id, every report, the latest endurance

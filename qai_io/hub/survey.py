@@ -1,5 +1,6 @@
-"""The survey the hub sends (the end-to-end demo's mission), and what the hub makes of its outcome. No rclpy
-import; no ROS on the hub.
+"""The survey the hub sends (the end-to-end demo's mission), and what the hub makes of its outcome.
+
+No rclpy import; no ROS on the hub.
 
 A survey mission, for one robot and its share of the survey points:
 
@@ -31,7 +32,7 @@ Point = Sequence[float]
 def survey_mission(points: Sequence[Point], home: Point, *, name: str = "survey", altitude: float = 6.0,
                    speed: float = 4.0, scan_seconds: float = 2.0, solver: str = "quantum",
                    plan_deadline: float = 20.0, seed: int = 1) -> dict[str, Any]:
-    """The mission document of a survey of `points` ([x, y] or [x, y, z]) from `home` ([x, y, z])."""
+    """Return the mission document of a survey of `points` ([x, y] or [x, y, z]) from `home` ([x, y, z])."""
     if not points:
         raise ValueError("points: a survey needs at least one point")
     stops = [[float(p[0]), float(p[1]), float(p[2]) if len(p) > 2 else altitude] for p in points]
@@ -65,8 +66,11 @@ def survey_mission(points: Sequence[Point], home: Point, *, name: str = "survey"
 
 
 def assignment_mission(points: Sequence[Point], homes: Sequence[Point]) -> dict[str, Any]:
-    """A mission asking one robot's quantum bridge to share the points among the robots (costs: distance
-    from each robot's home), each robot taking at most an even share (rounded up)."""
+    """Return a mission asking one robot's quantum bridge to share the points among the robots.
+
+    The cost of a point for a robot is its distance from the robot's home; each robot takes at most an
+    even share (rounded up).
+    """
     costs = [[round(math.dist(point[:2], home[:2]), 3) for home in homes] for point in points]
     share = math.ceil(len(points) / len(homes))
     return {"name": "share the survey", "tasks": [{"id": "assign", "kind": "assign_tasks", "parameters": {
@@ -74,7 +78,7 @@ def assignment_mission(points: Sequence[Point], homes: Sequence[Point]) -> dict[
 
 
 def split_points(points: Sequence[Point], assignment: Sequence[int], robots: int) -> list[list[Point]]:
-    """The points of each robot, from an assignment (the robot index of each point)."""
+    """Return the points of each robot, from an assignment (the robot index of each point)."""
     shares: list[list[Point]] = [[] for _ in range(robots)]
     for point, robot in zip(points, assignment):
         shares[int(robot)].append(point)
@@ -116,7 +120,7 @@ def task_rows(tasks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def outcome_figures(tasks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """What the survey did, from its final tasks: distance flown, points scanned, which solver planned."""
+    """Sum up what the survey did from its final tasks: distance flown, points scanned, the planner."""
     tasks = list(tasks)
     results = task_results(tasks)
     kinds = {task.get("task_id"): task.get("kind") for task in tasks}
