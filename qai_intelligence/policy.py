@@ -70,7 +70,7 @@ class Scenario:
 
     @property
     def path(self) -> list[tuple[float, float, float]]:
-        """The line the vehicle should keep to (cross-track error is measured from it)."""
+        """Return the line the vehicle should keep to (cross-track error is measured from it)."""
         if self.kind == "navigate":
             return [self.start, *self.waypoints]
         if self.kind == "hold":

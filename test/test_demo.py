@@ -1,7 +1,9 @@
-"""The end-to-end demo as a user runs it (`qai-edge demo`), checked by its outcome, not its output text: the
-survey succeeded, every point was scanned, the report reached the hub, the hub received every telemetry
+"""The end-to-end demo as a user runs it (`qai-edge demo`), checked by its outcome, not its output text.
+
+The survey succeeded, every point was scanned, the report reached the hub, the hub received every telemetry
 sequence number (or an accounted drop), a killed engine was restarted without re-running finished tasks,
-and nothing is left running."""
+and nothing is left running.
+"""
 
 import json
 import os
@@ -30,7 +32,7 @@ def run_demo(tmp_path, *options: str, timeout: float = 420.0) -> tuple[dict, str
 
 
 def _ours(process, workdir: str) -> bool:
-    """A process the demo started: its files, or a node of its robots on this test's ROS domain."""
+    """Tell whether the demo started this process: its files, or a node of its robots on this test's ROS domain."""
     command = " ".join(process.info["cmdline"] or [])
     environ = process.info["environ"] or {}
     return workdir in command or ("__ns:=/drone" in command

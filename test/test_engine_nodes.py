@@ -95,8 +95,10 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
 
 
 def test_capability_announcement_repeats_with_the_same_start_stamp(processes, ros_probe):
-    """Repeated, because a transient-local sample can miss a late joiner (eProsima/Fast-DDS#3822); the
-    stamp says when the engine started, so a repeat is not mistaken for a restart."""
+    """Check the announcement repeats, as a transient-local sample can miss a late joiner (eProsima/Fast-DDS#3822).
+
+    The stamp says when the engine started, so a repeat is not mistaken for a restart.
+    """
     from qai_edge.qos import CAPABILITIES_QOS
     from qai_interfaces.msg import EngineCapabilities
 

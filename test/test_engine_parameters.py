@@ -1,5 +1,8 @@
-"""Parameters mean what they say (EngineNode): a writable one is checked against its spec when set and
-takes effect; a read-only one is refused; a node that leaves a writable parameter unhandled does not start."""
+"""Parameters mean what they say (EngineNode).
+
+A writable one is checked against its spec when set and takes effect; a read-only one is refused; a node that
+leaves a writable parameter unhandled does not start.
+"""
 
 import pytest
 

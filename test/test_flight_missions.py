@@ -1,6 +1,8 @@
-"""Missions that fly: mission_engine, io_engine and sim_vehicle in their own processes, driven by
-MissionClient. Navigate and scan tasks go through the mission engine to the I/O engine; a low battery
-starts the return-home mission, which preempts the flight."""
+"""Missions that fly: mission_engine, io_engine and sim_vehicle in their own processes, driven by MissionClient.
+
+Navigate and scan tasks go through the mission engine to the I/O engine; a low battery starts the return-home
+mission, which preempts the flight.
+"""
 
 import math
 from pathlib import Path

@@ -58,9 +58,11 @@ def ros_interface(module: Path) -> dict[str, tuple[str, str]]:
 
 
 def world_topics(world: Path) -> dict[str, str]:
-    """{Gazebo topic: "pub" or "sub"} that the world's sensors and model plugins are configured with, topics
-    composed as each plugin composes them (gz-sim8 sources: OdometryPublisher.cc, LinearBatteryPlugin.cc,
-    MulticopterVelocityControl.cc)."""
+    """Return {Gazebo topic: "pub" or "sub"} that the world's sensors and model plugins are configured with.
+
+    The topics are composed as each plugin composes them (gz-sim8 sources: OdometryPublisher.cc,
+    LinearBatteryPlugin.cc, MulticopterVelocityControl.cc).
+    """
     topics = dict(SERVER_TOPICS)
     for model in ElementTree.parse(world).getroot().iter("model"):
         name = model.get("name")
@@ -157,7 +159,7 @@ LAUNCH_TREE = ast.parse(LAUNCH.read_text())
 
 
 def _launch_function(name: str):
-    """A function of the launch file, compiled alone (it must use nothing but its arguments)."""
+    """Return a function of the launch file, compiled alone (it must use nothing but its arguments)."""
     node = next(n for n in LAUNCH_TREE.body if isinstance(n, ast.FunctionDef) and n.name == name)
     namespace = {}
     exec(compile(ast.Module(body=[node], type_ignores=[]), str(LAUNCH), "exec"), namespace)

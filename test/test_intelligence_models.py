@@ -1,5 +1,8 @@
-"""The intelligence engine's cores in-process: models and their state, features and bad input, training,
-checkpoints and their refusals, the model store's promotion gate, the runtime's swaps, the baselines."""
+"""The intelligence engine's cores in-process.
+
+Models and their state, features and bad input, training, checkpoints and their refusals, the model store's
+promotion gate, the runtime's swaps, the baselines.
+"""
 
 import json
 import math
@@ -318,7 +321,7 @@ def test_weights_of_another_size_are_refused_naming_the_tensor(saved):
 # -- The store and its promotion gate ----------------------------------------------------------------
 
 def scored(scores):
-    """An evaluation that reads each checkpoint's score from its metadata (the gate's contract, no data)."""
+    """Return an evaluation that reads each checkpoint's score from its metadata (the gate's contract, no data)."""
     return lambda directory: (json.loads((directory / "meta.json").read_text())["score"], {})
 
 

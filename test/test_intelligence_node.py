@@ -1,7 +1,9 @@
-"""intelligence_engine with sim_vehicle, io_engine and mission_engine in their own processes over real DDS: the
-learned policy flies a navigate task through the io_engine's external controller; endurance predictions come
+"""intelligence_engine with sim_vehicle, io_engine and mission_engine in their own processes over real DDS.
+
+The learned policy flies a navigate task through the io_engine's external controller; endurance predictions come
 from the simulator and a battery sag raises endurance_low, whose event rule brings the vehicle home; the anomaly
-detector flags a stuck sensor; models are activated through the gate and rolled back by service."""
+detector flags a stuck sensor; models are activated through the gate and rolled back by service.
+"""
 
 import json
 import math
@@ -91,9 +93,12 @@ def close_after():
 @pytest.mark.slow
 def test_a_mission_flies_with_the_learned_policy_and_endurance_low_brings_the_vehicle_home_early(
         processes, ros_probe, tmp_path, close_after):
-    """The issue's end to end: the io_engine follows the CfC policy (controller: external); a failing cell
+    """Fly a mission with the learned policy; endurance_low brings the vehicle home early.
+
+    The issue's end to end: the io_engine follows the CfC policy (controller: external); a failing cell
     drops the predicted endurance below what the return needs; the mission engine's rule starts return_home,
-    flown by the policy too; the mission's endurance watch fails it, so the flight does not resume."""
+    flown by the policy too; the mission's endurance watch fails it, so the flight does not resume.
+    """
     from qai_mission.client import MissionOutcome
     from qai_mission.model import TaskStatus
 
@@ -163,8 +168,11 @@ def test_the_anomaly_detector_flags_a_stuck_odometry_sensor(processes, ros_probe
 @pytest.mark.slow
 def test_a_model_is_activated_only_through_the_gate_hot_swapped_and_rolled_back(
         processes, ros_probe, tmp_path, close_after):
-    """The store starts with an untrained endurance model active; the shipped one beats it on the gate and is
-    swapped in while predictions go on; a corrupt checkpoint is refused; rollback returns to the first."""
+    """Activate a model only through the gate, hot-swap it and roll it back.
+
+    The store starts with an untrained endurance model active; the shipped one beats it on the gate and is
+    swapped in while predictions go on; a corrupt checkpoint is refused; rollback returns to the first.
+    """
     import torch
 
     from qai_intelligence import checkpoint

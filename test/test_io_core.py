@@ -1,5 +1,7 @@
-"""The io_engine's core in-process, closed-loop with the vehicle model on a fake clock (test/io_world.py):
-motion tasks, the battery fail-safe, the limits announced in the kinds, return-home planning, scans."""
+"""The io_engine's core in-process, closed-loop with the vehicle model on a fake clock (test/io_world.py).
+
+Motion tasks, the battery fail-safe, the limits announced in the kinds, return-home planning, scans.
+"""
 
 import math
 
@@ -137,7 +139,7 @@ def test_the_reserve_stays_after_landing_while_the_fault_is_there():
 
 
 def announced(world):
-    """The kinds as the mission engine sees them: through the TaskKind message."""
+    """Return the kinds as the mission engine sees them: through the TaskKind message."""
     return {served.spec.name: kind_from_msg(kind_to_msg(served.spec)) for served in world.core.served_kinds()}
 
 

@@ -1,5 +1,7 @@
-"""io_engine and sim_vehicle in their own processes over real DDS: motion and scan tasks through the
-RunTask action, cancel, safety, fault injection, bad input."""
+"""io_engine and sim_vehicle in their own processes over real DDS.
+
+Motion and scan tasks through the RunTask action, cancel, safety, fault injection, bad input.
+"""
 
 import math
 import time
@@ -184,9 +186,12 @@ def battery_reserve(stack) -> str:
 
 def test_a_sag_driving_the_battery_reading_out_of_range_in_flight_keeps_calling_for_a_return_home(
         processes, ros_probe):
-    """The readings are rejected as out of range (once only "battery: stale"): the reserve is entered, its
+    """Keep calling for a return home while a sag drives the battery reading out of range in flight.
+
+    The readings are rejected as out of range (once only "battery: stale"): the reserve is entered, its
     event repeats until a return_home runs, the latch outlasts the recovery in the air and clears once
-    landed with healthy readings."""
+    landed with healthy readings.
+    """
     from qai_interfaces.msg import Event
 
     stack = IoStack(processes, ros_probe, io_parameters={
@@ -267,8 +272,11 @@ def test_invalid_readings_are_rejected_and_counted_not_used(processes, ros_probe
 
 
 def test_the_external_controller_follows_another_nodes_commands_and_stops_without_them(processes, ros_probe):
-    """controller: external: the io_engine publishes control/target and drives by control/cmd_vel, the
-    way the intelligence engine's learned policy will."""
+    """Check that the external controller follows another node's commands and stops without them.
+
+    With controller: external, the io_engine publishes control/target and drives by control/cmd_vel, the way
+    the intelligence engine's learned policy will.
+    """
     from geometry_msgs.msg import PointStamped, Twist
 
     stack = IoStack(processes, ros_probe, io_parameters={"controller": "external"})

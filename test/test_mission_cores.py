@@ -1,5 +1,7 @@
-"""The mission engine's cores in-process, on fake clocks: the engine registry, admission, event rules, state
-publication, and the core that wires them with the journal."""
+"""The mission engine's cores in-process, on fake clocks.
+
+The engine registry, admission, event rules, state publication, and the core that wires them with the journal.
+"""
 
 import threading
 from pathlib import Path
@@ -50,8 +52,10 @@ def test_a_new_start_stamp_from_an_engine_that_was_up_is_a_restart():
 
 
 def test_a_stall_of_the_mission_engine_itself_does_not_lose_every_engine():
-    """Heartbeats queue while the executor is busy: after a long gap between checks, no engine is lost
-    until a full timeout later, giving the queued heartbeats time to be read."""
+    """Lose no engine until a full timeout after a long gap between checks.
+
+    Heartbeats queue while the executor is busy; the full timeout gives the queued heartbeats time to be read.
+    """
     registry = EngineRegistry(timeout=3.0)
     registry.announce("/io", "/io/run_task", KINDS, (1, 0), now=0.0)
     registry.check(0.1, lambda e: True)

@@ -1,5 +1,8 @@
-"""Crash recovery across processes: SIGKILL the mission engine mid-mission, start it again on the same
-journal, and the mission completes with no finished task run again."""
+"""Crash recovery across processes.
+
+SIGKILL the mission engine mid-mission, start it again on the same journal, and the mission completes with no
+finished task run again.
+"""
 
 import signal
 import time

@@ -1,5 +1,7 @@
-"""The mission engine across processes: real mission_engine and test engine nodes over real DDS,
-driven by MissionClient as a script would."""
+"""The mission engine across processes.
+
+Real mission_engine and test engine nodes over real DDS, driven by MissionClient as a script would.
+"""
 
 import signal
 import time

@@ -1,5 +1,4 @@
-"""The mission journal and recovery from it: what was acknowledged survives a crash; a bad file is a
-clear error."""
+"""The mission journal and recovery from it: what was acknowledged survives a crash; a bad file is a clear error."""
 
 import sqlite3
 from dataclasses import replace

@@ -1,9 +1,11 @@
-"""Property tests of the scheduler on random task graphs, with engines that succeed, fail, time out,
-get canceled and disappear at random:
+"""Property tests of the scheduler on random task graphs.
+
+The engines succeed, fail, time out, get canceled and disappear at random, and:
 - every task ends in a terminal state, and so does its mission;
 - no task is dispatched before all its dependencies succeeded;
 - no two attempts holding the same exclusive resource overlap (from dispatch until the attempt ended);
-- a mission succeeds only when no required task failed."""
+- a mission succeeds only when no required task failed.
+"""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

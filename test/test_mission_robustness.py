@@ -1,6 +1,8 @@
-"""The mission engine under the faults and loads that grounded robots before (issue 8), across processes:
-admission right after start-up, poison tasks, large missions beside a running one, missions on simulated
-time, and the command line with hostile files."""
+"""The mission engine under the faults and loads that grounded robots before (issue 8), across processes.
+
+Admission right after start-up, poison tasks, large missions beside a running one, missions on simulated
+time, and the command line with hostile files.
+"""
 
 import subprocess
 import time

@@ -1,5 +1,8 @@
-"""The mission scheduler core: ordering, concurrency, resources, preemption, retries, timeouts,
-deadlines, result references, cancellation, lost engines."""
+"""The mission scheduler core.
+
+Ordering, concurrency, resources, preemption, retries, timeouts, deadlines, result references, cancellation,
+lost engines.
+"""
 
 import pytest
 

@@ -1,5 +1,7 @@
-"""The two ROS packages as installed: interfaces import with no environment set-up, executables and
-declared dependencies match the code."""
+"""The two ROS packages as installed.
+
+Interfaces import with no environment set-up, executables and declared dependencies match the code.
+"""
 
 import os
 import re

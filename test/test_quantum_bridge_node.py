@@ -207,8 +207,11 @@ def qubo_goal(num_variables, terms=0):
 
 
 def test_under_a_memory_limit_oversized_jobs_are_refused_and_the_node_stays_up(processes, ros_probe):
-    """The real node with RLIMIT_AS set in its process: jobs of every kind beyond the bounds (or beyond the
-    memory the limit leaves) are refused, not retryable, naming the field; a normal job still runs after."""
+    """Refuse oversized jobs under a memory limit and keep the node up.
+
+    The real node with RLIMIT_AS set in its process: jobs of every kind beyond the bounds (or beyond the
+    memory the limit leaves) are refused, not retryable, naming the field; a normal job still runs after.
+    """
     from action_msgs.msg import GoalStatus
     from geometry_msgs.msg import Point
 

@@ -1,5 +1,8 @@
-"""The diagonal-QAOA kernel against qiskit-aer (same transpiled circuit), its exact objective and sampling,
-and what the bridge does with it: learned estimates, deadlines that hold, warm starts, no overflow."""
+"""The diagonal-QAOA kernel and what the bridge does with it.
+
+The kernel against qiskit-aer (same transpiled circuit), its exact objective and sampling; the bridge's
+learned estimates, deadlines that hold, warm starts, no overflow.
+"""
 
 import math
 import re
@@ -171,8 +174,11 @@ def test_large_routes_fall_back_with_a_short_reason_instead_of_overflowing(waypo
 
 
 def test_a_forced_quantum_route_keeps_its_deadline():
-    """Every stage counts: a 16-qubit route with a 2 s deadline ends near it, with QAOA's answer or the
-    classical one (measured outside the project before: 10 s deadlines ended at 10.5-13 s)."""
+    """Keep the deadline of a forced quantum route: every stage counts.
+
+    A 16-qubit route with a 2 s deadline ends near it, with QAOA's answer or the classical one (measured
+    outside the project before: 10 s deadlines ended at 10.5-13 s).
+    """
     problem = RouteProblem(points=np.random.default_rng(3).uniform(0, 40, (5, 3)))
     for backend in ("statevector_diagonal", "aer_statevector"):
         result = QuantumBridge(PROFILES).solve(problem, SolveRequest(preference="quantum", backend=backend,

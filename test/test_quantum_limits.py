@@ -1,5 +1,8 @@
-"""Every input of the quantum bridge has a bound, checked before anything is built; errors name the field,
-the limit and the value (shortened); QASM reads no file; memory limits of the process count."""
+"""Every input of the quantum bridge has a bound, checked before anything is built.
+
+Errors name the field, the limit and the value (shortened); QASM reads no file; memory limits of the process
+count.
+"""
 
 import json
 import re
@@ -30,7 +33,7 @@ def service():
 
 
 def run(service, kind, parameters):
-    """A job as the node runs it: the kind's schema first (as the task server checks it), then its handler."""
+    """Run a job as the node runs it: the kind's schema first (as the task server checks it), then its handler."""
     errors = parameter_errors(service.kinds[kind], parameters)
     if errors:
         raise TaskFailed("; ".join(errors), retryable=False)

@@ -1,5 +1,8 @@
-"""Problems -> QUBO: on random small instances the QUBO's optimum (by brute force) is the problem's
-optimum (by an exact classical solver); decoding, feasibility and clear errors."""
+"""Problems -> QUBO.
+
+On random small instances the QUBO's optimum (by brute force) is the problem's optimum (by an exact classical
+solver); decoding, feasibility and clear errors.
+"""
 
 import itertools
 import math

@@ -1,5 +1,8 @@
-"""QAOA on qiskit-aer, the bridge's policy (deadline, fallback, verification), technology profiles,
-the cloud QPU adapter (against qiskit-ibm-runtime's fake backends), and circuit jobs."""
+"""QAOA on qiskit-aer, the bridge's policy, technology profiles, the cloud QPU adapter, and circuit jobs.
+
+The bridge's policy: deadline, fallback, verification. The cloud QPU adapter is tested against
+qiskit-ibm-runtime's fake backends.
+"""
 
 import math
 

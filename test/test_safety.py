@@ -33,7 +33,10 @@ def supervisor(clock, pose=LANDED, **overrides):
 
 
 def feed(safety, clock, values, seconds, period=0.5):
-    """Readings every `period` s for `seconds` (values None: rejected ones), ticking between; the notices."""
+    """Feed readings every `period` s for `seconds`, ticking between, and return the notices.
+
+    `values` None feeds rejected readings.
+    """
     notices = []
     for _ in range(round(seconds / period)):
         clock.now += period
@@ -213,8 +216,11 @@ def test_the_stale_odometry_age_is_never_negative_when_odometry_never_came_durin
 
 
 def test_an_endurance_low_prediction_enters_the_reserve_so_the_flight_is_not_resumed(clock):
-    """The intelligence engine says the way home needs more time than the battery has left: navigate is
-    refused from now on (a survey preempted by return_home does not fly again once home), the event goes out."""
+    """Enter the reserve on an endurance_low prediction, so the flight is not resumed.
+
+    The intelligence engine says the way home needs more time than the battery has left: navigate is
+    refused from now on (a survey preempted by return_home does not fly again once home), the event goes out.
+    """
     safety = supervisor(clock, pose=AIRBORNE)
     feed(safety, clock, GOOD, 1.0)
     notices = safety.on_endurance_low("intelligence_engine: predicted 40 s, the way home needs 55 s", clock.now)

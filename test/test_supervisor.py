@@ -17,8 +17,11 @@ IGNORE_SIGTERM = "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
 
 
 def ready_sleeper(ready: Path, handlers: str = "") -> list[str]:
-    """A child that sets its signal handlers, then creates `ready`, then sleeps. A signal that lands while
-    CPython is still starting can be lost (or kill it as SIG_DFL), so signal tests wait for `ready`."""
+    """Return the command line of a child that sets its signal handlers, then creates `ready`, then sleeps.
+
+    A signal that lands while CPython is still starting can be lost (or kill it as SIG_DFL), so signal tests
+    wait for `ready`.
+    """
     return [sys.executable, "-c",
             f"import pathlib, signal, time; {handlers}pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"]
 

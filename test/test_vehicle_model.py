@@ -1,5 +1,7 @@
-"""The simulated vehicle: commands lead to the expected motion, the battery drains as modelled, and the
-same seed gives the same run."""
+"""The simulated vehicle.
+
+Commands lead to the expected motion, the battery drains as modelled, and the same seed gives the same run.
+"""
 
 import math
 
