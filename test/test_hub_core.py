@@ -1,5 +1,8 @@
-"""The hub link's plain parts, in-process: canonical JSON, the message codec, the on-disk queue, streams,
-signing, the command gate and the hub's fleet view."""
+"""The hub link's plain parts, in-process.
+
+Canonical JSON, the message codec, the on-disk queue, streams, signing, the command gate and the hub's
+fleet view.
+"""
 
 import json
 import math

@@ -1,6 +1,9 @@
-"""The MQTT link in-process against a real mosquitto: TLS, resubscribe after a broker restart, the backlog
-after an outage (priority order, live data not starved), bounds and expiry reported as drops, the last
-will and the clean offline status, and the fall back to MQTT 3.1.1."""
+"""The MQTT link in-process against a real mosquitto.
+
+TLS, resubscribe after a broker restart, the backlog after an outage (priority order, live data not
+starved), bounds and expiry reported as drops, the last will and the clean offline status, and the fall
+back to MQTT 3.1.1.
+"""
 
 import os
 import select

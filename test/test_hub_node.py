@@ -1,5 +1,8 @@
-"""hub_link as a robot runs it: real mosquitto, real hub_link and mission_engine processes over real DDS,
-and the hub side (a subscriber, and `qai-hub` run as an operator runs it)."""
+"""hub_link as a robot runs it.
+
+Real mosquitto, real hub_link and mission_engine processes over real DDS, and the hub side (a subscriber,
+and `qai-hub` run as an operator runs it).
+"""
 
 from __future__ import annotations
 
@@ -313,8 +316,11 @@ def publish_numbers(probe: RosProbe, publisher, numbers, rate: float) -> None:
 
 
 def warm_up(probe: RosProbe, publisher, arrived) -> None:
-    """Publish 0 until `arrived()`: a DDS writer may match its reader before the reader matches it, and the
-    first samples are then lost before the link ever sees them; a test of the link starts after that."""
+    """Publish 0 until `arrived()`.
+
+    A DDS writer may match its reader before the reader matches it, and the first samples are then lost
+    before the link ever sees them; a test of the link starts after that.
+    """
     from std_msgs.msg import UInt32
 
     deadline = time.monotonic() + TIMEOUT
