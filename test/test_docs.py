@@ -1,5 +1,8 @@
-"""The README says what the code does: every task kind any engine serves is in its kinds table, with every
-parameter its schema takes."""
+"""The README and docs/ say what the code does.
+
+Every task kind any engine serves is in README's kinds table, with every parameter its schema takes; the
+configuration reference is what the parameter specs say.
+"""
 
 import re
 from pathlib import Path
