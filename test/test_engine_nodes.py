@@ -67,6 +67,7 @@ def test_engine_reports_ok_on_diagnostics_from_its_own_process(executable, proce
 
 @pytest.mark.parametrize("executable", ENGINES)
 def test_engine_announces_capabilities_that_are_true(executable, processes, ros_probe):
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.action import get_action_server_names_and_types_by_node
 
     from qai_edge.qos import CAPABILITIES_QOS
@@ -85,8 +86,20 @@ def test_engine_announces_capabilities_that_are_true(executable, processes, ros_
     assert announcement.engine == name
     announced_kinds = [kind.name for kind in announcement.kinds]
     assert status_values(ros_probe.latest_status(name))["kinds"] == ",".join(announced_kinds)
-    servers = [server for server, _ in get_action_server_names_and_types_by_node(
-        ros_probe.node, executable, namespace)]
+
+    def action_servers():
+        # The graph learns a node's name after its topics: until then rcl raises "error not set".
+        try:
+            return [server for server, _ in get_action_server_names_and_types_by_node(
+                ros_probe.node, executable, namespace)]
+        except RCLError:
+            return None
+
+    if announcement.task_action:
+        ros_probe.spin_until(lambda: announcement.task_action in (action_servers() or []), DISCOVERY_TIMEOUT,
+                             lambda: f"{announcement.task_action} among {action_servers()}")
+    servers = ros_probe.spin_until(lambda: (action_servers(),) if action_servers() is not None else None,
+                                   DISCOVERY_TIMEOUT, f"the action servers of {name}")[0]
     if announcement.task_action:
         assert announcement.task_action in servers
     else:
