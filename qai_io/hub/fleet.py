@@ -1,7 +1,9 @@
 """The hub's view of a fleet, built from what arrives over MQTT. No rclpy import; no ROS on the hub.
 
 Fleet.on_message takes every message of `qai/<fleet>/#` and keeps, per robot: the retained status
-(online or offline, link figures, mission summary), the latest state of each mission, position, speed
+(online or offline, link figures, mission summary), the latest state of each mission (the mission
+engine sends the tasks that changed since its previous message: they are merged by task, each kept from
+the newest message that carried it, so the backlog after an outage never undoes newer states), position, speed
 and heading, battery, the predicted endurance, the /diagnostics summary, the engines' announcements
 (engine_capabilities: their kinds, start stamps and so their restarts), the latest events, and a
 SequenceTracker per telemetry stream: which sequence numbers arrived (duplicates, which QoS 1 allows
@@ -137,6 +139,7 @@ class RobotView:
     streams: dict[str, SequenceTracker] = field(default_factory=dict)
     replies: list[dict[str, Any]] = field(default_factory=list)
     stamps: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    task_stamps: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # mission -> task ("": itself)
 
     @property
     def online(self) -> bool:
@@ -244,6 +247,8 @@ class Fleet:
         if kind.endswith("/Event"):  # a log, not a state: every event counts, late ones too
             robot.events.append(data)
             return change
+        if kind.endswith("/MissionState"):
+            return self._mission_state(robot, change, data)
         # After an outage the backlog arrives after newer live data: keep the newest state by its own stamp
         # (per mission, per engine).
         key = (kind, str(data.get("mission_id") or data.get("engine") or ""))
@@ -252,13 +257,7 @@ class Fleet:
             change.applied = False
             return change
         robot.stamps[key] = stamp
-        if kind.endswith("/MissionState"):
-            mission_id = data.get("mission_id", "")
-            change.previous = robot.missions.pop(mission_id, None)
-            robot.missions[mission_id] = data
-            while len(robot.missions) > self.keep_missions:
-                robot.missions.pop(next(iter(robot.missions)))
-        elif kind.endswith("/Odometry"):
+        if kind.endswith("/Odometry"):
             self._odometry(robot, data)
         elif kind.endswith("/BatteryState"):
             robot.battery = data
@@ -272,6 +271,36 @@ class Fleet:
             engines[data["engine"]] = data
             while len(engines) > 64:  # engines of one robot; a restart under a new name leaves the old one
                 engines.pop(next(iter(engines)))
+        return change
+
+    def _mission_state(self, robot: RobotView, change: Change, data: dict[str, Any]) -> Change:
+        """Merge a MissionState: the mission's own fields and each task it carries, where newer than held."""
+        mission_id = str(data.get("mission_id", ""))
+        stamp = _header_stamp(data)
+        held = robot.missions.pop(mission_id, None)
+        stamps = robot.task_stamps.pop(mission_id, {})
+        tasks = {str(task.get("task_id", "")): task for task in (held or {}).get("tasks", [])}
+        newer = held is None or stamp >= stamps.get("", (-1, 0))
+        taken = 0
+        for task in data.get("tasks") or []:
+            if not isinstance(task, dict):
+                continue
+            task_id = str(task.get("task_id", ""))
+            if stamp >= stamps.get(task_id, (-1, 0)) or task_id not in tasks:
+                tasks[task_id] = task
+                stamps[task_id] = stamp
+                taken += 1
+        merged = dict(data) if newer else dict(held)
+        merged["tasks"] = list(tasks.values())
+        if newer:
+            stamps[""] = stamp
+        change.previous, change.applied = held, newer or taken > 0
+        robot.missions[mission_id] = merged
+        robot.task_stamps[mission_id] = stamps
+        while len(robot.missions) > self.keep_missions:
+            oldest = next(iter(robot.missions))
+            robot.missions.pop(oldest)
+            robot.task_stamps.pop(oldest, None)
         return change
 
     @staticmethod
