@@ -19,9 +19,8 @@ PASSWORD = "operator-test-password"
 
 def chromium_paths() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver") or next((p for p in ("/usr/bin/chromedriver",
-                                                              "/usr/lib/chromium/chromedriver") if os.access(p, os.X_OK)),
-                                                 None)
+    candidates = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+    driver = shutil.which("chromedriver") or next((p for p in candidates if os.access(p, os.X_OK)), None)
     return (browser, driver) if browser and driver else None
 
 
@@ -60,8 +59,8 @@ class Browser:
                          f"--user-data-dir={directory / 'chromium-profile'}"):
             options.add_argument(argument)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.driver = webdriver.Chrome(options=options, service=Service(driver, log_output=str(directory /
-                                                                                              "chromedriver.log")))
+        service = Service(driver, log_output=str(directory / "chromedriver.log"))
+        self.driver = webdriver.Chrome(options=options, service=service)
         self.driver.set_script_timeout(30)
 
     def js(self, script: str, *args: Any) -> Any:

@@ -242,8 +242,8 @@ def test_commands_without_a_login_or_without_the_csrf_token_are_refused_and_send
     answers = page.browser.driver.execute_async_script("""
         const [body, done] = arguments;
         const post = (path, options) => fetch(path, {method: 'POST', body: JSON.stringify(body),
-            headers: {'Content-Type': 'application/json', ...(options.headers || {})}, credentials: options.credentials})
-            .then(r => r.status);
+            headers: {'Content-Type': 'application/json', ...(options.headers || {})},
+            credentials: options.credentials}).then(r => r.status);
         Promise.all([
             post('/api/missions', {credentials: 'omit'}),
             post('/api/cancel', {credentials: 'omit'}),
@@ -290,7 +290,8 @@ def test_robot_strings_holding_html_stay_inert_text(page):
         assert verdict["name"] == name and task_id in verdict["graph"], verdict
         assert any(text.startswith("<script>") for text in verdict["nodeText"]), verdict
         # The robot's name cannot carry a command: the page does not offer it, the server refuses it.
-        assert name not in page.browser.js("return [...document.getElementById('send-robot').options].map(o => o.value)")
+        targets = page.browser.js("return [...document.getElementById('send-robot').options].map(o => o.value)")
+        assert name not in targets
     finally:
         fake.close()
 
