@@ -153,6 +153,16 @@ def test_the_backlog_after_an_outage_is_plotted_in_time_order():
     assert feed.fleet.robots["r1"].battery["percentage"] == 0.5
 
 
+def test_the_endurance_prediction_is_plotted_beside_what_the_return_home_needs():
+    feed = DashboardFeed(FLEET)
+    ops = feed.on_message(*telemetry("r1", "endurance", 1, "qai_interfaces/msg/EndurancePrediction", {
+        "header": header(100), "remaining": 412.5, "baseline": 390.0, "return_needed": 95.0, "low": False,
+        "model_version": "v0002", "model_cell": "cfc"}, 100.0))
+    assert [op[2:] for op in ops_of(ops, "series")] == [["endurance", 100.0, 412.5], ["return_needed", 100.0, 95.0]]
+    expected = {"remaining": 412.5, "baseline": 390.0, "return_needed": 95.0, "low": False, "model": "v0002 cfc"}
+    assert ops_of(ops, "robot")[0][2]["endurance"] == expected
+
+
 def test_a_geofence_announced_in_a_kind_schema_is_found():
     schema = {"type": "object", "properties": {"waypoints": {"type": "array", "items": {
         "type": "array", "x-geofence": {"polygon": [[0, 0], [10, 0], [10, 10]], "max_altitude": 50}}}}}

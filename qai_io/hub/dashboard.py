@@ -214,7 +214,10 @@ class Browser:
                 if not ops:
                     continue
                 frame = {"type": "update", "now": time.time(), "ops": ops}
-            await self.ws.send_str(orjson.dumps(frame).decode())  # waits while the socket's buffer is full
+            try:
+                await self.ws.send_str(orjson.dumps(frame).decode())  # waits while the socket's buffer is full
+            except ConnectionError:  # the browser went away; its handler removes it
+                return
             self.frames += 1
 
 
