@@ -21,7 +21,7 @@ from fake_robots import FakeRobot
 from harness import wait_for
 from hub_stack import start_broker
 from qai_io.hub.commands import CommandGate
-from qai_io.hub.dashboard import DashboardOptions, build, run_in_thread
+from qai_io.hub.dashboard import DashboardOptions, DashboardThread, build
 from qai_io.hub.signing import Keyring, NonceStore, generate_key_pair
 
 FLEET = "srv"
@@ -114,17 +114,16 @@ def server(tmp_path_factory):
                                login_file=str(write_login_file(directory)))
     dashboard, warnings = build(options)
     assert warnings == []
-    url, stop = run_in_thread(dashboard)
+    served = DashboardThread(dashboard)
     robot = FakeRobot(broker.port, FLEET, "r1")
     robot.status()
     try:
         wait_for(lambda: "r1" in dashboard.feed.fleet.robots and dashboard.bridge.connected, TIMEOUT,
                  "the dashboard to hear r1")
-        yield {"url": url, "dashboard": dashboard, "broker": broker, "robot": robot, "dir": directory}
+        yield {"url": served.url, "dashboard": dashboard, "broker": broker, "robot": robot, "dir": directory}
     finally:
         robot.close()
-        stop.set()
-        stop.thread.join(10)
+        served.stop()
         broker.stop()
 
 
@@ -254,13 +253,12 @@ def test_logins_are_throttled_after_repeated_failures(tmp_path):
                                login_file=str(write_login_file(tmp_path)))
     dashboard, warnings = build(options)
     assert any("commands are off" in warning for warning in warnings)
-    url, stop = run_in_thread(dashboard)
+    served = DashboardThread(dashboard)
     try:
-        client = Client(url)
+        client = Client(served.url)
         codes = [client.request("POST", "/api/login", {"password": f"guess {n}"})[0] for n in range(6)]
         assert codes == [401] * 5 + [429]
         status, data, headers = client.request("POST", "/api/login", {"password": PASSWORD})
         assert status == 429 and int(headers["Retry-After"]) > 0  # even the right one, until the window passes
     finally:
-        stop.set()
-        stop.thread.join(10)
+        served.stop()

@@ -25,7 +25,8 @@ header of the session, and an Origin, when the browser sends one, of this server
   POST /api/missions        {"text", "robot"} -> 202 {"request_id"}; 422 {"errors"}, 409 robot offline
   POST /api/cancel          {"robot", "mission_id", "task_id"?, "reason"?} -> 202 {"request_id"}
 
-start_dashboard() runs it as a subprocess on a free port (for `make demo` and tests).
+start_dashboard() runs it as a subprocess on a free port (for `make demo` and tests); DashboardThread serves
+one from a thread of the calling process (tests).
 """
 
 from __future__ import annotations
@@ -636,25 +637,28 @@ def start_dashboard(password_file: str | Path, *, broker_host: str = "127.0.0.1"
         time.sleep(0.1)
 
 
-def run_in_thread(dashboard: Dashboard, bind: str = "127.0.0.1", port: int = 0) -> tuple[str, threading.Event]:
-    """Serve `dashboard` from a thread of this process (tests); return its URL and an event that stops it."""
-    started, stop = threading.Event(), threading.Event()
-    address: list[str] = []
+class DashboardThread:
+    """A Dashboard served from a thread of this process (tests): `.url`, and stop()."""
 
-    async def main() -> None:
-        runner = web.AppRunner(dashboard.make_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, bind, port)
-        await site.start()
-        address.append(f"http://{bind}:{runner.addresses[0][1]}/")
-        started.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        await runner.cleanup()
+    def __init__(self, dashboard: Dashboard, bind: str = "127.0.0.1", port: int = 0):
+        self._started, self._stop = threading.Event(), threading.Event()
+        self.url = ""
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True, name="dashboard")
-    thread.start()
-    if not started.wait(15):
-        raise DashboardError("the dashboard did not start")
-    stop.thread = thread  # type: ignore[attr-defined] - joined by the caller after set()
-    return address[0], stop
+        async def main() -> None:
+            runner = web.AppRunner(dashboard.make_app(), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, bind, port).start()
+            self.url = f"http://{bind}:{runner.addresses[0][1]}/"
+            self._started.set()
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+            await runner.cleanup()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True, name="dashboard")
+        self._thread.start()
+        if not self._started.wait(15):
+            raise DashboardError("the dashboard did not start")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
