@@ -262,3 +262,25 @@ def test_logins_are_throttled_after_repeated_failures(tmp_path):
         assert status == 429 and int(headers["Retry-After"]) > 0  # even the right one, until the window passes
     finally:
         served.stop()
+
+
+def test_logging_out_ends_the_live_view_of_that_session(server):
+    import aiohttp
+
+    client = Client(server["url"])
+    client.login()
+
+    cookie = client.cookie()
+
+    async def follow() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server["url"] + "ws", headers={"Cookie": cookie}) as ws:
+                assert orjson.loads((await ws.receive(timeout=TIMEOUT)).data)["type"] == "snapshot"
+                assert (await asyncio.to_thread(client.post, "/api/logout", {}))[0] == 200
+                while (await ws.receive(timeout=TIMEOUT)).type not in (aiohttp.WSMsgType.CLOSE,
+                                                                       aiohttp.WSMsgType.CLOSED):
+                    pass
+            with pytest.raises(aiohttp.WSServerHandshakeError):  # and the old cookie opens nothing
+                await session.ws_connect(server["url"] + "ws", headers={"Cookie": cookie})
+
+    asyncio.run(asyncio.wait_for(follow(), 2 * TIMEOUT))

@@ -201,10 +201,13 @@ class Browser:
         self.outbox.put(ops)
         self.wake.set()
 
-    async def write(self, snapshot) -> None:
+    async def write(self, snapshot, alive) -> None:
         while not self.ws.closed:
             await self.wake.wait()
             self.wake.clear()
+            if not alive():  # the session ended (logout, expiry): so does its live view
+                await self.ws.close(code=1008, message=b"session ended")
+                return
             if self.outbox.resync:
                 self.outbox.resync = False
                 self.outbox.take()
@@ -353,8 +356,10 @@ class Dashboard:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
-        self._require(request)
-        self.sessions.logout(request.cookies.get(COOKIE))
+        session = self._require(request)
+        self.sessions.logout(session.token)
+        for browser in [b for b in self.browsers if b.session.token == session.token]:
+            await browser.ws.close(code=1008, message=b"logged out")
         response = web.json_response({"ok": True})
         response.del_cookie(COOKIE, path="/")
         return response
@@ -392,16 +397,16 @@ class Dashboard:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False)
         await ws.prepare(request)
         browser = Browser(ws, session, self.options.limits)
-        await ws.send_str(_dumps(self.feed.snapshot()))
-        self.browsers.add(browser)
-        writer = asyncio.create_task(browser.write(self.feed.snapshot))
+        snapshot = _dumps(self.feed.snapshot())
+        self.browsers.add(browser)  # with no await since the snapshot: every later operation reaches its outbox
+        await ws.send_str(snapshot)
+        writer = asyncio.create_task(browser.write(self.feed.snapshot,
+                                                   lambda: self.sessions.get(session.token) is not None))
         try:
             async for message in ws:
                 if message.type == WSMsgType.TEXT and message.data == '{"type":"resync"}':
                     browser.outbox.resync = True
                     browser.wake.set()
-                if self.sessions.get(session.token) is None:  # logged out elsewhere
-                    break
         finally:
             self.browsers.discard(browser)
             writer.cancel()
