@@ -66,7 +66,7 @@ chromium:
 .PHONY: chromium
 
 demo: setup
-	$(VENV)/bin/qai-edge demo
+	$(VENV)/bin/qai-edge demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -40,7 +40,7 @@ setup(
         ],
         # Subcommands of qai-edge that belong to an engine package.
         "qai_edge.commands": [
-            "demo = qai_mission.demo:COMMAND",
+            "demo = qai_io.demo:COMMAND",
         ],
         "console_scripts": [
             # The engine nodes (the qai_edge.nodes entry points declare the same).

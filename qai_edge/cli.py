@@ -100,7 +100,30 @@ class _HealthWatch:
         self._rclpy.try_shutdown(context=self.context)
 
 
+def parameter_reference() -> str:
+    """Return every node's parameters as a markdown reference: name, default, range or choices, meaning."""
+    lines = ["# Configuration reference", "",
+             "Every parameter of every node, from the specs the nodes declare (`qai-edge profile --reference`",
+             "writes this file; a test keeps it current). `config/edge.yaml` sets them per node; read-only ones",
+             "are read once at start, the others apply when set at run time (`ros2 param set`).", ""]
+    for executable, node_type in NODE_TYPES.items():
+        lines += [f"## {executable}", "", node_type.summary, "",
+                  "| parameter | default | allowed | read-only | meaning |", "|---|---|---|---|---|"]
+        for spec in node_type.parameter_specs().values():
+            allowed = (", ".join(map(str, spec.choices)) if spec.choices else
+                       f"{spec.min if spec.min is not None else ''} .. {spec.max if spec.max is not None else ''}"
+                       if spec.min is not None or spec.max is not None else "")
+            meaning = spec.description.replace("|", "/")
+            lines.append(f"| `{spec.name}` | `{spec.default!r}` | {allowed} | {'yes' if spec.read_only else ''} | "
+                         f"{meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def cmd_profile(args) -> int:
+    if args.reference:
+        print(parameter_reference(), end="")
+        return 0
     profile = load_or_exit(args)
     print(f"profile: {profile.source}")
     print(f"namespace: {profile.namespace}  robot_id: {profile.robot_id}")
@@ -285,7 +308,8 @@ def main(argv=None) -> int:
     up.add_argument("--timeout", type=float, default=30.0, help="seconds --check waits (default 30)")
     status = add("status", "print the health of the profile's nodes from /diagnostics")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
-    add("profile", "check the profile and print what would run")
+    add("profile", "check the profile and print what would run").add_argument(
+        "--reference", action="store_true", help="print every node's parameters as markdown (docs/configuration.md)")
     handlers = {"up": cmd_up, "status": cmd_status, "profile": cmd_profile}
     for name, command in plugins.items():
         command.add_arguments(add(name, command.help))

@@ -114,8 +114,11 @@ MESSAGE_WIDTH = 300  # characters of one parameter error kept: a 1 MB field is n
 
 
 def _short_message(error) -> str:
-    """Say why a value fails its schema: sizes and maxima with their limit (and the parameter that sets it,
-    named by the subschema's `x-limit`), anything else in jsonschema's words, cut to MESSAGE_WIDTH."""
+    """Say why a value fails its schema, without echoing a huge value whole.
+
+    Sizes and maxima come with their limit (and the parameter that sets it, named by the subschema's
+    `x-limit`); anything else in jsonschema's words, cut to MESSAGE_WIDTH.
+    """
     limit, instance = error.validator_value, error.instance
     named = error.schema.get("x-limit") if isinstance(error.schema, dict) else None
     suffix = f" ({named})" if named else ""

@@ -7,6 +7,7 @@ rclpy coroutines (action execute callbacks) await it; WorkerActionServer is an a
 from __future__ import annotations
 
 import threading
+import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -15,14 +16,16 @@ from rclpy.node import Node
 from rclpy.task import Future
 
 
-def call_soon(node: Node, fn: Callable, *args) -> None:
+def call_soon(node: Node, fn: Callable, *args) -> bool:
     """Run fn on the node's executor thread (rclpy futures and goal handles are not for worker threads).
 
-    Creating the task also wakes the executor.
+    Creating the task also wakes the executor. False (and nothing runs) while the node has no executor yet.
     """
     executor = node.executor
-    if executor is not None:
-        executor.create_task(fn, *args)
+    if executor is None:
+        return False
+    executor.create_task(fn, *args)
+    return True
 
 
 def in_worker(node: Node, pool: ThreadPoolExecutor, fn: Callable, *args) -> Future:
@@ -53,12 +56,15 @@ class InOrder:
         self._scheduled = False
 
     def call(self, fn: Callable, *args) -> None:
+        """Queue fn(*args); before the node spins (no executor yet) it runs with the first call after."""
         with self._lock:
             self._queue.append((fn, args))
             if self._scheduled:
                 return
             self._scheduled = True
-        call_soon(self._node, self._drain)
+        if not call_soon(self._node, self._drain):
+            with self._lock:
+                self._scheduled = False
 
     def _drain(self) -> None:
         while True:
@@ -67,7 +73,10 @@ class InOrder:
                     self._scheduled = False
                     return
                 fn, args = self._queue.popleft()
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception:  # one failing call must not stop every later one
+                self._node.get_logger().error(f"{getattr(fn, '__qualname__', fn)} raised:\n{traceback.format_exc()}")
 
 
 class WorkerActionServer:

@@ -4,7 +4,7 @@ ROS interface (names relative to the robot's namespace):
 - subscribes to each configured telemetry stream's topic (default: `odom`, `battery_state`,
   `mission_states`, `/diagnostics` (summarised), `events`) and always to `mission_states` for the status;
 - calls the mission engine: action `execute_mission`, services `add_tasks`, `cancel_task`,
-  `get_mission_state` (qai_io.hub_missions);
+  `get_mission_state` (qai_io.hub_missions); serves the task kind `report` (qai_io.hub.reports);
 - publishes its heartbeat on `/diagnostics`: link state, queue depth, drops, round-trip time, commands
   accepted and refused by reason, one status per stream.
 
@@ -26,9 +26,10 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
 from qai_edge.qos import MISSION_STATES_QOS
+from qai_edge.tasks import ServedKind
 from qai_edge.workers import call_soon
 from qai_interfaces.msg import MissionState
-from qai_io.hub import codec
+from qai_io.hub import codec, reports
 from qai_io.hub.commands import CommandGate, CommandRejected, rejection_reply, reply_payload
 from qai_io.hub.link import HubLink, config_from_parameters
 from qai_io.hub.queue import DiskQueue
@@ -82,6 +83,7 @@ class HubLinkNode(EngineNode):
         self.on_parameter("hub_public_keys")
         # The link starts on the first spin: a command that arrives must find the node in its executor.
         self._start_timer = self.create_timer(0.01, self._start_link)
+        self.serve([ServedKind(reports.REPORT, self._report)])
         self.start()
 
     def _start_link(self) -> None:
@@ -146,6 +148,11 @@ class HubLinkNode(EngineNode):
         seq = self.link.enqueue(spec.name, self.topics.telemetry(spec.name), spec.priority, spec.qos, spec.ttl,
                                 lambda seq, stamp: telemetry_envelope(seq, stamp, type_json, data_json))
         stream.counts["sent" if seq is not None else "overflowed"] += 1
+
+    def _report(self, request, context):
+        data = reports.report_data(request.parameters["name"], request.mission_id, request.task_id,
+                                   request.parameters["content"], self.max_telemetry_bytes)
+        return reports.report_result(reports.enqueue(self.link, self.topics, data), data)
 
     def _on_mission_state(self, message: MissionState) -> None:
         state = codec.to_dict(message)

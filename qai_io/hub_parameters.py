@@ -12,10 +12,10 @@ DEFAULT_STREAMS = [
     "diagnostics: topic=/diagnostics type=diagnostic_msgs/msg/DiagnosticArray rate=1 qos=1 priority=5 ttl=600 "
     "summary=true",
     "events: topic=events type=qai_interfaces/msg/Event qos=1 priority=9 ttl=86400",
-    # For the hub's dashboard: the intelligence engine's endurance prediction, and each engine's announcement
-    # (its kinds, the geofence in their schemas, and its start stamp, which tells a restart).
-    "endurance: topic=predictions/endurance type=qai_interfaces/msg/EndurancePrediction rate=1 qos=1 priority=6 "
+    "endurance: topic=predictions/endurance type=qai_interfaces/msg/EndurancePrediction rate=1 qos=1 priority=5 "
     "ttl=600",
+    # For the hub's dashboard: each engine's announcement (its kinds, the geofence in their schemas, and its
+    # start stamp, which tells a restart).
     "capabilities: topic=engine_capabilities type=qai_interfaces/msg/EngineCapabilities qos=1 priority=4 ttl=60 "
     "ros_qos=latched",
 ]

@@ -186,7 +186,7 @@ class SafetySupervisor:
             return notices + self._step(now)
 
     def on_endurance_low(self, why: str, now: float) -> list[Notice]:
-        """The intelligence engine predicts less flight time than the way home needs: the reserve, now."""
+        """Enter the reserve now: the intelligence engine predicts less flight time than the way home needs."""
         with self._lock:
             notices = [] if self.in_reserve else [self._enter(f"predicted endurance low ({why})", now)]
             self._healthy_since = None

@@ -81,7 +81,7 @@ class VehicleModel:
     # -- Inputs -----------------------------------------------------------------------------------
 
     def command(self, vx: float, vy: float, vz: float, yaw_rate: float) -> None:
-        """A body-frame velocity command (non-finite values are ignored: it keeps the last one)."""
+        """Take a velocity order in the body frame; a non-finite value is ignored (the last order stays)."""
         if not all(math.isfinite(v) for v in (vx, vy, vz, yaw_rate)):
             return
         c = self.config

@@ -5,9 +5,10 @@ the mission engine's clock runs (under use_sim_time it reads 0 until /clock arri
 validation (qai_mission.validation: the same checks `qai-mission validate` runs) with the kinds the
 engines that are up serve, on the mission engine's clock.
 
-Right after the mission engine starts, or after an engine was lost, engines are still (re)announcing
-themselves: a mission whose only problem is kinds nobody serves yet waits for them (and for a stopped
-clock to run) until the grace period that opened then has passed, and is rejected with the reason after.
+Right after the mission engine starts, after an engine was lost, and after an engine announced itself
+(it is up once its action server is reached), engines are still (re)announcing themselves: a mission
+whose only problem is kinds nobody serves yet waits for them (and for a stopped clock to run) until the
+grace period that opened then has passed, and is rejected with the reason after.
 A mission submitted outside any grace period is answered at once.
 """
 
@@ -47,8 +48,11 @@ class Admission:
         self.grace = grace  # s after start / an engine loss during which unserved kinds are waited for
         self._grace_until = started_at + grace
 
-    def engine_lost(self, now: float) -> None:
-        """Note that an engine went away: missions needing its kinds may wait for it to come back, for a while."""
+    def open_grace(self, now: float) -> None:
+        """Let missions wait a while for kinds nobody serves yet.
+
+        Opened when an engine went away, or came and is still being reached.
+        """
         self._grace_until = max(self._grace_until, now + self.grace)
 
     def grace_until(self) -> float:

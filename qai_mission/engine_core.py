@@ -71,6 +71,7 @@ class MissionEngineCore:
         self._goal_missions: dict[str, str] = {}  # ExecuteMission goal id -> mission id
         self._wakeups: list[Callable[[], None]] = []  # coroutines waiting for routes or time
         self._lock = threading.Lock()
+        self._writing = 0  # batches handed to the writer whose commands are not acted on yet
         self.writer = None
         if journal is not None:
             for record in journal.unfinished():
@@ -96,8 +97,21 @@ class MissionEngineCore:
         if self.writer is None or self.journal_problem:
             act(commands, self.journal_problem)
             return
-        self.writer.submit(self.journal.snapshot(changes.missions, changes.durable),
-                           lambda error: act(commands, self._journal_failed(error) if error else ""))
+        batch = self.journal.snapshot(changes.missions, changes.durable)
+        with self._lock:
+            idle = not self._writing
+            if batch or commands or not idle:
+                self._writing += 1
+        if not (batch or commands) and idle:
+            act(commands, "")  # nothing to write, and nothing written earlier still waits to be acted on
+            return
+
+        def written(error) -> None:
+            with self._lock:
+                self._writing -= 1
+            act(commands, self._journal_failed(error) if error else "")
+
+        self.writer.submit(batch, written)
 
     def _journal_failed(self, error) -> str:
         if not self.journal_problem:
@@ -125,6 +139,7 @@ class MissionEngineCore:
         announced = self.registry.announce(engine, task_action, kinds, stamp, self.steady())
         if announced.new:
             self.log.info(f"engine {engine} announced: {', '.join(k.name for k in kinds) or 'no kinds'}")
+            self.admission.open_grace(self.steady())  # its kinds are coming: missions needing them may wait
         if announced.restarted:
             self.log.warning(f"engine {engine} restarted: its running tasks are lost")
             self._engine_lost(engine)
@@ -146,7 +161,7 @@ class MissionEngineCore:
 
     def _engine_lost(self, engine: str) -> None:
         self.scheduler.engine_lost(engine)
-        self.admission.engine_lost(self.steady())
+        self.admission.open_grace(self.steady())
         self._routes_changed()
 
     def _routes_changed(self) -> None:

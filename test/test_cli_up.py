@@ -137,37 +137,6 @@ def test_up_check_exits_zero_once_every_node_is_healthy(tmp_path, processes):
     assert not [pid for pid in all_node_pids(up) if pid_alive(pid)]
 
 
-def test_demo_runs_its_mission_with_live_progress_and_stops_everything(tmp_path, processes):
-    profile = tmp_path / "demo-profile.yaml"
-    profile.write_text(textwrap.dedent(f"""\
-        namespace: {unique_namespace()}
-        defaults: {{heartbeat_period: 0.2}}
-        nodes:
-          mission_engine: {{parameters: {{data_dir: {tmp_path / "data"}}}}}
-          io_engine: {{}}
-          sim_vehicle: {{}}
-        """))
-    mission = tmp_path / "mission.yaml"
-    mission.write_text("tasks:\n  - {id: first, kind: wait, parameters: {seconds: 0.3}}\n"
-                       "  - {id: second, kind: wait, depends_on: [first],"
-                       " parameters: {seconds: {$result: first.waited}}}\n")
-    demo = processes.start_cli("demo", "demo", "--profile", str(profile), "--mission", str(mission))
-    assert demo.wait(timeout=120) == 0, demo.log()
-    log = demo.log()
-    assert re.search(r"second +RUNNING", log) and re.search(r"second +SUCCEEDED +\{'waited': 0.3\}", log), log
-    assert "succeeded after" in log and "all nodes stopped" in log
-    assert not [pid for name in ("mission_engine", "io_engine", "sim_vehicle")
-                for pid in started_pids(demo, name) if pid_alive(pid)]
-
-
-def test_demo_refuses_a_bad_mission_file_before_starting_anything(tmp_path, processes):
-    mission = tmp_path / "mission.yaml"
-    mission.write_text("tasks:\n  - {id: a, kind: wait, timeout: soon}\n")
-    demo = processes.start_cli("demo", "demo", "--mission", str(mission))
-    assert demo.wait(timeout=30) == 2
-    assert "tasks[0] (a).timeout: expected a finite number" in demo.log() and "started" not in demo.log()
-
-
 def test_status_prints_health_of_nodes_started_elsewhere(running_up, processes, tmp_path):
     namespace, up = running_up
     status = processes.start_cli("status", "status", "--profile", str(tmp_path / "profile.yaml"),

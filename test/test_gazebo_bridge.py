@@ -51,8 +51,9 @@ def ros_interface(module: Path) -> dict[str, tuple[str, str]]:
                 and node.func.attr in ("create_publisher", "create_subscription")
                 and isinstance(node.args[1], ast.Constant)):
             topic = node.args[1].value
-            assert topic not in topics, f"{module.name}: {topic} created twice"
-            topics[topic] = (types[node.args[0].id], "pub" if node.func.attr == "create_publisher" else "sub")
+            entry = (types[node.args[0].id], "pub" if node.func.attr == "create_publisher" else "sub")
+            assert topics.get(topic) != entry, f"{module.name}: {topic} created twice"
+            topics[topic] = (entry[0], "pubsub") if topic in topics else entry  # events: both ways
     return topics
 
 

@@ -478,6 +478,21 @@ def test_fleet_keeps_the_newest_mission_state_when_the_backlog_arrives_late():
     assert fleet.robots["r1"].streams["odom"].dropped == {1: "expired", 2: "expired", 3: "expired", 4: "expired"}
 
 
+def test_fleet_merges_the_tasks_each_mission_state_carries():
+    """The mission engine sends, after a mission's first state, only the tasks that changed."""
+    fleet = Fleet("f")
+
+    def state(seq, tasks):
+        data = {"header": {"stamp": {"sec": seq, "nanosec": 0}}, "mission_id": "m1", "state": 1, "tasks": tasks}
+        return orjson.dumps({"seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState", "data": data})
+
+    fleet.on_message("qai/f/r1/telemetry/mission_states", state(1, [{"task_id": "a", "state": 2},
+                                                                    {"task_id": "b", "state": 0}]))
+    fleet.on_message("qai/f/r1/telemetry/mission_states", state(2, [{"task_id": "a", "state": 10}]))
+    tasks = {t["task_id"]: t["state"] for t in fleet.robots["r1"].missions["m1"]["tasks"]}
+    assert tasks == {"a": 10, "b": 0}
+
+
 def test_state_names_on_the_hub_match_the_interfaces():
     from qai_interfaces.msg import MissionState, TaskState
 

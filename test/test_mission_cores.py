@@ -84,7 +84,7 @@ def test_a_mission_whose_kinds_are_not_up_yet_waits_during_the_grace_period_then
 def test_outside_any_grace_period_an_unserved_kind_is_rejected_at_once():
     admission = Admission(max_missions=4, grace=15.0, started_at=0.0)
     assert isinstance(_decide(admission, mission("", task("a", "teleport")), steady=100.0), Reject)
-    admission.engine_lost(now=200.0)  # an engine went away: its kinds may come back
+    admission.open_grace(now=200.0)  # an engine went away: its kinds may come back
     assert isinstance(_decide(admission, mission("", task("a", "teleport")), steady=201.0), Wait)
 
 
@@ -220,3 +220,16 @@ def test_parameters_changed_at_run_time_reach_the_cores(tmp_path):
     core.set_parameter("max_concurrent_missions", 1)
     assert core.registry.timeout == 9.0 and core.scheduler.max_running_per_engine == 2
     assert core.admission.max_missions == 1
+
+
+def test_an_engine_that_announced_itself_late_is_waited_for_until_it_is_reached(tmp_path):
+    """A slow engine (torch, models) announces after the start-up grace period: its kinds are worth a wait."""
+    clock = FakeClock(100.0)
+    core = MissionEngineCore(clock, clock, Journal(tmp_path / "j.db"), Admission(16, 10.0, 0.0), engine_timeout=3.0,
+                             state_period=0.0, max_engine_losses=3, max_running_per_engine=16, log=_Log())
+    spec = mission("", task("a", "plan"))
+    decision = core.decide(spec)
+    assert isinstance(decision, Reject) and "'plan' is not served" in decision.message  # nobody announced it
+    core.announce("/quantum", "/quantum/run_task", [ROUTES["plan"].spec], (1, 0))  # not reachable yet
+    assert isinstance(core.decide(spec), Wait)
+    core.close()

@@ -129,7 +129,7 @@ def _signer(args) -> Signer:
 
 
 def _load_mission(path: str) -> dict[str, Any]:
-    """The mission document of a YAML file, read and checked as the robot will (bounded, strict YAML)."""
+    """Return the mission document of a YAML file, read and checked as the robot will (bounded, strict)."""
     from qai_edge.bounded import InputRejected, load_yaml  # light
     from qai_mission.codec import MissionFormatError, mission_from_dict  # a slow import: only when needed
     from qai_mission.model import DEFAULT_LIMITS

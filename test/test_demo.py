@@ -1,0 +1,68 @@
+"""The end-to-end demo as a user runs it (`qai-edge demo`), checked by its outcome, not its output text: the
+survey succeeded, every point was scanned, the report reached the hub, the hub received every telemetry
+sequence number (or an accounted drop), a killed engine was restarted without re-running finished tasks,
+and nothing is left running."""
+
+import json
+import os
+import re
+import subprocess
+
+import psutil
+import pytest
+
+from harness import installed
+
+
+def run_demo(tmp_path, *options: str, timeout: float = 420.0) -> tuple[dict, str]:
+    summary = tmp_path / "summary.json"
+    before = {p.pid for p in psutil.process_iter()}
+    done = subprocess.run([str(installed("qai-edge")), "demo", "--points", "2", "--scan-seconds", "1",
+                           "--summary-json", str(summary), *options], capture_output=True, text=True,
+                          timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    workdir = re.search(r"in (/\S+qai-demo-\S+)", output).group(1)
+    left = [p for p in psutil.process_iter(["pid", "cmdline", "environ"]) if p.pid not in before
+            and _ours(p, workdir)]
+    assert not left, f"left running: {[' '.join(p.info['cmdline'] or []) for p in left]}"
+    return json.loads(summary.read_text()), output
+
+
+def _ours(process, workdir: str) -> bool:
+    """A process the demo started: its files, or a node of its robots on this test's ROS domain."""
+    command = " ".join(process.info["cmdline"] or [])
+    environ = process.info["environ"] or {}
+    return workdir in command or ("__ns:=/drone" in command
+                                  and environ.get("ROS_DOMAIN_ID") == os.environ.get("ROS_DOMAIN_ID"))
+
+
+def assert_survey_complete(robot: dict) -> None:
+    assert robot["outcome"] == "succeeded", robot
+    assert robot["points_scanned"] == robot["points"] and robot["points"] >= 1
+    assert robot["report_received"]
+    assert robot["solver"] in ("qaoa", "held_karp") and robot["verified"]
+    for stream, counts in robot["telemetry"].items():
+        assert counts["missing"] == 0, f"{stream}: {counts}"
+        assert counts["received"] + counts["dropped"] == counts["sent"], f"{stream}: {counts}"
+
+
+@pytest.mark.slow
+def test_the_demo_flies_a_signed_survey_from_the_hub_end_to_end(tmp_path):
+    summary, _ = run_demo(tmp_path)
+    (robot,) = summary["robots"].values()
+    assert_survey_complete(robot)
+    assert robot["telemetry"]["odom"]["received"] > 100 and robot["telemetry"]["mission_states"]["received"] > 10
+    assert robot["distance_m"] > 20 and robot["energy_wh"] > 0
+
+
+@pytest.mark.slow
+def test_the_fault_demo_restarts_the_killed_engine_and_reruns_no_finished_task(tmp_path):
+    summary, _ = run_demo(tmp_path, "--faults")
+    (robot,) = summary["robots"].values()
+    faults = summary["faults"]
+    assert faults["killed"]["node"] == "mission_engine" and faults["killed"]["pid"]
+    assert faults["restarted"] and faults["restarted"]["pid"] != faults["killed"]["pid"]
+    assert not [f for f in faults["injected"] if f["problem"]], faults["injected"]
+    assert robot["reran_after_success"] == []
+    assert_survey_complete(robot)
