@@ -1,5 +1,7 @@
-"""The hub dashboard's plain parts: the fleet model it follows, the feed, the outbox, the mission check and the
-login. Fast; no broker, no browser."""
+"""The hub dashboard's plain parts, fast: no broker, no browser.
+
+The fleet model it follows, the feed, the outbox, the mission check and the login.
+"""
 
 from __future__ import annotations
 
