@@ -606,7 +606,8 @@ def start_dashboard(password_file: str | Path, *, broker_host: str = "127.0.0.1"
                     extra_args: tuple[str, ...] = ()) -> RunningDashboard:
     """Start `qai-hub serve` as a subprocess and return once it answers; its URL is `.url`.
 
-    port 0 takes a free port. The password file must exist (the operator logs in with its content). `key`
+    port 0 takes a free port. A missing password file is created with a random password (mode 0600); the
+    operator logs in with its content. `key`
     is the hub's ML-DSA-65 private key (default: qai-hub's, ~/.config/qai-hub/hub.mldsa65.key); without
     a usable key the page works and its commands are refused. The process dies with the thread that
     started it (PR_SET_PDEATHSIG); its output goes to `log_path` (default: a temp file).
@@ -616,6 +617,7 @@ def start_dashboard(password_file: str | Path, *, broker_host: str = "127.0.0.1"
     from qai_edge.broker import free_port
     from qai_edge.supervisor import die_with_parent
 
+    read_password_file(password_file, create=True)  # refuses an unusable one here, with the reason
     port = port or free_port(bind)
     log_file = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="qai-dashboard-", suffix=".log")[1])
     argv = [sys.executable, "-m", "qai_io.hub.cli", "--host", broker_host, "--port", str(broker_port), "--fleet", fleet,
