@@ -15,7 +15,7 @@ INTERFACE_SOURCES := $(shell find qai_interfaces -path qai_interfaces/build -pru
 
 .PHONY: setup demo test constraints clean
 
-setup: $(VENV)/.stamp-package $(VENV)/.stamp-qaoa-kernel mosquitto
+setup: $(VENV)/.stamp-package $(VENV)/.stamp-qaoa-kernel mosquitto chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,19 @@ mosquitto:
 		echo "mosquitto (the MQTT broker) is missing: install it with 'sudo apt-get install mosquitto'"; \
 	fi
 .PHONY: mosquitto
+
+# A headless browser for the hub dashboard's tests (test/test_dashboard_browser.py): Debian's chromium and its
+# WebDriver. Installed when root; otherwise said, and those tests skip with the reason.
+chromium:
+	@if { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium and chromium-driver (the dashboard's browser tests)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	else \
+		echo "chromium is missing (the dashboard's browser tests skip): install it with 'sudo apt-get install chromium chromium-driver'"; \
+	fi
+.PHONY: chromium
 
 demo: setup
 	$(VENV)/bin/qai-edge demo $(ARGS)

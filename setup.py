@@ -22,7 +22,9 @@ setup(
         (f"share/{PACKAGE}/config/gazebo", glob("config/gazebo/*.sdf")),
     ],
     # The intelligence engine's trained models (a few KB each), so installs run without training.
-    package_data={"qai_intelligence": ["models/*/model.pt", "models/*/meta.json"]},
+    package_data={"qai_intelligence": ["models/*/model.pt", "models/*/meta.json"],
+                  # The hub dashboard's page (qai-hub serve): HTML, JS and CSS, served by the package itself.
+                  "qai_io.hub": ["dashboard_static/*.html", "dashboard_static/*.js", "dashboard_static/*.css"]},
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
     extras_require={"test": ["pytest"]},  # colcon test reads this; setuptools >= 72 drops tests_require

@@ -14,6 +14,10 @@ DEFAULT_STREAMS = [
     "events: topic=events type=qai_interfaces/msg/Event qos=1 priority=9 ttl=86400",
     "endurance: topic=predictions/endurance type=qai_interfaces/msg/EndurancePrediction rate=1 qos=1 priority=5 "
     "ttl=600",
+    # For the hub's dashboard: each engine's announcement (its kinds, the geofence in their schemas, and its
+    # start stamp, which tells a restart).
+    "capabilities: topic=engine_capabilities type=qai_interfaces/msg/EngineCapabilities qos=1 priority=4 ttl=60 "
+    "ros_qos=latched",
 ]
 
 PARAMETERS: tuple[ParamSpec, ...] = (

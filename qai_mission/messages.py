@@ -77,7 +77,8 @@ def mission_to_msg(spec: MissionSpec) -> MissionMsg:
 def task_state_msg(task) -> TaskState:
     """Return a scheduler Task (or a journal TaskRecord) as a TaskState message."""
     progress = task.progress if hasattr(task, "progress") else math.nan
-    return TaskState(task_id=task.spec.id, kind=task.spec.kind, state=int(task.status), attempt=task.attempt,
+    return TaskState(task_id=task.spec.id, kind=task.spec.kind, depends_on=list(task.spec.depends_on),
+                     state=int(task.status), attempt=task.attempt,
                      preemptions=task.preemptions, engine=task.engine,
                      progress=float(progress) if progress is not None else math.nan, message=task.message,
                      started=time_from_seconds(task.started_at), finished=time_from_seconds(task.finished_at),

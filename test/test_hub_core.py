@@ -222,7 +222,8 @@ def test_default_streams_parse_and_cover_the_documented_topics():
     assert rejected == {}
     assert {s.name: s.topic for s in specs} == {
         "odom": "odom", "battery_state": "battery_state", "mission_states": "mission_states",
-        "diagnostics": "/diagnostics", "events": "events", "endurance": "predictions/endurance"}
+        "diagnostics": "/diagnostics", "events": "events", "endurance": "predictions/endurance",
+        "capabilities": "engine_capabilities"}
     assert next(s for s in specs if s.name == "diagnostics").summary
 
 

@@ -5,6 +5,7 @@
     qai-hub cancel MISSION_ID --robot R [--task T]
     qai-hub status [--robot R]                       the fleet once (with --robot: that robot's missions)
     qai-hub watch                                    the fleet live, updating in place
+    qai-hub serve [--port 8080] [--bind 127.0.0.1]   the dashboard in a browser (qai_io.hub.dashboard)
 
 Exit codes: 0 done (mission succeeded), 1 mission failed or was canceled, 2 bad input here (file, key,
 options), 3 refused by the robot (the reason is printed), 4 no answer in time or broker unreachable,
@@ -395,6 +396,19 @@ def cmd_watch(args) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args) -> int:
+    from qai_io.hub.dashboard import DashboardOptions, FeedLimits, serve
+
+    if not 1 <= args.http_port <= 65535 or not 1 <= args.max_robots <= 100_000:
+        raise HubError("--port must be 1-65535 and --max-robots 1-100000")
+    options = DashboardOptions(
+        host=args.host, port=args.port, fleet=args.fleet, username=args.username, password_file=args.password_file,
+        tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, key=args.key, ed25519_key=args.ed25519_key,
+        bind=args.bind, http_port=args.http_port, login_file=args.login_file, cookie_secure=args.cookie_secure,
+        origins=tuple(args.origin), limits=FeedLimits(max_robots=args.max_robots))
+    return serve(options)
+
+
 # -- Rendering -------------------------------------------------------------------------------------
 
 def render_fleet(fleet: Fleet):
@@ -470,7 +484,7 @@ def _queue_cell(robot: RobotView) -> str:
 
 def _telemetry_cell(robot: RobotView) -> str:
     received = sum(len(t.received) for t in robot.streams.values())
-    missing = sum(len(t.missing()) for t in robot.streams.values())
+    missing = sum(t.missing_count() for t in robot.streams.values())
     return f"{received} msgs" + (f", {missing} missing" if missing else "")
 
 
@@ -509,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-ca", default=env("QAI_HUB_TLS_CA", ""), help="CA certificate: connect with TLS")
     parser.add_argument("--tls-cert", default=env("QAI_HUB_TLS_CERT", ""), help="client certificate (PEM)")
     parser.add_argument("--tls-key", default=env("QAI_HUB_TLS_KEY", ""), help="client certificate's key (PEM)")
-    commands = parser.add_subparsers(dest="command", metavar="{keygen,send-mission,cancel,status,watch}")
+    commands = parser.add_subparsers(dest="command", metavar="{keygen,send-mission,cancel,status,watch,serve}")
 
     def add(name: str, text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text)
@@ -556,6 +570,26 @@ def build_parser() -> argparse.ArgumentParser:
                 "a snapshot every --interval.")
     watch.add_argument("--interval", type=float, default=1.0, help="s between updates (default 1)")
     watch.add_argument("--duration", type=float, default=0.0, help="stop after this many s (default: run on)")
+
+    serve = add("serve", "Serve the fleet's dashboard to browsers: a map, each robot's mission graph, plots and an "
+                "event log, live over a WebSocket; missions and cancels from the page are checked and signed here. "
+                "Log in with the password in --login-file. Loopback only by default: put it behind a TLS reverse "
+                "proxy to reach it from elsewhere (README: Hub dashboard).")
+    serve.add_argument("--port", dest="http_port", type=int, default=int(env("QAI_HUB_DASHBOARD_PORT", "8080")),
+                       help="HTTP port (default 8080)")
+    serve.add_argument("--bind", default=env("QAI_HUB_DASHBOARD_BIND", "127.0.0.1"),
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--login-file", default=env("QAI_HUB_DASHBOARD_LOGIN_FILE", "~/.config/qai-hub/dashboard."
+                                                   "password"),
+                       help="file holding the operator's password (default ~/.config/qai-hub/dashboard.password, "
+                       "created with a random one when missing)")
+    serve.add_argument("--cookie-secure", action="store_true",
+                       help="send the session cookie over HTTPS only (behind a TLS proxy)")
+    serve.add_argument("--origin", action="append", default=[], metavar="URL",
+                       help="another origin allowed to post commands and open the WebSocket, e.g. the proxy's "
+                       "https://hub.example.org (repeatable)")
+    serve.add_argument("--max-robots", type=int, default=1000, help="robots shown at most (default 1000)")
+    signing_options(serve)
     return parser
 
 
@@ -571,7 +605,7 @@ def main(argv=None) -> int:
         print(f"qai-hub: {error}", file=sys.stderr)
         return EXIT_USAGE
     handlers = {"keygen": cmd_keygen, "send-mission": cmd_send_mission, "cancel": cmd_cancel, "status": cmd_status,
-                "watch": cmd_watch}
+                "watch": cmd_watch, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except HubError as error:

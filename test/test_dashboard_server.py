@@ -1,0 +1,286 @@
+"""qai-hub serve without a browser: its HTTP and WebSocket interface, in this process, with a real mosquitto.
+
+Commands the dashboard signs are checked by the robot's own CommandGate (qai_io.hub.commands) with the
+hub's public key; robots are FakeRobots (paho clients speaking hub_link's topics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import threading
+import urllib.error
+import urllib.request
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+
+from dashboard_stack import PASSWORD, write_login_file
+from fake_robots import FakeRobot
+from harness import wait_for
+from hub_stack import start_broker
+from qai_io.hub.commands import CommandGate
+from qai_io.hub.dashboard import DashboardOptions, DashboardThread, build
+from qai_io.hub.signing import Keyring, NonceStore, generate_key_pair
+
+FLEET = "srv"
+TIMEOUT = 20.0
+
+
+class Client:
+    """HTTP with a cookie jar, as a browser keeps the session cookie."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect)
+        self.csrf = ""
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict, dict]:
+        data = orjson.dumps(body) if body is not None else None
+        request = urllib.request.Request(self.url + path.lstrip("/"), data=data, method=method, headers={
+            **({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})})
+        try:
+            with self.opener.open(request, timeout=20) as answer:
+                status, raw, answer_headers = answer.status, answer.read(), dict(answer.headers)
+        except urllib.error.HTTPError as error:
+            status, raw, answer_headers = error.code, error.read(), dict(error.headers)
+        try:
+            parsed = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            parsed = {"text": raw.decode(errors="replace")}
+        return status, parsed, answer_headers
+
+    def post(self, path: str, body, csrf: bool = True, **headers) -> tuple[int, dict]:
+        status, data, _ = self.request("POST", path, body, {**({"X-CSRF-Token": self.csrf} if csrf else {}),
+                                                            **headers})
+        return status, data
+
+    def login(self, password: str = PASSWORD) -> None:
+        status, data, _ = self.request("POST", "/api/login", {"password": password})
+        assert status == 200, data
+        status, session, _ = self.request("GET", "/api/session")
+        assert status == 200, session
+        self.csrf = session["csrf"]
+
+    def cookie(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.cookies)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class RobotInbox:
+    """What a robot would receive on its command topics, checked by the robot's own gate."""
+
+    def __init__(self, port: int, robot: str, keys_dir, tmp_path):
+        keyring, errors, missing = Keyring.from_files([str(keys_dir / "hub.pub")])
+        assert not errors and not missing
+        self.gate = CommandGate(fleet=FLEET, robot=robot, keyring=keyring, nonces=NonceStore(tmp_path / "nonces.db"))
+        self.raw: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe(f"qai/{FLEET}/{robot}/cmd/+", qos=1)
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_message = lambda c, u, m: self._take(m.topic, m.payload)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert ready.wait(10)
+
+    def _take(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self.raw.append((topic, payload))
+
+    def verified(self, index: int):
+        topic, payload = self.raw[index]
+        return self.gate.check(topic, payload)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.gate.nonces.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("dashboard_server")
+    broker = start_broker(directory / "broker")
+    generate_key_pair(directory / "hub.key", directory / "hub.pub")
+    options = DashboardOptions(port=broker.port, fleet=FLEET, key=str(directory / "hub.key"), http_port=0,
+                               login_file=str(write_login_file(directory)))
+    dashboard, warnings = build(options)
+    assert warnings == []
+    served = DashboardThread(dashboard)
+    robot = FakeRobot(broker.port, FLEET, "r1")
+    robot.status()
+    try:
+        wait_for(lambda: "r1" in dashboard.feed.fleet.robots and dashboard.bridge.connected, TIMEOUT,
+                 "the dashboard to hear r1")
+        yield {"url": served.url, "dashboard": dashboard, "broker": broker, "robot": robot, "dir": directory}
+    finally:
+        robot.close()
+        served.stop()
+        broker.stop()
+
+
+def test_nothing_but_the_login_answers_without_a_session(server):
+    client = Client(server["url"])
+    status, _, headers = client.request("GET", "/")
+    assert status == 303 and headers["Location"] == "/login"
+    for method, path in (("GET", "/api/session"), ("GET", "/api/snapshot"), ("GET", "/api/stats"), ("GET", "/ws"),
+                         ("POST", "/api/missions"), ("POST", "/api/missions/check"), ("POST", "/api/cancel"),
+                         ("POST", "/api/logout")):
+        status, data, _ = client.request(method, path, {"robot": "r1", "text": "x", "mission_id": "m"}
+                                         if method == "POST" else None)
+        assert (status, data.get("error")) == (401, "log in first"), (method, path)
+    assert client.request("GET", "/healthz")[0] == 200 and client.request("GET", "/login")[0] == 200
+    assert client.request("POST", "/api/login", {"password": "not the password"})[0] == 401
+
+
+def test_a_session_still_needs_its_csrf_token_and_this_origin_for_every_command(server):
+    client = Client(server["url"])
+    client.login()
+    body = {"robot": "r1", "mission_id": "m1"}
+    refused = (403, {"error": "missing or wrong CSRF token (X-CSRF-Token)"})
+    assert client.post("/api/cancel", body, csrf=False) == refused
+    assert client.post("/api/cancel", body, csrf=False, **{"X-CSRF-Token": "a" * 43})[0] == 403
+    assert client.post("/api/cancel", body, Origin="http://evil.example")[0] == 403
+    other = Client(server["url"])
+    other.login()
+    assert other.csrf != client.csrf
+    other.csrf = client.csrf  # another session's token is not this session's
+    assert other.post("/api/cancel", body)[0] == 403
+    status, _ = client.post("/api/logout", {})
+    assert status == 200 and client.request("GET", "/api/session")[0] == 401
+
+
+def test_pages_forbid_inline_script_framing_and_sniffing(server):
+    client = Client(server["url"])
+    client.login()
+    for path in ("/", "/login", "/static/app.js", "/api/session"):
+        status, _, headers = client.request("GET", path)
+        assert status == 200, path
+        assert "script-src 'self'" in headers["Content-Security-Policy"] and "'unsafe-inline'" not in \
+            headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+    cookie = next(iter(client.cookies))
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "Strict"
+    assert client.request("GET", "/static/../dashboard.py")[0] == 404
+
+
+def test_a_mission_is_checked_then_signed_so_the_robots_own_gate_accepts_it(server, tmp_path):
+    client = Client(server["url"])
+    client.login()
+    inbox = RobotInbox(server["broker"].port, "r1", server["dir"], tmp_path)
+    try:
+        bad = "tasks:\n  - {id: a, kind: wait, depends_on: [a]}\n"
+        status, data = client.post("/api/missions/check", {"robot": "r1", "text": bad})
+        assert status == 200 and not data["ok"] and "a task cannot depend on itself" in data["errors"][0]
+        status, data = client.post("/api/missions", {"robot": "r1", "text": bad})
+        assert status == 422 and data["errors"] and not inbox.raw
+        text = "name: hub test\ntasks:\n  - {id: w, kind: wait, deadline_in: 60, parameters: {seconds: 0.5}}\n"
+        status, data = client.post("/api/missions", {"robot": "r1", "text": text})
+        assert status == 202, data
+        wait_for(lambda: inbox.raw, TIMEOUT, "the command at the robot")
+        command = inbox.verified(0)
+        assert command.verb == "submit_mission" and command.id == data["request_id"]
+        assert command.body == {"mission": {"name": "hub test", "tasks": [
+            {"id": "w", "kind": "wait", "deadline_in": 60, "parameters": {"seconds": 0.5}}]}}
+        status, data = client.post("/api/cancel", {"robot": "r1", "mission_id": "m1", "task_id": "w"})
+        assert status == 202
+        wait_for(lambda: len(inbox.raw) == 2, TIMEOUT, "the cancel at the robot")
+        cancel = inbox.verified(1)
+        assert cancel.verb == "cancel_mission" and cancel.body["mission_id"] == "m1" and cancel.body["task_id"] == "w"
+        entries = [e for e in server["dashboard"].feed.events if e["kind"] == "command"]
+        assert [e["request_id"] for e in entries[-2:]] == [command.id, cancel.id]
+    finally:
+        inbox.close()
+    assert client.post("/api/missions", {"robot": "nobody", "text": text})[0] == 409
+    assert client.post("/api/missions", {"robot": "<b>", "text": text})[0] == 400
+    assert client.post("/api/missions", {"robot": "r1", "text": "x" * ((1 << 20) + 1)})[0] == 413
+    assert client.post("/api/cancel", {"robot": "r1", "mission_id": ""})[0] == 400
+
+
+def test_the_websocket_sends_a_snapshot_then_live_operations_and_the_last_will(server):
+    import aiohttp
+
+    client = Client(server["url"])
+    client.login()
+    fake = FakeRobot(server["broker"].port, FLEET, "r2")
+    fake.status()
+
+    async def follow() -> list[dict]:
+        frames = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server["url"] + "ws", headers={"Cookie": client.cookie()}) as ws:
+                frames.append(orjson.loads((await ws.receive(timeout=TIMEOUT)).data))
+                await asyncio.to_thread(fake.odom, 4.0, 5.0)
+                await asyncio.to_thread(fake.kill)
+                while True:
+                    frame = orjson.loads((await ws.receive(timeout=TIMEOUT)).data)
+                    frames.append(frame)
+                    if any(op[0] == "event" and op[1]["kind"] == "offline" and op[1]["robot"] == "r2"
+                           for op in frame.get("ops", [])):
+                        return frames
+
+    wait_for(lambda: "r2" in server["dashboard"].feed.fleet.robots, TIMEOUT, "r2 heard")
+    frames = asyncio.run(asyncio.wait_for(follow(), 3 * TIMEOUT))
+    assert frames[0]["type"] == "snapshot" and frames[0]["robots"]["r2"]["state"] == "online"
+    ops = [op for frame in frames[1:] for op in frame["ops"]]
+    pose = next(op for op in ops if op[0] == "pose" and op[1] == "r2")[2]
+    assert (pose["x"], pose["y"], pose["seq"]) == (4.0, 5.0, 1)
+    robot = [op[2] for op in ops if op[0] == "robot" and op[1] == "r2" and "state" in op[2]][-1]
+    assert robot["state"] == "offline" and robot["reason"] == "connection lost"
+    # A browser without the cookie cannot open it.
+    with pytest.raises(aiohttp.WSServerHandshakeError):
+        asyncio.run(_open_without_cookie(server["url"]))
+
+
+async def _open_without_cookie(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url + "ws"):
+            pass
+
+
+def test_logins_are_throttled_after_repeated_failures(tmp_path):
+    options = DashboardOptions(port=1, fleet=FLEET, key=str(tmp_path / "none"), http_port=0,
+                               login_file=str(write_login_file(tmp_path)))
+    dashboard, warnings = build(options)
+    assert any("commands are off" in warning for warning in warnings)
+    served = DashboardThread(dashboard)
+    try:
+        client = Client(served.url)
+        codes = [client.request("POST", "/api/login", {"password": f"guess {n}"})[0] for n in range(6)]
+        assert codes == [401] * 5 + [429]
+        status, data, headers = client.request("POST", "/api/login", {"password": PASSWORD})
+        assert status == 429 and int(headers["Retry-After"]) > 0  # even the right one, until the window passes
+    finally:
+        served.stop()
+
+
+def test_logging_out_ends_the_live_view_of_that_session(server):
+    import aiohttp
+
+    client = Client(server["url"])
+    client.login()
+
+    cookie = client.cookie()
+
+    async def follow() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server["url"] + "ws", headers={"Cookie": cookie}) as ws:
+                assert orjson.loads((await ws.receive(timeout=TIMEOUT)).data)["type"] == "snapshot"
+                assert (await asyncio.to_thread(client.post, "/api/logout", {}))[0] == 200
+                while (await ws.receive(timeout=TIMEOUT)).type not in (aiohttp.WSMsgType.CLOSE,
+                                                                       aiohttp.WSMsgType.CLOSED):
+                    pass
+            with pytest.raises(aiohttp.WSServerHandshakeError):  # and the old cookie opens nothing
+                await session.ws_connect(server["url"] + "ws", headers={"Cookie": cookie})
+
+    asyncio.run(asyncio.wait_for(follow(), 2 * TIMEOUT))
