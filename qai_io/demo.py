@@ -12,7 +12,8 @@ What it does:
    signs and sends each robot its survey (qai_io.hub.survey): with several robots, one robot's quantum
    bridge first shares the survey points among them (assign_tasks); each robot plans its own route;
 3. shows the fleet live from the hub's side (task states, position, battery, predicted endurance, which
-   solver answered), and with --faults injects a battery sag, a sensor dropout and a SIGKILL of an engine;
+   solver answered), in the terminal and on the hub's browser dashboard (`qai-hub serve`, its URL and
+   password printed), and with --faults injects a battery sag, a sensor dropout and a SIGKILL of an engine;
 4. ends with a summary (tasks and timings, distance, energy, solver, scans, telemetry sent/received/lost)
    and exit 0 when every survey succeeded; stops everything it started.
 """
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +125,9 @@ class Demo:
         self.workdir = Path(tempfile.mkdtemp(prefix="qai-demo-"))
         self.broker: LocalBroker | None = None
         self.session: HubSession | None = None
+        self.dashboard = None
+        self._screenshot: threading.Thread | None = None
+        self._flying = threading.Event()
         self.robots: list[Robot] = []
         self.faults: dict[str, Any] = {"injected": [], "killed": None, "restarted": None}
         self._fault_steps: list = []
@@ -137,7 +142,9 @@ class Demo:
                 return 1
             self.send_surveys()
             self.follow()
-            return self.finish()
+            code = self.finish()
+            self.linger()
+            return code
         except KeyboardInterrupt:
             say("interrupted")
             return 130
@@ -167,6 +174,46 @@ class Demo:
                 f"{'learned CfC policy' if controller == 'external' else 'PID'} flight controller")
         self.session = HubSession("127.0.0.1", self.broker.port, FLEET, Signer.from_files(key)).connect()
         say(f"hub connected to the broker, following qai/{FLEET}/#")
+        if args.dashboard_port >= 0:
+            self.start_dashboard(key)
+
+    def start_dashboard(self, key: Path) -> None:
+        """Serve the hub's dashboard for a person watching; its login file is in the temporary directory."""
+        from qai_io.hub.dashboard import start_dashboard
+
+        port = self.args.dashboard_port
+        if port and not _port_free(port):
+            say(f"port {port} is taken: the dashboard takes a free one")
+            port = 0
+        login = self.workdir / "dashboard.password"
+        self.dashboard = start_dashboard(login, broker_port=self.broker.port, fleet=FLEET, key=key, port=port,
+                                         log_path=self.workdir / "dashboard.log")
+        password = login.read_text().strip()  # made by start_dashboard: random, for this run only
+        say(f"hub dashboard: {self.dashboard.url} (log in with {password})")
+        if self.args.screenshot:
+            self._screenshot = threading.Thread(target=self._take_screenshot, args=(password,),
+                                                daemon=True, name="screenshot")
+            self._screenshot.start()
+
+    def _take_screenshot(self, password: str) -> None:
+        """Save the dashboard as a browser shows it a few seconds into the first survey leg."""
+        from qai_io.hub.browser import Browser
+
+        browser = None
+        try:
+            browser = Browser(self.workdir, 1400, 1000)
+            browser.login(self.dashboard.url, password)
+            if self._flying.wait(self.args.timeout):
+                time.sleep(6.0)  # a track and a few plot points
+                browser.js("document.querySelector('#robots tbody tr')?.click()")
+                time.sleep(1.0)
+                browser.driver.save_screenshot(str(self.args.screenshot))
+                say(f"dashboard screenshot saved to {self.args.screenshot}")
+        except Exception as error:  # a missing browser must not fail the demo
+            say(f"no dashboard screenshot: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        finally:
+            if browser is not None:
+                browser.quit()
 
     def wait_ready(self) -> bool:
         def ready() -> bool:
@@ -346,6 +393,8 @@ class Demo:
                 tasks = (mission or {}).get("tasks", [])
                 running = [f"{t['task_id']} {_percent(t.get('progress'))}".strip() for t in tasks
                            if task_state_name(t.get("state")) == "RUNNING"]
+                if any(name.startswith("fly_") for name in running):
+                    self._flying.set()
                 results = survey.task_results(tasks)
                 plan = results.get("plan", {})
                 solver = f"{plan.get('solver')}{' (fallback)' if plan.get('fallback') else ''}" if plan else "-"
@@ -363,7 +412,8 @@ class Demo:
         from rich.table import Table
 
         console = Console(width=max(Console().width, 140))
-        summary = {"wall_seconds": round(self.elapsed(), 1), "robots": {}, "faults": self.faults}
+        summary = {"wall_seconds": round(self.elapsed(), 1), "robots": {}, "faults": self.faults,
+                   "dashboard": self.dashboard.url if self.dashboard is not None else None}
         succeeded = True
         for robot in self.robots:
             if not robot.request_id:
@@ -408,6 +458,11 @@ class Demo:
         say(f"{'every survey succeeded' if succeeded else 'not every survey succeeded'} after {self.elapsed():.1f} s")
         return 0 if succeeded else 1
 
+    def linger(self) -> None:
+        if self.dashboard is not None and self.args.linger > 0:
+            say(f"the dashboard stays up {self.args.linger:g} s more at {self.dashboard.url} (Ctrl-C ends it)")
+            time.sleep(self.args.linger)
+
     def telemetry(self, robot: str) -> dict[str, dict[str, int]]:
         """Count each stream's messages as the hub saw them.
 
@@ -421,6 +476,10 @@ class Demo:
                            "missing": len(t.missing()), "duplicates": t.duplicates} for name, t in view.streams.items()}
 
     def tear_down(self) -> None:
+        if self._screenshot is not None:
+            self._screenshot.join(30)
+        if self.dashboard is not None:
+            self.dashboard.stop()
         if self.session is not None:
             self.session.close()
         if hasattr(self, "_fault_injector"):
@@ -434,6 +493,17 @@ class Demo:
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
         say("everything stopped")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _percent(progress) -> str:
@@ -478,6 +548,12 @@ class DemoCommand:
                             help="seconds to wait for the robots, and then for the surveys (default 170)")
         parser.add_argument("--summary-json", help="write the summary (figures, tasks, telemetry) to this file")
         parser.add_argument("--keep-dir", action="store_true", help="keep the temporary files (logs, journals)")
+        parser.add_argument("--dashboard-port", type=int, default=8080,
+                            help="serve the hub's browser dashboard on this loopback port (0: a free one, -1: none)")
+        parser.add_argument("--linger", type=float, default=0.0,
+                            help="keep everything up this many seconds after the summary, to look at the dashboard")
+        parser.add_argument("--screenshot", type=Path,
+                            help="save a PNG of the dashboard during the first survey leg (headless chromium)")
 
     @staticmethod
     def run(args) -> int:

@@ -13,6 +13,7 @@ import subprocess
 import psutil
 import pytest
 
+from dashboard_stack import chromium_paths
 from harness import installed
 
 
@@ -20,8 +21,8 @@ def run_demo(tmp_path, *options: str, timeout: float = 420.0) -> tuple[dict, str
     summary = tmp_path / "summary.json"
     before = {p.pid for p in psutil.process_iter()}
     done = subprocess.run([str(installed("qai-edge")), "demo", "--points", "2", "--scan-seconds", "1",
-                           "--summary-json", str(summary), *options], capture_output=True, text=True,
-                          timeout=timeout)
+                           "--dashboard-port", "0", "--summary-json", str(summary), *options],
+                          capture_output=True, text=True, timeout=timeout)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     workdir = re.search(r"in (/\S+qai-demo-\S+)", output).group(1)
@@ -51,11 +52,15 @@ def assert_survey_complete(robot: dict) -> None:
 
 @pytest.mark.slow
 def test_the_demo_flies_a_signed_survey_from_the_hub_end_to_end(tmp_path):
-    summary, _ = run_demo(tmp_path)
+    screenshot = tmp_path / "dashboard.png"
+    summary, _ = run_demo(tmp_path, *(("--screenshot", str(screenshot)) if chromium_paths() else ()))
     (robot,) = summary["robots"].values()
     assert_survey_complete(robot)
     assert robot["telemetry"]["odom"]["received"] > 100 and robot["telemetry"]["mission_states"]["received"] > 10
     assert robot["distance_m"] > 20 and robot["energy_wh"] > 0
+    assert summary["dashboard"].startswith("http://127.0.0.1:")
+    if chromium_paths():  # the page a person watching the demo sees, taken during the first leg
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20000
 
 
 @pytest.mark.slow
