@@ -298,6 +298,24 @@ def build_table(records: list[dict], title: str = "qai_edge benchmarks"):
     return table
 
 
+def markdown(document: dict) -> str:
+    """Return a results document as the README's table: a line on how it was measured, then one row per figure."""
+    machine = document["machine"]
+    before, after = machine["load_average_before"][0], machine["load_average_after"][0]
+    steps = ", ".join(f"{s['script']} {s['wall_s']:.0f} s" + ("" if s["status"] == "ok" else f" ({s['status']})")
+                      for s in document["steps"])
+    lines = [f"`{document['command'].strip()}`{' (quick)' if document['quick'] else ''} on {machine['date'][:10]}, "
+             f"{machine['cpu_count']} CPUs, load average {before:.1f} before and {after:.1f} after, "
+             f"{document['wall_s'] / 60:.0f} min ({steps}).", "",
+             "| area | figure | value | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    previous = None
+    for row in table_rows(document["records"]):
+        cells = [("" if row[0] == previous else row[0]), *row[1:]]
+        previous = row[0]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
 def _git(*args: str) -> str | None:
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
@@ -381,8 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every script's time limit")
     parser.add_argument("--output", default=str(BENCH / "results.json"), help="the JSON (bench/results.json)")
     parser.add_argument("-v", "--verbose", action="store_true", help="echo each script's output as it runs")
+    parser.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as the README's table, "
+                        "run nothing")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     try:
         steps = select_steps(STEPS, args.only)
     except ValueError as error:

@@ -168,6 +168,11 @@ def test_results_json_holds_the_records_the_steps_and_the_machine(fake_run, tmp_
     assert machine["cpu_count"] == os.cpu_count() and len(machine["load_average_before"]) == 3
     assert machine["python"] == sys.version.split()[0] and machine["libraries"]["rich"]
     assert machine["date"].endswith("+00:00")
+    table = run_all.markdown(written).splitlines()
+    assert "(quick)" in table[0] and "failing.py" in table[0] and "(timed out)" in table[0]
+    assert table[4] == "| mission engine | scheduler per task at size 10, vs py_trees | 7.50 us | 10.0 us | 0.750x | " \
+                       "ratio <= 1.0 | yes |"
+    assert table[5].startswith("|  | submit -> start p99 |") and len(table) == 4 + len(written["records"])
 
 
 def test_only_selects_areas_or_scripts_and_names_what_it_does_not_know():
