@@ -71,6 +71,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# Every bench/ script, one table of figures beside their baselines and targets, also in bench/results.json.
+# ARGS=--quick: smaller sizes, a few minutes; ARGS="--only hub,io": some areas (bench/run_all.py --help).
+bench: setup
+	$(PY) bench/run_all.py $(ARGS)
+.PHONY: bench
+
 # Re-pin every package from requirements.txt into constraints.txt, resolved in a fresh venv.
 constraints:
 	rm -rf $(VENV)-pins && $(PYTHON) -m venv $(VENV)-pins

@@ -10,7 +10,7 @@
   on held-out flights (never trained on) in both sets, the training conditions and outside them.
 - Training time per model, as recorded in the shipped checkpoints' metadata (with the command that made them).
 
-    nice -n 10 .venv/bin/python bench/intelligence.py [--quick]
+    nice -n 10 .venv/bin/python bench/intelligence.py [--quick] [--json PATH]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from qai_edge.figures import FigureLog
 from qai_edge.isolation import isolate
 
 CELLS = ("cfc", "ltc", "gru")
+CELL_NAMES = {"cfc": "CfC", "ltc": "LTC", "gru": "GRU"}
 TASKS = ("endurance", "anomaly", "policy")
 
 
@@ -179,10 +181,31 @@ def training_times() -> dict:
     return out
 
 
+def log_held_out(log: FigureLog, name: str, result: dict) -> None:
+    """Log the held-out figures of one set of conditions, each model beside its baseline."""
+    where = f"held-out, {name} conditions"
+    e = result["endurance"]
+    log.add(f"endurance MAE, {where}, vs baseline", e["model"]["mae_s"], "s", baseline=e["baseline"]["mae_s"],
+            ratio=e["model"]["mae_s"] / e["baseline"]["mae_s"])
+    log.add(f"endurance MAE last 5 min, {where}, vs baseline", e["model"]["mae_last_5min_s"], "s",
+            baseline=e["baseline"]["mae_last_5min_s"])
+    a = result["anomaly"]
+    for key, label, unit in (("precision", "precision", ""), ("recall", "recall", ""),
+                             ("delay_median_s", "delay p50", "s"),
+                             ("false_alarms_per_hour_clean", "false alarms (clean flights)", "/h")):
+        log.add(f"anomaly {label}, {where}, vs z-score", a["model"][key], unit, baseline=a["baseline"][key])
+    p = result["policy"]
+    for key, label, unit in (("completion", "completion", ""), ("duration_s", "time", "s"),
+                             ("cross_track_mean_m", "cross-track mean", "m"), ("energy_wh", "energy", "Wh")):
+        log.add(f"course, learned policy {label}, {where}, vs PID", p["policy"][key], unit, baseline=p["pid"][key])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer held-out flights and a shorter node run")
+    parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
     args = parser.parse_args()
+    log = FigureLog(args.json, "intelligence")
     isolate("qai-bench-intelligence-")
     import torch
 
@@ -194,9 +217,15 @@ def main() -> None:
         for task in TASKS:
             print(f"{task:10} {cell:4} {inside[task]['p50_ms']:9.3f} {inside[task]['p99_ms']:9.3f} "
                   f"{alone[task]['p50_ms']:10.3f} {alone[task]['p99_ms']:10.3f} {inside[task]['ticks']:7d}")
+            for share in ("p50", "p99") if cell == "cfc" else ("p99",):
+                node_ms, alone_ms = inside[task][f"{share}_ms"], alone[task][f"{share}_ms"]
+                log.add(f"{task} per tick in the node, {CELL_NAMES[cell]} {share}, vs the model alone", node_ms, "ms",
+                        baseline=alone_ms, ratio=node_ms / alone_ms, ticks=inside[task]["ticks"],
+                        **({"target": "< 1 ms", "met": node_ms < 1.0} if (cell, share) == ("cfc", "p99") else {}))
     results = held_out(args.quick)
     for name, result in results.items():
         print(f"\n== Held-out flights: {name} conditions")
+        log_held_out(log, name, result)
         e = result["endurance"]
         print(f"endurance MAE        model {e['model']['mae_s']:7.1f} s ({e['model']['mae_percent']:5.1f} %)   "
               f"baseline {e['baseline']['mae_s']:7.1f} s ({e['baseline']['mae_percent']:5.1f} %)   "
@@ -218,6 +247,7 @@ def main() -> None:
     print("\n== Training time on this machine (from the shipped checkpoints' metadata)")
     for task, info in training_times().items():
         print(f"{task:10} {info['seconds']} s, {info['trainable_parameters']} weights: {info['command']}")
+        log.add(f"{task} model training time (shipped checkpoint's metadata, not this run)", info["seconds"], "s")
 
 
 if __name__ == "__main__":

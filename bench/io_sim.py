@@ -8,11 +8,12 @@
 - Waypoint tracking on the standard 10-waypoint course (qai_io.simulation.STANDARD_COURSE): mean and max
   cross-track error, calm and windy.
 
-    .venv/bin/python bench/io_sim.py
+    .venv/bin/python bench/io_sim.py [--json PATH]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import subprocess
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from qai_edge.figures import FigureLog
 from qai_edge.isolation import isolate
 
 
@@ -197,28 +199,45 @@ def tracking() -> list[tuple[str, float, float, float, bool]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
+    figures = FigureLog(parser.parse_args().json, "I/O")
     environment = isolate("qai-edge-bench-ros-log-")
     import rclpy
 
     print(f"io_engine and sim_vehicle (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery)")
-    print(f"  real-time factor, model alone (100 Hz physics, sensor readings): {model_rtf():.0f}x")
+    model_factor = model_rtf()
+    print(f"  real-time factor, model alone (100 Hz physics, sensor readings): {model_factor:.0f}x")
+    figures.add("real-time factor, vehicle model alone", model_factor, "x")
     rclpy.init()
     try:
         with tempfile.TemporaryDirectory(prefix="qai-edge-bench-") as directory:
             node_factor = node_rtf(Path(directory))
             print(f"  real-time factor, sim_vehicle node asked for 1000x with /clock (its ceiling): {node_factor:.1f}x "
                   f"(target >= 20x)")
+            figures.add("real-time factor, sim_vehicle node (asked for 1000x)", node_factor, "x", target=">= 20x",
+                        met=node_factor >= 20)
             inner = in_process_latency()
             print(f"  odometry -> cmd_vel in-process (io_engine callback): p50 {statistics.median(inner):.3f} ms, "
                   f"p99 {percentile(inner, 0.99):.3f} ms (target p99 < 5 ms)")
+            figures.add("odometry -> cmd_vel in-process p50", statistics.median(inner), "ms")
+            figures.add("odometry -> cmd_vel in-process p99", percentile(inner, 0.99), "ms", target="< 5 ms",
+                        met=percentile(inner, 0.99) < 5)
             outer = cross_process_latency(Path(directory))
             print(f"  odometry -> cmd_vel across processes (publish to receive): "
                   f"p50 {statistics.median(outer):.2f} ms, p99 {percentile(outer, 0.99):.2f} ms (target p99 < 10 ms)")
+            figures.add("odometry -> cmd_vel across processes p50", statistics.median(outer), "ms")
+            figures.add("odometry -> cmd_vel across processes p99", percentile(outer, 0.99), "ms", target="< 10 ms",
+                        met=percentile(outer, 0.99) < 10)
     finally:
         rclpy.try_shutdown()
     for label, mean, worst, duration, finished in tracking():
         print(f"  standard 10-waypoint course, {label}: cross-track mean {mean:.2f} m, max {worst:.2f} m, "
               f"{duration:.0f} s{'' if finished else ' (NOT FINISHED)'}")
+        course = f"standard course, {label}{'' if finished else ' (NOT FINISHED)'}"
+        figures.add(f"{course}: cross-track mean", mean, "m")
+        figures.add(f"{course}: cross-track max", worst, "m")
+        figures.add(f"{course}: time", duration, "s")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ answers, encoded and committed); the ratios to py_trees per task, and of the jou
 Targets (issue 9): scheduler without journal at least as fast per task as py_trees (ratio <= 1.0);
 durable journal within 2x of that. Memory: < 200 MB for 10,000 tasks.
 
-    .venv/bin/python bench/mission_core.py [--repeat 3] [--profile]
+    .venv/bin/python bench/mission_core.py [--repeat 3] [--profile] [--json PATH]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from qai_edge.figures import FigureLog
 from qai_edge.tasks import TaskKindSpec
 from qai_mission.journal import Journal
 from qai_mission.model import KindRoute, MissionSpec, RetryPolicy, TaskSpec
@@ -123,7 +124,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the scheduler on the chains")
+    parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
     args = parser.parse_args()
+    figures = FigureLog(args.json, "mission engine")
     shapes = {"chains": chains(), "fan": fan(), "random": random_dag()}
     if args.profile:
         import cProfile
@@ -156,8 +159,18 @@ def main() -> None:
             ratio = f"{alone / peer:6.2f}" if peer else f"{'-':>6}"
             print(f"  {name:<8} {peer_text} {alone / n * 1e6:8.1f}us {ratio}   {journaled[False] / n * 1e6:7.1f}us "
                   f"{journaled[True] / n * 1e6:7.1f}us {journaled[True] / alone:18.2f}x")
+            figures.add(f"scheduler per task, {name}{' vs py_trees' if peer else ''}", alone / n * 1e6, "us",
+                        **({"baseline": peer / n * 1e6, "ratio": alone / peer, "target": "ratio <= 1.0",
+                            "met": alone / peer <= 1.0} if peer else {}))
+            figures.add(f"journal without fsync per task, {name}, vs no journal", journaled[False] / n * 1e6, "us",
+                        baseline=alone / n * 1e6, ratio=journaled[False] / alone)
+            figures.add(f"durable journal per task, {name}, vs no journal", journaled[True] / n * 1e6, "us",
+                        baseline=alone / n * 1e6, ratio=journaled[True] / alone, target="ratio <= 2",
+                        met=journaled[True] / alone <= 2.0)
     print("  (per task; ratio: scheduler / py_trees, target <= 1.0; durable journal target <= 2x the scheduler alone)")
-    print(f"  process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (target < 200 MB)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  process max RSS {peak:.0f} MB (target < 200 MB)")
+    figures.add("scheduler process max RSS, 10,000-task graphs", peak, "MB", target="< 200 MB", met=peak < 200)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Prints
   clock) meanwhile, beside the same latency with nothing else running (the ratio says what the big
   mission costs it). Each measurement runs on fresh processes.
 
-    .venv/bin/python bench/mission_ros.py [--tasks 1000] [--latency-samples 200] [--big 5000]
+    .venv/bin/python bench/mission_ros.py [--tasks 1000] [--latency-samples 200] [--big 5000] [--json PATH]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from qai_edge.figures import FigureLog
 from qai_edge.isolation import isolate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +152,9 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--big", type=int, default=5000, help="tasks of the mission submitted beside a running one")
     parser.add_argument("--per-engine", type=int, default=16, help="the mission engine's max_tasks_per_engine")
+    parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
     args = parser.parse_args()
+    figures = FigureLog(args.json, "mission engine")
     environment = isolate("qai-edge-bench-ros-log-")
     print(f"mission engine over ROS (ROS_DOMAIN_ID={environment['ROS_DOMAIN_ID']}, LOCALHOST discovery), "
           f"mission_engine and test engine in their own processes")
@@ -168,6 +171,10 @@ def main() -> None:
     nofsync = results[False]["latency"]
     print(f"  the same without fsync: p50 {statistics.median(nofsync):.1f} ms, "
           f"p99 {percentile(nofsync, 0.99):.1f} ms")
+    for share in (0.5, 0.99):
+        ours, fast = percentile(latencies, share), percentile(nofsync, share)
+        figures.add(f"submit -> engine start p{share * 100:.0f}, durable vs no fsync", ours, "ms", baseline=fast,
+                    ratio=ours / fast, **({"target": "< 20 ms", "met": ours < 20} if share == 0.99 else {}))
     for label in ("independent", "chain"):
         durable_count, durable_time = results[True][label]
         _, fast_time = results[False][label]
@@ -175,6 +182,10 @@ def main() -> None:
               f"{durable_count / fast_time:.0f} tasks/s without fsync "
               f"(durability costs {durable_time / fast_time:.2f}x)"
               f"{' (target >= 200 tasks/s)' if label == 'independent' else ''}")
+        rate = durable_count / durable_time
+        figures.add(f"{durable_count} {label} trivial tasks, durable vs no fsync", rate, "tasks/s",
+                    baseline=durable_count / fast_time, ratio=fast_time / durable_time,
+                    **({"target": ">= 200 tasks/s", "met": rate >= 200} if label == "independent" else {}))
     accept, run, gaps = beside
     _, _, quiet = alone
     print(f"  a {args.big}-task mission beside a running one (durable journal): accepted in {accept:.2f} s, ran in "
@@ -183,6 +194,10 @@ def main() -> None:
           f"{percentile(gaps, 0.99):.1f} ms, max {max(gaps):.1f} ms; with nothing beside it: p50 "
           f"{statistics.median(quiet):.1f} ms, p99 {percentile(quiet, 0.99):.1f} ms "
           f"(p99 ratio {percentile(gaps, 0.99) / percentile(quiet, 0.99):.1f}x)")
+    figures.add(f"{args.big}-task mission beside a running one: accepted in", accept, "s")
+    figures.add(f"{args.big}-task mission beside a running one: ran at", args.big / run, "tasks/s")
+    figures.add(f"running mission's dispatch p99 beside the {args.big}-task one vs alone", percentile(gaps, 0.99),
+                "ms", baseline=percentile(quiet, 0.99), ratio=percentile(gaps, 0.99) / percentile(quiet, 0.99))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@
    aer_statevector) and after (statevector_diagonal), and the share of answers verified optimal.
 
     nice -n 10 .venv/bin/python bench/quantum_qaoa.py [--sizes 16,20,24,25] [--kernel-only 26,28]
-                                                     [--instances 100]
+                                                     [--instances 100] [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from qai_edge.figures import FigureLog
 
 ISSUE_AER_FIGURES = {20: 0.18, 25: 8.3}  # s per evaluation, issue 14 (same kind of machine, quiet)
 
@@ -207,7 +209,7 @@ def throughput(count: int = 2000) -> float:
     return count / elapsed
 
 
-def end_to_end(instances: int) -> list[str]:
+def end_to_end(instances: int, log: FigureLog) -> list[str]:
     import rclpy
     from geometry_msgs.msg import Point
     from rclpy.action import ActionClient
@@ -266,6 +268,7 @@ def end_to_end(instances: int) -> list[str]:
         solve(Optimize.Goal(problem=cases[0][1]))  # the node's imports
         time.sleep(5.0)  # the node loads the compiled kernel at start
         for name in ("8-task/2-robot assignment", "5-waypoint route (16 qubits)"):
+            measured = {}
             for backend in ("aer_statevector", "statevector_diagonal"):
                 times, optimal, solvers = [], 0, {}
                 for case_name, problem, best in cases:
@@ -284,6 +287,14 @@ def end_to_end(instances: int) -> list[str]:
                              f"{p99:8.1f} ms, verified optimal "
                              f"{optimal}/{len(times)}; answered by "
                              + ", ".join(f"{k} x{v}" for k, v in sorted(solvers.items())))
+                measured[backend] = (statistics.median(times), p99, optimal / len(times) * 100)
+            (aer_p50, aer_p99, aer_optimal), (ours_p50, ours_p99, ours_optimal) = measured.values()
+            log.add(f"Optimize end to end, {name}, p50, speed-up vs Aer", ours_p50, "ms", baseline=aer_p50,
+                    ratio=aer_p50 / ours_p50)
+            log.add(f"Optimize end to end, {name}, p99, speed-up vs Aer", ours_p99, "ms", baseline=aer_p99,
+                    ratio=aer_p99 / ours_p99)
+            log.add(f"Optimize end to end, {name}, verified optimal, vs Aer", ours_optimal, "%",
+                    baseline=aer_optimal)
     finally:
         bridge.terminate()
         bridge.wait(10)
@@ -293,6 +304,25 @@ def end_to_end(instances: int) -> list[str]:
     return lines
 
 
+def log_qaoa_row(log: FigureLog, n: int, aer: dict, kernel: dict) -> None:
+    """Log one size of section 3: the kernel's time beside Aer's (speed-up, target >= 8x) and both peaks."""
+    if "seconds" not in kernel:
+        log.add(f"QAOA p=2 evaluation, {n} qubits: kernel failed ({kernel.get('error', '')[:60]})", None, "s")
+        return
+    options: dict = {}
+    if "seconds" in aer:
+        speedup = aer["seconds"] / kernel["seconds"]
+        options = {"baseline": aer["seconds"], "ratio": speedup}
+        if n in (20, 24, 25):
+            fast_enough = n != 25 or kernel["seconds"] <= 1.0
+            options.update(target=">= 8x" + (", <= 1 s" if n == 25 else ""), met=speedup >= 8 and fast_enough)
+    log.add(f"QAOA p=2 evaluation, {n} qubits, kernel{', speed-up vs Aer' if 'seconds' in aer else ' alone'}",
+            kernel["seconds"], "s", **options)
+    log.add(f"QAOA p=2 evaluation, {n} qubits, kernel peak memory{', vs Aer' if 'seconds' in aer else ''}",
+            kernel["peak_mib"], "MiB", **({"baseline": aer["peak_mib"], "ratio": kernel["peak_mib"] / aer["peak_mib"]}
+                                          if "peak_mib" in aer else {}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="16,20,24,25")
@@ -300,6 +330,7 @@ def main() -> None:
     parser.add_argument("--checks", default="10,16,20")
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
@@ -308,6 +339,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    log = FigureLog(args.json, "quantum bridge")
     print(f"Quantum bridge bench, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     print("1. Kernel implementations (one p=2 state at 20 qubits, double precision)")
     figures = child("implementations", "20")
@@ -322,10 +354,16 @@ def main() -> None:
           f"no install beyond numpy ({sizes['numpy']:.0f} MiB); no compile")
     print(f"  torch {figures['torch'] * 1e3:8.1f} ms  ({figures['torch'] / figures['numba']:.1f}x numba, agrees to "
           f"{figures['torch_agrees']:.1e}); already a dependency ({sizes['torch']:.0f} MiB); no compile")
+    for peer in ("numpy", "torch"):
+        log.add(f"p=2 state at 20 qubits, numba kernel, speed-up vs {peer}{' CPU' if peer == 'torch' else ''}",
+                figures["numba"] * 1e3, "ms", baseline=figures[peer] * 1e3, ratio=figures[peer] / figures["numba"])
+    log.add("numba kernel first call, cold cache (compile)", compiled["cold"], "s")
+    log.add("numba kernel first call, from the on-disk cache", compiled["cached"], "s")
     print("2. Correctness: max |p_kernel - p_aer| over all basis states, 3 angle sets, same transpiled circuit")
     for n in (int(s) for s in args.checks.split(",") if s):
         result = child("check", str(n))
         print(f"  {n:>3} qubits: {result.get('max_difference', result.get('error'))!s:>24}  ({result.get('kernel')})")
+        log.add(f"kernel vs Aer statevector, max |p difference|, {n} qubits", result.get("max_difference"), "")
     print("3. QAOA p=2, 1024 shots, one evaluation (objective + samples), median; each in its own process")
     print("  qubits   aer_statevector   peak     statevector_diagonal   peak       ratio   (issue 14's Aer)")
     rows = ([(int(s), True) for s in args.sizes.split(",") if s]
@@ -342,10 +380,14 @@ def main() -> None:
                  else "      ")
         reference = f"{ISSUE_AER_FIGURES[n]:.2f} s" if n in ISSUE_AER_FIGURES else ""
         print(f"  {n:>6}   {aer_text}   {kernel_text}   {ratio}   {reference}")
-    print(f"4. Aer small circuits (10 q, p=2, 1024 shots, distinct parameters, one job): {throughput():.0f}/s "
+        log_qaoa_row(log, n, aer, kernel)
+    small = throughput()
+    print(f"4. Aer small circuits (10 q, p=2, 1024 shots, distinct parameters, one job): {small:.0f}/s "
           f"(target >= 500)")
+    log.add("Aer small circuits (10 q, p=2, 1024 shots), one job", small, "circuits/s", target=">= 500/s",
+            met=small >= 500)
     print(f"5. End to end over the Optimize action, solver quantum, {args.instances} instances each:")
-    for line in end_to_end(args.instances):
+    for line in end_to_end(args.instances, log):
         print(line)
 
 
