@@ -34,6 +34,8 @@ from pathlib import Path
 
 import orjson
 
+from qai_edge.figures import FigureLog
+
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = "benchfleet"
 
@@ -134,6 +136,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--screenshot", default="", help="save the page here during the run (PNG)")
+    parser.add_argument("--json", help="also write the figures here (qai_edge.figures records, for make bench)")
     parser.add_argument("--role", choices=("bench", "robots", "baseline"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--broker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,15 +227,24 @@ def main() -> int:
     print("| what | dashboard | baseline: raw paho subscriber | ratio |")
     print("|------|-----------|-------------------------------|-------|")
     raw50, raw99 = percentile(raw_ms, 0.5), percentile(raw_ms, 0.99)
+    log = FigureLog(args.json, "dashboard")
+    scale = f"{args.robots} robots x {args.rate} Hz"
     for label, values in (("MQTT -> page, update applied", received_ms), ("MQTT -> page, frame drawn", shown_ms)):
         p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
         row(f"{label}: p50 / p99 ms ({len(values)} samples)", f"{p50:.1f} / {p99:.1f}",
             f"{raw50:.1f} / {raw99:.1f} ({len(raw_ms)} samples)", f"{p50 / raw50:.1f} / {p99 / raw99:.1f}")
+        log.add(f"{label} p50, {scale}, vs raw paho", p50, "ms", baseline=raw50, ratio=p50 / raw50)
+        log.add(f"{label} p99, {scale}, vs raw paho", p99, "ms", baseline=raw99, ratio=p99 / raw99)
     row("CPU, % of one core", f"{100 * server_cpu / elapsed:.0f}", f"{100 * raw['cpu'] / elapsed:.0f}",
         f"{server_cpu / max(raw['cpu'], 1e-9):.1f}")
+    log.add(f"server CPU, {scale}, vs raw paho", 100 * server_cpu / elapsed, "% core",
+            baseline=100 * raw["cpu"] / elapsed, ratio=server_cpu / max(raw["cpu"], 1e-9))
     row("memory RSS / peak, MB", f"{rss:.0f} / {peak:.0f}", f"{raw['rss']:.0f} / {raw['peak']:.0f}",
         f"{rss / raw['rss']:.1f}")
+    log.add("server peak RSS, vs raw paho", peak, "MB", baseline=raw["peak"], ratio=peak / raw["peak"])
     row("latest pose shown once the robots stopped", f"{matching}/{len(last_sent)} robots", "", "")
+    log.add("robots whose latest pose the page shows", matching, "robots", target=f"== {len(last_sent)}",
+            met=matching == len(last_sent))
     browsers = stats["browsers"][0] if stats["browsers"] else {}
     print(f"\npage: {page['receivedCount']} poses applied in {page['frames']} frames ({page['ops']} operations); "
           f"server: {stats['processed']} MQTT messages, {browsers.get('coalesced', 0)} updates coalesced, "
