@@ -508,7 +508,8 @@ def test_state_names_on_the_hub_match_the_interfaces():
 
 
 def test_the_hub_side_imports_no_ros():
-    code = ("import sys, qai_io.hub.cli, qai_io.hub.fleet, qai_io.hub.signing, qai_io.hub.link; "
+    code = ("import sys, qai_io.hub.cli, qai_io.hub.fleet, qai_io.hub.signing, qai_io.hub.link, "
+            "qai_io.hub.dashboard, qai_io.hub.dashboard_feed, qai_io.hub.mission_check; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('rclpy', 'rosidl_parser', 'qai_interfaces', 'nav_msgs', 'rpyutils')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
