@@ -110,3 +110,29 @@ def test_a_battery_at_its_reserve_brings_the_vehicle_home_and_ends_the_flight(pr
         assert flight.position()[2] < 0.1  # it did not take off again
     finally:
         flight.missions.close()
+
+
+@pytest.mark.parametrize("leg, refusal", [
+    ({"waypoints": [[80, 0, 4]]}, r"waypoints.*(fence|geofence)"),
+    ({"waypoints": [[10, 0, 500]]}, r"waypoints.*(fence|geofence|altitude)"),
+    ({"waypoints": [[10, 0, 4]], "speed": 30}, r"speed.*8"),
+], ids=["outside the polygon", "above the ceiling", "too fast"])
+def test_a_mission_that_would_break_a_limit_later_is_refused_before_anything_flies(processes, ros_probe, tmp_path,
+                                                                                   leg, refusal):
+    """Check the fence and speed the io_engine announces are checked at admission, not when the bad leg runs."""
+    from qai_mission.client import MissionRejected
+
+    stack = FlightStack(processes, ros_probe, tmp_path, io_parameters={
+        "geofence_polygon": [-50.0, -50.0, 50.0, -50.0, 50.0, 50.0, -50.0, 50.0]})
+    try:
+        start = stack.position()
+        with pytest.raises(MissionRejected, match=refusal):
+            stack.missions.run({"name": "too far", "tasks": [
+                {"id": "takeoff", "kind": "navigate", "parameters": {"waypoints": [[0, 0, 4]]}},
+                {"id": "scan", "kind": "scan", "depends_on": ["takeoff"], "parameters": {"duration": 1.0}},
+                {"id": "bad_leg", "kind": "navigate", "depends_on": ["scan"], "parameters": leg},
+            ]}, timeout=TIMEOUT)
+        ros_probe.spin_for(1.0)
+        assert math.dist(stack.position(), start) < 0.2  # the takeoff never ran
+    finally:
+        stack.missions.close()
