@@ -293,3 +293,18 @@ def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--port" in out and "--bind" in out and "--login-file" in out and "TLS" in out
+
+
+def test_messages_waiting_for_the_event_loop_are_bounded_by_count_and_by_bytes():
+    from qai_io.hub.dashboard import PendingMessages
+
+    pending = PendingMessages(max_messages=3, max_bytes=1000)
+    assert pending.add("a", b"x" * 400, 1.0)  # the first wakes the taker
+    assert not pending.add("b", b"x" * 400, 2.0)
+    pending.add("c", b"x" * 400, 3.0)  # 1,200 bytes: the oldest goes
+    assert [topic for topic, _, _ in pending.take()] == ["b", "c"] and pending.overflowed == 1
+    for index in range(5):
+        pending.add(str(index), b"", float(index))
+    assert [topic for topic, _, _ in pending.take()] == ["2", "3", "4"] and pending.overflowed == 3
+    pending.add("huge", b"x" * 5000, 9.0)  # one message over the bound is still delivered, alone
+    assert [topic for topic, _, _ in pending.take()] == ["huge"] and pending.take() == []

@@ -61,6 +61,7 @@ COOKIE = "qai_dashboard"
 MAX_MISSION_TEXT = 1 << 20  # characters of an uploaded mission (qai-hub send-mission's file limit)
 MAX_MQTT_PAYLOAD = 2 << 20  # larger messages are not sent to us (MQTT 5 maximum packet size)
 MAX_PENDING = 200_000  # MQTT messages waiting for the event loop; past it the oldest are dropped and counted
+MAX_PENDING_BYTES = 256 << 20  # and their payloads' bytes: 200,000 messages of 2 MB would not fit in memory
 SESSION_EXPIRY = 300  # s the broker keeps our subscriptions and queued messages while we are away
 DEFAULT_PASSWORD_FILE = "~/.config/qai-hub/dashboard.password"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -102,6 +103,36 @@ class ApiError(web.HTTPException):
 
 # -- MQTT ------------------------------------------------------------------------------------------
 
+class PendingMessages:
+    """MQTT messages between paho's thread and the event loop, bounded by count and bytes.
+
+    Past either bound the oldest go first, counted in `overflowed`.
+    """
+
+    def __init__(self, max_messages: int = MAX_PENDING, max_bytes: int = MAX_PENDING_BYTES):
+        self.max_messages, self.max_bytes = max_messages, max_bytes
+        self.overflowed = 0
+        self._messages: deque = deque()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, topic: str, payload: bytes, received: float) -> bool:
+        """Keep a message; return whether the queue was empty (the taker needs waking)."""
+        with self._lock:
+            while self._messages and (len(self._messages) >= self.max_messages
+                                      or self._bytes + len(payload) > self.max_bytes):
+                self._bytes -= len(self._messages.popleft()[1])
+                self.overflowed += 1
+            self._messages.append((topic, payload, received))
+            self._bytes += len(payload)
+            return len(self._messages) == 1
+
+    def take(self) -> list[tuple[str, bytes, float]]:
+        with self._lock:
+            batch, self._messages, self._bytes = list(self._messages), deque(), 0
+            return batch
+
+
 class MqttBridge:
     """The dashboard's one broker connection.
 
@@ -124,9 +155,12 @@ class MqttBridge:
         self.client.reconnect_delay_set(0.2, 5.0)
         self.connected = False
         self.received = 0
-        self.overflowed = 0
-        self._pending: deque = deque()
+        self._pending = PendingMessages()
         self._scheduled = False
+
+    @property
+    def overflowed(self) -> int:
+        return self._pending.overflowed
 
     def start(self) -> None:
         from paho.mqtt.packettypes import PacketTypes
@@ -162,10 +196,7 @@ class MqttBridge:
 
     def _on_message(self, client, userdata, message) -> None:
         self.received += 1
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.popleft()
-            self.overflowed += 1
-        self._pending.append((message.topic, message.payload, time.time()))
+        self._pending.add(message.topic, message.payload, time.time())
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon_threadsafe(self._drain)
@@ -173,9 +204,7 @@ class MqttBridge:
     # On the event loop.
     def _drain(self) -> None:
         self._scheduled = False  # before taking: a message appended from now on schedules the next drain
-        batch = []
-        while self._pending:
-            batch.append(self._pending.popleft())
+        batch = self._pending.take()
         if batch:
             self.on_batch(batch)
 
