@@ -566,6 +566,9 @@ class DemoCommand:
         if args.points < args.robots:
             print("qai-edge: demo: --points: at least one point per robot", file=sys.stderr)
             return 2
+        if not -1 <= args.dashboard_port <= 65535:
+            print("qai-edge: demo: --dashboard-port: a TCP port (0: a free one, -1: no dashboard)", file=sys.stderr)
+            return 2
         if args.profile or args.namespace:
             print("qai-edge: demo: builds its own profiles from config/edge.yaml (no --profile/--namespace)",
                   file=sys.stderr)

@@ -73,3 +73,12 @@ def test_the_fault_demo_restarts_the_killed_engine_and_reruns_no_finished_task(t
     assert not [f for f in faults["injected"] if f["problem"]], faults["injected"]
     assert robot["reran_after_success"] == []
     assert_survey_complete(robot)
+
+
+@pytest.mark.parametrize("options, named", [
+    (("--robots", "0"), "--robots"), (("--robots", "2", "--points", "1"), "--points"),
+    (("--points", "99"), "--points"), (("--dashboard-port", "99999"), "--dashboard-port"),
+])
+def test_bad_options_are_refused_naming_the_option_before_anything_starts(options, named):
+    done = subprocess.run([str(installed("qai-edge")), "demo", *options], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
