@@ -127,7 +127,8 @@ class Demo:
         self.session: HubSession | None = None
         self.dashboard = None
         self._screenshot: threading.Thread | None = None
-        self._flying = threading.Event()
+        self._flying = threading.Event()  # a survey leg started, or the demo is ending: the screenshot goes on
+        self._ending = False
         self.robots: list[Robot] = []
         self.faults: dict[str, Any] = {"injected": [], "killed": None, "restarted": None}
         self._fault_steps: list = []
@@ -203,7 +204,8 @@ class Demo:
         try:
             browser = Browser(self.workdir, 1400, 1000)
             browser.login(self.dashboard.url, password)
-            if self._flying.wait(self.args.timeout):
+            self._flying.wait()
+            if not self._ending:
                 time.sleep(6.0)  # a track and a few plot points
                 browser.js("document.querySelector('#robots tbody tr')?.click()")
                 time.sleep(1.0)
@@ -284,6 +286,8 @@ class Demo:
                     robot.mission_id = robot.mission_id or self.session.accepted_mission(robot.request_id) or ""
                     robot.reply = robot.reply or self.session.final_reply(robot.request_id)
                 self._run_fault_steps()
+                if self._screenshot is not None and self._leg_started():
+                    self._flying.set()
                 if all(r.reply for r in active):
                     break
                 if live is not None:
@@ -299,6 +303,17 @@ class Demo:
         for robot in active:
             if robot.reply is None:
                 say(f"{robot.name}: no final answer within {self.args.timeout:g} s")
+
+    def _leg_started(self) -> bool:
+        """Tell whether any robot's survey has a leg (fly_N) running or done, as the hub sees it."""
+        with self.session._lock:
+            for robot in self.robots:
+                view = self.session.fleet.robots.get(robot.name)
+                mission = view.missions.get(robot.mission_id) if view and robot.mission_id else None
+                if any(str(t.get("task_id", "")).startswith("fly_") and isinstance(t.get("state"), int)
+                       and t["state"] >= 2 for t in (mission or {}).get("tasks", [])):  # RUNNING (2) or later
+                    return True
+        return False
 
     # -- Faults ---------------------------------------------------------------------------------------
 
@@ -393,8 +408,6 @@ class Demo:
                 tasks = (mission or {}).get("tasks", [])
                 running = [f"{t['task_id']} {_percent(t.get('progress'))}".strip() for t in tasks
                            if task_state_name(t.get("state")) == "RUNNING"]
-                if any(name.startswith("fly_") for name in running):
-                    self._flying.set()
                 results = survey.task_results(tasks)
                 plan = results.get("plan", {})
                 solver = f"{plan.get('solver')}{' (fallback)' if plan.get('fallback') else ''}" if plan else "-"
@@ -477,6 +490,8 @@ class Demo:
 
     def tear_down(self) -> None:
         if self._screenshot is not None:
+            self._ending = True
+            self._flying.set()
             self._screenshot.join(30)
         if self.dashboard is not None:
             self.dashboard.stop()
