@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from qai_mission.codec import task_from_dict, task_to_dict
 from qai_mission.model import MissionStatus, TaskSpec, TaskStatus
 
@@ -143,12 +145,15 @@ def _state(task: Any) -> tuple:
             task.pending_outcome, task.on_restart, task.goal_id, task.engine_losses)
 
 
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+def _json(value: Any) -> str:
+    # orjson: ~8x json's encoder here, where encoding was the journal's largest cost. Values arrive checked
+    # (parameters and results are parsed with NaN refused), so its NaN-as-null never applies.
+    return orjson.dumps(value).decode()
 
 
 def _encoded_state(state: tuple) -> str:
     resources = state[7]
-    return _ENCODER.encode((*state[:7], sorted(resources) if resources else (), *state[8:]))
+    return _json((*state[:7], sorted(resources) if resources else (), *state[8:]))
 
 
 class Journal:
@@ -243,7 +248,7 @@ class Journal:
         if not batch:
             return
         started = time.perf_counter()
-        new_tasks = [(row, mission_id, task_id, seq, _ENCODER.encode(task_to_dict(spec)), _encoded_state(state))
+        new_tasks = [(row, mission_id, task_id, seq, _json(task_to_dict(spec)), _encoded_state(state))
                      for row, (mission_id, task_id, seq, spec, state) in batch.new_tasks.items()]
         changed_tasks = [(_encoded_state(state), row) for row, state in batch.changed_tasks.items()]
         with self._lock:
