@@ -5,6 +5,7 @@ starved), bounds and expiry reported as drops, the last will and the clean offli
 back to MQTT 3.1.1.
 """
 
+import gc
 import os
 import select
 import socket
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import orjson
@@ -102,6 +104,46 @@ def test_tls_with_client_certificates_the_test_generates(tmp_path, links):
         hub.close()
     finally:
         broker.stop()
+
+
+def test_a_failed_tls_handshake_closes_its_socket(tmp_path, links):
+    """Check a handshake that fails (here: a server that does not speak TLS) leaves no socket open.
+
+    paho drops the socket of a failed handshake unclosed; its ResourceWarning, raised on the link's thread,
+    once failed an unrelated test in CI.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer_in_plain_text() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=answer_in_plain_text, daemon=True)
+    thread.start()
+    files = make_tls_files(tmp_path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            link = make_link(server.getsockname()[1], tmp_path, tls_ca=str(files["ca"]))
+            links.append(link)
+            link.start()
+            wait_for(lambda: "cannot connect" in (link.last_error or ""), 20, "a failed handshake")
+            time.sleep(1.0)  # a few more attempts
+            link.stop(timeout=2.0)
+            gc.collect()
+        leaked = [str(w.message) for w in caught if "SSLSocket" in str(w.message)]
+        assert not leaked, leaked
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def test_the_link_resubscribes_after_a_broker_restart_that_lost_every_session(tmp_path, links):

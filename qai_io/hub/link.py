@@ -122,6 +122,16 @@ class _OpenReport:
     ranges: list[list[int]] = field(default_factory=list)
 
 
+class _TrackingContext(ssl.SSLContext):
+    """An SSLContext that remembers the socket it wrapped last, so a failed connect can close it."""
+
+    pending: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args, **kwargs) -> ssl.SSLSocket:
+        self.pending = super().wrap_socket(*args, **kwargs)
+        return self.pending
+
+
 class HubLink:
     def __init__(self, config: LinkConfig, queue: DiskQueue, on_message: Callable[[str, bytes], None],
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
@@ -179,6 +189,7 @@ class HubLink:
         self.rtt_ms: float | None = None
         self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
         self.config_error = ""
+        self._tls_context: _TrackingContext | None = None
         try:
             self._client = self._make_client()
         except (OSError, ssl.SSLError, ValueError) as error:
@@ -277,10 +288,15 @@ class HubLink:
                     password = file.read().strip()
             client.username_pw_set(config.username, password or None)
         if config.uses_tls:
-            context = ssl.create_default_context(cafile=config.tls_ca or None)
+            context = _TrackingContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the broker and its host name
+            if config.tls_ca:
+                context.load_verify_locations(cafile=config.tls_ca)
+            else:
+                context.load_default_certs()
             if config.tls_cert:
                 context.load_cert_chain(config.tls_cert, config.tls_key or None)
             client.tls_set_context(context)
+            self._tls_context = context
         client.on_socket_open = set_tcp_nodelay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -306,9 +322,19 @@ class HubLink:
                 self._client.reconnect()
         except (OSError, ssl.SSLError, ValueError) as error:
             self.last_error = f"cannot connect to {self.config.host}:{self.config.port}: {error}"
+            self._close_failed_tls_socket()
             self._schedule_reconnect(stable=False)
             return
+        if self._tls_context is not None:
+            self._tls_context.pending = None  # the client owns it now
         self._socket_opened_at = self._clock()
+
+    def _close_failed_tls_socket(self) -> None:
+        # paho leaves the TLS socket of a failed handshake open (it never becomes the client's socket).
+        context = self._tls_context
+        if context is not None and context.pending is not None:
+            context.pending.close()
+            context.pending = None
 
     def _schedule_reconnect(self, stable: bool) -> None:
         self._attempt = 0 if stable else self._attempt + 1
