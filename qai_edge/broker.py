@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -176,17 +175,9 @@ class LocalBroker:
         process, self.process = self.process, None
         if process is None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if process.poll() is not None:
-                break
-            try:
-                os.kill(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                continue
+        from qai_edge.supervisor import stop_process  # here: supervisor imports profile, which imports this
+
+        stop_process(process, timeout)
         if process.stderr is not None:
             process.stderr.close()
 

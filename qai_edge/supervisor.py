@@ -21,6 +21,23 @@ from qai_edge.profile import RestartPolicy, StopPolicy
 _PR_SET_PDEATHSIG = 1
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 5.0, signals: Sequence[int] = (signal.SIGTERM,
+                 signal.SIGKILL), group: bool = False) -> None:
+    """Send each signal in turn until `process` has exited, waiting `timeout` after each; by PID (or group)."""
+    for sig in signals:
+        if process.poll() is not None:
+            return
+        try:
+            (os.killpg if group else os.kill)(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Tie the child to its parent and restore the stop signals (a preexec_fn).
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -610,17 +608,9 @@ class RunningDashboard:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL; by PID."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.process.poll() is not None:
-                return
-            try:
-                os.kill(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                continue
+        from qai_edge.supervisor import stop_process
+
+        stop_process(self.process, timeout)
 
     def __enter__(self) -> "RunningDashboard":
         return self

@@ -582,9 +582,7 @@ class HubLink:
             self._live_after = row.id
             if row.id in busy:
                 continue
-            if not self._publish(row):
-                self._resend.append(row)
-                self._busy.add(row.id)
+            if not self._publish_or_hold(row):
                 return
             room -= 1
         budget = min(room, int(self._tokens))
@@ -597,9 +595,7 @@ class HubLink:
                 self._backlog_after[priority] = row.id
                 if row.id in busy:
                     continue
-                if not self._publish(row):
-                    self._resend.append(row)
-                    self._busy.add(row.id)
+                if not self._publish_or_hold(row):
                     return
                 budget -= 1
                 self._tokens -= 1
@@ -607,6 +603,14 @@ class HubLink:
                 exhausted = False
                 break
         self._backlog_active = not exhausted
+
+    def _publish_or_hold(self, row: Row) -> bool:
+        """Publish `row`, or keep it for the next pass when the client cannot take it now."""
+        if self._publish(row):
+            return True
+        self._resend.append(row)
+        self._busy.add(row.id)
+        return False
 
     def _publish(self, row: Row) -> bool:
         """Publish one row; False when paho took nothing (no connection)."""
