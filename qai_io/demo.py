@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -38,7 +37,7 @@ import yaml
 
 from qai_edge.broker import LocalBroker, free_port
 from qai_edge.paths import installed_executable, share_file
-from qai_edge.supervisor import die_with_parent
+from qai_edge.supervisor import die_with_parent, stop_process
 from qai_io.hub import survey
 from qai_io.hub.session import HubSession
 from qai_io.hub.signing import Signer, generate_key_pair
@@ -101,19 +100,8 @@ def start_robot(robot: Robot) -> None:
 
 def stop_robot(robot: Robot, timeout: float = 20.0) -> None:
     """Stop a robot's supervisor as Ctrl-C would (it stops its nodes), then harder if it must."""
-    process = robot.process
-    if process is None or process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    if robot.process is not None:
+        stop_process(robot.process, timeout, (signal.SIGINT, signal.SIGTERM, signal.SIGKILL), group=True)
 
 
 # -- The run ------------------------------------------------------------------------------------------
@@ -581,6 +569,12 @@ class DemoCommand:
         if args.points < args.robots:
             print("qai-edge: demo: --points: at least one point per robot", file=sys.stderr)
             return 2
+        for option, value, least in (("--timeout", args.timeout, 1.0), ("--scan-seconds", args.scan_seconds, 0.1),
+                                     ("--linger", args.linger, 0.0)):
+            if not (math.isfinite(value) and value >= least):
+                print(f"qai-edge: demo: {option}: a number of seconds, at least {least:g} (got {value})",
+                      file=sys.stderr)
+                return 2
         if not -1 <= args.dashboard_port <= 65535:
             print("qai-edge: demo: --dashboard-port: a TCP port (0: a free one, -1: no dashboard)", file=sys.stderr)
             return 2

@@ -78,6 +78,8 @@ def test_the_fault_demo_restarts_the_killed_engine_and_reruns_no_finished_task(t
 @pytest.mark.parametrize("options, named", [
     (("--robots", "0"), "--robots"), (("--robots", "2", "--points", "1"), "--points"),
     (("--points", "99"), "--points"), (("--dashboard-port", "99999"), "--dashboard-port"),
+    (("--linger", "nan"), "--linger"), (("--linger", "inf"), "--linger"), (("--timeout", "-5"), "--timeout"),
+    (("--scan-seconds", "nan"), "--scan-seconds"),
 ])
 def test_bad_options_are_refused_naming_the_option_before_anything_starts(options, named):
     done = subprocess.run([str(installed("qai-edge")), "demo", *options], capture_output=True, text=True, timeout=60)
