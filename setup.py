@@ -7,12 +7,14 @@ PACKAGE = "qai_edge"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    description="QAI edge node: mission, intelligence, quantum bridge and I/O engines as ROS 2 nodes",
+    description="QAI edge node: mission, intelligence, quantum bridge and I/O engines as ROS 2 nodes, "
+                "the simulated vehicle, and the hub's programs",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["qai_edge", "qai_edge.*", "qai_mission", "qai_mission.*",
                                     "qai_intelligence", "qai_intelligence.*", "qai_quantum_bridge",
-                                    "qai_quantum_bridge.*", "qai_io", "qai_io.*"]),
+                                    "qai_quantum_bridge.*", "qai_io", "qai_io.*", "qai_sim", "qai_sim.*",
+                                    "qai_hub", "qai_hub.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -24,7 +26,7 @@ setup(
     # The intelligence engine's trained models (a few KB each), so installs run without training.
     package_data={"qai_intelligence": ["models/*/model.pt", "models/*/meta.json"],
                   # The hub dashboard's page (qai-hub serve): HTML, JS and CSS, served by the package itself.
-                  "qai_io.hub": ["dashboard_static/*.html", "dashboard_static/*.js", "dashboard_static/*.css"]},
+                  "qai_hub": ["dashboard_static/*.html", "dashboard_static/*.js", "dashboard_static/*.css"]},
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
     extras_require={"test": ["pytest"]},  # colcon test reads this; setuptools >= 72 drops tests_require
@@ -35,12 +37,12 @@ setup(
             "intelligence_engine = qai_intelligence.parameters:NODE",
             "quantum_bridge = qai_quantum_bridge.parameters:NODE",
             "io_engine = qai_io.parameters:NODE",
-            "sim_vehicle = qai_io.sim_parameters:NODE",
+            "sim_vehicle = qai_sim.parameters:NODE",
             "hub_link = qai_io.hub_parameters:NODE",
         ],
         # Subcommands of qai-edge that belong to an engine package.
         "qai_edge.commands": [
-            "demo = qai_io.demo:COMMAND",
+            "demo = qai_edge.demo:COMMAND",
         ],
         "console_scripts": [
             # The engine nodes (the qai_edge.nodes entry points declare the same).
@@ -48,13 +50,13 @@ setup(
             "intelligence_engine = qai_intelligence.node:main",
             "quantum_bridge = qai_quantum_bridge.node:main",
             "io_engine = qai_io.node:main",
-            "sim_vehicle = qai_io.sim_node:main",
+            "sim_vehicle = qai_sim.node:main",
             "hub_link = qai_io.hub_node:main",
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
             "qai-mission = qai_mission.cli:main",
             "qai-train = qai_intelligence.cli:main",
-            "qai-hub = qai_io.hub.cli:main",
+            "qai-hub = qai_hub.cli:main",
         ],
     },
 )

@@ -99,7 +99,7 @@ def run_baseline(args) -> None:
     """Subscribe to what the dashboard subscribes to, parse each message, note the odometry's latency."""
     import paho.mqtt.client as mqtt
 
-    from qai_io.hub.link import set_tcp_nodelay
+    from qai_hub.protocol import set_tcp_nodelay
 
     latencies: list[float] = []
     window = []
@@ -151,8 +151,8 @@ def main() -> int:
     from dashboard_stack import Browser, write_login_file
 
     from qai_edge.broker import LocalBroker, free_port
-    from qai_io.hub.dashboard import start_dashboard
-    from qai_io.hub.signing import generate_key_pair
+    from qai_hub.dashboard_process import start_dashboard
+    from qai_hub.protocol import generate_key_pair
 
     directory = Path(tempfile.mkdtemp(prefix="qai-dashboard-bench-"))
     broker = LocalBroker(free_port(), directory / "broker").start()

@@ -67,7 +67,7 @@ def run_sink(port: int, output: str, ready: str) -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from qai_io.hub.link import set_tcp_nodelay
+    from qai_hub.protocol import set_tcp_nodelay
 
     records: list = []
     done = threading.Event()
@@ -196,7 +196,7 @@ class Robot:
 def raw_client(port: int, inflight: int):
     import paho.mqtt.client as mqtt
 
-    from qai_io.hub.link import set_tcp_nodelay
+    from qai_hub.protocol import set_tcp_nodelay
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{time.monotonic_ns()}",
                          protocol=mqtt.MQTTv5)
@@ -242,8 +242,8 @@ def raw_publish_rate(port: int, payloads: list[bytes], topic: str, cpu: list | N
 
 def sample_payloads(robot: Robot, count: int) -> list[bytes]:
 
-    from qai_io.hub import codec
-    from qai_io.hub.streams import telemetry_payload
+    from qai_hub.protocol import telemetry_payload
+    from qai_io.hub_link import codec
 
     return [telemetry_payload(i + 1, time.time(), "nav_msgs/msg/Odometry", codec.to_dict(robot.odometry(i)))
             for i in range(count)]
@@ -339,9 +339,8 @@ def measure_outage(robot: Robot, broker, count: int, data_dir: Path) -> float:
 def measure_signing(iterations: int) -> None:
     from cryptography.hazmat.primitives.asymmetric import mldsa
 
-    from qai_io.hub.commands import CommandGate
-    from qai_io.hub.signing import Keyring, NonceStore, Signer, generate_key_pair, make_command, signed_bytes
-    from qai_io.hub.topics import command_topic
+    from qai_hub.protocol import Keyring, Signer, command_topic, generate_key_pair, make_command, signed_bytes
+    from qai_io.hub_link.commands import CommandGate, NonceStore
     import orjson
     import yaml
 
@@ -402,9 +401,7 @@ def measure_command_latency(port: int, namespace: str, keys: Path, samples: int)
     import orjson
     import paho.mqtt.client as mqtt
 
-    from qai_io.hub.link import set_tcp_nodelay
-    from qai_io.hub.signing import Signer, make_command
-    from qai_io.hub.topics import command_topic
+    from qai_hub.protocol import Signer, command_topic, make_command, set_tcp_nodelay
     from qai_mission.client import MissionClient
 
     print(f"\ncommand -> goal accepted: {samples} submit_mission each way", flush=True)
@@ -471,7 +468,7 @@ def main() -> int:
 
     isolate("hub-bench-ros-log-")
     from qai_edge.broker import LocalBroker, free_port
-    from qai_io.hub.signing import generate_key_pair
+    from qai_hub.protocol import generate_key_pair
 
     directory = Path(tempfile.mkdtemp(prefix="hub-bench-"))
     keys = directory / "keys"

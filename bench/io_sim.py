@@ -5,7 +5,7 @@
 - Control latency from an odometry message to the published cmd_vel: in-process (the io_engine's
   odometry callback, monitor to controller to publish) and across processes (this process publishes
   odometry, the io_engine process answers on cmd_vel), p50/p99 (targets: < 5 ms, < 10 ms).
-- Waypoint tracking on the standard 10-waypoint course (qai_io.simulation.STANDARD_COURSE): mean and max
+- Waypoint tracking on the standard 10-waypoint course (qai_sim.simulation.STANDARD_COURSE): mean and max
   cross-track error, calm and windy.
 
     .venv/bin/python bench/io_sim.py [--json PATH]
@@ -31,7 +31,7 @@ def percentile(values, share):
 
 
 def model_rtf() -> float:
-    from qai_io.vehicle_model import VehicleConfig, VehicleModel
+    from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
     model = VehicleModel(VehicleConfig(seed=1, wind=(1.0, 0.0), wind_gust=0.3), position=(0, 0, 5))
     steps = 20_000
@@ -186,8 +186,8 @@ def cross_process_latency(directory: Path, samples: int = 1000) -> list[float]:
 
 def tracking() -> list[tuple[str, float, float, float, bool]]:
     from qai_io.motion import WaypointPlan
-    from qai_io.simulation import STANDARD_COURSE, cross_track_errors, fly
-    from qai_io.vehicle_model import VehicleConfig, VehicleModel
+    from qai_sim.simulation import STANDARD_COURSE, cross_track_errors, fly
+    from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
     rows = []
     for label, wind, gust in (("calm", (0.0, 0.0), 0.0), ("wind 3 m/s + gusts", (3.0, 0.0), 0.5)):

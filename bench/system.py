@@ -40,7 +40,7 @@ def private_profile(directory: Path) -> Path:
     """Write the default profile with its ports, data directories and hub key made private to `directory`."""
     from qai_edge.broker import free_port
     from qai_edge.profile import default_profile_path
-    from qai_io.hub.signing import generate_key_pair
+    from qai_hub.protocol import generate_key_pair
 
     profile = yaml.safe_load(default_profile_path().read_text())
     port = free_port()

@@ -1,1 +1,5 @@
-"""qai_edge: shared pieces of the engines (parameters, profile, supervision, node shell)."""
+"""qai_edge: the shared base of the engines, and the system's own commands.
+
+The base: parameters, profile, supervision, the engine node shell, task serving. The commands:
+`qai-edge up/status/profile/demo` (cli, demo). Imports no engine.
+"""

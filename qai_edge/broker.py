@@ -15,6 +15,7 @@ and stops it after them. Tests start their own on a free port. The broker is sto
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from qai_edge.paths import share_file
+from qai_edge.processes import die_with_parent, stop_process
 
 DEFAULT_PORT = 18830
 DEFAULT_DATA_DIR = "~/.ros/qai_edge/mosquitto"
@@ -44,8 +48,6 @@ class BrokerSpec:
     def config_path(self) -> Path:
         if self.config:
             return Path(self.config).expanduser()
-        from qai_edge.paths import share_file
-
         return share_file("config", "mosquitto.conf")
 
 
@@ -89,6 +91,27 @@ def find_mosquitto() -> str | None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port free on `host` now.
+
+    With QAI_PORT_RANGE=low-high set (a test worker's own range, test/conftest.py), a free port from that
+    range, so parallel test workers never pick the same one and none collides with the kernel's ephemeral
+    ports, which outgoing connections take; otherwise one the kernel picks.
+    """
+    span = os.environ.get("QAI_PORT_RANGE", "")
+    if span:
+        low, _, high = span.partition("-")
+        ports = list(range(int(low), int(high) + 1))
+        random.shuffle(ports)
+        for port in ports:
+            with socket.socket() as probe:
+                # As mosquitto binds its listener: a port whose last connections wait in TIME_WAIT is free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    continue
+                return port
+        raise BrokerError(f"no free port in QAI_PORT_RANGE={span}")
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
@@ -136,8 +159,6 @@ class LocalBroker:
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> "LocalBroker":
-        from qai_edge.supervisor import die_with_parent  # here: supervisor imports profile, which imports us
-
         executable = find_mosquitto()
         if executable is None:
             raise BrokerError("mosquitto is not installed (Debian: sudo apt-get install mosquitto)")
@@ -175,8 +196,6 @@ class LocalBroker:
         process, self.process = self.process, None
         if process is None:
             return
-        from qai_edge.supervisor import stop_process  # here: supervisor imports profile, which imports this
-
         stop_process(process, timeout)
         if process.stderr is not None:
             process.stderr.close()

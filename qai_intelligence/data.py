@@ -1,4 +1,4 @@
-"""Training and evaluation data from the simulator's own vehicle model (qai_io.vehicle_model), not a ROS graph.
+"""Training and evaluation data from the simulator's own vehicle model (qai_sim.vehicle_model), not a ROS graph.
 
 No rclpy import, no torch import: plain Python and numpy, seeded, so the same seed gives the same data.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from qai_intelligence.features import ENDURANCE, AnomalyFeatureBuilder, endurance_features
 from qai_io.motion import HoldPlan, MotionRun, Pose, PositionController, WaypointPlan
-from qai_io.vehicle_model import VehicleConfig, VehicleModel
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
 
 @dataclass(frozen=True)

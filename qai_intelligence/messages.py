@@ -11,7 +11,7 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import BatteryState, Imu, NavSatFix, NavSatStatus
 
-from qai_io.geo import geodetic_to_enu, quaternion_to_yaw
+from qai_edge.geo import geodetic_to_enu, quaternion_to_yaw
 
 
 def odom_reading(msg: Odometry) -> dict[str, float]:

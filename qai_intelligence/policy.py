@@ -4,7 +4,7 @@ A Gymnasium environment of the I/O engine's external-controller path; imitation 
 controller; CMA-ES (the `cma` library) over the CfC's weights. No rclpy import.
 
 The environment is what the policy meets in the node, built on the simulator's own model: the vehicle
-(qai_io.vehicle_model, with wind, gusts and sensor noise) publishes odometry at 50 Hz; on each message the I/O
+(qai_sim.vehicle_model, with wind, gusts and sensor noise) publishes odometry at 50 Hz; on each message the I/O
 engine steps its motion plan (qai_io.motion: waypoints, hold or landing), forwards the policy's latest command
 (clipped to the task's speed, as its ExternalController does) and publishes the plan's target; the policy
 answers with a body-frame velocity, which the I/O engine forwards on the next odometry message (one period of
@@ -34,8 +34,8 @@ from qai_intelligence.features import POLICY, POLICY_OUTPUTS, PolicyFeatureBuild
 from qai_intelligence.models import ModelConfig, SequenceModel, build, trainable_parameters
 from qai_intelligence.training import NoProgress, Progress, TrainResult, _fit
 from qai_io.motion import STOP, HoldPlan, LandPlan, MotionRun, Pose, PositionController, WaypointPlan
-from qai_io.simulation import STANDARD_COURSE, cross_track_errors
-from qai_io.vehicle_model import VehicleConfig, VehicleModel
+from qai_sim.simulation import STANDARD_COURSE, cross_track_errors
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
 with warnings.catch_warnings():  # cma warns that matplotlib (for its plots) is missing
     warnings.simplefilter("ignore")
@@ -115,7 +115,7 @@ def random_scenario(rng: random.Random, conditions: datagen.Conditions = datagen
 
 
 def course_scenario(config: VehicleConfig, speed: float = 5.0) -> Scenario:
-    """Return the tracking benchmark's standard course (qai_io.simulation.STANDARD_COURSE), from the ground."""
+    """Return the tracking benchmark's standard course (qai_sim.simulation.STANDARD_COURSE), from the ground."""
     return Scenario("navigate", (0.0, 0.0, 0.0), STANDARD_COURSE, speed, config)
 
 

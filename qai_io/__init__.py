@@ -1,1 +1,1 @@
-"""I/O engine: sensors and actuators over DDS; telemetry and commands over MQTT."""
+"""I/O engine: sensors and actuators over DDS (io_engine), and the robot's side of the hub link (hub_link)."""

@@ -26,9 +26,9 @@ from rclpy.task import Future
 from qai_edge.qos import ACTION_QOS_ARGUMENTS
 from qai_interfaces.action import ExecuteMission
 from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
-from qai_io.hub import codec
-from qai_io.hub.commands import Command
-from qai_io.hub.states import TERMINAL, mission_state_name
+from qai_hub.protocol import TERMINAL, mission_state_name
+from qai_io.hub_link import codec
+from qai_io.hub_link.commands import Command
 from qai_mission.codec import MissionFormatError, mission_from_dict, task_from_dict
 from qai_mission.messages import mission_to_msg, task_to_msg
 

@@ -4,13 +4,14 @@ ROS interface (names relative to the robot's namespace):
 - subscribes to each configured telemetry stream's topic (default: `odom`, `battery_state`,
   `mission_states`, `/diagnostics` (summarised), `events`) and always to `mission_states` for the status;
 - calls the mission engine: action `execute_mission`, services `add_tasks`, `cancel_task`,
-  `get_mission_state` (qai_io.hub_missions); serves the task kind `report` (qai_io.hub.reports);
+  `get_mission_state` (qai_io.hub_missions); serves the task kind `report` (qai_io.hub_link.reports);
 - publishes its heartbeat on `/diagnostics`: link state, queue depth, drops, round-trip time, commands
   accepted and refused by reason, one status per stream.
 
-MQTT interface (README, "MQTT hub link"): telemetry to `qai/<fleet>/<robot>/telemetry/<stream>`, the
-retained `qai/<fleet>/<robot>/status` (last will: offline), signed commands from `.../cmd/<verb>` and
-`qai/<fleet>/all/cmd/<verb>`, replies on `.../cmd/<verb>/reply`. The logic lives in qai_io.hub (no rclpy).
+MQTT interface (docs/hub_link.md; the specification: qai_hub.protocol): telemetry to
+`qai/<fleet>/<robot>/telemetry/<stream>`, the retained `qai/<fleet>/<robot>/status` (last will: offline),
+signed commands from `.../cmd/<verb>` and `qai/<fleet>/all/cmd/<verb>`, replies on `.../cmd/<verb>/reply`.
+The logic lives in qai_io.hub_link (no rclpy).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from qai_edge.qos import MISSION_STATES_QOS
 from qai_edge.tasks import ServedKind
 from qai_edge.workers import call_soon
 from qai_interfaces.msg import MissionState
-from qai_io.hub import codec, reports
-from qai_io.hub.commands import CommandGate, CommandRejected, rejection_reply, reply_payload
-from qai_io.hub.link import HubLink, config_from_parameters
-from qai_io.hub.queue import DiskQueue
-from qai_io.hub.signing import ED25519, ML_DSA_65, Keyring, NonceStore
-from qai_io.hub.streams import (REPLY_PRIORITY, DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec,
-                                StreamState, parse_streams, telemetry_envelope)
-from qai_io.hub.topics import DROPS_STREAM, RobotTopics, parse_topic
+from qai_hub.protocol import (DROPS_STREAM, ED25519, ML_DSA_65, Keyring, RobotTopics, parse_topic, reply_payload,
+                              telemetry_envelope)
+from qai_io.hub_link import codec, reports
+from qai_io.hub_link.commands import CommandGate, CommandRejected, NonceStore, rejection_reply
+from qai_io.hub_link.link import HubLink, config_from_parameters
+from qai_io.hub_link.queue import DiskQueue
+from qai_io.hub_link.streams import (REPLY_PRIORITY, DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec,
+                                     StreamState, parse_streams)
 from qai_io.hub_missions import MissionCommands
 from qai_io.hub_parameters import PARAMETERS
 

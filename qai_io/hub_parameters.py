@@ -52,7 +52,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # Telemetry.
     ParamSpec("streams", DEFAULT_STREAMS, "Telemetry streams, one per entry: 'name: topic=... type=pkg/msg/Type "
               "rate=Hz qos=0|1 priority=0-9 ttl=s ros_qos=sensor|reliable|latched depth=N summary=true|false' "
-              "(README: MQTT hub link).", item_type=str, read_only=True),
+              "(docs/hub_link.md).", item_type=str, read_only=True),
     ParamSpec("status_period", 2.0, "s between updates of the retained status.", min=0.1, max=600.0, read_only=True),
     ParamSpec("max_telemetry_bytes", 65536, "Largest encoded telemetry message; a larger one is dropped and "
               "counted.", min=256, max=1 << 20, read_only=True),

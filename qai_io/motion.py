@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from qai_io.vehicle_model import wrap_angle
+from qai_edge.geo import wrap_angle
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
 from qai_interfaces.msg import Event
 from qai_io.core import Clocks, IoCore
-from qai_io.geo import quaternion_to_yaw
+from qai_edge.geo import quaternion_to_yaw
 from qai_io.motion import Pose
 from qai_io.parameters import PARAMETERS, READ_LIVE, SCHEMA_LIMITS
 from qai_io.safety import Notice

@@ -23,7 +23,7 @@ commands:
 exit status: 0 succeeded (validate: valid), 1 failed or canceled, 2 invalid or rejected (the reason names
 the task and field), 3 no answer from the mission engine, 130 interrupted.
 
-Mission files are YAML; see config/missions/ and README.md. Use the robot's namespace (--namespace drone1)
+Mission files are YAML; see config/missions/ and docs/missions.md. Use the robot's namespace (--namespace drone1)
 and the same ROS_DOMAIN_ID as the nodes.
 """
 

@@ -14,45 +14,20 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from qai_edge.tasks import ServedKind, TaskFailed, TaskKindSpec
 from qai_edge.text import shorten
 from qai_quantum_bridge.backends import AER_METHODS, DIAGONAL, BackendUnavailable, check_fits
 from qai_quantum_bridge.bridge import BACKENDS, PREFERENCES, QuantumBridge, SolveRequest, effective_backend
-from qai_quantum_bridge.circuits import (FORMATS, STATEVECTOR_MAX_QUBITS, CircuitError, CircuitJob, CircuitLimits,
+from qai_quantum_bridge.circuits import (FORMATS, STATEVECTOR_MAX_QUBITS, CircuitError, CircuitJob,
                                          declared_qubits, parse_circuit, run_circuit)
-from qai_quantum_bridge.problems import AssignmentProblem, IsingProblem, ProblemError, QuboProblem, RouteProblem
+from qai_quantum_bridge.limits import Limits, assignment_problem, check_shots, qubo_problem, route_problem
+from qai_quantum_bridge.messages import problem_from_msg, request_from_goal, request_from_parameters, result_to_msg
+from qai_quantum_bridge.problems import ProblemError
 
 SUMMARY_KEYS = ("cost", "solver", "verified", "fallback", "fallback_reason", "backend", "technology_profile",
                 "reference_cost", "solve_time", "total_time", "metadata")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on every input (the max_* parameters; config/edge.yaml documents the defaults)."""
-
-    max_circuit_qubits: int = 64
-    max_circuit_gates: int = 100_000
-    max_circuit_text: int = 1 << 20
-    max_shots: int = 100_000
-    max_qubo_variables: int = 64
-    max_quadratic_terms: int = 10_000
-    max_waypoints: int = 64
-    max_assignment_cells: int = 4096
-
-    @classmethod
-    def from_parameters(cls, value: Callable[[str], Any]) -> "Limits":
-        return cls(**{f.name: int(value(f.name)) for f in fields(cls)})
-
-    @property
-    def circuit(self) -> CircuitLimits:
-        return CircuitLimits(self.max_circuit_qubits, self.max_circuit_gates, self.max_circuit_text)
-
-
-def over(field: str, what: str, count: int, limit: int, parameter: str) -> ProblemError:
-    return ProblemError(f"{field}: {count} {what}, more than the limit of {limit} ({parameter})")
 
 
 # -- Schemas -----------------------------------------------------------------------------------
@@ -130,55 +105,6 @@ def task_kinds(limits: Limits) -> dict[str, TaskKindSpec]:
     )}
 
 
-# -- Bounded parsing ---------------------------------------------------------------------------
-
-def route_problem(parameters: Mapping[str, Any], limits: Limits) -> RouteProblem:
-    points = parameters["waypoints"]
-    if len(points) > limits.max_waypoints:
-        raise over("waypoints", "waypoints", len(points), limits.max_waypoints, "max_waypoints")
-    return RouteProblem(points=[list(p) + [0.0] * (3 - len(p)) for p in points],
-                        start=parameters.get("start_index", 0),
-                        return_to_start=parameters.get("return_to_start", False))
-
-
-def assignment_problem(costs: Any, capacities: Any, limits: Limits) -> AssignmentProblem:
-    rows = len(costs)
-    width = max((len(row) for row in costs if isinstance(row, (list, tuple))), default=0)
-    if rows * width > limits.max_assignment_cells:
-        raise over("costs", "cells (tasks x agents)", rows * width, limits.max_assignment_cells,
-                   "max_assignment_cells")
-    if capacities is not None and len(capacities) > limits.max_assignment_cells:
-        raise over("capacities", "values", len(capacities), limits.max_assignment_cells, "max_assignment_cells")
-    return AssignmentProblem(costs, capacities or None)
-
-
-def qubo_problem(num_variables: int, linear: Any, terms, count: int, offset: float, ising: bool,
-                 limits: Limits):
-    """Build a QUBO or Ising problem within the limits; `terms` yields (index, i, j, value), `count` of them."""
-    if num_variables > limits.max_qubo_variables:
-        raise over("num_variables", "variables", num_variables, limits.max_qubo_variables, "max_qubo_variables")
-    if len(linear) > limits.max_qubo_variables:
-        raise over("linear", "values", len(linear), limits.max_qubo_variables, "max_qubo_variables")
-    if count > limits.max_quadratic_terms:
-        raise over("quadratic", "terms", count, limits.max_quadratic_terms, "max_quadratic_terms")
-    quadratic: dict[tuple[int, int], float] = {}
-    for index, i, j, value in terms:
-        if not (float(i).is_integer() and float(j).is_integer()):
-            raise ProblemError(f"quadratic[{index}]: indices must be integers, got {shorten([i, j, value])}")
-        if not (0 <= i < num_variables and 0 <= j < num_variables):
-            raise ProblemError(f"quadratic[{index}]: index ({shorten(i)}, {shorten(j)}) is out of range for "
-                               f"{num_variables} variables")
-        key = (int(i), int(j))
-        quadratic[key] = quadratic.get(key, 0.0) + float(value)
-    kind = IsingProblem if ising else QuboProblem
-    return kind(num_variables, list(linear), quadratic, offset)
-
-
-def check_shots(shots: Any, limits: Limits, field: str = "shots") -> None:
-    if isinstance(shots, int) and shots > limits.max_shots:
-        raise over(field, "shots", shots, limits.max_shots, "max_shots")
-
-
 def result_summary(result) -> dict[str, Any]:
     """Return what every optimisation task kind returns beside its own answer."""
     return {"cost": round(result.solution.cost, 9), "solver": result.solver, "verified": result.verified,
@@ -223,8 +149,6 @@ class QuantumService:
     # -- Solver jobs ------------------------------------------------------------------------
 
     def _request(self, parameters: Mapping[str, Any]) -> SolveRequest:
-        from qai_quantum_bridge.messages import request_from_parameters
-
         check_shots(parameters.get("shots"), self.limits, "parameters.shots")
         request = request_from_parameters(parameters, self.defaults)
         try:
@@ -309,8 +233,6 @@ class QuantumService:
 
     def optimize(self, goal, context):
         """Answer an Optimize goal with its Result; bad input raises TaskFailed (not retryable) naming the field."""
-        from qai_quantum_bridge.messages import problem_from_msg, request_from_goal, result_to_msg
-
         began = time.monotonic()
         try:
             problem = problem_from_msg(goal.problem, self.limits)

@@ -12,6 +12,7 @@ from qai_edge.convert import duration_from_seconds, key_values, optional_seconds
 from qai_interfaces.action import Optimize
 from qai_interfaces.msg import OptimizationProblem, OptimizationSolution
 from qai_quantum_bridge.bridge import SolveRequest, SolveResult
+from qai_quantum_bridge.limits import Limits, assignment_problem, over, qubo_problem
 from qai_quantum_bridge.problems import Problem, ProblemError, RouteProblem
 
 _PREFERENCE = {Optimize.Goal.SOLVER_AUTO: "auto", Optimize.Goal.SOLVER_CLASSICAL: "classical",
@@ -21,10 +22,8 @@ _PREFERENCE = {Optimize.Goal.SOLVER_AUTO: "auto", Optimize.Goal.SOLVER_CLASSICAL
 def problem_from_msg(msg: OptimizationProblem, limits=None) -> Problem:
     """Return the problem a message describes, within `limits`.
 
-    Every size is checked against `limits` (qai_quantum_bridge.kinds.Limits) before anything is built.
+    Every size is checked against `limits` (qai_quantum_bridge.limits.Limits) before anything is built.
     """
-    from qai_quantum_bridge.kinds import Limits, assignment_problem, over, qubo_problem
-
     limits = limits or Limits()
     if msg.type == OptimizationProblem.ASSIGNMENT:
         cells = limits.max_assignment_cells

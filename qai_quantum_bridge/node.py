@@ -30,7 +30,8 @@ from qai_interfaces.action import Optimize
 from qai_quantum_bridge import diagonal
 from qai_quantum_bridge.backends import available_memory, max_qubits
 from qai_quantum_bridge.bridge import QpuSettings, QuantumBridge, SolveRequest
-from qai_quantum_bridge.kinds import Limits, QuantumService
+from qai_quantum_bridge.kinds import QuantumService
+from qai_quantum_bridge.limits import Limits
 from qai_quantum_bridge.parameters import PARAMETERS, SOLVER_PARAMETERS
 from qai_quantum_bridge.profiles import load_profiles
 

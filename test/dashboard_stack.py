@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qai_io.hub.browser import Browser as _Browser, chromium_paths
+from qai_hub.browser import Browser as _Browser, chromium_paths
 
 PASSWORD = "operator-test-password"
 

@@ -1,6 +1,6 @@
 """FakeRobot: a paho client that stands in for a robot's hub_link, named as a fake.
 
-It speaks hub_link's MQTT interface exactly (qai_io.hub.topics, the payloads of qai_io.hub.streams and
+It speaks hub_link's MQTT interface exactly (qai_hub.protocol, the payloads of qai_io.hub_link.streams and
 the codec's JSON of each message type), through a real broker. Used where a real hub_link cannot be:
 fifty robots at 10 Hz in one process for bench/hub_dashboard.py (fifty hub_link processes would not fit
 on two cores), and robots that send what a real one never would (strings holding HTML, for the XSS
@@ -17,8 +17,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from qai_io.hub.link import set_tcp_nodelay
-from qai_io.hub.topics import ROOT
+from qai_hub.protocol import ROOT, set_tcp_nodelay
 
 
 def stamp_of(seconds: float) -> dict[str, int]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from qai_edge.paths import installed_executable
-from qai_edge.supervisor import die_with_parent
+from qai_edge.processes import die_with_parent
 
 
 def installed(executable: str) -> Path:

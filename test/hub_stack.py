@@ -18,10 +18,8 @@ import paho.mqtt.client as mqtt
 
 from harness import wait_for
 from qai_edge.broker import LocalBroker, free_port
-from qai_io.hub.fleet import Fleet
-from qai_io.hub.link import set_tcp_nodelay
-from qai_io.hub.signing import Signer, generate_key_pair, make_command
-from qai_io.hub.topics import command_topic
+from qai_hub.fleet import Fleet
+from qai_hub.protocol import Signer, command_topic, generate_key_pair, make_command, set_tcp_nodelay
 
 
 def start_broker(directory: Path, port: int | None = None, extra_config: str = "") -> LocalBroker:

@@ -18,7 +18,7 @@ from qai_edge.tasks import TaskContext, TaskFailed, TaskRequest
 from qai_io.core import Clocks, IoCore
 from qai_io.motion import Pose
 from qai_io.parameters import PARAMETERS
-from qai_io.vehicle_model import VehicleConfig, VehicleModel
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
 START = 1000.0  # s: where both fake clocks start
 PHYSICS_DT = 0.01

@@ -24,7 +24,7 @@ from dashboard_stack import Browser, require_chromium, write_login_file
 from fake_robots import FakeRobot
 from harness import ProcessGroup, unique_namespace, wait_for
 from hub_stack import HubKeys, start_broker
-from qai_io.hub.dashboard import start_dashboard
+from qai_hub.dashboard_process import start_dashboard
 
 pytestmark = pytest.mark.slow
 

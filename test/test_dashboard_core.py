@@ -13,10 +13,10 @@ import stat
 import orjson
 import pytest
 
-from qai_io.hub.dashboard_auth import LoginThrottle, PasswordFileError, Sessions, csrf_ok, digest, read_password_file
-from qai_io.hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox, geofence_of
-from qai_io.hub.fleet import Fleet, RangeSet, SequenceTracker
-from qai_io.hub.mission_check import check_mission_text, kinds_from_engines
+from qai_hub.dashboard_auth import LoginThrottle, PasswordFileError, Sessions, csrf_ok, digest, read_password_file
+from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox, geofence_of
+from qai_hub.fleet import Fleet, RangeSet, SequenceTracker
+from qai_hub.mission_check import check_mission_text, kinds_from_engines
 
 FLEET = "f"
 
@@ -223,7 +223,7 @@ def test_a_mission_is_checked_as_the_robot_checks_it():
 
 def test_the_kinds_a_robot_announced_check_parameters_and_the_geofence_as_warnings():
     from qai_edge.geofence import Geofence
-    from qai_io.hub import codec
+    from qai_io.hub_link import codec
     from qai_io.kinds import KindLimits, task_kinds
     from qai_edge.convert import kind_to_msg
     from qai_interfaces.msg import EngineCapabilities
@@ -286,7 +286,7 @@ def test_failed_logins_are_throttled_per_client_and_in_total():
 
 
 def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
-    from qai_io.hub.cli import main
+    from qai_hub.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["serve", "--help"])
@@ -296,7 +296,7 @@ def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
 
 
 def test_messages_waiting_for_the_event_loop_are_bounded_by_count_and_by_bytes():
-    from qai_io.hub.dashboard import PendingMessages
+    from qai_hub.dashboard import PendingMessages
 
     pending = PendingMessages(max_messages=3, max_bytes=1000)
     assert pending.add("a", b"x" * 400, 1.0)  # the first wakes the taker

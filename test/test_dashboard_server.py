@@ -1,6 +1,6 @@
 """qai-hub serve without a browser: its HTTP and WebSocket interface, in this process, with a real mosquitto.
 
-Commands the dashboard signs are checked by the robot's own CommandGate (qai_io.hub.commands) with the
+Commands the dashboard signs are checked by the robot's own CommandGate (qai_io.hub_link.commands) with the
 hub's public key; robots are FakeRobots (paho clients speaking hub_link's topics).
 """
 
@@ -20,9 +20,9 @@ from dashboard_stack import PASSWORD, write_login_file
 from fake_robots import FakeRobot
 from harness import wait_for
 from hub_stack import start_broker
-from qai_io.hub.commands import CommandGate
-from qai_io.hub.dashboard import DashboardOptions, DashboardThread, build
-from qai_io.hub.signing import Keyring, NonceStore, generate_key_pair
+from qai_hub.dashboard import DashboardOptions, DashboardThread, build
+from qai_hub.protocol import Keyring, generate_key_pair
+from qai_io.hub_link.commands import CommandGate, NonceStore
 
 FLEET = "srv"
 TIMEOUT = 20.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from qai_edge.nodes import NODE_TYPES
-from qai_io.sim_parameters import PARAMETERS as SIM_PARAMETERS
+from qai_sim.parameters import PARAMETERS as SIM_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 BRIDGE = ROOT / "config" / "gz_bridge.yaml"
@@ -85,7 +85,7 @@ def bridge_entries() -> list[dict]:
     return entries
 
 
-SIM_TOPICS = ros_interface(ROOT / "qai_io" / "sim_node.py")
+SIM_TOPICS = ros_interface(ROOT / "qai_sim" / "node.py")
 IO_TOPICS = ros_interface(ROOT / "qai_io" / "node.py")
 
 

@@ -23,10 +23,9 @@ import pytest
 from harness import wait_for
 from hub_stack import HubSubscriber, make_tls_files, seqs, start_broker, tls_listener_config
 from qai_edge.broker import free_port
-from qai_io.hub.link import HubLink, LinkConfig
-from qai_io.hub.queue import DiskQueue
-from qai_io.hub.streams import telemetry_payload
-from qai_io.hub.topics import DROPS_STREAM, RobotTopics
+from qai_hub.protocol import DROPS_STREAM, RobotTopics, telemetry_payload
+from qai_io.hub_link.link import HubLink, LinkConfig
+from qai_io.hub_link.queue import DiskQueue
 
 FLEET, ROBOT = "f1", "r1"
 TOPICS = RobotTopics(FLEET, ROBOT)
@@ -374,7 +373,7 @@ def test_a_link_whose_certificate_file_is_missing_says_so_and_keeps_queueing(tmp
 
 
 def test_link_config_takes_every_connection_parameter_of_hub_link():
-    from qai_io.hub.link import config_from_parameters
+    from qai_io.hub_link.link import config_from_parameters
     from qai_io.hub_parameters import PARAMETERS
 
     values = {spec.name: spec.default for spec in PARAMETERS}

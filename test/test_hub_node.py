@@ -19,8 +19,8 @@ import pytest
 from harness import ProcessGroup, RosProbe, installed, status_level, status_values, unique_namespace, wait_for
 from hub_stack import HubKeys, HubSubscriber, now_ms, start_broker
 from qai_edge.broker import free_port, port_open
-from qai_io.hub import codec
-from qai_io.hub.topics import command_topic
+from qai_hub.protocol import command_topic
+from qai_io.hub_link import codec
 
 FLEET, ROBOT = "tf", "testbot"
 TIMEOUT = 30.0

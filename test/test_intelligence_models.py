@@ -23,7 +23,7 @@ from qai_intelligence.metrics import FlightLabel, alarms, detection_metrics  # n
 from qai_intelligence.models import CELLS, ModelConfig, build  # noqa: E402
 from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan  # noqa: E402
 from qai_intelligence.store import ModelStore, StoreError  # noqa: E402
-from qai_io.vehicle_model import VehicleConfig, VehicleModel  # noqa: E402
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -15,7 +15,7 @@ from qai_edge.tasks import TaskCanceled, TaskFailed
 from qai_io.kinds import KindLimits, task_kinds
 from qai_io.motion import STOP, ExternalController, Pose
 from qai_io.planning import plan_return_home, prepare_waypoints
-from qai_io.vehicle_model import VehicleConfig
+from qai_sim.vehicle_model import VehicleConfig
 
 FENCE = [-10.0, -10.0, 10.0, -10.0, 10.0, 10.0, -10.0, 10.0]
 

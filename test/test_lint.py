@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = [str(ROOT / name) for name in ("qai_edge", "qai_mission", "qai_intelligence", "qai_quantum_bridge",
-                                         "qai_io", "launch", "test", "bench", "setup.py")]
+CHECKED = [str(ROOT / name) for name in ("qai_edge", "qai_hub", "qai_mission", "qai_intelligence",
+                                         "qai_quantum_bridge", "qai_io", "qai_sim", "launch", "test", "bench",
+                                         "setup.py")]
 EXCLUDED = [str(ROOT / name) for name in (".venv", "build", "install", "qai_interfaces")]
 BIN = Path(sys.executable).parent
 

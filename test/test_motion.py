@@ -4,11 +4,12 @@ import math
 
 import pytest
 
-from qai_io.geo import Geofence, enu_to_geodetic, geodetic_to_enu, quaternion_to_yaw, yaw_to_quaternion
+from qai_edge.geofence import Geofence
+from qai_edge.geo import enu_to_geodetic, geodetic_to_enu, quaternion_to_yaw, yaw_to_quaternion
 from qai_io.motion import (HoldPlan, LandPlan, MotionRun, Pose, PositionController, SequencePlan, WaypointPlan,
                            distance)
-from qai_io.simulation import cross_track_errors, fly
-from qai_io.vehicle_model import VehicleConfig, VehicleModel
+from qai_sim.simulation import cross_track_errors, fly
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
 SQUARE = [(0, 0, 5), (20, 0, 5), (20, 20, 8), (0, 20, 5), (0, 0, 5)]
 

@@ -16,7 +16,8 @@ from qai_edge.task_server import parameter_errors
 from qai_edge.tasks import TaskContext, TaskFailed, TaskRequest
 from qai_quantum_bridge.bridge import QuantumBridge, SolveRequest
 from qai_quantum_bridge.circuits import CircuitError, CircuitLimits, parse_circuit
-from qai_quantum_bridge.kinds import Limits, QuantumService
+from qai_quantum_bridge.kinds import QuantumService
+from qai_quantum_bridge.limits import Limits
 from qai_quantum_bridge.profiles import load_profiles
 
 LIMITS = Limits()

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from qai_io.vehicle_model import VehicleConfig, VehicleModel
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
 DT = 0.01
 

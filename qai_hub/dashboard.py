@@ -2,11 +2,11 @@
 
 One aiohttp process (asyncio: HTTP, WebSocket and uploads in one maintained library) with one paho-mqtt
 connection to the fleet's broker. MQTT messages go, in batches, into a DashboardFeed (the hub's Fleet
-model plus history and an event log, qai_io.hub.dashboard_feed); each browser gets a snapshot over a
+model plus history and an event log, qai_hub.dashboard_feed); each browser gets a snapshot over a
 WebSocket, then operations through its own Outbox (a browser that falls behind gets the latest state,
 never an unbounded queue). Commands from the page are checked with the robot's own mission code
-(qai_io.hub.mission_check) and signed here with the hub's ML-DSA-65 key, as `qai-hub send-mission` and
-`qai-hub cancel` sign them. The page itself (qai_io/hub/dashboard_static) is plain JS, CSS and SVG/canvas,
+(qai_hub.mission_check) and signed here with the hub's ML-DSA-65 key, as `qai-hub send-mission` and
+`qai-hub cancel` sign them. The page itself (qai_hub/dashboard_static) is plain JS, CSS and SVG/canvas,
 loaded from this server only; robot strings go into the DOM as text.
 
 HTTP interface (every /api route but login answers 401 without a session; POSTs need the X-CSRF-Token
@@ -34,11 +34,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -49,10 +47,11 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import WSMsgType, web
 
-from qai_io.hub.dashboard_auth import LoginThrottle, PasswordFileError, Session, Sessions, csrf_ok, read_password_file
-from qai_io.hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox
-from qai_io.hub.signing import KeyFileError, Signer, make_command
-from qai_io.hub.topics import ROOT, check_name, command_topic
+from qai_hub.client import HubClient
+from qai_hub.dashboard_auth import LoginThrottle, PasswordFileError, Session, Sessions, csrf_ok, read_password_file
+from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox
+from qai_hub.dashboard_process import DashboardError
+from qai_hub.protocol import ROOT, KeyFileError, Signer, check_name, command_topic, make_command
 
 STATIC = Path(__file__).with_name("dashboard_static")
 COOKIE = "qai_dashboard"
@@ -139,7 +138,6 @@ class MqttBridge:
     """
 
     def __init__(self, options: DashboardOptions, loop: asyncio.AbstractEventLoop, on_batch, on_state):
-        from qai_io.hub.cli import HubClient  # its credentials and TLS set-up
 
         self.loop, self.on_batch, self.on_state = loop, on_batch, on_state
         self.filters = [f"{ROOT}/{options.fleet}/+/status", f"{ROOT}/{options.fleet}/+/telemetry/+",
@@ -452,7 +450,7 @@ class Dashboard:
             raise ApiError(400, str(error)) from None
 
     async def _check(self, body: dict[str, Any], robot: str):
-        from qai_io.hub.mission_check import check_mission_text, kinds_from_engines  # qai_mission: a slow import
+        from qai_hub.mission_check import check_mission_text, kinds_from_engines
 
         mission_text = body.get("text")
         if not isinstance(mission_text, str):
@@ -565,8 +563,8 @@ def build(options: DashboardOptions) -> tuple[Dashboard, list[str]]:
         signer, problem = None, f"{error} (create one with: qai-hub keygen)"
         warnings.append(f"commands are off: {problem}")
     if not is_loopback(options.bind):
-        warnings.append(f"serving on {options.bind}, not loopback: put it behind a TLS reverse proxy (README: Hub "
-                        "dashboard) and use --cookie-secure")
+        warnings.append(f"serving on {options.bind}, not loopback: put it behind a TLS reverse proxy "
+                        "(docs/dashboard.md) and use --cookie-secure")
     return Dashboard(options, password_digest, signer, problem), warnings
 
 
@@ -586,81 +584,6 @@ def serve(options: DashboardOptions) -> int:
     web.run_app(dashboard.make_app(), host=options.bind, port=options.http_port, print=None, access_log=None,
                 shutdown_timeout=3.0)
     return 0
-
-
-# -- For the demo and tests: a dashboard in its own process ----------------------------------------------
-
-class DashboardError(RuntimeError):
-    """The dashboard did not start; the message has its output."""
-
-
-class RunningDashboard:
-    """A `qai-hub serve` process started by start_dashboard(); stop() (or leaving a with block) ends it."""
-
-    def __init__(self, process: subprocess.Popen, url: str, log_path: Path):
-        self.process, self.url, self.log_path = process, url, log_path
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL; by PID."""
-        from qai_edge.supervisor import stop_process
-
-        stop_process(self.process, timeout)
-
-    def __enter__(self) -> "RunningDashboard":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def start_dashboard(password_file: str | Path, *, broker_host: str = "127.0.0.1", broker_port: int = 18830,
-                    fleet: str = "fleet", key: str | Path | None = None, bind: str = "127.0.0.1", port: int = 0,
-                    log_path: str | Path | None = None, timeout: float = 30.0,
-                    extra_args: tuple[str, ...] = ()) -> RunningDashboard:
-    """Start `qai-hub serve` as a subprocess and return once it answers; its URL is `.url`.
-
-    port 0 takes a free port. A missing password file is created with a random password (mode 0600); the
-    operator logs in with its content. `key`
-    is the hub's ML-DSA-65 private key (default: qai-hub's, ~/.config/qai-hub/hub.mldsa65.key); without
-    a usable key the page works and its commands are refused. The process dies with the thread that
-    started it (PR_SET_PDEATHSIG); its output goes to `log_path` (default: a temp file).
-    """
-    import tempfile
-
-    from qai_edge.broker import free_port
-    from qai_edge.supervisor import die_with_parent
-
-    read_password_file(password_file, create=True)  # refuses an unusable one here, with the reason
-    port = port or free_port(bind)
-    log_file = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="qai-dashboard-", suffix=".log")[1])
-    argv = [sys.executable, "-m", "qai_io.hub.cli", "--host", broker_host, "--port", str(broker_port), "--fleet", fleet,
-            "serve", "--bind", bind, "--port", str(port), "--login-file", str(password_file),
-            *(("--key", str(key)) if key else ()), *extra_args]
-    with open(log_file, "wb") as output:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True, preexec_fn=die_with_parent)
-    host = f"[{bind}]" if ":" in bind else bind
-    running = RunningDashboard(process, f"http://{host}:{port}/", log_file)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise DashboardError(f"qai-hub serve exited with {process.returncode}:\n{running.log()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{running.url}healthz", timeout=1.0) as answer:
-                if answer.status == 200:
-                    return running
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            running.stop()
-            raise DashboardError(f"qai-hub serve did not answer within {timeout:g} s:\n{running.log()[-2000:]}")
-        time.sleep(0.1)
 
 
 class DashboardThread:

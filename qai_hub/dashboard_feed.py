@@ -1,6 +1,6 @@
 """What the hub's dashboard shows, from the fleet's MQTT messages. No rclpy import, no web framework.
 
-DashboardFeed follows a qai_io.hub.fleet.Fleet (the hub's one fleet model) and adds what a screen needs:
+DashboardFeed follows a qai_hub.fleet.Fleet (the hub's one fleet model) and adds what a screen needs:
 views of each robot shaped for the browser, recent history (tracks on the map, time series for the
 plots), and a fleet-wide event log (command replies and rejections, robot events such as the battery
 reserve or an anomaly, robots going offline and back, engine restarts, nodes leaving OK, missions and
@@ -31,9 +31,8 @@ from typing import Any, Iterable
 
 import orjson
 
-from qai_io.hub.fleet import Change, Fleet, RobotView
-from qai_io.hub.states import DIAGNOSTIC_LEVELS, TERMINAL, mission_state_name, task_state_name
-from qai_io.hub.topics import check_name
+from qai_hub.fleet import Change, Fleet, RobotView
+from qai_hub.protocol import DIAGNOSTIC_LEVELS, TERMINAL, check_name, mission_state_name, task_state_name
 
 SERIES = ("battery", "endurance", "return_needed", "speed", "rtt_ms", "queue_depth", "dropped")
 LEVELS = ("info", "warn", "error")

@@ -1,11 +1,12 @@
-"""Frames: local ENU metres <-> WGS84, yaw <-> quaternion; the geofence (qai_edge.geofence). No rclpy import."""
+"""Frames: local ENU metres <-> WGS84, yaw <-> quaternion, angles wrapped. No rclpy import.
+
+Shared by the I/O engine, the simulator and the intelligence engine; the geofence is qai_edge.geofence.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
-
-from qai_edge.geofence import Geofence, point_in_polygon  # noqa: F401  (re-exported: the fence lives in qai_edge)
 
 EARTH_RADIUS = 6_378_137.0  # m, WGS84 equatorial
 
@@ -35,3 +36,7 @@ def yaw_to_quaternion(yaw: float) -> tuple[float, float, float, float]:
 
 def quaternion_to_yaw(x: float, y: float, z: float, w: float) -> float:
     return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def wrap_angle(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi

@@ -1,7 +1,7 @@
 """Commands from the hub, checked before anything acts, and the replies that answer them. No rclpy import.
 
 A command arrives on `qai/<fleet>/<robot>/cmd/<verb>` or `qai/<fleet>/all/cmd/<verb>` (format:
-qai_io.hub.signing). CommandGate.check runs these checks in order, cheapest first, and nothing is
+qai_hub.protocol). CommandGate.check runs these checks in order, cheapest first, and nothing is
 parsed before its size is known; the first that fails refuses the command with a code:
 
     rate_limited   more than max_rate commands a second (counted; no reply, so a flood is not echoed)
@@ -29,29 +29,15 @@ canceled, done (a service answered) or error.
 from __future__ import annotations
 
 import json
-import re
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import orjson
-
 from qai_edge.text import shorten
-from qai_io.hub.signing import SignatureRejected, Keyring, NonceStore, VERSION, signed_bytes
-from qai_io.hub.topics import ALL_ROBOTS, VERBS, parse_topic
-
-REJECTION_CODES = ("rate_limited", "oversized", "malformed", "bad_schema", "unknown_verb", "wrong_robot", "expired",
-                   "unsigned", "unknown_key", "bad_signature", "replayed", "mission_rejected", "engine_unavailable")
-_NONCE = re.compile(r"^[0-9a-f]{32,64}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
-# verb -> {field: (types, required)}
-BODY_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
-    "submit_mission": {"mission": ((dict,), True)},
-    "cancel_mission": {"mission_id": ((str,), True), "task_id": ((str,), False), "reason": ((str,), False)},
-    "add_tasks": {"mission_id": ((str,), True), "tasks": ((list,), True)},
-    "get_state": {"mission_id": ((str,), False), "include_finished": ((bool,), False)},
-}
+from qai_hub.protocol import (ALL_ROBOTS, BODY_FIELDS, NONCE, REJECTION_CODES, REQUEST_ID, VERBS, VERSION, Keyring,
+                              SignatureRejected, parse_topic, reply_payload, signed_bytes)
 
 
 class CommandRejected(Exception):
@@ -126,7 +112,7 @@ class CommandGate:
         data = _parse_json(payload, self.max_depth, topic_verb)
         if not isinstance(data, dict):
             raise CommandRejected("bad_schema", f"expected a JSON object, got {_kind(data)}", verb=topic_verb)
-        request_id = data.get("id") if isinstance(data.get("id"), str) and _REQUEST_ID.match(data["id"]) else None
+        request_id = data.get("id") if isinstance(data.get("id"), str) and REQUEST_ID.match(data["id"]) else None
         verb = data.get("verb")
 
         def reject(code: str, message: str) -> CommandRejected:
@@ -148,7 +134,7 @@ class CommandGate:
             raise reject("bad_schema", f"v: this robot speaks version {VERSION}, got {data['v']}")
         if request_id is None:
             raise reject("bad_schema", f"id: expected 1-64 letters, digits or _.:-, got {shorten(data['id'], 40)}")
-        if not _NONCE.match(data["nonce"]):
+        if not NONCE.match(data["nonce"]):
             raise reject("bad_schema", f"nonce: expected 32-64 lowercase hex digits, got {shorten(data['nonce'], 40)}")
         if topic_verb is None:
             raise reject("bad_schema", f"{shorten(topic, 100)} is not a command topic")
@@ -242,11 +228,39 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def reply_payload(request_id: str | None, verb: str | None, robot: str, status: str, stamp: float,
-                  **fields: Any) -> bytes:
-    return orjson.dumps({"id": request_id, "verb": verb, "robot": robot, "status": status, "stamp": stamp, **fields})
-
-
 def rejection_reply(rejection: CommandRejected, robot: str, stamp: float) -> bytes:
     return reply_payload(rejection.request_id, rejection.verb, robot, "rejected", stamp, reason=rejection.code,
                          message=rejection.message)
+
+
+class NonceStore:
+    """Nonces of accepted commands, on disk (SQLite, synchronous=FULL), kept until their command expires.
+
+    A nonce is recorded before its command acts, so a replay is refused after a crash or restart too.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS nonces_by_expiry ON nonces(expires)")
+
+    def record(self, nonce: str, expires: float, now: float) -> bool:
+        """Record `nonce` (kept until `expires`, epoch seconds); False when it was recorded before."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+            try:
+                self._db.execute("INSERT INTO nonces (nonce, expires) VALUES (?, ?)", (nonce, expires))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM nonces").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

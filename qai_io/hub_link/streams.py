@@ -19,7 +19,7 @@ as strings (ROS parameters cannot hold lists of mappings):
 
 Each payload is `{"seq": n, "stamp": t, "type": "...", "data": {...}}`: `seq` counts 1, 2, 3, ... per
 stream across restarts of the node, `stamp` is when the link took the message (seconds since the epoch),
-`data` the message by the codec (qai_io.hub.codec).
+`data` the message by the codec (qai_io.hub_link.codec).
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-import orjson
 
-from qai_io.hub.states import TERMINAL
-from qai_io.hub.topics import DROPS_STREAM, NAME
+from qai_hub.protocol import DROPS_STREAM, NAME, TERMINAL
 
 ROS_QOS = ("sensor", "reliable", "latched")
 _KEYS = ("topic", "type", "rate", "qos", "priority", "ttl", "ros_qos", "depth", "summary")
@@ -155,45 +153,6 @@ class RateLimiter:
         if self._next <= now:
             self._next = now + self.period
         return True
-
-
-def telemetry_payload(seq: int, stamp: float, type_name: str, data: Mapping[str, Any]) -> bytes:
-    return orjson.dumps({"seq": seq, "stamp": stamp, "type": type_name, "data": data})
-
-
-def telemetry_envelope(seq: int, stamp: float, type_json: bytes, data_json: bytes) -> bytes:
-    """Return the payload telemetry_payload gives, from the type and data already encoded as JSON."""
-    return b'{"seq":%d,"stamp":%s,"type":%s,"data":%s}' % (seq, orjson.dumps(stamp), type_json, data_json)
-
-
-def compress_ranges(numbers: Iterable[int]) -> list[list[int]]:
-    """[1, 2, 3, 7, 9, 10] -> [[1, 3], [7, 7], [9, 10]]."""
-    ranges: list[list[int]] = []
-    for number in sorted(set(numbers)):
-        if ranges and number == ranges[-1][1] + 1:
-            ranges[-1][1] = number
-        else:
-            ranges.append([number, number])
-    return ranges
-
-
-def merge_ranges(first: list[list[int]], second: list[list[int]]) -> list[list[int]]:
-    merged: list[list[int]] = []
-    for low, high in sorted([*first, *second]):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], high)
-        else:
-            merged.append([low, high])
-    return merged
-
-
-def drop_report(stream: str, reason: str, ranges: list[list[int]]) -> dict[str, Any]:
-    """Return a drop report's data: which sequence numbers of `stream` will never be sent, and why.
-
-    Reasons: queue_full, expired, refused_by_broker, refused_by_client.
-    """
-    return {"stream": stream, "reason": reason, "ranges": ranges,
-            "count": sum(high - low + 1 for low, high in ranges)}
 
 
 class DiagnosticsSummary:

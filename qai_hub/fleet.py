@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import orjson
 
-from qai_io.hub.topics import DROPS_STREAM, parse_topic
+from qai_hub.protocol import DROPS_STREAM, parse_topic
 
 
 class RangeSet:

@@ -107,7 +107,7 @@ def _seconds(stamp: Mapping[str, Any] | None) -> float | None:
 
 def task_rows(tasks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per task: id, kind, state name, attempts, seconds it took, its message."""
-    from qai_io.hub.states import task_state_name
+    from qai_hub.protocol import task_state_name
 
     rows = []
     for task in tasks:

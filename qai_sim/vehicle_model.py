@@ -14,6 +14,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from qai_edge.geo import wrap_angle
+
 GRAVITY = 9.81
 VIBRATION_HZ = 37.0  # the injected vibration fault's frequency (aliased by a 100 Hz IMU, as on a real one)
 
@@ -59,10 +61,6 @@ class VehicleState:
     forward_speed: float = 0.0  # ground robot: along its heading (no lateral slip)
     energy_wh: float = 0.0
     power_w: float = 0.0
-
-
-def wrap_angle(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 class VehicleModel:

@@ -39,9 +39,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from qai_io.hub.queue import DiskQueue, Item, Row
-from qai_io.hub.streams import REPLY_PRIORITY, compress_ranges, drop_report, merge_ranges, telemetry_payload
-from qai_io.hub.topics import DROPS_STREAM, RobotTopics
+from qai_hub.protocol import (DROP_REPORT_TYPE, DROPS_STREAM, RobotTopics, compress_ranges, drop_report, merge_ranges,
+                              set_tcp_nodelay, telemetry_payload)
+from qai_io.hub_link.queue import DiskQueue, Item, Row
+from qai_io.hub_link.streams import REPLY_PRIORITY
 
 PROTOCOLS = ("auto", "5", "3.1.1")
 DROPS_TTL = 30 * 86400.0
@@ -661,12 +662,4 @@ class HubLink:
             self._open_reports[key] = _OpenReport(row_id, seq, ranges)
 
     def _drop_payload(self, seq: int, stream: str, reason: str, ranges: list[list[int]]) -> bytes:
-        return telemetry_payload(seq, self._wall(), "qai/DropReport", drop_report(stream, reason, ranges))
-
-
-def set_tcp_nodelay(client, userdata, sock) -> None:
-    """Nagle plus delayed ACKs add ~40-90 ms to every QoS 1 round trip on loopback."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
+        return telemetry_payload(seq, self._wall(), DROP_REPORT_TYPE, drop_report(stream, reason, ranges))

@@ -5,7 +5,7 @@
     qai-hub cancel MISSION_ID --robot R [--task T]
     qai-hub status [--robot R]                       the fleet once (with --robot: that robot's missions)
     qai-hub watch                                    the fleet live, updating in place
-    qai-hub serve [--port 8080] [--bind 127.0.0.1]   the dashboard in a browser (qai_io.hub.dashboard)
+    qai-hub serve [--port 8080] [--bind 127.0.0.1]   the dashboard in a browser (qai_hub.dashboard)
 
 Exit codes: 0 done (mission succeeded), 1 mission failed or was canceled, 2 bad input here (file, key,
 options), 3 refused by the robot (the reason is printed), 4 no answer in time or broker unreachable,
@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import orjson
-import paho.mqtt.client as mqtt
 
-from qai_io.hub.fleet import Fleet, RobotView
-from qai_io.hub.link import set_tcp_nodelay
-from qai_io.hub.signing import ED25519, ML_DSA_65, KeyFileError, Signer, generate_key_pair, make_command
-from qai_io.hub.states import DIAGNOSTIC_LEVELS, TERMINAL, mission_state_name, task_state_name
-from qai_io.hub.topics import ALL_ROBOTS, ROOT, check_name, command_topic
+from qai_hub.client import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, HubClient,
+                            HubError)
+from qai_hub.fleet import Fleet, RobotView
+from qai_hub.protocol import (ALL_ROBOTS, DIAGNOSTIC_LEVELS, ED25519, ML_DSA_65, ROOT, TERMINAL, KeyFileError, Signer,
+                              check_name, command_topic, generate_key_pair, make_command, mission_state_name,
+                              task_state_name)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEFAULT_KEY_DIR = "~/.config/qai-hub"
 MAX_MISSION_FILE_BYTES = 1 << 20
 
@@ -44,66 +43,6 @@ QAI_HUB_PASSWORD_FILE, QAI_HUB_TLS_CA, QAI_HUB_TLS_CERT, QAI_HUB_TLS_KEY.
 exit codes: 0 done (mission succeeded), 1 mission failed or canceled, 2 bad input, 3 refused by the
 robot, 4 no answer in time or broker unreachable, 130 interrupted.
 """
-
-
-class HubError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
-
-
-# -- MQTT ------------------------------------------------------------------------------------------
-
-class HubClient:
-    """A paho client for the hub side: connects (TLS, user/password), subscribes and waits for the SUBACK."""
-
-    def __init__(self, args, on_message: Callable[[str, bytes], None], client_id: str = ""):
-        self._on_message = on_message
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.on_socket_open = set_tcp_nodelay
-        if args.username:
-            password = Path(args.password_file).expanduser().read_text().strip() if args.password_file else None
-            self.client.username_pw_set(args.username, password)
-        if args.tls_ca or args.tls_cert:
-            import ssl
-
-            context = ssl.create_default_context(cafile=args.tls_ca or None)
-            if args.tls_cert:
-                context.load_cert_chain(args.tls_cert, args.tls_key or None)
-            self.client.tls_set_context(context)
-        self.client.on_message = lambda client, userdata, message: self._on_message(message.topic, message.payload)
-        self._connected = threading.Event()
-        self._subscribed: dict[int, threading.Event] = {}
-        self.client.on_connect = lambda *a: self._connected.set()
-        self.client.on_subscribe = lambda client, userdata, mid, codes, props: self._subscribed.setdefault(
-            mid, threading.Event()).set()
-        self.host, self.port = args.host, args.port
-
-    def connect(self, timeout: float = 5.0) -> "HubClient":
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except OSError as error:
-            raise HubError(f"cannot reach the broker at {self.host}:{self.port}: {error}", EXIT_NO_ANSWER) from None
-        self.client.loop_start()
-        if not self._connected.wait(timeout):
-            self.close()
-            raise HubError(f"the broker at {self.host}:{self.port} did not accept the connection", EXIT_NO_ANSWER)
-        return self
-
-    def subscribe(self, *topics: str, timeout: float = 5.0) -> None:
-        result, mid = self.client.subscribe([(topic, 1) for topic in topics])
-        if not self._subscribed.setdefault(mid, threading.Event()).wait(timeout):
-            raise HubError(f"the broker did not confirm the subscription to {', '.join(topics)}", EXIT_NO_ANSWER)
-
-    def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout)
-        if not info.is_published():
-            raise HubError(f"the broker did not acknowledge the command on {topic}", EXIT_NO_ANSWER)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 # -- Commands --------------------------------------------------------------------------------------
@@ -397,7 +336,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from qai_io.hub.dashboard import DashboardOptions, FeedLimits, serve
+    from qai_hub.dashboard import DashboardOptions, FeedLimits, serve
 
     if not 1 <= args.http_port <= 65535 or not 1 <= args.max_robots <= 100_000:
         raise HubError("--port must be 1-65535 and --max-robots 1-100000")
@@ -574,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", "Serve the fleet's dashboard to browsers: a map, each robot's mission graph, plots and an "
                 "event log, live over a WebSocket; missions and cancels from the page are checked and signed here. "
                 "Log in with the password in --login-file. Loopback only by default: put it behind a TLS reverse "
-                "proxy to reach it from elsewhere (README: Hub dashboard).")
+                "proxy to reach it from elsewhere (docs/dashboard.md).")
     serve.add_argument("--port", dest="http_port", type=int, default=int(env("QAI_HUB_DASHBOARD_PORT", "8080")),
                        help="HTTP port (default 8080)")
     serve.add_argument("--bind", default=env("QAI_HUB_DASHBOARD_BIND", "127.0.0.1"),

@@ -3,7 +3,7 @@
 Subscribes cmd_vel (geometry_msgs/Twist, body frame); publishes odom (nav_msgs/Odometry), imu/data
 (sensor_msgs/Imu), battery_state (sensor_msgs/BatteryState), navsat/fix (sensor_msgs/NavSatFix) and, with
 publish_clock, /clock. Swapping in Gazebo is a launch change (launch/gazebo.launch.py). The physics is
-qai_io.vehicle_model; faults are injected by parameters, also while running.
+qai_sim.vehicle_model; faults are injected by parameters, also while running.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from sensor_msgs.msg import BatteryState, Imu, NavSatFix, NavSatStatus
 from qai_edge.convert import time_from_seconds
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
-from qai_io.geo import enu_to_geodetic, yaw_to_quaternion
-from qai_io.sim_parameters import PARAMETERS
-from qai_io.vehicle_model import VehicleConfig, VehicleModel
+from qai_edge.geo import enu_to_geodetic, yaw_to_quaternion
+from qai_sim.parameters import PARAMETERS
+from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
 STREAMS = ("odom", "imu", "battery", "gps")
 TICK_HZ = 100.0  # wall-clock ticks; each advances the physics by real_time_factor times the wall time

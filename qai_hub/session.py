@@ -2,7 +2,7 @@
 
 No rclpy import; no ROS on the hub.
 
-It keeps the Fleet view (qai_io.hub.fleet: status, missions, position, battery, health, and the sequence
+It keeps the Fleet view (qai_hub.fleet: status, missions, position, battery, health, and the sequence
 numbers of every telemetry stream), every reply by request id, every report, the latest endurance
 prediction per robot, and, per task, the states the hub saw it go through (so a task that ran again after
 it had succeeded shows). Thread-safe: paho's network thread feeds it, the caller reads it.
@@ -18,10 +18,8 @@ from typing import Any, Mapping
 import orjson
 import paho.mqtt.client as mqtt
 
-from qai_io.hub.fleet import Fleet
-from qai_io.hub.link import set_tcp_nodelay
-from qai_io.hub.signing import Signer, make_command
-from qai_io.hub.topics import ROOT, command_topic, parse_topic
+from qai_hub.fleet import Fleet
+from qai_hub.protocol import ROOT, Signer, command_topic, make_command, parse_topic, set_tcp_nodelay
 
 FINAL = ("succeeded", "failed", "canceled", "rejected", "error")
 

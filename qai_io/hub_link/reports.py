@@ -38,8 +38,8 @@ def report_data(name: str, mission_id: str, task_id: str, content: Any, max_byte
 
 
 def enqueue(link, topics, data: bytes) -> int | None:
-    """Queue a report on `link` (a qai_io.hub.link.HubLink) for the robot's `topics`; its sequence number."""
-    from qai_io.hub.streams import telemetry_envelope
+    """Queue a report on `link` (a qai_io.hub_link.link.HubLink) for the robot's `topics`; its sequence number."""
+    from qai_hub.protocol import telemetry_envelope
 
     return link.enqueue(STREAM, topics.telemetry(STREAM), PRIORITY, 1, TTL,
                         lambda seq, stamp: telemetry_envelope(seq, stamp, orjson.dumps(TYPE), data))

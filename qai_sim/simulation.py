@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from qai_io.motion import Controller, MotionPlan, MotionRun, Pose, PositionController, distance
-from qai_io.vehicle_model import VehicleModel
+from qai_sim.vehicle_model import VehicleModel
 
 
 # The standard course of the tracking benchmark: a 10-waypoint survey pattern over 60 x 40 m with

@@ -40,5 +40,5 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               max=50.0),
 )
 
-NODE = NodeType("sim_vehicle", "qai_io.sim_node:main",
+NODE = NodeType("sim_vehicle", "qai_sim.node:main",
                 "simulated multirotor or ground robot with Gazebo's topics", PARAMETERS)

@@ -8,8 +8,8 @@ What it does:
    key pair (in a temporary directory), and brings up each robot with `qai-edge up` on a profile derived
    from config/edge.yaml (`drone1`...: its own namespace, sim vehicle, io, mission, quantum bridge,
    intelligence and hub link, each its own process, journals and queues in the temporary directory);
-2. as the hub (qai_io.hub.session: no ROS), waits until every robot is online and its nodes are OK, then
-   signs and sends each robot its survey (qai_io.hub.survey): with several robots, one robot's quantum
+2. as the hub (qai_hub.session: no ROS), waits until every robot is online and its nodes are OK, then
+   signs and sends each robot its survey (qai_hub.survey): with several robots, one robot's quantum
    bridge first shares the survey points among them (assign_tasks); each robot plans its own route;
 3. shows the fleet live from the hub's side (task states, position, battery, predicted endurance, which
    solver answered), in the terminal and on the hub's browser dashboard (`qai-hub serve`, its URL and
@@ -37,10 +37,10 @@ import yaml
 
 from qai_edge.broker import LocalBroker, free_port
 from qai_edge.paths import installed_executable, share_file
-from qai_edge.supervisor import die_with_parent, stop_process
-from qai_io.hub import survey
-from qai_io.hub.session import HubSession
-from qai_io.hub.signing import Signer, generate_key_pair
+from qai_edge.processes import die_with_parent, stop_process
+from qai_hub import survey
+from qai_hub.protocol import Signer, generate_key_pair
+from qai_hub.session import HubSession
 
 FLEET = "demo"
 NODES = ("mission_engine", "intelligence_engine", "quantum_bridge", "io_engine", "sim_vehicle", "hub_link")
@@ -168,7 +168,7 @@ class Demo:
 
     def start_dashboard(self, key: Path) -> None:
         """Serve the hub's dashboard for a person watching; its login file is in the temporary directory."""
-        from qai_io.hub.dashboard import start_dashboard
+        from qai_hub.dashboard_process import start_dashboard
 
         port = self.args.dashboard_port
         if port and not _port_free(port):
@@ -186,7 +186,7 @@ class Demo:
 
     def _take_screenshot(self, password: str) -> None:
         """Save the dashboard as a browser shows it a few seconds into the first survey leg."""
-        from qai_io.hub.browser import Browser
+        from qai_hub.browser import Browser
 
         browser = None
         try:
@@ -327,7 +327,7 @@ class Demo:
                 action(robot)
 
     def _task_state(self, robot: Robot, task_id: str) -> str:
-        from qai_io.hub.states import task_state_name
+        from qai_hub.protocol import task_state_name
 
         view = self.session.fleet.robots.get(robot.name)
         mission = view.missions.get(robot.mission_id) if view else None
@@ -338,7 +338,7 @@ class Demo:
 
     def _injector(self):
         if not hasattr(self, "_fault_injector"):
-            from qai_io.demo_faults import FaultInjector
+            from qai_edge.demo_faults import FaultInjector
 
             self._fault_injector = FaultInjector()
         return self._fault_injector
@@ -357,7 +357,7 @@ class Demo:
         self._fault_note(robot, "battery sag of 3 V (a failing cell)", problem)
 
     def _kill_mission_engine(self, robot: Robot) -> None:
-        from qai_io.demo_faults import kill_node, node_process
+        from qai_edge.demo_faults import kill_node, node_process
 
         pid = kill_node(robot.pid, "mission_engine")
         self.faults["killed"] = {"robot": robot.name, "node": "mission_engine", "pid": pid, "at": self.elapsed()}
@@ -384,7 +384,7 @@ class Demo:
     def view(self):
         from rich.table import Table
 
-        from qai_io.hub.states import mission_state_name, task_state_name
+        from qai_hub.protocol import mission_state_name, task_state_name
 
         table = Table(title=f"fleet {FLEET} as the hub sees it, {self.elapsed():.0f} s", expand=False)
         for column in ("robot", "mission", "tasks", "running", "position", "battery", "endurance", "solver"):

@@ -1,0 +1,73 @@
+"""The hub's MQTT client: a paho client with the hub's credentials and TLS, and the hub tools' exit codes.
+
+No rclpy import. `qai-hub` (cli) and the dashboard (dashboard) both connect through HubClient.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from qai_hub.protocol import set_tcp_nodelay
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class HubError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+class HubClient:
+    """A paho client for the hub side: connects (TLS, user/password), subscribes and waits for the SUBACK."""
+
+    def __init__(self, args, on_message: Callable[[str, bytes], None], client_id: str = ""):
+        self._on_message = on_message
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_socket_open = set_tcp_nodelay
+        if args.username:
+            password = Path(args.password_file).expanduser().read_text().strip() if args.password_file else None
+            self.client.username_pw_set(args.username, password)
+        if args.tls_ca or args.tls_cert:
+            context = ssl.create_default_context(cafile=args.tls_ca or None)
+            if args.tls_cert:
+                context.load_cert_chain(args.tls_cert, args.tls_key or None)
+            self.client.tls_set_context(context)
+        self.client.on_message = lambda client, userdata, message: self._on_message(message.topic, message.payload)
+        self._connected = threading.Event()
+        self._subscribed: dict[int, threading.Event] = {}
+        self.client.on_connect = lambda *a: self._connected.set()
+        self.client.on_subscribe = lambda client, userdata, mid, codes, props: self._subscribed.setdefault(
+            mid, threading.Event()).set()
+        self.host, self.port = args.host, args.port
+
+    def connect(self, timeout: float = 5.0) -> "HubClient":
+        try:
+            self.client.connect(self.host, self.port, keepalive=30)
+        except OSError as error:
+            raise HubError(f"cannot reach the broker at {self.host}:{self.port}: {error}", EXIT_NO_ANSWER) from None
+        self.client.loop_start()
+        if not self._connected.wait(timeout):
+            self.close()
+            raise HubError(f"the broker at {self.host}:{self.port} did not accept the connection", EXIT_NO_ANSWER)
+        return self
+
+    def subscribe(self, *topics: str, timeout: float = 5.0) -> None:
+        result, mid = self.client.subscribe([(topic, 1) for topic in topics])
+        if not self._subscribed.setdefault(mid, threading.Event()).wait(timeout):
+            raise HubError(f"the broker did not confirm the subscription to {', '.join(topics)}", EXIT_NO_ANSWER)
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise HubError(f"the broker did not acknowledge the command on {topic}", EXIT_NO_ANSWER)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
