@@ -11,6 +11,11 @@ PIP := $(PY) -m pip --disable-pip-version-check
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export ROS_LOG_DIR ?= $(or $(TMPDIR),/tmp)/qai-edge-ros-log
 
+# Test workers (pytest-xdist): independent tests run side by side, each worker with its own ROS domain id,
+# TCP ports and temp dirs (test/conftest.py). Many tests wait on real time (flights, outages), so more
+# workers than cores pays; `make test TEST_WORKERS=0` runs them one after another.
+TEST_WORKERS ?= 3
+
 INTERFACE_SOURCES := $(shell find qai_interfaces -path qai_interfaces/build -prune -o -type f -print)
 
 .PHONY: setup demo test constraints clean
@@ -69,7 +74,7 @@ demo: setup
 	$(VENV)/bin/qai-edge demo $(ARGS)
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Every bench/ script, one table of figures beside their baselines and targets, also in bench/results.json.
 # ARGS=--quick: smaller sizes, a few minutes; ARGS="--only hub,io": some areas (bench/run_all.py --help).

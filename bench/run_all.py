@@ -301,7 +301,7 @@ def build_table(records: list[dict], title: str = "qai_edge benchmarks"):
 
 
 def markdown(document: dict) -> str:
-    """Return a results document as docs/benchmarks.md's table: a line on how it was measured, then one row per figure."""
+    """Return a results document as docs/benchmarks.md's table: how it was measured, then a row per figure."""
     machine = document["machine"]
     before, after = machine["load_average_before"][0], machine["load_average_after"][0]
     steps = ", ".join(f"{s['script']} {s['wall_s']:.0f} s" + ("" if s["status"] == "ok" else f" ({s['status']})")
@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every script's time limit")
     parser.add_argument("--output", default=str(BENCH / "results.json"), help="the JSON (bench/results.json)")
     parser.add_argument("-v", "--verbose", action="store_true", help="echo each script's output as it runs")
-    parser.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as docs/benchmarks.md's table, "
-                        "run nothing")
+    parser.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as the table of "
+                        "docs/benchmarks.md, run nothing")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.markdown:

@@ -127,8 +127,11 @@ def _profile_limits(path: str | None):
     return DEFAULT_LIMITS
 
 
+SETTLE = 0.5  # s with every discovered engine heard before validate stops listening
+
+
 def _announced_kinds(namespace: str, timeout: float) -> dict:
-    """Kinds the engines announce on <namespace>/engine_capabilities (transient local), heard for `timeout` s."""
+    """Kinds the engines announce on <namespace>/engine_capabilities (transient local), within `timeout` s."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -139,6 +142,7 @@ def _announced_kinds(namespace: str, timeout: float) -> dict:
     from qai_mission.model import KindRoute
 
     routes: dict = {}
+    engines: set[str] = set()
     context = rclpy.Context()
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("qai_mission_validate", namespace=namespace or "/", context=context,
@@ -147,14 +151,27 @@ def _announced_kinds(namespace: str, timeout: float) -> dict:
     executor.add_node(node)
 
     def on_announcement(msg):
+        engines.add(msg.engine)
         for kind in msg.kinds:
             routes.setdefault(kind.name, KindRoute(kind_from_msg(kind), msg.engine, msg.task_action))
 
-    node.create_subscription(EngineCapabilities, "engine_capabilities", on_announcement, CAPABILITIES_QOS)
+    subscription = node.create_subscription(EngineCapabilities, "engine_capabilities", on_announcement,
+                                            CAPABILITIES_QOS)
     try:
+        # Until every engine the graph knows has been heard from, and no new one appeared for a moment; an
+        # engine is discovered before its announcement (transient local) arrives, so the wait ends early
+        # on an idle robot and still hears each engine on a loaded one.
         deadline = time.monotonic() + timeout
+        heard_all_since = None
         while time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
+            publishers = node.count_publishers(subscription.topic_name)
+            if engines and len(engines) >= publishers:
+                heard_all_since = heard_all_since or time.monotonic()
+                if time.monotonic() - heard_all_since >= SETTLE:
+                    break
+            else:
+                heard_all_since = None
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -222,8 +239,9 @@ def main(argv=None) -> int:
     validate.add_argument("file")
     validate.add_argument("--namespace", default="", help="the robot's namespace, to hear its engines' kinds")
     validate.add_argument("--profile", help="profile whose mission_engine limits apply (default: the installed one)")
-    validate.add_argument("--timeout", type=float, default=3.0,
-                          help="seconds to listen for the engines' kinds; 0: offline (default 3)")
+    validate.add_argument("--timeout", type=float, default=10.0,
+                          help="seconds to wait for the engines' kinds, at most (it stops once every engine "
+                               "it discovers has announced them); 0: offline (default 10)")
 
     args = parser.parse_args(argv)
     if args.command is None:

@@ -20,6 +20,9 @@ import pytest
 
 from qai_edge.figures import FigureLog, figure, measure_processes, snapshot
 
+# One worker runs this module: its tests share an expensive module fixture.
+pytestmark = pytest.mark.xdist_group("test_bench_runner")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

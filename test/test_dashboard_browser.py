@@ -26,7 +26,8 @@ from harness import ProcessGroup, unique_namespace, wait_for
 from hub_stack import HubKeys, start_broker
 from qai_hub.dashboard_process import start_dashboard
 
-pytestmark = pytest.mark.slow
+# One worker runs this module: its tests share an expensive module fixture.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_dashboard_browser")]
 
 FLEET, ROBOT = "pagefleet", "pagebot"
 TIMEOUT = 60.0

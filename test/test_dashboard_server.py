@@ -24,6 +24,9 @@ from qai_hub.dashboard import DashboardOptions, DashboardThread, build
 from qai_hub.protocol import Keyring, generate_key_pair
 from qai_io.hub_link.commands import CommandGate, NonceStore
 
+# One worker runs this module: its tests share an expensive module fixture.
+pytestmark = pytest.mark.xdist_group("test_dashboard_server")
+
 FLEET = "srv"
 TIMEOUT = 20.0
 

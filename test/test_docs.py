@@ -80,5 +80,5 @@ def test_every_relative_link_in_readme_and_docs_leads_to_a_file_and_heading_that
 
 
 def _anchor(heading: str) -> str:
-    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    """Return the anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")

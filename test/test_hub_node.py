@@ -22,6 +22,9 @@ from qai_edge.broker import free_port, port_open
 from qai_hub.protocol import command_topic
 from qai_io.hub_link import codec
 
+# One worker runs this module: its tests share an expensive module fixture.
+pytestmark = pytest.mark.xdist_group("test_hub_node")
+
 FLEET, ROBOT = "tf", "testbot"
 TIMEOUT = 30.0
 
