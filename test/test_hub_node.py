@@ -39,6 +39,7 @@ class RobotStack:
         self.mission_engine = group.start_node("mission_engine", namespace=self.namespace, parameters={
             "data_dir": str(directory / "data"), "robot_id": ROBOT, "heartbeat_period": 0.2, "engine_timeout": 1.5})
         self.hub_link = self.start_hub_link(ROBOT)
+        self.robot2 = None
         self.hub = HubSubscriber(self.broker.port, FLEET)
         wait_for(lambda: self.hub.fleet.robots.get(ROBOT) and self.hub.fleet.robots[ROBOT].online, TIMEOUT,
                  lambda: f"{ROBOT} online at the hub\n{self.logs()}")
@@ -50,6 +51,16 @@ class RobotStack:
             "hub_public_keys": [self.keys.public, str(self.keys.directory / "hub.ed25519.pub")], **parameters}
         return self.group.start_node("hub_link", namespace=namespace or self.namespace, name=f"hub_link_{robot}",
                                      parameters=parameters)
+
+    def second_robot(self) -> None:
+        """Start robot2 once for the module (no mission engine of its own; two streams, one unmappable)."""
+        if self.robot2 is None:
+            self.robot2 = self.start_hub_link("robot2", namespace=self.namespace + "_2", mission_engine_timeout=2.0,
+                                              streams=["tf: topic=tf type=tf2_msgs/msg/TFMessage",
+                                                       "text: topic=text type=std_msgs/msg/String"],
+                                              max_telemetry_bytes=256)
+        wait_for(lambda: self.hub.fleet.robots.get("robot2") and self.hub.fleet.robots["robot2"].online, TIMEOUT,
+                 lambda: f"robot2 online\n{self.logs()}")
 
     def diagnostics(self, robot: str = ROBOT, namespace: str | None = None) -> dict:
         status = self.probe.latest_status(f"{namespace or self.namespace}/hub_link_{robot}")
@@ -272,11 +283,7 @@ def test_hub_keys_can_be_rotated_while_the_node_runs(robot):
 def test_a_stream_the_codec_cannot_map_is_refused_and_reported_while_the_others_flow(robot):
     from std_msgs.msg import String
 
-    robot.start_hub_link("robot2", namespace=robot.namespace + "_2", mission_engine_timeout=2.0, streams=[
-        "tf: topic=tf type=tf2_msgs/msg/TFMessage", "text: topic=text type=std_msgs/msg/String"],
-        max_telemetry_bytes=256)
-    wait_for(lambda: robot.hub.fleet.robots.get("robot2") and robot.hub.fleet.robots["robot2"].online, TIMEOUT,
-             lambda: f"robot2 online\n{robot.logs()}")
+    robot.second_robot()
     refused = robot.hub.fleet.robots["robot2"].status["streams_refused"]
     assert "cannot import tf2_msgs.msg" in refused["tf"]
     name = f"{robot.namespace}_2/hub_link_robot2"
@@ -296,9 +303,7 @@ def test_a_stream_the_codec_cannot_map_is_refused_and_reported_while_the_others_
 
 
 def test_a_fleet_wide_mission_waits_for_every_online_robot_and_reports_each(robot, tmp_path):
-    # robot2 (started by the test before) is online without a mission engine of its own.
-    wait_for(lambda: robot.hub.fleet.robots.get("robot2") and robot.hub.fleet.robots["robot2"].online, TIMEOUT,
-             "robot2 online")
+    robot.second_robot()  # online without a mission engine of its own
     mission = tmp_path / "everyone.yaml"
     mission.write_text("tasks:\n  - {id: w, kind: wait, parameters: {seconds: 0.2}}\n")
     result = qai_hub(robot, "send-mission", str(mission), "--all", "--key", robot.keys.private, "--timeout", "60")
