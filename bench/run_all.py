@@ -198,6 +198,10 @@ def run_step(step: Step, quick: bool, directory: Path, *, timeout_scale: float =
         raise
     # On a time-out the script and its group; otherwise anything it left behind in its group.
     stop_group(process, first=signal.SIGINT if timed_out else signal.SIGTERM)
+    try:  # reap it: stop_group may have seen it gone (a zombie) before its own poll() could
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
     reader.join(10)
     if not reader.is_alive():  # else a process outside the group still holds the pipe: leave it to the thread
         process.stdout.close()
