@@ -138,6 +138,35 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_keygen(args) -> int:
+    """Make the robot's key pair for the profile's hub_link (its robot_key, or the default path), if it has none."""
+    from qai_hub.protocol import KeyFileError, generate_key_pair, key_id, load_public_key
+
+    from qai_edge.paths import robot_key_path
+
+    profile = load_or_exit(args)
+    link = next((spec for spec in profile.nodes if spec.executable == "hub_link"), None)
+    if link is None:
+        print("qai-edge: the profile runs no hub_link: this robot signs nothing for a hub", file=sys.stderr)
+        return 2
+    path = Path(link.parameters.get("robot_key") or robot_key_path(link.parameters["data_dir"], profile.robot_id))
+    path = path.expanduser()
+    public = path.with_suffix(".pub")
+    try:
+        if path.exists():
+            kid = key_id(load_public_key(public))
+            print(f"robot {profile.robot_id} has a key: {kid}, private {path}, public {public}")
+        else:
+            kid = generate_key_pair(path, public)
+            print(f"made robot {profile.robot_id}'s key {kid}: private {path} (mode 0600, stays on the robot), "
+                  f"public {public}")
+    except (KeyFileError, OSError) as error:
+        print(f"qai-edge: {error}", file=sys.stderr)
+        return 2
+    print(f"on the hub: qai-hub enroll {profile.robot_id} {public}")
+    return 0
+
+
 def cmd_status(args) -> int:
     profile = load_or_exit(args)
     watch = _HealthWatch(profile, install_signal_handlers=True)
@@ -162,10 +191,15 @@ class RunningProfile:
     def __init__(self, profile: Profile):
         self.profile = profile
         self._params_dir = tempfile.TemporaryDirectory(prefix="qai-edge-")
+        self.broker = None
+        self._broker_restarts: list[float] = []
+        self._broker_next_start: float | None = None
         specs = []
         for spec in profile.nodes:
             params_file = Path(self._params_dir.name) / f"{spec.name}.yaml"
-            params_file.write_text(yaml.safe_dump(spec.params_file_content()))
+            content = spec.params_file_content()
+            _use_local_broker_account(profile, spec, content)
+            params_file.write_text(yaml.safe_dump(content))
             argv = executable_command(spec.executable) + spec.ros_arguments(params_file)
             specs.append(ProcessSpec(spec.name, argv, spec.restart))
         self.watch = _HealthWatch(profile, install_signal_handlers=False)
@@ -203,9 +237,10 @@ class RunningProfile:
         say(f"{event.name} {event.kind}{pid}{detail}")
 
     def step(self, seconds: float = 0.1) -> None:
-        """Spin, restart what died, and say when a node's health changes."""
+        """Spin, restart what died (the broker it started too), and say when a node's health changes."""
         self.watch.spin_once(seconds)
         self.supervisor.poll()
+        self._keep_broker()
         for node in self.watch.board.snapshot():
             if node.received_at is not None and self._levels.get(node.name) != node.level:
                 self._levels[node.name] = node.level
@@ -214,6 +249,35 @@ class RunningProfile:
         if all_ok and not self._all_ok_reported:
             say(f"all {len(self.profile.nodes)} nodes healthy\n{format_table(self.watch.board.snapshot())}")
         self._all_ok_reported = all_ok
+
+    def _keep_broker(self) -> None:
+        """Start the broker again when it died, with the nodes' backoff and restart limit."""
+        broker, policy = self.broker, self.profile.broker_restart
+        if broker is None or broker.running():
+            return
+        now = time.monotonic()
+        if self._broker_next_start is None:
+            code = broker.process.returncode if broker.process is not None else None
+            self._broker_restarts = [t for t in self._broker_restarts if now - t < policy.restart_window]
+            if len(self._broker_restarts) >= policy.max_restarts:
+                say(f"MQTT broker exited ({code}); gave up after {len(self._broker_restarts)} restarts")
+                self.broker = None
+                return
+            self._broker_next_start = now + policy.delay(len(self._broker_restarts))
+            say(f"MQTT broker exited ({code}); starting it again in "
+                f"{self._broker_next_start - now:.1f} s")
+            return
+        if now < self._broker_next_start:
+            return
+        self._broker_next_start = None
+        self._broker_restarts.append(now)
+        from qai_edge.broker import BrokerError
+
+        try:
+            broker.start()
+            say(f"MQTT broker started again (pid {broker.pid})")
+        except BrokerError as error:
+            say(f"MQTT broker did not start: {error}")
 
     @property
     def all_ok(self) -> bool:
@@ -233,23 +297,48 @@ class RunningProfile:
         return {}
 
 
-def _start_broker(profile: Profile):
-    """Start the local MQTT broker the profile asks for (its `broker` section); return it, or None.
+def _local_accounts(profile: Profile):
+    from qai_edge.broker import BrokerAccounts
 
-    A broker that cannot start is reported, not fatal: the robot runs without its hub link, which retries.
+    fleet = next((spec.parameters.get("fleet", "fleet") for spec in profile.nodes if spec.executable == "hub_link"),
+                 "fleet")
+    return BrokerAccounts(profile.broker.accounts_dir, fleet)
+
+
+def _use_local_broker_account(profile: Profile, spec, content: dict) -> None:
+    """Give hub_link the robot's account on the local broker `qai-edge up` starts, unless it names its own."""
+    broker = profile.broker
+    if broker is None or not broker.start or spec.executable != "hub_link":
+        return
+    parameters = content[spec.fully_qualified_name]["ros__parameters"]
+    if parameters.get("username") or parameters.get("broker_host", "127.0.0.1") not in ("127.0.0.1", "localhost"):
+        return
+    parameters["username"] = profile.robot_id
+    parameters["password_file"] = str(_local_accounts(profile).password_file(profile.robot_id))
+
+
+def _start_broker(profile: Profile):
+    """Start the local MQTT broker the profile asks for (its `broker` section), locked; return it, or None.
+
+    The robot gets an account (its robot id), the hub's tools another ("hub", on broker.hub_port). A broker
+    that cannot start is reported, not fatal: the robot runs without its hub link, which retries.
     """
-    from qai_edge.broker import BrokerError, LocalBroker
+    from qai_edge.broker import HUB_USER, BrokerError, LocalBroker
 
     spec = profile.broker
     if spec is None or not spec.start:
         return None
-    broker = LocalBroker(spec.port, spec.data_dir, spec.config_path())
+    accounts = _local_accounts(profile)
     try:
+        accounts.ensure([profile.robot_id])
+        broker = LocalBroker(spec.port, spec.data_dir, spec.config_path(), accounts=accounts, hub_port=spec.hub_port)
         broker.start()
     except BrokerError as error:
         say(f"MQTT broker not started: {error}")
         return None
-    say(f"MQTT broker started on 127.0.0.1:{spec.port} (pid {broker.pid}, log {broker.log_path})")
+    say(f"MQTT broker started (pid {broker.pid}, log {broker.log_path}), locked: robots on 127.0.0.1:{spec.port}, "
+        f"the hub on 127.0.0.1:{spec.hub_port} as user {HUB_USER} with password file "
+        f"{accounts.password_file(HUB_USER)}")
     return broker
 
 
@@ -293,7 +382,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="qai-edge", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     plugins = plugin_commands()
-    names = ["up", *plugins, "status", "profile"]
+    names = ["up", *plugins, "status", "profile", "keygen"]
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(names) + "}")
 
     def add(name: str, help_text: str):
@@ -310,7 +399,9 @@ def main(argv=None) -> int:
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
     add("profile", "check the profile and print what would run").add_argument(
         "--reference", action="store_true", help="print every node's parameters as markdown (docs/configuration.md)")
-    handlers = {"up": cmd_up, "status": cmd_status, "profile": cmd_profile}
+    add("keygen", "make the robot's ML-DSA-65 key pair (what it signs for the hub with), if it has none, and say "
+        "how to enroll it on the hub")
+    handlers = {"up": cmd_up, "status": cmd_status, "profile": cmd_profile, "keygen": cmd_keygen}
     for name, command in plugins.items():
         command.add_arguments(add(name, command.help))
         handlers[name] = command.run

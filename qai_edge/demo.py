@@ -35,11 +35,13 @@ from typing import Any
 
 import yaml
 
-from qai_edge.broker import LocalBroker, free_port
-from qai_edge.paths import installed_executable, share_file
+from qai_edge.broker import HUB_USER, BrokerAccounts, LocalBroker, free_port
+from qai_edge.paths import installed_executable, robot_key_path, share_file
 from qai_edge.processes import die_with_parent, stop_process
 from qai_hub import survey
+from qai_hub.client import BrokerOptions
 from qai_hub.protocol import Signer, generate_key_pair
+from qai_hub.registry import RobotRegistry, enroll
 from qai_hub.session import HubSession
 
 FLEET = "demo"
@@ -65,6 +67,7 @@ class Robot:
     request_id: str = ""
     mission_id: str = ""
     reply: dict[str, Any] | None = None
+    ended_at: float = 0.0  # when its signed mission states first showed the mission ended
 
     @property
     def pid(self) -> int | None:
@@ -74,8 +77,8 @@ class Robot:
 # -- Set-up -------------------------------------------------------------------------------------------
 
 def robot_profile(base: dict, name: str, home: list[float], workdir: Path, broker_port: int, public_key: Path,
-                  controller: str) -> dict:
-    """Return the demo's profile of one robot: config/edge.yaml with its name, home, files and broker."""
+                  controller: str, accounts: BrokerAccounts) -> dict:
+    """Return the demo's profile of one robot: config/edge.yaml with its name, home, files, broker and account."""
     profile = json.loads(json.dumps(base))  # a deep copy
     profile["namespace"], profile["robot_id"] = name, name
     profile.pop("broker", None)  # the demo runs the one broker of the fleet
@@ -83,7 +86,9 @@ def robot_profile(base: dict, name: str, home: list[float], workdir: Path, broke
     nodes = profile["nodes"]
     nodes["mission_engine"]["parameters"].update(data_dir=data)
     nodes["hub_link"]["parameters"].update(fleet=FLEET, broker_port=broker_port, data_dir=data,
-                                           hub_public_keys=[str(public_key)])
+                                           hub_public_keys=[str(public_key)], username=name,
+                                           password_file=str(accounts.password_file(name)),
+                                           robot_key=str(robot_key_path(data, name)))
     nodes["intelligence_engine"]["parameters"].update(model_store=str(workdir / "models"), home=home)
     nodes["io_engine"]["parameters"].update(home=home, controller=controller)
     nodes["sim_vehicle"]["parameters"].update(start_position=home, seed=int(name[-1]) if name[-1].isdigit() else 0)
@@ -144,24 +149,38 @@ class Demo:
         args = self.args
         key, public = self.workdir / "hub.mldsa65.key", self.workdir / "hub.mldsa65.pub"
         generate_key_pair(key, public)
-        self.broker = LocalBroker(free_port(), self.workdir / "broker", share_file("config", "mosquitto.conf"))
+        names = [f"drone{index + 1}" for index in range(args.robots)]
+        # Each robot's identity: its key pair (as `qai-edge keygen` makes it), enrolled on the hub.
+        registry = self.workdir / "hub-robots"
+        for name in names:
+            robot_key = robot_key_path(self.workdir / "data", name)
+            generate_key_pair(robot_key, robot_key.with_suffix(".pub"))
+            enroll(registry, name, robot_key.with_suffix(".pub"))
+        # The broker, locked: an account per robot and one for the hub, each robot confined to its own topics.
+        accounts = BrokerAccounts(self.workdir / "broker" / "accounts", FLEET)
+        accounts.ensure(names)
+        self.broker = LocalBroker(free_port(), self.workdir / "broker", share_file("config", "mosquitto.conf"),
+                                  accounts=accounts, hub_port=free_port())
         self.broker.start()
-        say(f"MQTT broker on 127.0.0.1:{self.broker.port} (mosquitto, config/mosquitto.conf); hub key {public.name} "
-            f"(ML-DSA-65) in {self.workdir}")
+        self.hub_broker = BrokerOptions(port=self.broker.hub_port, username=HUB_USER,
+                                        password_file=str(accounts.password_file(HUB_USER)))
+        say(f"MQTT broker (mosquitto, config/mosquitto.conf), locked: robots on 127.0.0.1:{self.broker.port}, each "
+            f"with its own account and topics; the hub on 127.0.0.1:{self.broker.hub_port}; hub key {public.name} "
+            f"(ML-DSA-65), robot keys enrolled in {registry}")
         base = yaml.safe_load(share_file("config", "edge.yaml").read_text())
         controller = "external" if args.controller == "learned" else "pid"
-        for index in range(args.robots):
-            name = f"drone{index + 1}"
+        for index, name in enumerate(names):
             home = [index * ROBOT_SPACING, 0.0, 0.0]
             path = self.workdir / f"{name}.yaml"
             path.write_text(yaml.safe_dump(robot_profile(base, name, home, self.workdir, self.broker.port, public,
-                                                         controller)))
+                                                         controller, accounts)))
             robot = Robot(name, home, path, self.workdir / f"{name}.log")
             start_robot(robot)
             self.robots.append(robot)
             say(f"{name}: qai-edge up (pid {robot.pid}): 6 nodes under /{name}, home {home[:2]}, "
                 f"{'learned CfC policy' if controller == 'external' else 'PID'} flight controller")
-        self.session = HubSession("127.0.0.1", self.broker.port, FLEET, Signer.from_files(key)).connect()
+        self.session = HubSession(self.hub_broker, FLEET, Signer.from_files(key), RobotRegistry(registry)).connect()
+        self.registry = registry
         say(f"hub connected to the broker, following qai/{FLEET}/#")
         if args.dashboard_port >= 0:
             self.start_dashboard(key)
@@ -175,8 +194,8 @@ class Demo:
             say(f"port {port} is taken: the dashboard takes a free one")
             port = 0
         login = self.workdir / "dashboard.password"
-        self.dashboard = start_dashboard(login, broker_port=self.broker.port, fleet=FLEET, key=key, port=port,
-                                         log_path=self.workdir / "dashboard.log")
+        self.dashboard = start_dashboard(login, broker=self.hub_broker, fleet=FLEET, robots=self.registry, key=key,
+                                         port=port, log_path=self.workdir / "dashboard.log")
         password = login.read_text().strip()  # made by start_dashboard: random, for this run only
         say(f"hub dashboard: {self.dashboard.url} (log in with {password})")
         if self.args.screenshot:
@@ -272,7 +291,7 @@ class Demo:
             while time.monotonic() < deadline:
                 for robot in active:
                     robot.mission_id = robot.mission_id or self.session.accepted_mission(robot.request_id) or ""
-                    robot.reply = robot.reply or self.session.final_reply(robot.request_id)
+                    robot.reply = robot.reply or self.session.final_reply(robot.request_id) or self._outcome(robot)
                 self._run_fault_steps()
                 if self._screenshot is not None and self._leg_started():
                     self._flying.set()
@@ -291,6 +310,19 @@ class Demo:
         for robot in active:
             if robot.reply is None:
                 say(f"{robot.name}: no final answer within {self.args.timeout:g} s")
+
+    def _outcome(self, robot: Robot) -> dict[str, Any] | None:
+        """The mission's end from its signed mission states, when the final reply never came (a broker crash)."""
+        outcome = self.session.mission_outcome(robot.name, robot.mission_id) if robot.mission_id else None
+        if outcome is None:
+            return None
+        robot.ended_at = robot.ended_at or time.monotonic()
+        if time.monotonic() - robot.ended_at < 5.0:  # the reply, with its result, is usually a moment behind
+            return None
+        with self.session._lock:
+            mission = self.session.fleet.robots[robot.name].missions[robot.mission_id]
+            return {"status": outcome, "message": mission["message"], "from": "mission_states",
+                    "result": {"tasks": list(mission["tasks"])}}
 
     def _leg_started(self) -> bool:
         """Tell whether any robot's survey has a leg (fly_N) running or done, as the hub sees it."""
@@ -430,6 +462,7 @@ class Demo:
             figures["report_received"] = bool(self.session.reports.get(robot.name))
             figures["reran_after_success"] = self.session.reran(robot.name, robot.mission_id)
             figures["telemetry"] = self.telemetry(robot.name)
+            figures["trust"] = self.trust(robot.name)
             figures["tasks"] = survey.task_rows(tasks)
             summary["robots"][robot.name] = figures
             succeeded &= figures["outcome"] == "succeeded"
@@ -453,6 +486,10 @@ class Demo:
                 f"{name} {s['sent']} sent, {s['received']} received, {s['dropped']} dropped (reported), "
                 f"{s['missing']} lost"
                 for name, s in sorted(streams.items())))
+            trust = figures["trust"]
+            console.print(f"  verified as {robot.name}'s own: status, replies and mission states signed (ML-DSA-65); "
+                          f"{trust['sealed']} telemetry messages checked against its seals, {trust['forged']} forged, "
+                          f"{trust['unsealed']} unsealed; {trust['refused']} messages refused")
         summary["succeeded"] = succeeded
         if self.args.summary_json:
             Path(self.args.summary_json).write_text(json.dumps(summary, indent=2))
@@ -473,8 +510,18 @@ class Demo:
         if view is None:
             return {}
         with self.session._lock:
-            return {name: {"sent": t.highest, "received": len(t.received), "dropped": len(t.dropped),
-                           "missing": len(t.missing()), "duplicates": t.duplicates} for name, t in view.streams.items()}
+            return {name: {"sent": t.highest, "received": len(t.received), "dropped": t.dropped_count(),
+                           "missing": t.missing_count(), "duplicates": t.duplicates}
+                    for name, t in view.streams.items()}
+
+    def trust(self, robot: str) -> dict[str, int]:
+        """What the hub verified of a robot's messages: sealed telemetry checked, forged, unsealed, refused."""
+        with self.session._lock:
+            view = self.session.fleet.robots.get(robot)
+            if view is None:
+                return {"sealed": 0, "forged": 0, "unsealed": 0, "refused": 0}
+            return {"sealed": view.seals.verified, "forged": view.seals.forged, "unsealed": view.seals.unsealed,
+                    "refused": view.refused}
 
     def tear_down(self) -> None:
         if self._screenshot is not None:

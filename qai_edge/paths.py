@@ -1,4 +1,4 @@
-"""Where the package's shared files (config/, launch/) are, however it was installed."""
+"""Where the package's shared files (config/, launch/) are, however it was installed; where a robot keeps its key."""
 
 from __future__ import annotations
 
@@ -60,3 +60,8 @@ def installed_executable(executable: str) -> Path | None:
 
 def share_file(*parts: str) -> Path:
     return share_dir().joinpath(*parts)
+
+
+def robot_key_path(data_dir: str | Path, robot_id: str) -> Path:
+    """Where a robot's ML-DSA-65 private key is by default (hub_link's robot_key empty): beside its queue."""
+    return Path(data_dir).expanduser() / robot_id / "robot.mldsa65.key"

@@ -97,6 +97,7 @@ class Profile:
     nodes: tuple[NodeSpec, ...]
     stop: StopPolicy = field(default_factory=StopPolicy)
     broker: BrokerSpec | None = None  # a local MQTT broker `qai-edge up` starts (the `broker` section)
+    broker_restart: RestartPolicy = field(default_factory=RestartPolicy)  # as a node's (the supervisor section)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:
@@ -233,7 +234,8 @@ def parse_profile(data: Any, source: str = "<profile>", namespace: str | None = 
         raise fail("nodes", "every node is disabled")
     _check_unknown_defaults(defaults, fail)
     broker = parse_broker_section(top.get("broker"), fail, {spec.name: spec.parameters for spec in specs})
-    return Profile(source=source, namespace=ns, robot_id=robot_id, nodes=tuple(specs), stop=stop, broker=broker)
+    return Profile(source=source, namespace=ns, robot_id=robot_id, nodes=tuple(specs), stop=stop, broker=broker,
+                   broker_restart=RestartPolicy(**sup))
 
 
 def _check_unknown_defaults(defaults: dict, fail) -> None:

@@ -1,6 +1,7 @@
 """qai-hub: the hub operator's side of the hub link, plain Python with paho-mqtt (no ROS on the hub machine).
 
     qai-hub keygen                                   ML-DSA-65 key pair (and --ed25519) for signing commands
+    qai-hub enroll ROBOT ROBOT_KEY.pub               believe what this robot signs (its key, from qai-edge keygen)
     qai-hub send-mission MISSION.yaml --robot R      signed; prints acceptance and progress; exit code = outcome
     qai-hub cancel MISSION_ID --robot R [--task T]
     qai-hub status [--robot R]                       the fleet once (with --robot: that robot's missions)
@@ -16,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
+from rich.markup import escape
 
 from qai_hub.client import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, HubClient,
                             HubError)
 from qai_hub.fleet import Fleet, RobotView
+from qai_hub.registry import DEFAULT_REGISTRY, RobotRegistry
 from qai_hub.protocol import (ALL_ROBOTS, DIAGNOSTIC_LEVELS, ED25519, ML_DSA_65, ROOT, TERMINAL, KeyFileError, Signer,
                               check_name, command_topic, generate_key_pair, make_command, mission_state_name,
                               task_state_name)
@@ -38,7 +42,8 @@ MAX_MISSION_FILE_BYTES = 1 << 20
 EPILOG = """\
 The broker and fleet come from the options or the environment: QAI_HUB_HOST, QAI_HUB_PORT,
 QAI_HUB_FLEET, QAI_HUB_KEY (ML-DSA-65 private key), QAI_HUB_ED25519_KEY, QAI_HUB_USERNAME,
-QAI_HUB_PASSWORD_FILE, QAI_HUB_TLS_CA, QAI_HUB_TLS_CERT, QAI_HUB_TLS_KEY.
+QAI_HUB_PASSWORD_FILE, QAI_HUB_TLS_CA, QAI_HUB_TLS_CERT, QAI_HUB_TLS_KEY; the enrolled robots from
+QAI_HUB_ROBOTS (default ~/.config/qai-hub/robots).
 
 exit codes: 0 done (mission succeeded), 1 mission failed or canceled, 2 bad input, 3 refused by the
 robot, 4 no answer in time or broker unreachable, 130 interrupted.
@@ -89,150 +94,175 @@ def _load_mission(path: str) -> dict[str, Any]:
     return document
 
 
-class _Replies:
-    """Replies to one request id, from any robot, in arrival order."""
+class _HubView:
+    """One connection and the fleet as this tool sees it: every message verified, its own commands' replies bound.
 
-    def __init__(self, request_id: str):
-        self.request_id = request_id
-        self.items: list[dict[str, Any]] = []
-        self._event = threading.Condition()
+    Replies to this tool's commands are kept by request id, in arrival order, only when they verify as the
+    robot's own and carry the command's id and nonce (Fleet.expect). After a reconnect it subscribes again
+    (HubClient) and asks each robot whose outcome it waits for with a signed get_state.
+    """
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def __init__(self, args, *topics: str):
+        self.args = args
+        self.fleet = Fleet(args.fleet, _registry(args), keep_missions=100)
+        self.replies: dict[str, list[dict[str, Any]]] = {}
+        self.waiting: dict[str, str] = {}  # robot -> the mission id whose outcome this tool waits for
+        self._changed = threading.Condition()
+        self._signer: Signer | None = None
+        self.client = HubClient(args, self._on_message, client_id=f"qai-hub-{uuid.uuid4().hex[:12]}",
+                                on_reconnect=self._on_reconnect).connect()
+        if topics:
+            self.client.subscribe(*topics)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        with self._changed:
+            change = self.fleet.on_message(topic, payload)
+            if change is not None and change.kind == "reply" and change.bound:
+                self.replies.setdefault(change.message.request_id, []).append(change.data)
+            self._changed.notify_all()
+
+    def send(self, verb: str, body: dict[str, Any], robot: str) -> str:
+        """Sign and publish a command (its replies are then bound to it); return its request id."""
+        if self._signer is None:
+            self._signer = _signer(self.args)
+        if robot != ALL_ROBOTS and not self.fleet.registry.admits(robot):
+            raise HubError(f"robot {robot} is not enrolled on this hub ({self.fleet.registry.directory}): its answers "
+                           f"could not be verified; enroll it with: qai-hub enroll {robot} ROBOT_KEY.pub")
+        topic = command_topic(self.args.fleet, robot, verb)
+        command = make_command(self._signer, fleet=self.args.fleet, robot=robot, verb=verb, body=body, topic=topic)
+        with self._changed:
+            self.fleet.expect(command)
+        self.client.publish(topic, orjson.dumps(command))
+        return command["id"]
+
+    def _on_reconnect(self) -> None:
+        for robot, mission_id in list(self.waiting.items()):
+            threading.Thread(target=self._ask, args=(robot, mission_id), daemon=True).start()
+
+    def _ask(self, robot: str, mission_id: str) -> None:
         try:
-            reply = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(reply, dict) and reply.get("id") == self.request_id:
-            with self._event:
-                self.items.append(reply)
-                self._event.notify_all()
+            self.send("get_state", {"mission_id": mission_id, "include_finished": True}, robot)
+        except HubError:
+            pass  # the broker went away again: asked again on the next reconnect
 
-    def next(self, index: int, deadline: float) -> dict[str, Any] | None:
-        with self._event:
-            while len(self.items) <= index:
+    def next_reply(self, request_id: str, index: int, deadline: float) -> dict[str, Any] | None:
+        with self._changed:
+            while len(self.replies.get(request_id, [])) <= index:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                self._event.wait(min(left, 0.2))
-            return self.items[index]
+                self._changed.wait(min(left, 0.2))
+            return self.replies[request_id][index]
+
+    def mission_state(self, robot: str, mission_id: str) -> dict[str, Any] | None:
+        with self._changed:
+            view = self.fleet.robots.get(robot)
+            return view.missions.get(mission_id) if view is not None else None
+
+    def close(self) -> None:
+        self.client.close()
 
 
-def _send(args, verb: str, body: dict[str, Any], robot: str,
-          on_other: Callable[[str, bytes], None] | None = None,
-          also: tuple[str, ...] = (), settle: float = 0.0) -> tuple[HubClient, _Replies, str]:
-    """Sign and publish a command, subscribed first to its replies (and to `also`, fed to `on_other`)."""
-    signer = _signer(args)
-    topic = command_topic(args.fleet, robot, verb)
-    replies = _Replies(uuid.uuid4().hex)
-
-    def on_message(message_topic: str, payload: bytes) -> None:
-        if message_topic.endswith("/reply"):
-            replies.on_message(message_topic, payload)
-        elif on_other is not None:
-            on_other(message_topic, payload)
-
-    client = HubClient(args, on_message).connect()
-    client.subscribe(f"{ROOT}/{args.fleet}/{'+' if robot == ALL_ROBOTS else robot}/cmd/{verb}/reply", *also)
-    time.sleep(settle)  # e.g. for the retained statuses to arrive
-    command = make_command(signer, fleet=args.fleet, robot=robot, verb=verb, body=body, topic=topic,
-                           request_id=replies.request_id)
-    client.publish(topic, orjson.dumps(command))
-    return client, replies, command["id"]
+def _registry(args) -> RobotRegistry:
+    return RobotRegistry(args.robots)
 
 
 FINAL = ("succeeded", "failed", "canceled", "rejected", "error")
+_OUTCOME = {10: "succeeded", 11: "failed", 12: "canceled", 13: "rejected"}
 
 
 def cmd_send_mission(args) -> int:
     document = _load_mission(args.file)
     robot = ALL_ROBOTS if args.all else args.robot
-    fleet = Fleet(args.fleet)
-    lock = threading.Lock()
-
-    def on_other(topic: str, payload: bytes) -> None:
-        with lock:
-            fleet.on_message(topic, payload)
-
     base = f"{ROOT}/{args.fleet}/{'+' if args.all else args.robot}"
-    client, replies, request_id = _send(args, "submit_mission", {"mission": document}, robot, on_other,
-                                        (f"{base}/status", f"{base}/telemetry/mission_states"),
-                                        settle=1.0 if args.all else 0.0)
-    started = time.monotonic()
-    with lock:
-        targets = {name for name, view in fleet.robots.items() if view.online} if args.all else {args.robot}
-    if not targets:
-        client.close()
-        print(f"no robot of fleet {args.fleet} is online", file=sys.stderr)
-        return EXIT_NO_ANSWER
-    print(f"sent {args.file} to {', '.join(sorted(targets))} (request {request_id})", flush=True)
-    deadline = time.monotonic() + args.timeout
-    outcomes: dict[str, str] = {}
-    missions: dict[str, tuple[str, float]] = {}  # robot -> (mission id, when its state was last checked)
+    view = _HubView(args, f"{base}/cmd/submit_mission/reply", f"{base}/cmd/get_state/reply", f"{base}/status",
+                    f"{base}/telemetry/mission_states")
     try:
-        index = 0
-        while set(outcomes) < targets:
-            reply = replies.next(index, min(deadline, time.monotonic() + 1.0))
-            if reply is None:
-                if time.monotonic() > deadline:
-                    missing = ", ".join(sorted(targets - set(outcomes)))
-                    print(f"no final answer within {args.timeout:g} s from {missing}", file=sys.stderr)
-                    return EXIT_NO_ANSWER
-                with lock:
-                    _finish_from_telemetry(fleet, missions, outcomes, started)
-                continue
-            index += 1
-            print(f"[{time.monotonic() - started:6.1f} s] {_reply_text(reply)}", flush=True)
-            status, sender = reply.get("status"), reply.get("robot", "?")
-            if status == "accepted" and reply.get("mission_id"):
-                missions[sender] = (reply["mission_id"], time.monotonic())
-                if args.no_wait:
-                    outcomes[sender] = "succeeded"
-            if status in FINAL:
-                outcomes[sender] = status
+        if args.all:
+            time.sleep(1.0)  # the retained statuses, to know who is online
+            with view._changed:
+                targets = {name for name, robot_view in view.fleet.robots.items() if robot_view.online}
+            if not targets:
+                print(f"no enrolled robot of fleet {args.fleet} is online", file=sys.stderr)
+                return EXIT_NO_ANSWER
+        else:
+            targets = {args.robot}
+        request_id = view.send("submit_mission", {"mission": document}, robot)
+        default_id = document.get("id") or "hub-" + re.sub(r"[^A-Za-z0-9_-]", "-", request_id)[:60]
+        for target in targets:
+            view.waiting[target] = default_id
+        print(f"sent {args.file} to {', '.join(sorted(targets))} (request {request_id})", flush=True)
+        return _follow(view, request_id, targets, args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
-        client.close()
+        view.close()
+
+
+def _follow(view: _HubView, request_id: str, targets: set[str], args) -> int:
+    """Print the replies to a submit_mission until every target's outcome is known; return the exit code."""
+    started = time.monotonic()
+    deadline = started + args.timeout
+    outcomes: dict[str, str] = {}
+    asked_at = time.monotonic()
+    index = 0
+    while set(outcomes) < targets:
+        reply = view.next_reply(request_id, index, min(deadline, time.monotonic() + 1.0))
+        if reply is None:
+            if time.monotonic() > deadline:
+                missing = ", ".join(sorted(targets - set(outcomes)))
+                print(f"no final answer within {args.timeout:g} s from {missing}", file=sys.stderr)
+                return EXIT_NO_ANSWER
+            for robot in targets - set(outcomes):  # the outcome from the robot's own signed mission states
+                state = view.mission_state(robot, view.waiting.get(robot, ""))
+                if state is not None and state["state"] >= TERMINAL:
+                    outcomes[robot] = _OUTCOME.get(state["state"], "failed")
+                    print(f"[{time.monotonic() - started:6.1f} s] {shown(robot, markup=False)}: mission "
+                          f"{shown(state['mission_id'], 64, markup=False)} {outcomes[robot].upper()} (from its signed "
+                          f"mission states; its reply did not come)", flush=True)
+            if time.monotonic() - asked_at > 15.0:  # a reply lost with a broker crash: ask for the state
+                asked_at = time.monotonic()
+                for robot in targets - set(outcomes):
+                    view._ask(robot, view.waiting.get(robot, ""))
+            continue
+        index += 1
+        sender = reply["robot"]
+        print(f"[{time.monotonic() - started:6.1f} s] {_reply_text(reply)}", flush=True)
+        if reply["status"] == "accepted" and reply["mission_id"]:
+            view.waiting[sender] = reply["mission_id"]
+            if args.no_wait:
+                outcomes[sender] = "succeeded"
+        if reply["status"] in FINAL:
+            outcomes[sender] = reply["status"]
     codes = [{"succeeded": EXIT_OK, "rejected": EXIT_REFUSED, "error": EXIT_REFUSED}.get(o, EXIT_FAILED)
              for o in outcomes.values()]
     return max(codes) if codes else EXIT_NO_ANSWER
 
 
-def _finish_from_telemetry(fleet: Fleet, missions: dict, outcomes: dict, started: float) -> None:
-    """End a mission whose result reply never comes (hub_link restarted while it ran) by its telemetry."""
-    for robot, (mission_id, since) in missions.items():
-        state = fleet.robots.get(robot) and fleet.robots[robot].missions.get(mission_id)
-        if robot in outcomes or not state or state.get("state", 0) < TERMINAL or time.monotonic() - since < 5.0:
-            continue
-        outcome = mission_state_name(state["state"]).lower()
-        outcomes[robot] = outcome if outcome in FINAL else "failed"
-        print(f"[{time.monotonic() - started:6.1f} s] {robot}: mission {mission_id} {outcome.upper()} "
-              f"(from its mission_states telemetry; no reply came)", flush=True)
-
-
 def _reply_text(reply: dict[str, Any]) -> str:
-    status = reply.get("status", "?")
-    robot = reply.get("robot", "?")
-    mission = reply.get("mission_id", "")
+    """A reply as one line (or a few) of plain text; every robot-given string made safe for a terminal."""
+    status, robot = reply["status"], shown(reply["robot"], 64, markup=False)
+    mission = shown(reply["mission_id"], 64, markup=False)
+    message = shown(reply["message"], 300, markup=False)
     if status == "rejected":
-        return f"{robot}: REJECTED ({reply.get('reason')}): {reply.get('message', '')}"
+        return f"{robot}: REJECTED ({reply.get('reason')}): {message}"
     if status == "progress":
-        feedback = reply.get("feedback", {})
-        tasks = ", ".join(f"{t.get('task_id')} {task_state_name(t.get('state'))}"
-                          f"{_percent(t.get('progress'))}{(': ' + t['message'][:60]) if t.get('message') else ''}"
-                          for t in feedback.get("updated_tasks", []))
-        return (f"{robot}: {mission} {reply.get('state')} {feedback.get('tasks_succeeded', 0)}/"
+        feedback = reply.get("feedback", {"updated_tasks": []})
+        tasks = ", ".join(f"{shown(t['task_id'], 40, markup=False)} {task_state_name(t['state'])}"
+                          f"{_percent(t['progress'])}"
+                          f"{(': ' + shown(t['message'], 60, markup=False)) if t['message'] else ''}"
+                          for t in feedback["updated_tasks"][:20])
+        return (f"{robot}: {mission} {shown(reply['state'], 16, markup=False)} {feedback.get('tasks_succeeded', 0)}/"
                 f"{feedback.get('tasks_total', 0)} done{'; ' + tasks if tasks else ''}")
     if status in ("succeeded", "failed", "canceled"):
         tasks = reply.get("result", {}).get("tasks", [])
-        message = f": {reply['message']}" if reply.get("message") else ""
-        lines = [f"{robot}: mission {mission} {status.upper()}{message}"]
-        lines += [f"    {t.get('task_id'):<16} {task_state_name(t.get('state')):<10} {t.get('message', '')[:80]}"
-                  for t in tasks]
+        lines = [f"{robot}: mission {mission} {status.upper()}{': ' + message if message else ''}"]
+        lines += [f"    {shown(t['task_id'], 16, markup=False):<16} {task_state_name(t['state']):<10} "
+                  f"{shown(t['message'], 80, markup=False)}" for t in tasks[:200]]
         return "\n".join(lines)
     if status == "done":
-        return f"{robot}: done{': ' + reply['message'] if reply.get('message') else ''}"
-    return f"{robot}: {status} {mission}{': ' + reply['message'] if reply.get('message') else ''}"
+        return f"{robot}: done{': ' + message if message else ''}"
+    return f"{robot}: {status} {mission}{': ' + message if message else ''}"
 
 
 def _percent(progress) -> str:
@@ -242,55 +272,49 @@ def _percent(progress) -> str:
 def cmd_cancel(args) -> int:
     body = {"mission_id": args.mission_id, **({"task_id": args.task} if args.task else {}),
             **({"reason": args.reason} if args.reason else {})}
-    client, replies, _ = _send(args, "cancel_mission", body, args.robot)
+    view = _HubView(args, f"{ROOT}/{args.fleet}/{args.robot}/cmd/cancel_mission/reply")
     try:
-        reply = replies.next(0, time.monotonic() + args.timeout)
+        request_id = view.send("cancel_mission", body, args.robot)
+        reply = view.next_reply(request_id, 0, time.monotonic() + args.timeout)
     finally:
-        client.close()
+        view.close()
     if reply is None:
         print(f"no answer from {args.robot} within {args.timeout:g} s", file=sys.stderr)
         return EXIT_NO_ANSWER
     print(_reply_text(reply))
-    return EXIT_OK if reply.get("status") == "done" else EXIT_REFUSED
+    return EXIT_OK if reply["status"] == "done" else EXIT_REFUSED
 
 
 def _collect(args, seconds: float, robot: str | None = None) -> Fleet:
-    fleet = Fleet(args.fleet)
-    lock = threading.Lock()
-
-    def on_message(topic: str, payload: bytes) -> None:
-        with lock:
-            fleet.on_message(topic, payload)
-
-    client = HubClient(args, on_message).connect()
+    base = f"{ROOT}/{args.fleet}/{robot or '+'}"
+    view = _HubView(args, f"{base}/status", f"{base}/telemetry/+")
     try:
-        base = f"{ROOT}/{args.fleet}/{robot or '+'}"
-        client.subscribe(f"{base}/status", f"{base}/telemetry/+")
         time.sleep(seconds)
     finally:
-        client.close()
-    return fleet
+        view.close()
+    return view.fleet
 
 
 def cmd_status(args) -> int:
-    fleet = _collect(args, args.timeout, args.robot)
     from rich.console import Console
 
+    fleet = _collect(args, args.timeout, args.robot)
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))
     console.print(render_fleet(fleet))
     if not args.robot:
         return EXIT_OK if fleet.robots else EXIT_NO_ANSWER
-    client, replies, _ = _send(args, "get_state", {"include_finished": True}, args.robot)
+    view = _HubView(args, f"{ROOT}/{args.fleet}/{args.robot}/cmd/get_state/reply")
     try:
-        reply = replies.next(0, time.monotonic() + args.timeout + 5)
+        request_id = view.send("get_state", {"include_finished": True}, args.robot)
+        reply = view.next_reply(request_id, 0, time.monotonic() + args.timeout + 5)
     finally:
-        client.close()
+        view.close()
     if reply is None:
         print(f"no answer from {args.robot}", file=sys.stderr)
         return EXIT_NO_ANSWER
-    if reply.get("status") != "done":
+    if reply["status"] != "done":
         print(_reply_text(reply))
         return EXIT_REFUSED
     console.print(render_missions(args.robot, reply.get("missions", [])))
@@ -301,16 +325,9 @@ def cmd_watch(args) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    fleet = Fleet(args.fleet)
-    lock = threading.Lock()
-
-    def on_message(topic: str, payload: bytes) -> None:
-        with lock:
-            fleet.on_message(topic, payload)
-
-    client = HubClient(args, on_message).connect()
-    client.subscribe(f"{ROOT}/{args.fleet}/+/status", f"{ROOT}/{args.fleet}/+/telemetry/+",
-                     f"{ROOT}/{args.fleet}/+/cmd/+/reply")
+    view = _HubView(args, f"{ROOT}/{args.fleet}/+/status", f"{ROOT}/{args.fleet}/+/telemetry/+",
+                    f"{ROOT}/{args.fleet}/+/cmd/+/reply")
+    fleet = view.fleet
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 160))
@@ -320,18 +337,47 @@ def cmd_watch(args) -> int:
             with Live(render_fleet(fleet), console=console, refresh_per_second=4) as live:
                 while end is None or time.monotonic() < end:
                     time.sleep(args.interval)
-                    with lock:
+                    with view._changed:
                         live.update(render_fleet(fleet))
         else:  # a pipe or a file: one snapshot per interval
             while end is None or time.monotonic() < end:
                 time.sleep(args.interval)
-                with lock:
+                with view._changed:
                     console.print(f"--- {time.strftime('%H:%M:%S')}")
                     console.print(render_fleet(fleet))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
-        client.close()
+        view.close()
+    return EXIT_OK
+
+
+def cmd_enroll(args) -> int:
+    """Enroll a robot's public key (or remove one) in the hub's registry; list the robots with none given."""
+    from qai_hub.registry import enroll, unenroll
+
+    if args.robot is None:
+        registry = _registry(args)
+        for robot in registry.robots:
+            keys = registry.keyring(robot).keys
+            print(f"{robot}: {', '.join(f'{kid} ({key.algorithm})' for kid, key in keys.items())}")
+        for error in registry.errors:
+            print(f"unusable: {error}", file=sys.stderr)
+        return EXIT_OK
+    check_name(args.robot, "robot")
+    if args.remove:
+        removed = unenroll(args.robots, args.robot, args.key_id or None)
+        if not removed:
+            raise HubError(f"{args.robot} has no enrolled key{' ' + args.key_id if args.key_id else ''}")
+        print(f"removed {args.robot}'s key(s) {', '.join(removed)}")
+        return EXIT_OK
+    if not args.public_key:
+        raise HubError("give the robot's public key file (qai-edge keygen prints its path)")
+    try:
+        kid = enroll(args.robots, args.robot, args.public_key)
+    except (KeyFileError, OSError) as error:
+        raise HubError(f"{args.public_key}: {error}") from None
+    print(f"enrolled {args.robot}: key {kid} in {Path(args.robots).expanduser() / args.robot}")
     return EXIT_OK
 
 
@@ -343,34 +389,50 @@ def cmd_serve(args) -> int:
     options = DashboardOptions(
         host=args.host, port=args.port, fleet=args.fleet, username=args.username, password_file=args.password_file,
         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, key=args.key, ed25519_key=args.ed25519_key,
-        bind=args.bind, http_port=args.http_port, login_file=args.login_file, cookie_secure=args.cookie_secure,
-        origins=tuple(args.origin), limits=FeedLimits(max_robots=args.max_robots))
+        robots=args.robots, bind=args.bind, http_port=args.http_port, login_file=args.login_file,
+        cookie_secure=args.cookie_secure, origins=tuple(args.origin), limits=FeedLimits(max_robots=args.max_robots))
     return serve(options)
 
 
 # -- Rendering -------------------------------------------------------------------------------------
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: Any, limit: int = 120, markup: bool = True) -> str:
+    """Return robot-given text as it may reach a terminal: no control characters or escape sequences (replaced
+    by a visible mark), no bidirectional overrides, at most `limit` characters, and, for rich (`markup`), its
+    square brackets escaped so it cannot style or hide the rest of the line."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    text = _CONTROL.sub("\N{REPLACEMENT CHARACTER}", text[:limit] + ("..." if len(text) > limit else ""))
+    return escape(text) if markup else text
+
+
 def render_fleet(fleet: Fleet):
     from rich.table import Table
 
-    table = Table(title=f"fleet {fleet.fleet}: {len(fleet.robots)} robot(s)", expand=False)
+    table = Table(title=f"fleet {shown(fleet.fleet)}: {len(fleet.robots)} robot(s)", expand=False)
     for column in ("robot", "link", "mission", "tasks", "position", "battery", "health", "queue", "telemetry"):
         table.add_column(column)
     now = time.time()
     for name in sorted(fleet.robots):
         robot = fleet.robots[name]
-        table.add_row(name, _link_cell(robot, now), *_mission_cells(robot), _position_cell(robot),
+        table.add_row(shown(name), _link_cell(robot, now), *_mission_cells(robot), _position_cell(robot),
                       _battery_cell(robot), _health_cell(robot), _queue_cell(robot), _telemetry_cell(robot))
+    if fleet.malformed or fleet.refused_robots:
+        table.caption = (f"refused: {fleet.malformed} malformed or unverified message(s), "
+                         f"{fleet.refused_robots} from robots this hub does not admit")
     return table
 
 
 def _link_cell(robot: RobotView, now: float) -> str:
     state = robot.status.get("state", "?")
-    link = robot.status.get("link", {}) or {}
+    link = robot.status.get("link") or {}
     seen = f"{now - robot.last_seen:.0f} s ago" if robot.last_seen else "never"
     color = "green" if state == "online" else "red"
-    rtt = f", rtt {link['rtt_ms']:.1f} ms" if isinstance(link.get("rtt_ms"), (int, float)) else ""
-    return f"[{color}]{state}[/{color}] ({seen}{rtt}, {link.get('connects', 0)} connects)"
+    rtt = f", rtt {link['rtt_ms']:.1f} ms" if link.get("rtt_ms") is not None else ""
+    connects = f"{link['connects']:.0f}" if link.get("connects") is not None else "?"
+    return f"[{color}]{state}[/{color}] ({seen}{rtt}, {connects} connects)"
 
 
 def _mission_cells(robot: RobotView) -> tuple[str, str]:
@@ -378,13 +440,13 @@ def _mission_cells(robot: RobotView) -> tuple[str, str]:
     if mission is None:
         summary = (robot.status.get("missions") or {}).get("active") or []
         return (f"{len(summary)} active" if summary else "-"), "-"
-    state = mission_state_name(mission.get("state"))
+    state = mission_state_name(mission["state"])
     color = {"SUCCEEDED": "green", "FAILED": "red", "REJECTED": "red", "CANCELED": "yellow"}.get(state, "cyan")
-    head = f"{mission.get('name') or mission.get('mission_id')} [{color}]{state}[/{color}]"
-    tasks = mission.get("tasks", [])
-    running = [t for t in tasks if t.get("state", 0) < TERMINAL and t.get("state", 0) >= 2]
-    detail = "; ".join(f"{t['task_id']} {task_state_name(t['state'])}{_percent(t.get('progress'))}" for t in running)
-    done = f"{mission.get('tasks_succeeded', 0)}/{mission.get('tasks_total', 0)} done"
+    head = f"{shown(mission['name'] or mission['mission_id'], 60)} [{color}]{state}[/{color}]"
+    running = [t for t in mission["tasks"] if 2 <= t["state"] < TERMINAL]
+    detail = "; ".join(f"{shown(t['task_id'], 40)} {task_state_name(t['state'])}{_percent(t['progress'])}"
+                       for t in running[:10])
+    done = f"{mission['tasks_succeeded']}/{mission['tasks_total']} done"
     return head, f"{done}{'; ' + detail if detail else ''}"
 
 
@@ -399,9 +461,9 @@ def _battery_cell(robot: RobotView) -> str:
     battery = robot.battery
     if not battery:
         return "-"
-    percentage, voltage = battery.get("percentage"), battery.get("voltage")
-    parts = [f"{percentage * 100:.0f}%" if isinstance(percentage, (int, float)) else "?"]
-    if isinstance(voltage, (int, float)):
+    percentage, voltage = battery["percentage"], battery["voltage"]
+    parts = [f"{percentage * 100:.0f}%" if percentage is not None else "?"]
+    if voltage is not None:
         parts.append(f"{voltage:.1f} V")
     return " ".join(parts)
 
@@ -409,34 +471,35 @@ def _battery_cell(robot: RobotView) -> str:
 def _health_cell(robot: RobotView) -> str:
     if not robot.health:
         return "-"
-    worst = DIAGNOSTIC_LEVELS.get(robot.health.get("worst"), "?")
-    bad = [name.rsplit("/", 1)[-1] for name, node in (robot.health.get("nodes") or {}).items()
-           if node.get("level", 0) > 0]
+    worst = DIAGNOSTIC_LEVELS.get(robot.health["worst"], "?")
+    bad = [shown(name.rsplit("/", 1)[-1], 40) for name, node in robot.health["nodes"].items() if node["level"] > 0]
     return worst + (f" ({', '.join(bad[:3])})" if bad else "")
 
 
 def _queue_cell(robot: RobotView) -> str:
-    link = robot.status.get("link", {}) or {}
-    dropped = sum((link.get("dropped") or {}).values())
-    return f"{link.get('queue_depth', '?')} queued, {dropped} dropped"
+    link = robot.status.get("link") or {}
+    dropped = sum(v for v in (link.get("dropped") or {}).values() if v is not None)
+    depth = f"{link['queue_depth']:.0f}" if link.get("queue_depth") is not None else "?"
+    return f"{depth} queued, {dropped:.0f} dropped"
 
 
 def _telemetry_cell(robot: RobotView) -> str:
     received = sum(len(t.received) for t in robot.streams.values())
     missing = sum(t.missing_count() for t in robot.streams.values())
-    return f"{received} msgs" + (f", {missing} missing" if missing else "")
+    refused = f", {robot.refused} refused" if robot.refused else ""
+    return f"{received} msgs" + (f", {missing} missing" if missing else "") + refused
 
 
 def render_missions(robot: str, missions: list[dict[str, Any]]):
     from rich.table import Table
 
-    table = Table(title=f"missions on {robot}")
+    table = Table(title=f"missions on {shown(robot)}")
     for column in ("mission", "name", "state", "tasks", "message"):
         table.add_column(column)
     for mission in missions:
-        table.add_row(mission.get("mission_id", ""), mission.get("name", ""), mission_state_name(mission.get("state")),
-                      f"{mission.get('tasks_succeeded', 0)}/{mission.get('tasks_total', 0)}",
-                      (mission.get("message") or "")[:80])
+        table.add_row(shown(mission["mission_id"], 64), shown(mission["name"], 60),
+                      mission_state_name(mission["state"]), f"{mission['tasks_succeeded']}/{mission['tasks_total']}",
+                      shown(mission["message"], 80))
     return table
 
 
@@ -462,7 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-ca", default=env("QAI_HUB_TLS_CA", ""), help="CA certificate: connect with TLS")
     parser.add_argument("--tls-cert", default=env("QAI_HUB_TLS_CERT", ""), help="client certificate (PEM)")
     parser.add_argument("--tls-key", default=env("QAI_HUB_TLS_KEY", ""), help="client certificate's key (PEM)")
-    commands = parser.add_subparsers(dest="command", metavar="{keygen,send-mission,cancel,status,watch,serve}")
+    parser.add_argument("--robots", default=env("QAI_HUB_ROBOTS", DEFAULT_REGISTRY),
+                        help=f"the enrolled robots' public keys, one directory per robot (default {DEFAULT_REGISTRY}); "
+                        "nothing from a robot not enrolled there is believed")
+    commands = parser.add_subparsers(dest="command",
+                                     metavar="{keygen,enroll,send-mission,cancel,status,watch,serve}")
 
     def add(name: str, text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text)
@@ -479,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--name", default="hub", help="file name stem (default hub: hub.mldsa65.key/.pub)")
     keygen.add_argument("--ed25519", action="store_true", help="also create an Ed25519 pair")
     keygen.add_argument("--force", action="store_true", help="replace existing key files")
+
+    enroll = add("enroll", "Enroll a robot's public key (qai-edge keygen makes the pair on the robot), so what it "
+                 "signs is believed; --remove takes a key (or every key of the robot) out. Without a robot: list the "
+                 "enrolled robots.")
+    enroll.add_argument("robot", nargs="?", help="the robot's name (its robot_id)")
+    enroll.add_argument("public_key", nargs="?", help="its public key file (robot.mldsa65.pub)")
+    enroll.add_argument("--remove", action="store_true", help="remove the robot's key --key-id, or all its keys")
+    enroll.add_argument("--key-id", default="", help="with --remove: only this key")
 
     send = add("send-mission", "Sign a mission file and send it to a robot (or --all); print its acceptance, "
                "progress and result. Exit 0 when it succeeded, 1 failed or canceled, 3 refused, 4 no answer.")
@@ -543,8 +618,8 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"qai-hub: {error}", file=sys.stderr)
         return EXIT_USAGE
-    handlers = {"keygen": cmd_keygen, "send-mission": cmd_send_mission, "cancel": cmd_cancel, "status": cmd_status,
-                "watch": cmd_watch, "serve": cmd_serve}
+    handlers = {"keygen": cmd_keygen, "enroll": cmd_enroll, "send-mission": cmd_send_mission, "cancel": cmd_cancel,
+                "status": cmd_status, "watch": cmd_watch, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except HubError as error:

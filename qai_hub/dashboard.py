@@ -51,7 +51,9 @@ from qai_hub.client import HubClient
 from qai_hub.dashboard_auth import LoginThrottle, PasswordFileError, Session, Sessions, csrf_ok, read_password_file
 from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox
 from qai_hub.dashboard_process import DashboardError
+from qai_hub.gaps import GapFiller
 from qai_hub.protocol import ROOT, KeyFileError, Signer, check_name, command_topic, make_command
+from qai_hub.registry import DEFAULT_REGISTRY, RobotRegistry
 
 STATIC = Path(__file__).with_name("dashboard_static")
 COOKIE = "qai_dashboard"
@@ -81,6 +83,7 @@ class DashboardOptions:
     tls_key: str = ""
     key: str = "~/.config/qai-hub/hub.mldsa65.key"
     ed25519_key: str = ""
+    robots: str = DEFAULT_REGISTRY  # the enrolled robots' public keys
     bind: str = "127.0.0.1"
     http_port: int = 8080
     login_file: str = DEFAULT_PASSWORD_FILE  # the operator's password
@@ -256,7 +259,8 @@ class Dashboard:
     def __init__(self, options: DashboardOptions, password_digest: bytes, signer: Signer | None,
                  signer_problem: str = ""):
         self.options = options
-        self.feed = DashboardFeed(options.fleet, options.limits)
+        self.feed = DashboardFeed(options.fleet, RobotRegistry(options.robots), options.limits)
+        self.gaps = GapFiller(self.feed.fleet)
         self.sessions = Sessions(password_digest)
         self.throttle = LoginThrottle()
         self.signer, self.signer_problem = signer, signer_problem
@@ -287,8 +291,23 @@ class Dashboard:
     async def _on_startup(self, app) -> None:
         self.bridge = MqttBridge(self.options, asyncio.get_running_loop(), self._on_batch, self._on_broker)
         self.bridge.start()
+        self._gap_task = asyncio.create_task(self._fill_gaps())
+
+    async def _fill_gaps(self) -> None:
+        """Ask robots for the telemetry that went missing (a broker that lost what it acknowledged)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.signer is None or self.bridge is None or not self.bridge.connected:
+                continue
+            for robot, stream, ranges in self.gaps.due(time.time()):
+                try:
+                    await self._publish_command(robot, "resend", {"stream": stream, "ranges": ranges})
+                except ApiError:
+                    break
 
     async def _on_shutdown(self, app) -> None:
+        if getattr(self, "_gap_task", None) is not None:
+            self._gap_task.cancel()
         for browser in list(self.browsers):
             await browser.ws.close(code=1001, message=b"server shutdown")
         if self.bridge is not None:
@@ -506,17 +525,21 @@ class Dashboard:
         if view is None or not view.online:
             state = "unknown to this hub" if view is None else view.status.get("state", "not online")
             raise ApiError(409, f"robot {robot} is {state}; nothing was sent")
-        topic = command_topic(self.options.fleet, robot, verb)
-        request_id = uuid.uuid4().hex
-        command = await asyncio.to_thread(make_command, self.signer, fleet=self.options.fleet, robot=robot, verb=verb,
-                                          body=body, topic=topic, request_id=request_id)
-        if not await self.bridge.publish(topic, orjson.dumps(command)):
-            raise ApiError(504, "the broker did not acknowledge the command in time")
+        request_id = await self._publish_command(robot, verb, body)
         self.commands_sent += 1
         log.info("command %s: %s to %s (%s), from the session of %s", request_id, verb, robot, summary,
                  session.client)
         self._broadcast(self.feed.on_command(robot, verb, request_id, summary))
         return request_id
+
+    async def _publish_command(self, robot: str, verb: str, body: dict[str, Any]) -> str:
+        topic = command_topic(self.options.fleet, robot, verb)
+        command = await asyncio.to_thread(make_command, self.signer, fleet=self.options.fleet, robot=robot, verb=verb,
+                                          body=body, topic=topic)
+        self.feed.fleet.expect(command)
+        if not await self.bridge.publish(topic, orjson.dumps(command)):
+            raise ApiError(504, "the broker did not acknowledge the command in time")
+        return command["id"]
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

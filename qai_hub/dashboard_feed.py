@@ -32,6 +32,7 @@ from typing import Any, Iterable
 import orjson
 
 from qai_hub.fleet import Change, Fleet, RobotView
+from qai_hub.registry import RobotRegistry
 from qai_hub.protocol import DIAGNOSTIC_LEVELS, TERMINAL, check_name, mission_state_name, task_state_name
 
 SERIES = ("battery", "endurance", "return_needed", "speed", "rtt_ms", "queue_depth", "dropped")
@@ -138,9 +139,9 @@ class History:
 
 
 class DashboardFeed:
-    def __init__(self, fleet: str, limits: FeedLimits = FeedLimits(), clock=time.time):
+    def __init__(self, fleet: str, registry: RobotRegistry, limits: FeedLimits = FeedLimits(), clock=time.time):
         self.limits = limits
-        self.fleet = Fleet(fleet, max_robots=limits.max_robots)
+        self.fleet = Fleet(fleet, registry, max_robots=limits.max_robots)
         self.clock = clock
         self.events: deque[dict[str, Any]] = deque(maxlen=limits.log_events)
         self.tracks: dict[str, History] = {}
@@ -158,12 +159,14 @@ class DashboardFeed:
         if change is None:
             return []
         robot = change.robot
+        if change.kind == "refused":
+            return self._refused(change, now)
         if change.kind == "status":
             return self._status(robot, change, now)
         if change.kind == "reply":
-            return self._reply(robot, change.name, change.message, now)
+            return self._reply(robot, change.name, change.data, now)
         kind = change.type
-        stamp = number(change.message.get("stamp")) or now
+        stamp = change.message.stamp
         if kind.endswith("/Event"):
             return self._event(robot, change.data, stamp)
         if change.name == "drops":
@@ -214,8 +217,17 @@ class DashboardFeed:
 
     # -- Per kind -------------------------------------------------------------------------------------
 
+    def _refused(self, change: Change, now: float) -> list[list[Any]]:
+        """Log a message the hub refused (it did not fit its schema, or did not verify) as a security event."""
+        event = change.message
+        ops = self.log(text(event.robot, 64), "warn", "security", f"refused a message on {text(event.topic, 200)}: "
+                       f"{text(event.why, self.limits.max_text)}", now)
+        if change.robot is not None:
+            ops.append(["robot", change.robot.name, {"refused": change.robot.refused}])
+        return ops
+
     def _status(self, robot: RobotView, change: Change, now: float) -> list[list[Any]]:
-        status, previous = change.message, change.previous or {}
+        status, previous = change.data, change.previous or {}
         ops: list[list[Any]] = [["robot", robot.name, status_view(robot, self.limits)]]
         ops[0][2]["telemetry"] = self.telemetry_counts(robot)
         state, was = status.get("state"), previous.get("state")
@@ -276,7 +288,7 @@ class DashboardFeed:
             return []
         x, y, z = position
         pose = {"x": x, "y": y, "z": z, "yaw": number(robot.yaw), "speed": number(robot.speed), "stamp": stamp,
-                "seq": change.message.get("seq")}
+                "seq": change.message.seq}
         ops: list[list[Any]] = [["pose", robot.name, pose]]
         track = self.tracks.setdefault(robot.name, History(self.limits.track_points))
         last = track.last
@@ -359,7 +371,7 @@ class DashboardFeed:
     def telemetry_counts(self, robot: RobotView) -> dict[str, int]:
         trackers = robot.streams.values()
         return {"received": sum(len(t.received) for t in trackers), "duplicates": sum(t.duplicates for t in trackers),
-                "dropped": sum(len(t.dropped) for t in trackers),
+                "dropped": sum(t.dropped_count() for t in trackers),
                 "missing": sum(t.missing_count() for t in trackers)}
 
     def engines_view(self, robot: RobotView) -> list[dict[str, Any]]:

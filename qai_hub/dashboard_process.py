@@ -15,7 +15,18 @@ from pathlib import Path
 
 from qai_edge.broker import free_port
 from qai_edge.processes import die_with_parent, stop_process
+from qai_hub.client import BrokerOptions
 from qai_hub.dashboard_auth import read_password_file
+
+
+def broker_arguments(broker: BrokerOptions) -> list[str]:
+    """The qai-hub options that say where the broker is and who the hub is there."""
+    arguments = ["--host", broker.host, "--port", str(broker.port)]
+    for option, value in (("--username", broker.username), ("--password-file", broker.password_file),
+                          ("--tls-ca", broker.tls_ca), ("--tls-cert", broker.tls_cert), ("--tls-key", broker.tls_key)):
+        if value:
+            arguments += [option, str(value)]
+    return arguments
 
 
 class DashboardError(RuntimeError):
@@ -45,22 +56,24 @@ class RunningDashboard:
         self.stop()
 
 
-def start_dashboard(password_file: str | Path, *, broker_host: str = "127.0.0.1", broker_port: int = 18830,
-                    fleet: str = "fleet", key: str | Path | None = None, bind: str = "127.0.0.1", port: int = 0,
-                    log_path: str | Path | None = None, timeout: float = 30.0,
+def start_dashboard(password_file: str | Path, *, broker: BrokerOptions = BrokerOptions(), fleet: str = "fleet",
+                    robots: str | Path | None = None, key: str | Path | None = None, bind: str = "127.0.0.1",
+                    port: int = 0, log_path: str | Path | None = None, timeout: float = 30.0,
                     extra_args: tuple[str, ...] = ()) -> RunningDashboard:
     """Start `qai-hub serve` as a subprocess and return once it answers; its URL is `.url`.
 
     port 0 takes a free port. A missing password file is created with a random password (mode 0600); the
-    operator logs in with its content. `key`
-    is the hub's ML-DSA-65 private key (default: qai-hub's, ~/.config/qai-hub/hub.mldsa65.key); without
-    a usable key the page works and its commands are refused. The process dies with the thread that
-    started it (PR_SET_PDEATHSIG); its output goes to `log_path` (default: a temp file).
+    operator logs in with its content. `broker` is where the broker is and the hub's credentials there,
+    `robots` the registry of enrolled robots (default: qai-hub's). `key` is the hub's ML-DSA-65 private key
+    (default: qai-hub's, ~/.config/qai-hub/hub.mldsa65.key); without a usable key the page works and its
+    commands are refused. The process dies with the thread that started it (PR_SET_PDEATHSIG); its output
+    goes to `log_path` (default: a temp file).
     """
     read_password_file(password_file, create=True)  # refuses an unusable one here, with the reason
     port = port or free_port(bind)
     log_file = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="qai-dashboard-", suffix=".log")[1])
-    argv = [sys.executable, "-m", "qai_hub.cli", "--host", broker_host, "--port", str(broker_port), "--fleet", fleet,
+    argv = [sys.executable, "-m", "qai_hub.cli", *broker_arguments(broker), "--fleet", fleet,
+            *(("--robots", str(robots)) if robots else ()),
             "serve", "--bind", bind, "--port", str(port), "--login-file", str(password_file),
             *(("--key", str(key)) if key else ()), *extra_args]
     with open(log_file, "wb") as output:

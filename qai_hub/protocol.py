@@ -99,8 +99,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 
 ROOT = "qai"
 ALL_ROBOTS = "all"
-VERBS = ("submit_mission", "cancel_mission", "add_tasks", "get_state")
+VERBS = ("submit_mission", "cancel_mission", "add_tasks", "get_state", "resend")
 DROPS_STREAM = "drops"
+SEALS_STREAM = "seals"
+RESERVED_STREAMS = (DROPS_STREAM, SEALS_STREAM)
 
 # Fleet, robot and stream names: one topic level, no MQTT wildcards or separators.
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -319,7 +321,7 @@ def telemetry_envelope(seq: int, stamp: float, type_json: bytes, data_json: byte
     return b'{"seq":%d,"stamp":%s,"type":%s,"data":%s}' % (seq, orjson.dumps(stamp), type_json, data_json)
 
 
-DROP_REASONS = ("queue_full", "expired", "refused_by_broker", "refused_by_client")
+DROP_REASONS = ("queue_full", "expired", "refused_by_broker", "refused_by_client", "not_kept")
 DROP_REPORT_TYPE = "qai/DropReport"
 
 
@@ -363,7 +365,8 @@ MAX_SIGNATURES = 4
 _MAX_SIGNATURE_TEXT = {ML_DSA_65: 4500, ED25519: 100}  # base64 of 3309 and 64 bytes, with room
 
 REJECTION_CODES = ("rate_limited", "oversized", "malformed", "bad_schema", "unknown_verb", "wrong_robot", "expired",
-                   "unsigned", "unknown_key", "bad_signature", "replayed", "mission_rejected", "engine_unavailable")
+                   "unsigned", "unknown_key", "bad_signature", "replayed", "unavailable", "mission_rejected",
+                   "engine_unavailable")
 REPLY_STATUSES = ("rejected", "accepted", "progress", "succeeded", "failed", "canceled", "done", "error")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 NONCE = re.compile(r"^[0-9a-f]{32,64}$")
@@ -374,13 +377,96 @@ BODY_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "cancel_mission": {"mission_id": ((str,), True), "task_id": ((str,), False), "reason": ((str,), False)},
     "add_tasks": {"mission_id": ((str,), True), "tasks": ((list,), True)},
     "get_state": {"mission_id": ((str,), False), "include_finished": ((bool,), False)},
+    "resend": {"stream": ((str,), True), "ranges": ((list,), True)},
 }
+MAX_RESEND_RANGES = 100
 
 
 def reply_payload(request_id: str | None, verb: str | None, robot: str, status: str, stamp: float,
-                  **fields: Any) -> bytes:
-    """Return a reply: {"id", "verb", "robot", "status", "stamp", ...fields}."""
-    return orjson.dumps({"id": request_id, "verb": verb, "robot": robot, "status": status, "stamp": stamp, **fields})
+                  nonce: str | None = None, **fields: Any) -> bytes:
+    """Return a reply: {"id", "nonce", "verb", "robot", "status", "stamp", ...fields} (before it is signed).
+
+    `id` and `nonce` are the command's: a hub takes a reply as the answer to its command only when both match
+    and the robot's signature verifies. A refusal of a command that could not be read carries null for both.
+    """
+    return orjson.dumps({"id": request_id, "nonce": nonce, "verb": verb, "robot": robot, "status": status,
+                         "stamp": stamp, **fields})
+
+
+def resend_ranges(value: Any) -> list[list[int]]:
+    """Check a resend body's `ranges`: at most MAX_RESEND_RANGES [first, last] pairs of sequence numbers."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RESEND_RANGES:
+        raise ValueError(f"ranges: expected 1 to {MAX_RESEND_RANGES} [first, last] pairs")
+    ranges = []
+    for index, pair in enumerate(value):
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(
+                isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SAFE_INTEGER for n in pair)
+                or pair[0] > pair[1]):
+            raise ValueError(f"ranges[{index}]: expected [first, last] with 1 <= first <= last <= 2^53")
+        ranges.append([pair[0], pair[1]])
+    return ranges
+
+
+# -- What robots send: signed messages and seals ---------------------------------------------------------------
+
+ROBOT_DOMAIN = b"qai-robot-message/1\n"
+SEAL_TYPE = "qai/Seal"
+REPORT_TYPE = "qai/Report"
+# Telemetry of these types (any package's MissionState and Event) is signed message by message, as outcomes and
+# what a hub acts on; every other telemetry message is covered by a signed seal.
+SIGNED_TYPES = ("MissionState", "Event", REPORT_TYPE, DROP_REPORT_TYPE, SEAL_TYPE)
+
+
+def must_be_signed(type_name: str) -> bool:
+    """Tell whether telemetry of `type_name` travels signed message by message (else: under a seal)."""
+    return type_name in SIGNED_TYPES or type_name.rsplit("/", 1)[-1] in SIGNED_TYPES
+
+
+DIGEST_BYTES = 16
+
+
+def robot_signed_bytes(topic: str, message: bytes) -> bytes:
+    """Return the bytes a robot's signatures cover: ROBOT_DOMAIN, the topic, a newline, the message's JSON text."""
+    return ROBOT_DOMAIN + topic.encode("utf-8") + b"\n" + message
+
+
+def sign_robot_message(signer: "Signer", topic: str, message: bytes) -> bytes:
+    """Return the payload of a signed robot message: {"v": 1, "msg": "<the JSON text>", "signatures": [...]}.
+
+    The message travels as a JSON string, so a hub verifies exactly the bytes that were signed and then parses
+    them: there is no second, canonical form to agree on.
+    """
+    return orjson.dumps({"v": VERSION, "msg": message.decode("utf-8"),
+                         "signatures": signer.sign(robot_signed_bytes(topic, message))})
+
+
+def is_robot_envelope(value: Any) -> bool:
+    """Tell whether a parsed payload is a signed robot message (its fields are exactly v, msg, signatures)."""
+    return isinstance(value, dict) and len(value) == 3 and "msg" in value and "signatures" in value and "v" in value
+
+
+def open_robot_envelope(envelope: Mapping[str, Any], topic: str, keyring: "Keyring",
+                        require_ed25519: bool = False) -> tuple[bytes, list[str]]:
+    """Return a signed robot message's JSON text (parsed payload `envelope`) and the key ids that signed it.
+
+    SignatureRejected when it does not verify with one of `keyring`'s keys (the robot's); ValueError when the
+    envelope is not of this version.
+    """
+    if envelope["v"] != VERSION or not isinstance(envelope["msg"], str):
+        raise ValueError(f"v: expected {VERSION}, and msg a string")
+    message = envelope["msg"].encode("utf-8", "surrogatepass")
+    signed_by = keyring.verify(robot_signed_bytes(topic, message), envelope["signatures"], require_ed25519)
+    return message, signed_by
+
+
+def telemetry_digest(payload: bytes) -> str:
+    """Return what a seal lists for one telemetry payload: the first 16 bytes of its SHA-256, in hex."""
+    return hashlib.sha256(payload).hexdigest()[:2 * DIGEST_BYTES]
+
+
+def seal_data(digests: Mapping[str, Iterable[tuple[int, str]]]) -> dict[str, Any]:
+    """Return a seal's data: {"streams": {stream: [[seq, digest], ...]}}, the messages sent since the last seal."""
+    return {"streams": {stream: [[seq, digest] for seq, digest in entries] for stream, entries in digests.items()}}
 
 
 class SignatureRejected(Exception):

@@ -2,10 +2,12 @@
 
 No rclpy import; no ROS on the hub.
 
-It keeps the Fleet view (qai_hub.fleet: status, missions, position, battery, health, and the sequence
-numbers of every telemetry stream), every reply by request id, every report, the latest endurance
-prediction per robot, and, per task, the states the hub saw it go through (so a task that ran again after
-it had succeeded shows). Thread-safe: paho's network thread feeds it, the caller reads it.
+It keeps the Fleet view (qai_hub.fleet: every message checked and verified as its robot's own, status,
+missions, position, battery, health, and the sequence numbers of every telemetry stream), the replies that
+answer its own commands (bound by request id and nonce), every report, the latest endurance prediction per
+robot, and, per task, the states the hub saw it go through (so a task that ran again after it had succeeded
+shows). It asks robots for telemetry that went missing (qai_hub.gaps, `resend`), and after a reconnect asks
+for the state of the missions it waits on. Thread-safe: paho's network thread feeds it, the caller reads it.
 """
 
 from __future__ import annotations
@@ -16,79 +18,67 @@ import uuid
 from typing import Any, Mapping
 
 import orjson
-import paho.mqtt.client as mqtt
 
-from qai_hub.fleet import Fleet
-from qai_hub.protocol import ROOT, Signer, command_topic, make_command, parse_topic, set_tcp_nodelay
+from qai_hub.client import BrokerOptions, HubClient
+from qai_hub.fleet import Change, Fleet
+from qai_hub.gaps import GapFiller
+from qai_hub.protocol import ROOT, Signer, command_topic, make_command
+from qai_hub.registry import RobotRegistry
 
 FINAL = ("succeeded", "failed", "canceled", "rejected", "error")
 
 
 class HubSession:
-    def __init__(self, host: str, port: int, fleet: str, signer: Signer):
+    def __init__(self, broker: BrokerOptions, fleet: str, signer: Signer, registry: RobotRegistry,
+                 fill_gaps: bool = True):
         self.fleet_name, self.signer = fleet, signer
-        self.fleet = Fleet(fleet, keep_missions=100)
-        self.replies: dict[str, list[dict[str, Any]]] = {}  # request id -> replies, in arrival order
+        self.fleet = Fleet(fleet, registry, keep_missions=100)
+        self.replies: dict[str, list[dict[str, Any]]] = {}  # request id -> its replies (bound), in arrival order
         self.reports: dict[str, list[dict[str, Any]]] = {}  # robot -> reports
         self.endurance: dict[str, dict[str, Any]] = {}  # robot -> the latest EndurancePrediction
         self.first_battery: dict[str, dict[str, Any]] = {}  # robot -> its first BatteryState
         self.events: list[tuple[float, str, dict[str, Any]]] = []  # (time, robot, Event) as they came
         self.task_history: dict[tuple[str, str, str], list[int]] = {}  # (robot, mission, task) -> states seen
+        self.gaps = GapFiller(self.fleet) if fill_gaps else None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hub-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.on_socket_open = set_tcp_nodelay
-        self.client.on_connect = self._on_connect
-        self.client.on_message = lambda client, userdata, message: self.on_message(message.topic, message.payload)
-        self.host, self.port = host, port
+        self._stop = threading.Event()
+        self.client = HubClient(broker, self.on_message, client_id=f"hub-{uuid.uuid4().hex[:8]}",
+                                on_reconnect=self._on_reconnect)
+        self._filler = threading.Thread(target=self._fill_gaps, name="hub-gaps", daemon=True)
 
     def connect(self, timeout: float = 10.0) -> "HubSession":
-        self.client.connect(self.host, self.port, keepalive=30)
-        self.client.loop_start()
-        if not self._connected.wait(timeout):
-            raise ConnectionError(f"the broker at {self.host}:{self.port} did not accept the connection")
+        self.client.connect(timeout)
+        self.client.subscribe(f"{ROOT}/{self.fleet_name}/#", timeout=timeout)
+        if self.gaps is not None:
+            self._filler.start()
         return self
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        client.subscribe(f"{ROOT}/{self.fleet_name}/#", qos=1)  # again after every reconnect
-        self._connected.set()
-
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._stop.set()
+        if self._filler.is_alive():
+            self._filler.join(5)
+        self.client.close()
 
     # -- What arrives -------------------------------------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        where = parse_topic(topic)
-        if where is None or where.kind in ("cmd", "ping"):
-            return
         with self._lock:
-            self.fleet.on_message(topic, payload)
-            if where.kind == "reply":
-                self._reply(payload)
-            elif where.kind == "telemetry":
-                self._telemetry(where.robot, where.name, payload)
+            change = self.fleet.on_message(topic, payload)
+            if change is not None and change.robot is not None:
+                self._take(change)
             self._changed.notify_all()
 
-    def _reply(self, payload: bytes) -> None:
-        try:
-            reply = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+    def _take(self, change: Change) -> None:
+        robot = change.robot.name
+        if change.kind == "reply":
+            if change.bound:
+                self.replies.setdefault(change.message.request_id, []).append(change.data)
             return
-        if isinstance(reply, dict) and isinstance(reply.get("id"), str):
-            self.replies.setdefault(reply["id"], []).append(reply)
-
-    def _telemetry(self, robot: str, stream: str, payload: bytes) -> None:
-        try:
-            message = orjson.loads(payload)
-            data = message["data"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        if change.kind != "telemetry" or not change.data:
             return
-        kind = message.get("type", "")
-        if stream == "reports":
+        kind, data = change.type, change.data
+        if kind == "qai/Report":
             self.reports.setdefault(robot, []).append(data)
         elif kind.endswith("/EndurancePrediction"):
             self.endurance[robot] = data
@@ -97,10 +87,10 @@ class HubSession:
         elif kind.endswith("/Event"):
             self.events.append((time.time(), robot, data))
         elif kind.endswith("/MissionState"):
-            for task in data.get("tasks", []):
-                history = self.task_history.setdefault((robot, data.get("mission_id", ""), task.get("task_id")), [])
-                if not history or history[-1] != task.get("state"):
-                    history.append(task.get("state"))
+            for task in data["tasks"]:
+                history = self.task_history.setdefault((robot, data["mission_id"], task["task_id"]), [])
+                if not history or history[-1] != task["state"]:
+                    history.append(task["state"])
 
     # -- Commands ------------------------------------------------------------------------------------
 
@@ -108,11 +98,30 @@ class HubSession:
         """Sign and publish a command; return its request id (its replies land in `replies`)."""
         topic = command_topic(self.fleet_name, robot, verb)
         command = make_command(self.signer, fleet=self.fleet_name, robot=robot, verb=verb, body=body, topic=topic)
-        info = self.client.publish(topic, orjson.dumps(command), qos=1)
-        info.wait_for_publish(timeout)
-        if not info.is_published():
-            raise ConnectionError(f"the broker did not acknowledge the command on {topic}")
+        with self._lock:
+            self.fleet.expect(command)
+        self.client.publish(topic, orjson.dumps(command), timeout)
         return command["id"]
+
+    def _on_reconnect(self) -> None:
+        """After a reconnect: ask each robot for the missions this session waits on (their replies may be lost)."""
+        with self._lock:
+            waiting = {(reply["robot"], reply["mission_id"]) for replies in self.replies.values() for reply in replies
+                       if reply["status"] == "accepted" and reply["mission_id"]
+                       and not any(r["status"] in FINAL for r in replies)}
+        for robot, mission_id in waiting:
+            threading.Thread(target=self.send, args=(robot, "get_state", {"mission_id": mission_id}),
+                             daemon=True).start()
+
+    def _fill_gaps(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                due = self.gaps.due(time.time())
+            for robot, stream, ranges in due:
+                try:
+                    self.send(robot, "resend", {"stream": stream, "ranges": ranges})
+                except Exception:  # noqa: BLE001 - the broker is away: asked again on the next round
+                    pass
 
     def wait(self, condition, timeout: float) -> bool:
         """Wait until `condition()` (called under the session's lock) holds, or `timeout` passes."""
@@ -127,12 +136,21 @@ class HubSession:
 
     def final_reply(self, request_id: str) -> dict[str, Any] | None:
         with self._lock:
-            return next((r for r in self.replies.get(request_id, []) if r.get("status") in FINAL), None)
+            return next((r for r in self.replies.get(request_id, []) if r["status"] in FINAL), None)
 
     def accepted_mission(self, request_id: str) -> str | None:
         with self._lock:
-            return next((r.get("mission_id") for r in self.replies.get(request_id, [])
-                         if r.get("status") == "accepted" and r.get("mission_id")), None)
+            return next((r["mission_id"] for r in self.replies.get(request_id, [])
+                         if r["status"] == "accepted" and r["mission_id"]), None)
+
+    def mission_outcome(self, robot: str, mission_id: str) -> str | None:
+        """The mission's outcome as its signed mission states show it (succeeded, failed...), None while it runs."""
+        with self._lock:
+            view = self.fleet.robots.get(robot)
+            state = view.missions.get(mission_id) if view is not None else None
+            if state is None or state["state"] < 10:
+                return None
+            return {10: "succeeded", 11: "failed", 12: "canceled", 13: "rejected"}.get(state["state"], "failed")
 
     def reran(self, robot: str, mission_id: str) -> list[str]:
         """Tasks of a mission that the hub saw run again after they had succeeded."""

@@ -26,25 +26,26 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
+from qai_edge.paths import robot_key_path
 from qai_edge.qos import MISSION_STATES_QOS
 from qai_edge.tasks import ServedKind
 from qai_edge.workers import call_soon
 from qai_interfaces.msg import MissionState
-from qai_hub.protocol import (DROPS_STREAM, ED25519, ML_DSA_65, Keyring, RobotTopics, parse_topic, reply_payload,
-                              telemetry_envelope)
+from qai_hub.protocol import DROPS_STREAM, KeyFileError, Keyring, RobotTopics, parse_topic
 from qai_io.hub_link import codec, reports
 from qai_io.hub_link.commands import CommandGate, CommandRejected, NonceStore, rejection_reply
 from qai_io.hub_link.link import HubLink, config_from_parameters
+from qai_io.hub_link.outgoing import RobotOutgoing, load_or_create_key
 from qai_io.hub_link.queue import DiskQueue
-from qai_io.hub_link.streams import (REPLY_PRIORITY, DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec,
-                                     StreamState, parse_streams)
+from qai_io.hub_link.status import link_health
+from qai_io.hub_link.streams import (DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec, StreamState,
+                                     parse_streams)
 from qai_io.hub_missions import MissionCommands
 from qai_io.hub_parameters import PARAMETERS
 
 _ROS_QOS = {"sensor": dict(reliability=ReliabilityPolicy.BEST_EFFORT),
             "reliable": dict(reliability=ReliabilityPolicy.RELIABLE),
             "latched": dict(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)}
-REPLY_TTL = 600.0  # s a reply waits in the queue for the broker
 TAKE_AT_ONCE = 100  # more messages a telemetry callback takes from its subscription, at most
 
 
@@ -60,16 +61,29 @@ class HubLinkNode(EngineNode):
             raise SystemExit(2) from None
         data_dir = Path(p("data_dir")).expanduser() / self.robot_id
         self.queue = DiskQueue(data_dir / "hub_queue.db", p("queue_max_messages"), p("queue_max_bytes"),
-                               p("queue_sync"), protected_streams=(DROPS_STREAM,))
+                               p("queue_sync"), protected_streams=(DROPS_STREAM,),
+                               history_window=p("history_window"), history_max_bytes=p("history_max_bytes"))
         if self.queue.recovered_from:
             self.get_logger().error(f"the hub queue was damaged and started empty: {self.queue.recovered_from}")
+        self.key_error, signer = "", None
+        try:
+            signer, public, made = load_or_create_key(p("robot_key") or robot_key_path(p("data_dir"), self.robot_id))
+            self.get_logger().info(f"{'made the robot key' if made else 'robot key'} {signer.key_ids[0]}: enroll "
+                                   f"{public} on the hub (qai-hub enroll {self.robot_id} {public})")
+        except (KeyFileError, OSError) as error:
+            self.key_error = str(error)
+            self.get_logger().error(f"no usable robot key, the hub will refuse what this robot sends: {error}")
+        self.outgoing = RobotOutgoing(None, self.topics, signer)
         keyring, self.key_errors, self.missing_keys = Keyring.from_files(p("hub_public_keys"))
-        self.gate = CommandGate(fleet=p("fleet"), robot=self.robot_id, keyring=keyring,
-                                nonces=NonceStore(data_dir / "hub_nonces.db"), window_s=p("command_window"),
-                                max_bytes=p("max_command_bytes"), max_depth=p("max_command_depth"),
-                                max_rate=p("max_command_rate"), require_ed25519=p("require_hybrid"))
+        nonces = NonceStore(data_dir / "hub_nonces.db")
+        if nonces.recovered_from or nonces.error:
+            self.get_logger().error(f"the nonce store: {nonces.recovered_from or nonces.error}")
+        self.gate = CommandGate(fleet=p("fleet"), robot=self.robot_id, keyring=keyring, nonces=nonces,
+                                window_s=p("command_window"), max_bytes=p("max_command_bytes"),
+                                max_depth=p("max_command_depth"), max_parse_bytes=p("max_command_input"),
+                                max_verify_rate=p("max_command_rate"), require_ed25519=p("require_hybrid"))
         self.board = MissionBoard()
-        self.missions = MissionCommands(self, self._reply, self._ros_now, timeout=p("mission_engine_timeout"),
+        self.missions = MissionCommands(self, self.outgoing.answer, self._ros_now, timeout=p("mission_engine_timeout"),
                                         progress_period=p("progress_period"))
         self.create_subscription(MissionState, "mission_states", self._on_mission_state, MISSION_STATES_QOS)
         self.streams: dict[str, StreamState] = {}
@@ -78,8 +92,11 @@ class HubLinkNode(EngineNode):
             self._add_stream(spec)
         for name, why in self.rejected_streams.items():
             self.get_logger().error(f"telemetry stream {name} refused: {why}")
-        self.link = HubLink(config_from_parameters(p, self.topics), self.queue, on_message=self._on_mqtt_message)
+        self.link = HubLink(config_from_parameters(p, self.topics, self.outgoing.offline_will()), self.queue,
+                            on_message=self._on_mqtt_message, sign=self.outgoing.sign)
+        self.outgoing.link = self.link
         self.create_timer(p("status_period"), self._publish_status, clock=self._steady_clock)
+        self.create_timer(p("seal_period"), self.outgoing.seal, clock=self._steady_clock)
         self.add_on_set_parameters_callback(self._on_set_parameters)  # checks and applies hub_public_keys
         self.on_parameter("hub_public_keys")
         # The link starts on the first spin: a command that arrives must find the node in its executor.
@@ -145,15 +162,14 @@ class HubLinkNode(EngineNode):
         if len(data_json) > self.max_telemetry_bytes:
             stream.counts["too_large"] += 1
             return
-        spec, type_json = stream.spec, orjson.dumps(stream.type_name)
-        seq = self.link.enqueue(spec.name, self.topics.telemetry(spec.name), spec.priority, spec.qos, spec.ttl,
-                                lambda seq, stamp: telemetry_envelope(seq, stamp, type_json, data_json))
+        spec = stream.spec
+        seq = self.outgoing.telemetry(spec.name, stream.type_name, data_json, spec.priority, spec.qos, spec.ttl)
         stream.counts["sent" if seq is not None else "overflowed"] += 1
 
     def _report(self, request, context):
         data = reports.report_data(request.parameters["name"], request.mission_id, request.task_id,
                                    request.parameters["content"], self.max_telemetry_bytes)
-        return reports.report_result(reports.enqueue(self.link, self.topics, data), data)
+        return reports.report_result(reports.enqueue(self.outgoing, data), data)
 
     def _on_mission_state(self, message: MissionState) -> None:
         state = codec.to_dict(message)
@@ -167,20 +183,18 @@ class HubLinkNode(EngineNode):
         try:
             command = self.gate.check(topic, payload)
         except CommandRejected as rejection:
-            self.get_logger().warning(f"command refused ({rejection.code}): {rejection.message}")
+            if rejection.code != "rate_limited":
+                self.get_logger().warning(f"command refused ({rejection.code}): {rejection.message}")
             parsed, robot = parse_topic(topic), self.robot_id
-            if rejection.code != "rate_limited" and parsed is not None and parsed.kind == "cmd":
-                self._enqueue_reply(parsed.name, lambda seq, stamp, r=rejection: rejection_reply(r, robot, stamp))
+            if rejection.answer and parsed is not None and parsed.kind == "cmd" and rejection.verb:
+                self.outgoing.reply(rejection.verb, lambda stamp, r=rejection: rejection_reply(r, robot, stamp))
             return
         self.get_logger().info(f"command {command.id}: {command.verb} (signed by {', '.join(command.signed_by)})")
+        if command.verb == "resend":
+            self.link.resend(command.body["stream"], command.body["ranges"])
+            self.outgoing.answer(command, "done", message=f"sending {command.body['stream']} again")
+            return
         call_soon(self, self.missions.run, command)
-
-    def _reply(self, command, status: str, **fields) -> None:
-        self._enqueue_reply(command.verb, lambda seq, stamp: reply_payload(command.id, command.verb, self.robot_id,
-                                                                           status, stamp, **fields))
-
-    def _enqueue_reply(self, verb: str, build) -> None:
-        self.link.enqueue("replies", self.topics.reply(verb), REPLY_PRIORITY, 1, REPLY_TTL, build)
 
     def _on_set_parameters(self, parameters):
         from rcl_interfaces.msg import SetParametersResult
@@ -198,7 +212,7 @@ class HubLinkNode(EngineNode):
     # -- Status and health ------------------------------------------------------------------------
 
     def _status(self, state: str = "online") -> bytes:
-        return orjson.dumps({
+        return self.outgoing.status({
             "state": state, "robot": self.robot_id, "fleet": self.topics.fleet, "stamp": time.time(),
             "missions": self.board.summary(), "link": self.link.stats(),
             "commands": {"accepted": self.gate.accepted,
@@ -209,28 +223,8 @@ class HubLinkNode(EngineNode):
         self.link.publish_status(self._status())
 
     def health(self):
-        stats = self.link.stats()
-        keys = self.gate.keyring
-        shown = ("state", "protocol", "queue_depth", "queue_bytes", "inflight", "published", "acknowledged",
-                 "overflowed", "connects", "rtt_ms")
-        values = {key: stats[key] for key in shown}
-        values.update({f"dropped_{reason}": n for reason, n in stats["dropped"].items()})
-        values.update({"commands_accepted": self.gate.accepted, "missions_followed": self.missions.following,
-                       "hub_keys": f"{keys.count(ML_DSA_65)} ML-DSA-65, {keys.count(ED25519)} Ed25519"})
-        values.update({f"commands_rejected_{code}": n for code, n in self.gate.rejected.items() if n})
-        problems = [f"stream {name} refused: {why}" for name, why in self.rejected_streams.items()]
-        problems += [f"hub key unusable: {error}" for error in self.key_errors]
-        where = f"{self.link.config.host}:{self.link.config.port}"
-        if self.link.config_error:
-            return Level.ERROR, self.link.config_error, values
-        if not stats["connected"]:
-            return Level.WARN, f"broker {where} unreachable ({stats['last_error'] or stats['state']}); " \
-                               f"{stats['queue_depth']} queued", values
-        if problems:
-            return Level.WARN, "; ".join(problems), values
-        commands = ("commands on" if keys.count(ML_DSA_65) else
-                    f"commands refused: no hub key ({', '.join(self.missing_keys) or 'none configured'})")
-        return Level.OK, f"connected to {where}, {stats['queue_depth']} queued, {commands}", values
+        return link_health(self.link, self.gate, self.missions.following, self.rejected_streams, self.key_errors,
+                           self.missing_keys, self.key_error)
 
     def extra_statuses(self):
         return [(f"stream {name}", Level.WARN if s.last_error else Level.OK, s.last_error or s.spec.topic,

@@ -57,8 +57,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_telemetry_bytes", 65536, "Largest encoded telemetry message; a larger one is dropped and "
               "counted.", min=256, max=1 << 20, read_only=True),
     # The queue.
-    ParamSpec("data_dir", "~/.ros/qai_edge", "Directory of the queue and the nonce store "
-              "(<data_dir>/<robot_id>/hub_queue.db, hub_nonces.db).", read_only=True),
+    ParamSpec("data_dir", "~/.ros/qai_edge", "Directory of the queue, the nonce store and the robot's key "
+              "(<data_dir>/<robot_id>/hub_queue.db, hub_nonces.db, robot.mldsa65.key).", read_only=True),
+    ParamSpec("robot_key", "", "The robot's ML-DSA-65 private key (PEM, mode 0600), which signs what it sends the "
+              "hub; empty: <data_dir>/<robot_id>/robot.mldsa65.key, made at the first start when missing "
+              "(qai-edge keygen makes it ahead). The hub enrolls its public key (.pub beside it).", read_only=True),
+    ParamSpec("seal_period", 1.0, "s between seals: the signed digests of the telemetry sent since the last one "
+              "(the streams not signed message by message).", min=0.05, max=60.0, read_only=True),
+    ParamSpec("history_window", 600.0, "s a message the broker acknowledged stays on disk, to be sent again when "
+              "the hub asks (a broker that acknowledged and then lost it); 0: none kept.", min=0.0,
+              max=7 * 86400.0, read_only=True),
+    ParamSpec("history_max_bytes", 67108864, "Payload bytes of that history at most (the oldest go first).",
+              min=0, max=1 << 40, read_only=True),
     ParamSpec("queue_max_messages", 200000, "Messages the on-disk queue holds at most; then the lowest-priority "
               "oldest are dropped and reported.", min=100, max=100_000_000, read_only=True),
     ParamSpec("queue_max_bytes", 268435456, "Payload bytes the on-disk queue holds at most (same policy).",
@@ -81,8 +91,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_command_bytes", 65536, "Largest command payload; a larger one is refused unread.",
               min=1024, max=1 << 20, read_only=True),
     ParamSpec("max_command_depth", 32, "Deepest JSON nesting of a command.", min=4, max=256, read_only=True),
-    ParamSpec("max_command_rate", 20.0, "Commands a second at most; more are dropped unanswered and counted.",
-              min=0.1, max=10000.0, read_only=True),
+    ParamSpec("max_command_rate", 50.0, "Command signatures checked a second at most (each ML-DSA-65 check costs "
+              "about 0.3 ms); a command past it is refused as rate_limited and the hub sends it again. Junk is "
+              "refused before its signature is checked and does not count.", min=0.1, max=10000.0, read_only=True),
+    ParamSpec("max_command_input", 4194304, "Command bytes a second parsed at most; past it commands are dropped "
+              "unread and unanswered (a flood is not echoed).", min=65536, max=1 << 30, read_only=True),
     ParamSpec("mission_engine_timeout", 10.0, "s to wait for the mission engine's action or service before "
               "answering engine_unavailable.", min=0.5, max=600.0, read_only=True),
     ParamSpec("progress_period", 0.5, "s between two progress replies of one mission, at least.",

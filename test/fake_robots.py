@@ -1,10 +1,11 @@
 """FakeRobot: a paho client that stands in for a robot's hub_link, named as a fake.
 
 It speaks hub_link's MQTT interface exactly (qai_hub.protocol, the payloads of qai_io.hub_link.streams and
-the codec's JSON of each message type), through a real broker. Used where a real hub_link cannot be:
-fifty robots at 10 Hz in one process for bench/hub_dashboard.py (fifty hub_link processes would not fit
-on two cores), and robots that send what a real one never would (strings holding HTML, for the XSS
-probe). The tests of the whole path run the real hub_link beside the real mission engine.
+the codec's JSON of each message type), through a real broker, signed with its own robot key (a TestRobots
+identity, enrolled where the hub looks) and with its telemetry sealed, as hub_link does. Used where a real
+hub_link cannot be: fifty robots at 10 Hz in one process for bench/hub_dashboard.py (fifty hub_link processes
+would not fit on two cores), and robots that send what a real one never would (strings holding HTML, for the
+XSS probe, or hostile payloads). The tests of the whole path run the real hub_link beside the real mission engine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from qai_hub.protocol import ROOT, set_tcp_nodelay
+from qai_hub.protocol import (ROOT, SEAL_TYPE, must_be_signed, seal_data, set_tcp_nodelay, sign_robot_message,
+                              telemetry_digest)
+from robot_identity import TestRobots, shared_robots
 
 
 def stamp_of(seconds: float) -> dict[str, int]:
@@ -25,20 +28,30 @@ def stamp_of(seconds: float) -> dict[str, int]:
 
 
 class FakeRobot:
-    def __init__(self, port: int, fleet: str, robot: str, keepalive: int = 10):
+    def __init__(self, port: int, fleet: str, robot: str, keepalive: int = 10, robots: TestRobots | None = None,
+                 seal_every: int = 50):
         self.fleet, self.robot, self.port = fleet, robot, port
         self.base = f"{ROOT}/{fleet}/{robot}"
         self.seq: dict[str, int] = {}
+        self.signer = (robots or shared_robots()).signer(robot)
+        self.unsealed: dict[str, list[tuple[int, str]]] = {}
+        self.seal_every = seal_every  # sealed messages between two seals
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fake-{fleet}-{robot}"[:200],
                                   protocol=mqtt.MQTTv5)
         self.client.on_socket_open = set_tcp_nodelay
-        self.client.will_set(f"{self.base}/status", orjson.dumps(
-            {"state": "offline", "robot": robot, "fleet": fleet, "reason": "connection lost"}), qos=1, retain=True)
+        status_topic = f"{self.base}/status"
+        self.client.will_set(status_topic, sign_robot_message(self.signer, status_topic, orjson.dumps(
+            {"state": "offline", "robot": robot, "fleet": fleet, "reason": "connection lost"})), qos=1, retain=True)
         self.client.connect("127.0.0.1", port, keepalive=keepalive)
         self.client.loop_start()
 
-    def _publish(self, topic: str, payload: dict[str, Any], qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, orjson.dumps(payload), qos=qos, retain=retain)
+    def _publish(self, topic: str, payload: dict[str, Any], qos: int = 1, retain: bool = False,
+                 signed: bool = True) -> bytes:
+        data = orjson.dumps(payload)
+        if signed:
+            data = sign_robot_message(self.signer, topic, data)
+        self.client.publish(topic, data, qos=qos, retain=retain)
+        return data
 
     def status(self, state: str = "online", **extra: Any) -> None:
         payload = {"state": state, "robot": self.robot, "fleet": self.fleet, "stamp": time.time(),
@@ -51,10 +64,21 @@ class FakeRobot:
     def telemetry(self, stream: str, type_name: str, data: dict[str, Any], qos: int = 1,
                   stamp: float | None = None) -> int:
         seq = self.seq[stream] = self.seq.get(stream, 0) + 1
-        self._publish(f"{self.base}/telemetry/{stream}",
-                      {"seq": seq, "stamp": time.time() if stamp is None else stamp, "type": type_name, "data": data},
-                      qos=qos)
+        signed = must_be_signed(type_name) or stream in ("drops", "seals")
+        payload = self._publish(f"{self.base}/telemetry/{stream}", {
+            "seq": seq, "stamp": time.time() if stamp is None else stamp, "type": type_name, "data": data},
+            qos=qos, signed=signed)
+        if not signed:
+            self.unsealed.setdefault(stream, []).append((seq, telemetry_digest(payload)))
+            if sum(map(len, self.unsealed.values())) >= self.seal_every:
+                self.seal()
         return seq
+
+    def seal(self) -> None:
+        """Publish a seal over the telemetry sent since the last one, as hub_link does every seal_period."""
+        if self.unsealed:
+            digests, self.unsealed = self.unsealed, {}
+            self.telemetry("seals", SEAL_TYPE, seal_data(digests))
 
     def odom(self, x: float, y: float, z: float = 0.0, yaw: float = 0.0, speed: float = 0.0, qos: int = 1) -> int:
         now = time.time()

@@ -19,7 +19,8 @@ import paho.mqtt.client as mqtt
 from harness import wait_for
 from qai_edge.broker import LocalBroker, free_port
 from qai_hub.fleet import Fleet
-from qai_hub.protocol import Signer, command_topic, generate_key_pair, make_command, set_tcp_nodelay
+from qai_hub.protocol import Signer, command_topic, generate_key_pair, is_robot_envelope, make_command, set_tcp_nodelay
+from robot_identity import TestRobots, shared_robots
 
 
 def start_broker(directory: Path, port: int | None = None, extra_config: str = "") -> LocalBroker:
@@ -33,8 +34,10 @@ class HubSubscriber:
     """
 
     def __init__(self, port: int, fleet: str, topics: tuple[str, ...] = ("#",), tls: dict | None = None,
-                 client_id: str = ""):
-        self.fleet = Fleet(fleet)
+                 client_id: str = "", robots: TestRobots | None = None, username: str = "", password_file: str = "",
+                 connect_timeout: float = 10.0):
+        self.robots = robots or shared_robots()
+        self.fleet = Fleet(fleet, self.robots.registry)
         self.messages: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
         self._filters = [f"qai/{fleet}/{topic}" for topic in topics]
@@ -48,6 +51,8 @@ class HubSubscriber:
             context = ssl.create_default_context(cafile=str(tls["ca"]))
             context.load_cert_chain(str(tls["cert"]), str(tls["key"]))
             self.client.tls_set_context(context)
+        if username:
+            self.client.username_pw_set(username, Path(password_file).read_text().strip())
         self.subscribed = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self.subscribed.set()
@@ -59,7 +64,11 @@ class HubSubscriber:
         properties.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=properties)
         self.client.loop_start()
-        wait_for(self.subscribed.is_set, 10, "the hub subscriber to subscribe")
+        try:
+            wait_for(self.subscribed.is_set, connect_timeout, "the hub subscriber to subscribe")
+        except AssertionError:
+            self.close()
+            raise
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if not reason_code.is_failure:
@@ -68,6 +77,8 @@ class HubSubscriber:
     def _on_message(self, client, userdata, message):
         try:
             payload = orjson.loads(message.payload)
+            if is_robot_envelope(payload):  # a robot's signed message: what it says (the Fleet verifies it)
+                payload = orjson.loads(payload["msg"])
         except orjson.JSONDecodeError:
             payload = {"raw": message.payload}
         with self._lock:
@@ -88,9 +99,11 @@ class HubSubscriber:
         return wait_for(lambda: next((r for r in self.replies(request_id) if match(r)), None), timeout,
                         lambda: f"a {status} reply to {request_id}; replies: {self.replies(request_id)}")
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+        """Publish at QoS 1 (once connected again, after a broker restart) and wait for the broker's ack."""
+        wait_for(self.client.is_connected, timeout, "the hub subscriber to be connected")
         info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
+        info.wait_for_publish(timeout)
 
     def close(self) -> None:
         self.client.disconnect()

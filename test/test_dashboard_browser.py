@@ -24,7 +24,9 @@ from dashboard_stack import Browser, require_chromium, write_login_file
 from fake_robots import FakeRobot
 from harness import ProcessGroup, unique_namespace, wait_for
 from hub_stack import HubKeys, start_broker
+from qai_hub.client import BrokerOptions
 from qai_hub.dashboard_process import start_dashboard
+from robot_identity import TestRobots
 
 # One worker runs this module: its tests share an expensive module fixture.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_dashboard_browser")]
@@ -68,6 +70,7 @@ class PageStack:
         self.group = ProcessGroup(directory)
         self.broker = start_broker(directory / "broker")
         self.keys = HubKeys(directory)
+        self.robots = TestRobots(directory / "robots")
         self.namespace = unique_namespace()
         common = {"heartbeat_period": 0.2}
         self.group.start_node("sim_vehicle", namespace=self.namespace, parameters=common)
@@ -76,8 +79,9 @@ class PageStack:
         self.group.start_node("mission_engine", namespace=self.namespace, parameters={
             **common, "data_dir": str(directory / "data"), "robot_id": ROBOT, "engine_timeout": 1.5})
         self.hub_link = self.start_hub_link()
-        self.dashboard = start_dashboard(write_login_file(directory), broker_port=self.broker.port, fleet=FLEET,
-                                         key=self.keys.private, log_path=directory / "dashboard.log")
+        self.dashboard = start_dashboard(write_login_file(directory), broker=BrokerOptions(port=self.broker.port),
+                                         fleet=FLEET, robots=self.robots.registry_dir, key=self.keys.private,
+                                         log_path=directory / "dashboard.log")
         self.spy = CommandSpy(self.broker.port)
         self.browser = Browser(directory)
 
@@ -85,7 +89,7 @@ class PageStack:
         return self.group.start_node("hub_link", namespace=self.namespace, parameters={
             "heartbeat_period": 0.2, "data_dir": str(self.directory / "data"), "robot_id": ROBOT, "fleet": FLEET,
             "broker_port": self.broker.port, "status_period": 0.5, "reconnect_max": 1.0,
-            "hub_public_keys": [self.keys.public]})
+            "hub_public_keys": [self.keys.public], "robot_key": str(self.robots.key(ROBOT))})
 
     def logs(self) -> str:
         return "\n".join([f"--- {child.name} ({child.describe()})\n{child.log()[-2000:]}"
@@ -261,7 +265,7 @@ def test_commands_without_a_login_or_without_the_csrf_token_are_refused_and_send
 def test_robot_strings_holding_html_stay_inert_text(page):
     name = '"><img src=x onerror=window.__xss=1>'
     task_id = "<script>window.__xss=2</script><img src=x onerror=window.__xss=3>"
-    fake = FakeRobot(page.broker.port, FLEET, name)
+    fake = FakeRobot(page.broker.port, FLEET, name, robots=page.robots)
     try:
         fake.status()
         fake.odom(3.0, -4.0, 2.0)

@@ -17,13 +17,15 @@ from qai_hub.dashboard_auth import LoginThrottle, PasswordFileError, Sessions, c
 from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox, geofence_of
 from qai_hub.fleet import Fleet, RangeSet, SequenceTracker
 from qai_hub.mission_check import check_mission_text, kinds_from_engines
+from robot_identity import shared_robots
 
 FLEET = "f"
+ROBOTS = shared_robots()
 
 
 def telemetry(robot: str, stream: str, seq: int, type_name: str, data: dict, stamp: float = 100.0):
-    return f"qai/{FLEET}/{robot}/telemetry/{stream}", orjson.dumps(
-        {"seq": seq, "stamp": stamp, "type": type_name, "data": data})
+    topic = f"qai/{FLEET}/{robot}/telemetry/{stream}"
+    return topic, ROBOTS.as_robot(topic, orjson.dumps({"seq": seq, "stamp": stamp, "type": type_name, "data": data}))
 
 
 def header(sec: int, nanosec: int = 0) -> dict:
@@ -37,15 +39,16 @@ def mission(seq: int, sec: int, tasks: list[tuple], state: int = 1, mission_id: 
                    "result": []} for t in tasks]})
 
 
-def odom(seq: int, x: float, y: float, stamp: float, speed: float = 0.0):
+def odom(seq: int, x: float, y: float, stamp: float, speed: float = 0.0, robot: str = "r1"):
     pose = {"position": {"x": x, "y": y, "z": 1.0}, "orientation": {"x": 0, "y": 0, "z": 0, "w": 1}}
-    return telemetry("r1", "odom", seq, "nav_msgs/msg/Odometry", {
+    return telemetry(robot, "odom", seq, "nav_msgs/msg/Odometry", {
         "header": header(int(stamp)), "pose": {"pose": pose},
         "twist": {"twist": {"linear": {"x": speed, "y": 0.0, "z": 0.0}}}}, stamp)
 
 
 def status(state: str, **extra):
-    return f"qai/{FLEET}/r1/status", orjson.dumps({"state": state, "robot": "r1", **extra})
+    topic = f"qai/{FLEET}/r1/status"
+    return topic, ROBOTS.as_robot(topic, orjson.dumps({"state": state, "robot": "r1", **extra}))
 
 
 # -- The fleet model -------------------------------------------------------------------------------------
@@ -56,7 +59,8 @@ def test_range_set_matches_a_plain_set_and_keeps_runs_as_one_range():
     for value in [rng.randrange(300) for _ in range(600)]:
         assert numbers.add(value) == (value not in plain)
         plain.add(value)
-    assert len(numbers) == len(plain) and sorted(numbers) == sorted(plain)
+    assert len(numbers) == len(plain)
+    assert [v for low, high in numbers.ranges for v in range(low, high + 1)] == sorted(plain)
     assert all((value in numbers) == (value in plain) for value in range(-5, 310))
     run = RangeSet()
     for value in [5, 3, 4, 1, 2, *range(6, 10000)]:
@@ -74,7 +78,7 @@ def test_missing_count_agrees_with_the_listed_missing_numbers():
 
 
 def test_mission_states_merge_by_task_and_an_older_backlog_message_never_undoes_a_newer_state():
-    fleet = Fleet(FLEET)
+    fleet = Fleet(FLEET, ROBOTS.registry)
     fleet.on_message(*mission(1, 10, [("a", 0), ("b", 0, "a"), ("c", 0, "b")]))  # the first message: every task
     fleet.on_message(*mission(3, 12, [("a", 10), ("b", 2, "a")]))  # what changed, live
     change = fleet.on_message(*mission(2, 11, [("a", 2), ("c", 1, "b")]))  # older, from the backlog
@@ -86,7 +90,7 @@ def test_mission_states_merge_by_task_and_an_older_backlog_message_never_undoes_
 
 
 def test_the_fleet_keeps_every_event_engines_by_name_and_refuses_robots_past_its_bound():
-    fleet = Fleet(FLEET, max_robots=2)
+    fleet = Fleet(FLEET, ROBOTS.registry, max_robots=2)
     for seq, sec in ((2, 20), (1, 10)):  # the older event arrives last: kept anyway, it is a log
         event = {"header": header(sec), "code": f"e{seq}"}
         fleet.on_message(*telemetry("r1", "events", seq, "qai_interfaces/msg/Event", event))
@@ -95,8 +99,10 @@ def test_the_fleet_keeps_every_event_engines_by_name_and_refuses_robots_past_its
         fleet.on_message(*telemetry("r1", "capabilities", seq, "qai_interfaces/msg/EngineCapabilities",
                                     {"header": header(sec), "engine": engine, "kinds": []}))
     assert set(fleet.robots["r1"].engines) == {"/r1/io_engine", "/r1/mission_engine"}  # older stamp, other engine
-    fleet.on_message(*telemetry("r2", "odom", 1, "x", {}))
-    assert fleet.on_message(*telemetry("r3", "odom", 1, "x", {})) is None and fleet.refused_robots == 1
+    fleet.on_message(*odom(1, 0.0, 0.0, 100.0, robot="r2"))
+    change = fleet.on_message(*odom(1, 0.0, 0.0, 100.0, robot="r3"))
+    assert change.kind == "refused" and change.robot is None and "more than 2 robots" in change.message.why
+    assert set(fleet.robots) == {"r1", "r2"} and fleet.refused_robots == 1
 
 
 # -- The feed --------------------------------------------------------------------------------------------
@@ -106,7 +112,7 @@ def ops_of(ops, kind):
 
 
 def test_the_feed_turns_odometry_into_a_pose_track_points_and_a_speed_plot():
-    feed = DashboardFeed(FLEET)
+    feed = DashboardFeed(FLEET, ROBOTS.registry)
     ops = feed.on_message(*odom(1, 0.0, 0.0, 100.0, speed=2.0))
     assert ops_of(ops, "pose")[0][2] | {} == {"x": 0.0, "y": 0.0, "z": 1.0, "yaw": 0.0, "speed": 2.0,
                                               "stamp": 100.0, "seq": 1}
@@ -118,12 +124,14 @@ def test_the_feed_turns_odometry_into_a_pose_track_points_and_a_speed_plot():
 
 
 def test_the_feed_logs_the_last_will_rejections_restarts_failures_and_health_changes():
-    feed = DashboardFeed(FLEET)
+    feed = DashboardFeed(FLEET, ROBOTS.registry)
     feed.on_message(*status("online"))
     log = [op[1] for op in feed.on_message(*status("offline", reason="connection lost")) if op[0] == "event"]
     assert log[0]["level"] == "error" and log[0]["text"] == "offline (connection lost)"
-    reply = orjson.dumps({"id": "q1", "status": "rejected", "reason": "expired", "message": "too old"})
-    entry = ops_of(feed.on_message(f"qai/{FLEET}/r1/cmd/get_state/reply", reply), "event")[0][1]
+    topic = f"qai/{FLEET}/r1/cmd/get_state/reply"
+    reply = ROBOTS.as_robot(topic, orjson.dumps({"id": "q1", "verb": "get_state", "robot": "r1", "status": "rejected",
+                                                 "reason": "expired", "message": "too old"}))
+    entry = ops_of(feed.on_message(topic, reply), "event")[0][1]
     assert entry["kind"] == "rejected" and entry["request_id"] == "q1" and "expired" in entry["text"]
     capabilities = {"engine": "/r1/io_engine", "kinds": [{"name": "navigate"}]}
     feed.on_message(*telemetry("r1", "capabilities", 1, "qai_interfaces/msg/EngineCapabilities",
@@ -143,7 +151,7 @@ def test_the_feed_logs_the_last_will_rejections_restarts_failures_and_health_cha
 
 
 def test_the_backlog_after_an_outage_is_plotted_in_time_order():
-    feed = DashboardFeed(FLEET)
+    feed = DashboardFeed(FLEET, ROBOTS.registry)
     battery = "sensor_msgs/msg/BatteryState"
     feed.on_message(*telemetry("r1", "battery_state", 10, battery, {"header": header(110), "percentage": 0.5}, 110))
     for seq, t in ((5, 105), (6, 106), (7, 106.5)):  # older, sent after the live one
@@ -154,7 +162,7 @@ def test_the_backlog_after_an_outage_is_plotted_in_time_order():
 
 
 def test_the_endurance_prediction_is_plotted_beside_what_the_return_home_needs():
-    feed = DashboardFeed(FLEET)
+    feed = DashboardFeed(FLEET, ROBOTS.registry)
     ops = feed.on_message(*telemetry("r1", "endurance", 1, "qai_interfaces/msg/EndurancePrediction", {
         "header": header(100), "remaining": 412.5, "baseline": 390.0, "return_needed": 95.0, "low": False,
         "model_version": "v0002", "model_cell": "cfc"}, 100.0))
@@ -172,7 +180,7 @@ def test_a_geofence_announced_in_a_kind_schema_is_found():
 
 
 def test_a_plan_result_gives_the_route_and_the_solver_to_the_page():
-    feed = DashboardFeed(FLEET)
+    feed = DashboardFeed(FLEET, ROBOTS.registry)
     result = [{"key": "solver", "value": '"qaoa"'}, {"key": "verified", "value": "true"},
               {"key": "waypoints", "value": "[[0, 0, 5], [15, 20, 6]]"}, {"key": "order", "value": "[0, 1]"},
               {"key": "samples", "value": json.dumps(list(range(5000)))}]
@@ -196,7 +204,7 @@ def test_the_outbox_keeps_the_latest_state_and_resyncs_a_browser_that_fell_behin
 
 
 def test_robot_strings_reach_the_browser_as_strings_cut_to_their_bound():
-    feed = DashboardFeed(FLEET, FeedLimits(max_text=20))
+    feed = DashboardFeed(FLEET, ROBOTS.registry, FeedLimits(max_text=20))
     ops = feed.on_message(*telemetry("r1", "events", 1, "qai_interfaces/msg/Event", {
         "header": header(1), "code": "<b>x</b>", "severity": 2, "message": "<img src=x onerror=alert(1)>" * 5}))
     entry = ops[0][1]

@@ -23,6 +23,7 @@ from hub_stack import start_broker
 from qai_hub.dashboard import DashboardOptions, DashboardThread, build
 from qai_hub.protocol import Keyring, generate_key_pair
 from qai_io.hub_link.commands import CommandGate, NonceStore
+from robot_identity import TestRobots
 
 # One worker runs this module: its tests share an expensive module fixture.
 pytestmark = pytest.mark.xdist_group("test_dashboard_server")
@@ -113,17 +114,20 @@ def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("dashboard_server")
     broker = start_broker(directory / "broker")
     generate_key_pair(directory / "hub.key", directory / "hub.pub")
+    robots = TestRobots(directory / "robots")
+    robots.key("r1"), robots.key("r2")  # enrolled on this hub
     options = DashboardOptions(port=broker.port, fleet=FLEET, key=str(directory / "hub.key"), http_port=0,
-                               login_file=str(write_login_file(directory)))
+                               login_file=str(write_login_file(directory)), robots=str(robots.registry_dir))
     dashboard, warnings = build(options)
     assert warnings == []
     served = DashboardThread(dashboard)
-    robot = FakeRobot(broker.port, FLEET, "r1")
+    robot = FakeRobot(broker.port, FLEET, "r1", robots=robots)
     robot.status()
     try:
         wait_for(lambda: "r1" in dashboard.feed.fleet.robots and dashboard.bridge.connected, TIMEOUT,
                  "the dashboard to hear r1")
-        yield {"url": served.url, "dashboard": dashboard, "broker": broker, "robot": robot, "dir": directory}
+        yield {"url": served.url, "dashboard": dashboard, "broker": broker, "robot": robot, "dir": directory,
+               "robots": robots}
     finally:
         robot.close()
         served.stop()
@@ -213,7 +217,7 @@ def test_the_websocket_sends_a_snapshot_then_live_operations_and_the_last_will(s
 
     client = Client(server["url"])
     client.login()
-    fake = FakeRobot(server["broker"].port, FLEET, "r2")
+    fake = FakeRobot(server["broker"].port, FLEET, "r2", robots=server["robots"])
     fake.status()
 
     async def follow() -> list[dict]:

@@ -6,6 +6,7 @@ fleet view.
 
 import json
 import math
+import re
 import os
 import sqlite3
 import stat
@@ -28,8 +29,10 @@ from qai_io.hub_link.link import Backoff
 from qai_io.hub_link.queue import DiskQueue, Item
 from qai_io.hub_link.streams import DiagnosticsSummary, RateLimiter, parse_stream, parse_streams
 from qai_io.hub_parameters import DEFAULT_STREAMS
+from robot_identity import shared_robots
 
 ROOT = Path(__file__).resolve().parents[1]
+ROBOTS = shared_robots()
 
 
 # -- Canonical JSON (RFC 8785) ---------------------------------------------------------------------
@@ -369,14 +372,65 @@ def test_hybrid_mode_needs_both_signatures_and_both_must_verify(hub_keys):
 
 def test_nonce_store_refuses_a_nonce_twice_even_after_reopening(tmp_path):
     store = NonceStore(tmp_path / "n.db")
-    now = time.time()
-    assert store.record("a" * 32, now + 60, now)
-    assert not store.record("a" * 32, now + 60, now)
+    now = int(time.time() * 1000)
+    assert store.record("a" * 32, "k1", now, 30_000)
+    assert not store.record("a" * 32, "k1", now, 30_000)
     store.close()
     again = NonceStore(tmp_path / "n.db")
-    assert not again.record("a" * 32, now + 60, now)
-    assert again.record("b" * 32, now + 60, now + 120)  # expired nonces are pruned as time passes
-    assert len(again) == 1
+    assert again.seen("a" * 32, "k1", now, 30_000)[0] == "replayed"
+    assert again.record("b" * 32, "k1", now + 120_000, 30_000)  # the key's high-water mark moved on
+    assert len(again) == 1  # nonces older than high-water mark - tolerance are gone: their commands are refused
+    assert again.seen("a" * 32, "k1", now, 30_000)[0] == "expired"
+
+
+def test_a_replay_is_refused_after_the_robots_clock_is_stepped_back_past_the_window(hub_keys, tmp_path):
+    """The finding: nonces were pruned by the robot's own clock, so a clock stepped back accepted a replay."""
+    keyring, _, _ = Keyring.from_files([hub_keys / "hub.pub"])
+    clock = [time.time()]
+    gate = CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=NonceStore(tmp_path / "n.db"),
+                       wall_clock=lambda: clock[0])
+    old_topic, old = signed(hub_keys, timestamp_ms=int(clock[0] * 1000))
+    gate.check(old_topic, old)
+    clock[0] += 3600  # an hour on: newer commands are accepted, old nonces pruned
+    for _ in range(3):
+        gate.check(*signed(hub_keys, timestamp_ms=int(clock[0] * 1000)))
+    clock[0] -= 3600  # the robot's clock is stepped back to when the old command was signed
+    refused = rejection(gate, old_topic, old)
+    assert refused.code == "expired" and "older than a command this key signed" in refused.message
+
+
+def test_a_damaged_nonce_store_is_set_aside_and_rebuilt_refusing_what_was_signed_before(hub_keys, tmp_path):
+    """The finding: a nonce store that could not be opened made hub_link crash-loop."""
+    path = tmp_path / "n.db"
+    path.write_bytes(b"\x00garbage" * 1000)
+    store = NonceStore(path)
+    assert store.usable and "moved aside" in store.recovered_from
+    assert list(tmp_path.glob("n.db.damaged-*"))
+    keyring, _, _ = Keyring.from_files([hub_keys / "hub.pub"])
+    gate = CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=store)
+    before = signed(hub_keys, timestamp_ms=store.floor_ms - 1000)  # may have been accepted before the damage
+    assert rejection(gate, *before).code == "expired"
+    assert gate.check(*signed(hub_keys, timestamp_ms=store.floor_ms + 10)).verb == "get_state"
+    assert NonceStore(path).floor_ms == store.floor_ms  # the floor stays after a restart
+
+
+def test_a_nonce_store_that_cannot_be_opened_refuses_commands_with_a_reply_and_is_tried_again(hub_keys, tmp_path):
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    directory.chmod(0o500)
+    try:
+        store = NonceStore(directory / "sub" / "n.db", retry=0.0)
+        if os.geteuid() == 0:  # root writes anyway: make the path a file where a directory must be
+            store.close()
+            (tmp_path / "file").write_text("x")
+            store = NonceStore(tmp_path / "file" / "n.db", retry=0.0)
+        assert not store.usable and store.error
+        keyring, _, _ = Keyring.from_files([hub_keys / "hub.pub"])
+        gate = CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=store)
+        refused = rejection(gate, *signed(hub_keys))
+        assert refused.code == "unavailable" and refused.answer and refused.request_id
+    finally:
+        directory.chmod(0o700)
 
 
 # -- The command gate -------------------------------------------------------------------------------
@@ -385,7 +439,7 @@ def test_nonce_store_refuses_a_nonce_twice_even_after_reopening(tmp_path):
 def gate(hub_keys, tmp_path):
     keyring, _, _ = Keyring.from_files([hub_keys / "hub.pub"])
     return CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=NonceStore(tmp_path / "n.db"),
-                       window_s=30.0, max_bytes=16384, max_depth=8, max_rate=1000.0)
+                       window_s=30.0, max_bytes=16384, max_depth=8, max_verify_rate=1000.0)
 
 
 def signed(hub_keys, verb="get_state", body=None, robot="r1", topic_robot=None, **overrides):
@@ -430,6 +484,12 @@ def test_fleet_wide_commands_reach_the_robot(gate, hub_keys):
     (lambda k: signed(k, robot="r2", topic_robot="r1"), "wrong_robot", "this is r1, the command is for 'r2'"),
     (lambda k: signed(k, timestamp_ms=int((time.time() - 31) * 1000)), "expired", "s in the past"),
     (lambda k: signed(k, timestamp_ms=int((time.time() + 60) * 1000)), "expired", "s in the future"),
+    (lambda k: (signed(k)[0], re.sub(rb'"timestamp":\d+', b'"timestamp":' + b"9" * 400, signed(k)[1])), "bad_schema",
+     "timestamp: expected milliseconds"),
+    (lambda k: signed(k, verb="resend", body={"stream": "odom", "ranges": [[5, 1]]}), "bad_schema",
+     "body.ranges[0]: expected [first, last]"),
+    (lambda k: signed(k, verb="resend", body={"stream": "odom", "ranges": [[1, 2]] * 101}), "bad_schema",
+     "body.ranges: expected 1 to 100"),
 ])
 def test_bad_commands_are_refused_with_a_code_and_a_reason(gate, hub_keys, make, code, message):
     topic, payload = make(hub_keys)
@@ -447,12 +507,39 @@ def test_unsigned_and_tampered_commands_are_refused(gate, hub_keys):
     assert gate.check(topic, payload).body == {"mission_id": "m1"}  # refusals did not burn the nonce
 
 
-def test_commands_beyond_the_rate_are_dropped_before_they_are_read(hub_keys, tmp_path):
+def test_bytes_beyond_the_parse_budget_are_dropped_unread_and_unanswered(hub_keys, tmp_path):
     keyring, _, _ = Keyring.from_files([hub_keys / "hub.pub"])
-    slow = CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=NonceStore(tmp_path / "n.db"), max_rate=2.0,
-                       steady_clock=lambda: 100.0)
-    codes = [rejection(slow, "qai/f/r1/cmd/get_state", b"junk").code for _ in range(4)]
-    assert codes == ["malformed", "malformed", "rate_limited", "rate_limited"]
+    slow = CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=NonceStore(tmp_path / "n.db"),
+                       max_bytes=1024, max_parse_bytes=65536, steady_clock=lambda: 100.0)
+    refusals = [rejection(slow, "qai/f/r1/cmd/get_state", b"x" * 1000) for _ in range(140)]
+    assert {r.code for r in refusals[:65]} == {"malformed"}  # 64 KiB of budget: 65 messages of 1000 bytes
+    assert refusals[-1].code == "rate_limited" and not refusals[-1].answer
+
+
+def test_a_flood_of_junk_leaves_signed_commands_their_signature_checks(hub_keys, tmp_path):
+    """The finding: junk on all/cmd used up the command rate limit before any signature was checked."""
+    keyring, _, _ = Keyring.from_files([hub_keys / "hub.pub"])
+    gate = CommandGate(fleet="f", robot="r1", keyring=keyring, nonces=NonceStore(tmp_path / "n.db"),
+                       max_verify_rate=2.0, steady_clock=lambda: 100.0)
+    junk = [b"{not json", b'{"v":1}', orjson.dumps({**json.loads(signed(hub_keys)[1]), "signatures": []}),
+            signed(hub_keys, robot="r2")[1], signed(hub_keys, timestamp_ms=1)[1]]
+    for _ in range(200):
+        for payload in junk:
+            with pytest.raises(CommandRejected):
+                gate.check("qai/f/all/cmd/get_state", payload)
+    assert gate.check(*signed(hub_keys, robot="all")).verb == "get_state"  # the budget of signature checks is whole
+    assert gate.check(*signed(hub_keys)).verb == "get_state"
+    refused = rejection(gate, *signed(hub_keys))  # now two checks a second are spent
+    assert refused.code == "rate_limited" and refused.answer  # answered: the hub sends it again
+
+
+def test_numbers_are_executed_in_the_one_form_their_signature_covers(gate, hub_keys):
+    """The finding: `5` and `5.0` sign alike, so what executed could differ from what the hub meant."""
+    topic, payload = signed(hub_keys, verb="resend", body={"stream": "odom", "ranges": [[1, 5]]})
+    float_form = payload.replace(b"[[1,5]]", b"[[1.0,5.0]]")
+    assert float_form != payload
+    command = gate.check(topic, float_form)
+    assert command.body["ranges"] == [[1, 5]] and all(type(n) is int for n in command.body["ranges"][0])
 
 
 # -- The hub's view -----------------------------------------------------------------------------------
@@ -467,33 +554,53 @@ def test_sequence_tracker_counts_duplicates_and_accounts_reported_drops():
     assert tracker.missing() == [4]
 
 
+def robot_says(topic: str, message: dict) -> tuple[str, bytes]:
+    return topic, ROBOTS.as_robot(topic, orjson.dumps(message))
+
+
 def test_fleet_keeps_the_newest_mission_state_when_the_backlog_arrives_late():
-    fleet = Fleet("f")
+    fleet = Fleet("f", ROBOTS.registry)
 
     def state(seq, sec, mission_state):
         data = {"header": {"stamp": {"sec": sec, "nanosec": 0}}, "mission_id": "m1", "state": mission_state}
-        return orjson.dumps({"seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState", "data": data})
+        return robot_says("qai/f/r1/telemetry/mission_states",
+                          {"seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState", "data": data})
 
-    fleet.on_message("qai/f/r1/telemetry/mission_states", state(2, 20, 10))  # live: finished
-    fleet.on_message("qai/f/r1/telemetry/mission_states", state(1, 10, 1))  # backlog: running, older
+    fleet.on_message(*state(2, 20, 10))  # live: finished
+    fleet.on_message(*state(1, 10, 1))  # backlog: running, older
     assert fleet.robots["r1"].missions["m1"]["state"] == 10
-    fleet.on_message("qai/f/r1/telemetry/drops", orjson.dumps(
-        {"seq": 1, "stamp": 0, "type": "qai/DropReport",
-         "data": {"stream": "odom", "reason": "expired", "ranges": [[1, 4]], "count": 4}}))
-    assert fleet.robots["r1"].streams["odom"].dropped == {1: "expired", 2: "expired", 3: "expired", 4: "expired"}
+    fleet.on_message(*robot_says("qai/f/r1/telemetry/drops", {
+        "seq": 1, "stamp": 0, "type": "qai/DropReport",
+        "data": {"stream": "odom", "reason": "expired", "ranges": [[1, 4]], "count": 4}}))
+    tracker = fleet.robots["r1"].streams["odom"]
+    assert tracker.dropped.ranges == [(1, 4)] and tracker.drop_reasons == {"expired": 4}
+
+
+def test_a_drop_report_of_a_hundred_billion_numbers_costs_one_range():
+    """The finding: `"ranges": [[0, 100000000000]]` drove qai-hub serve past 3 GB, expanding every number."""
+    fleet = Fleet("f", ROBOTS.registry)
+    fleet.on_message(*robot_says("qai/f/r1/telemetry/drops", {
+        "seq": 1, "stamp": 0, "type": "qai/DropReport",
+        "data": {"stream": "odom", "reason": "expired", "ranges": [[1, 100_000_000_000]], "count": 1}}))
+    tracker = fleet.robots["r1"].streams["odom"]
+    assert tracker.dropped.ranges == [(1, 100_000_000_000)] and tracker.missing_count() == 0
+    refused = fleet.on_message(*robot_says("qai/f/r1/telemetry/drops", {
+        "seq": 2, "stamp": 0, "type": "qai/DropReport",
+        "data": {"stream": "odom", "reason": "expired", "ranges": [[0, 5]], "count": 6}}))
+    assert refused.kind == "refused" and "ranges[0][0]" in refused.message.why  # sequence numbers start at 1
 
 
 def test_fleet_merges_the_tasks_each_mission_state_carries():
     """The mission engine sends, after a mission's first state, only the tasks that changed."""
-    fleet = Fleet("f")
+    fleet = Fleet("f", ROBOTS.registry)
 
     def state(seq, tasks):
         data = {"header": {"stamp": {"sec": seq, "nanosec": 0}}, "mission_id": "m1", "state": 1, "tasks": tasks}
-        return orjson.dumps({"seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState", "data": data})
+        return robot_says("qai/f/r1/telemetry/mission_states",
+                          {"seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState", "data": data})
 
-    fleet.on_message("qai/f/r1/telemetry/mission_states", state(1, [{"task_id": "a", "state": 2},
-                                                                    {"task_id": "b", "state": 0}]))
-    fleet.on_message("qai/f/r1/telemetry/mission_states", state(2, [{"task_id": "a", "state": 10}]))
+    fleet.on_message(*state(1, [{"task_id": "a", "state": 2}, {"task_id": "b", "state": 0}]))
+    fleet.on_message(*state(2, [{"task_id": "a", "state": 10}]))
     tasks = {t["task_id"]: t["state"] for t in fleet.robots["r1"].missions["m1"]["tasks"]}
     assert tasks == {"a": 10, "b": 0}
 

@@ -21,6 +21,7 @@ from hub_stack import HubKeys, HubSubscriber, now_ms, start_broker
 from qai_edge.broker import free_port, port_open
 from qai_hub.protocol import command_topic
 from qai_io.hub_link import codec
+from robot_identity import TestRobots
 
 # One worker runs this module: its tests share an expensive module fixture.
 pytestmark = pytest.mark.xdist_group("test_hub_node")
@@ -38,9 +39,10 @@ class RobotStack:
         self.namespace = unique_namespace()
         self.mission_engine = group.start_node("mission_engine", namespace=self.namespace, parameters={
             "data_dir": str(directory / "data"), "robot_id": ROBOT, "heartbeat_period": 0.2, "engine_timeout": 1.5})
+        self.robots = TestRobots(directory / "robots")
         self.hub_link = self.start_hub_link(ROBOT)
         self.robot2 = None
-        self.hub = HubSubscriber(self.broker.port, FLEET)
+        self.hub = HubSubscriber(self.broker.port, FLEET, robots=self.robots)
         wait_for(lambda: self.hub.fleet.robots.get(ROBOT) and self.hub.fleet.robots[ROBOT].online, TIMEOUT,
                  lambda: f"{ROBOT} online at the hub\n{self.logs()}")
 
@@ -48,7 +50,8 @@ class RobotStack:
         parameters = {
             "data_dir": str(self.directory / "data"), "robot_id": robot, "fleet": FLEET,
             "broker_port": self.broker.port, "heartbeat_period": 0.2, "status_period": 0.5,
-            "hub_public_keys": [self.keys.public, str(self.keys.directory / "hub.ed25519.pub")], **parameters}
+            "hub_public_keys": [self.keys.public, str(self.keys.directory / "hub.ed25519.pub")],
+            "robot_key": str(self.robots.key(robot)), **parameters}
         return self.group.start_node("hub_link", namespace=namespace or self.namespace, name=f"hub_link_{robot}",
                                      parameters=parameters)
 
@@ -100,7 +103,8 @@ def robot(tmp_path_factory):
 
 
 def qai_hub(robot: RobotStack, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([str(installed("qai-hub")), "--port", str(robot.broker.port), "--fleet", FLEET, *args],
+    return subprocess.run([str(installed("qai-hub")), "--port", str(robot.broker.port), "--fleet", FLEET,
+                           "--robots", str(robot.robots.registry_dir), *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -252,9 +256,12 @@ def test_add_tasks_cancel_and_fleet_wide_state_reach_the_mission_engine(robot):
 
 
 def test_qai_hub_status_and_watch_show_the_robot(robot):
+    mission = robot.send("submit_mission", {"mission": {"id": "shown-by-status", "tasks": [
+        {"id": "w", "kind": "wait", "parameters": {"seconds": 0.1}}]}})
+    robot.hub.wait_reply(mission["id"], "succeeded")
     status = qai_hub(robot, "status", "--robot", ROBOT, "--key", robot.keys.private)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert ROBOT in status.stdout and "online" in status.stdout and "long-one" in status.stdout
+    assert ROBOT in status.stdout and "online" in status.stdout and "shown-by-status" in status.stdout
     watch = qai_hub(robot, "watch", "--duration", "3", "--interval", "1")
     assert watch.returncode == 0, watch.stderr
     assert watch.stdout.count("fleet tf: 1 robot(s)") >= 2 and "online" in watch.stdout
@@ -278,6 +285,12 @@ def test_hub_keys_can_be_rotated_while_the_node_runs(robot):
     future = client.call_async(SetParameters.Request(parameters=[Parameter(name="hub_public_keys", value=bad)]))
     robot.probe.spin_until(future.done, TIMEOUT, "the parameter service")
     assert not future.result().results[0].successful and "no such file" in future.result().results[0].reason
+    # The module's robot is shared: leave it with the keys it had.
+    original = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
+                              string_array_value=[robot.keys.public, str(robot.keys.directory / "hub.ed25519.pub")])
+    future = client.call_async(SetParameters.Request(parameters=[Parameter(name="hub_public_keys", value=original)]))
+    robot.probe.spin_until(future.done, TIMEOUT, "the parameter service")
+    assert future.result().results[0].successful
 
 
 def test_a_stream_the_codec_cannot_map_is_refused_and_reported_while_the_others_flow(robot):
@@ -350,10 +363,11 @@ def numbers_publisher(robot: RobotStack, topic: str):
 def test_a_broker_stopped_for_10_s_mid_stream_loses_no_sequence_number(robot, tmp_path):
     port = free_port()
     broker = start_broker(tmp_path / "broker", port)
-    hub = HubSubscriber(port, FLEET)
+    hub = HubSubscriber(port, FLEET, robots=robot.robots)
     link = robot.group.start_node("hub_link", namespace=robot.namespace, name="hub_link_r3", parameters={
         "data_dir": str(tmp_path / "data"), "robot_id": "r3", "fleet": FLEET, "broker_port": port,
-        "reconnect_max": 2.0, "streams": ["numbers: topic=numbers type=std_msgs/msg/UInt32 qos=1 ros_qos=reliable"]})
+        "reconnect_max": 2.0, "robot_key": str(robot.robots.key("r3")),
+        "streams": ["numbers: topic=numbers type=std_msgs/msg/UInt32 qos=1 ros_qos=reliable"]})
     publisher = numbers_publisher(robot, "numbers")
     try:
         wait_for(lambda: hub.fleet.robots.get("r3") and hub.fleet.robots["r3"].online, TIMEOUT,
@@ -372,7 +386,7 @@ def test_a_broker_stopped_for_10_s_mid_stream_loses_no_sequence_number(robot, tm
         tracker = hub.fleet.robots["r3"].streams["numbers"]
         tracker.since = 1
         # Every sequence number arrived (duplicates, which QoS 1 allows after a reconnect, are counted apart).
-        assert tracker.missing() == [] and not tracker.dropped and tracker.highest >= 1000
+        assert tracker.missing() == [] and tracker.dropped_count() == 0 and tracker.highest >= 1000
         assert hub.fleet.robots["r3"].status["link"]["connects"] >= 2
     finally:
         hub.close()
@@ -384,7 +398,8 @@ def test_a_broker_stopped_for_10_s_mid_stream_loses_no_sequence_number(robot, tm
 def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path):
     port = free_port()
     parameters = {"data_dir": str(tmp_path / "data"), "robot_id": "r4", "fleet": FLEET, "broker_port": port,
-                  "queue_max_messages": 300, "heartbeat_period": 0.2,
+                  "queue_max_messages": 300, "heartbeat_period": 0.2, "robot_key": str(robot.robots.key("r4")),
+                  "seal_period": 60.0,  # no seal in the queue while it is counted
                   "streams": ["numbers: topic=numbers4 type=std_msgs/msg/UInt32 qos=1 priority=2 ros_qos=reliable"]}
     link = robot.group.start_node("hub_link", namespace=robot.namespace, name="hub_link_r4", parameters=parameters)
     publisher = numbers_publisher(robot, "numbers4")
@@ -400,7 +415,7 @@ def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path)
     os.kill(link.pid, signal.SIGKILL)
     assert link.wait(10) == -signal.SIGKILL
     broker = start_broker(tmp_path / "broker", port)
-    hub = HubSubscriber(port, FLEET)
+    hub = HubSubscriber(port, FLEET, robots=robot.robots)
     restarted = robot.group.start_node("hub_link", namespace=robot.namespace, name="hub_link_r4",
                                        parameters=parameters)
     try:
@@ -408,12 +423,12 @@ def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path)
                  and len(hub.fleet.robots["r4"].streams["numbers"].received) >= 300, 60,
                  lambda: f"the queue after the restart\n{restarted.log()}")
         dropped = total - 300
-        wait_for(lambda: len(hub.fleet.robots["r4"].streams["numbers"].dropped) == dropped, TIMEOUT,
+        wait_for(lambda: hub.fleet.robots["r4"].streams["numbers"].dropped_count() == dropped, TIMEOUT,
                  "the drop report")
         tracker = hub.fleet.robots["r4"].streams["numbers"]
         tracker.since = 1
         assert tracker.missing(total) == []
-        assert set(tracker.dropped) == set(range(1, dropped + 1)) and set(tracker.dropped.values()) == {"queue_full"}
+        assert tracker.dropped.ranges == [(1, dropped)] and tracker.drop_reasons == {"queue_full": dropped}
         assert sorted({m["data"]["data"] for m in hub.on("r4/telemetry/numbers")}) == list(range(200, 500))
         # The sequence goes on from where it was: no number is used twice across the restart.
         warm_up(robot.probe, publisher, lambda: any(m["data"]["data"] == 0 and m["seq"] > total
@@ -426,31 +441,46 @@ def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path)
 
 
 @pytest.mark.slow
-def test_qai_edge_up_starts_the_local_broker_the_profile_asks_for_and_stops_it(robot, tmp_path, processes):
-    port = free_port()
+def test_qai_edge_up_starts_the_local_broker_locked_restarts_it_when_it_dies_and_stops_it(
+        robot, tmp_path, processes):
+    port, hub_port = free_port(), free_port()
     namespace = unique_namespace()
     profile = tmp_path / "profile.yaml"
     profile.write_text(textwrap.dedent(f"""\
         namespace: {namespace}
         robot_id: uprobot
         defaults: {{heartbeat_period: 0.2}}
-        supervisor: {{sigterm_timeout: 3, sigkill_timeout: 3}}
-        broker: {{port: {port}, data_dir: {tmp_path / 'broker'}}}
+        supervisor: {{sigterm_timeout: 3, sigkill_timeout: 3, initial_backoff: 0.5}}
+        broker: {{port: {port}, hub_port: {hub_port}, data_dir: {tmp_path / 'broker'}}}
         nodes:
           mission_engine: {{parameters: {{data_dir: {tmp_path / 'data'}}}}}
           hub_link: {{parameters: {{broker_port: {port}, fleet: {FLEET}, data_dir: {tmp_path / 'data'},
-                                   hub_public_keys: ["{robot.keys.public}"]}}}}
+                                   hub_public_keys: ["{robot.keys.public}"], reconnect_max: 1.0,
+                                   robot_key: "{robot.robots.key('uprobot')}"}}}}
         """))
     up = processes.start_cli("up", "up", "--profile", str(profile))
     wait_for(lambda: "MQTT broker started" in up.log(), TIMEOUT, lambda: up.log())
     broker_pid = int(up.log().split("MQTT broker started")[1].split("pid ")[1].split(",")[0])
-    hub = HubSubscriber(port, FLEET)
+    # Locked: an anonymous client, or the robot's own account on the hub's listener, is refused.
+    with pytest.raises(AssertionError):
+        HubSubscriber(port, FLEET, robots=robot.robots, connect_timeout=3)
+    hub_password = tmp_path / "broker" / "accounts" / "hub.password"
+    hub = HubSubscriber(hub_port, FLEET, robots=robot.robots, username="hub", password_file=str(hub_password))
     try:
         wait_for(lambda: hub.fleet.robots.get("uprobot") and hub.fleet.robots["uprobot"].online, TIMEOUT,
                  lambda: f"uprobot online\n{up.log()}")
+        os.kill(broker_pid, signal.SIGKILL)  # as a crash would: supervised like any node, it comes back
+        wait_for(lambda: "MQTT broker started again" in up.log(), TIMEOUT, lambda: up.log())
+        broker_pid = int(up.log().split("MQTT broker started again (pid ")[1].split(")")[0])
         topic, command = robot.keys.command(FLEET, "uprobot", "submit_mission", {"mission": {"tasks": [
             {"id": "w", "kind": "wait", "parameters": {"seconds": 0.2}}]}})
-        hub.publish(topic, orjson.dumps(command))
+        deadline = time.monotonic() + TIMEOUT
+        while not hub.replies(command["id"]):  # until the robot is back on the restarted broker
+            assert time.monotonic() < deadline, f"an answer after the broker's restart\n{up.log()}"
+            topic, command = robot.keys.command(FLEET, "uprobot", "submit_mission", {"mission": {"tasks": [
+                {"id": "w", "kind": "wait", "parameters": {"seconds": 0.2}}]}})
+            hub.publish(topic, orjson.dumps(command))
+            time.sleep(1.0)  # a new command each second: one sent while the robot was away has no one to answer
         try:
             hub.wait_reply(command["id"], "succeeded")
         except AssertionError as error:

@@ -10,9 +10,14 @@ socket or SQLite handle is ever shared between threads. The thread
   within `ping_timeout` means the connection is dead even if TCP says otherwise, and it reconnects);
 - commits what `enqueue` handed it, publishes from the queue (live data first; the backlog an outage
   left, oldest first within priority, at `drain_rate` messages a second, so live data is never
-  starved), keeps at most `max_inflight` messages in flight, deletes a row only when the broker
-  acknowledged it (QoS 1) or it was written (QoS 0), and reports every message it will never send
-  (evicted at the bound, expired, refused) on the drops stream, as sequence ranges.
+  starved), keeps at most `max_inflight` messages in flight, takes a row out of the queue only when the
+  broker acknowledged it (QoS 1) or it was written (QoS 0), keeping it a while as history so the hub can
+  ask for it again (`resend`: a broker that acknowledged and then lost it), and reports every message it
+  will never send (evicted at the bound, expired, refused, no longer kept) on the drops stream, as
+  sequence ranges, signed with the robot's key (`sign`).
+
+`enqueue(..., sealed=True)` also notes each message's digest (qai_hub.protocol.telemetry_digest) until the
+node takes them for a seal (`take_seal`), so the hub can check that telemetry is the robot's own.
 
 A live message is published as soon as it is taken and committed in the same pass: a crash between the
 two can only lose what was neither on disk nor sent, which `enqueue` never acknowledged as queued.
@@ -40,12 +45,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from qai_hub.protocol import (DROP_REPORT_TYPE, DROPS_STREAM, RobotTopics, compress_ranges, drop_report, merge_ranges,
-                              set_tcp_nodelay, telemetry_payload)
+                              set_tcp_nodelay, telemetry_digest, telemetry_payload)
 from qai_io.hub_link.queue import DiskQueue, Item, Row
 from qai_io.hub_link.streams import REPLY_PRIORITY
 
 PROTOCOLS = ("auto", "5", "3.1.1")
 DROPS_TTL = 30 * 86400.0
+RESEND_TTL = 3600.0  # s a message put back in the queue for a resend stays worth sending
 _EXPIRE_PERIOD = 1.0  # s between TTL sweeps
 _BATCH = 2000  # rows committed or taken at most per pass
 _STABLE_CONNECTION = 10.0  # s connected after which the backoff starts again from its first step
@@ -87,10 +93,12 @@ class LinkConfig:
         return self.tls or bool(self.tls_ca or self.tls_cert or self.tls_key)
 
 
-def config_from_parameters(param: Callable[[str], Any], topics: RobotTopics) -> LinkConfig:
-    """Return the LinkConfig hub_link's parameters (qai_io.hub_parameters) describe."""
-    offline = orjson.dumps({"state": "offline", "robot": topics.robot, "fleet": topics.fleet,
-                            "reason": "connection lost"})
+def config_from_parameters(param: Callable[[str], Any], topics: RobotTopics,
+                           offline: bytes | None = None) -> LinkConfig:
+    """Return the LinkConfig hub_link's parameters (qai_io.hub_parameters) describe; `offline`: the last will."""
+    if offline is None:
+        offline = orjson.dumps({"state": "offline", "robot": topics.robot, "fleet": topics.fleet,
+                                "reason": "connection lost"})
     return LinkConfig(
         host=param("broker_host"), port=param("broker_port"), client_id=f"qai-{topics.fleet}-{topics.robot}",
         status_topic=topics.status, offline_payload=offline, ping_topic=topics.ping,
@@ -135,9 +143,11 @@ class _TrackingContext(ssl.SSLContext):
 
 class HubLink:
     def __init__(self, config: LinkConfig, queue: DiskQueue, on_message: Callable[[str, bytes], None],
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 sign: Callable[[str, bytes], bytes] | None = None):
         self.config = config
         self.queue = queue
+        self._sign = sign  # (topic, message) -> the signed payload; None: drop reports go unsigned (tests)
         self._on_message_callback = on_message
         self._clock = clock
         self._wall = wall_clock
@@ -145,6 +155,8 @@ class HubLink:
         self._lock = threading.Lock()
         self._pending: deque[Item] = deque()
         self._seqs: dict[str, int] = queue.last_seqs()
+        self._unsealed: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self._resend_requests: deque[tuple[str, list[list[int]]]] = deque(maxlen=100)
         self._status_payload: bytes | None = None
         self._status_due = False
         self._final_status: bytes | None = None
@@ -210,10 +222,11 @@ class HubLink:
         self._thread.start()
 
     def enqueue(self, stream: str, topic: str, priority: int, qos: int, ttl: float,
-                build: Callable[[int, float], bytes]) -> int | None:
+                build: Callable[[int, float], bytes], sealed: bool = False) -> int | None:
         """Queue one message of `stream`, whose payload `build(seq, stamp)` makes; return its sequence number.
 
         None when the link's thread is too far behind: counted as overflowed, and no sequence number is used.
+        `sealed`: note the payload's digest for the next seal. One thread enqueues a given stream.
         """
         with self._lock:
             if len(self._pending) >= self.config.max_pending:
@@ -221,10 +234,25 @@ class HubLink:
                 return None
             seq = self._seqs.get(stream, 0) + 1
             self._seqs[stream] = seq
-            stamp = self._wall()
-            self._pending.append(Item(stream, seq, priority, qos, stamp + ttl, topic, build(seq, stamp)))
+        stamp = self._wall()
+        payload = build(seq, stamp)  # outside the lock: it may sign (a millisecond or two)
+        with self._lock:
+            self._pending.append(Item(stream, seq, priority, qos, stamp + ttl, topic, payload))
+            if sealed:
+                self._unsealed[stream].append((seq, telemetry_digest(payload)))
         self._wake()
         return seq
+
+    def take_seal(self) -> dict[str, list[tuple[int, str]]]:
+        """Return the (seq, digest) of each sealed message enqueued since the last call, by stream."""
+        with self._lock:
+            taken, self._unsealed = dict(self._unsealed), defaultdict(list)
+        return taken
+
+    def resend(self, stream: str, ranges: list[list[int]]) -> None:
+        """Send again what the history holds of `stream` in `ranges`; report the rest dropped (not_kept)."""
+        self._resend_requests.append((stream, ranges))
+        self._wake()
 
     def publish_status(self, payload: bytes) -> None:
         """Publish the retained status (now when connected) and again on every connect."""
@@ -552,11 +580,19 @@ class HubLink:
                 (refused if mid in self._refused else acked).append(row)
         self._acked.clear()
         self._refused.clear()
-        if self._new_connection:
+        requeued = False
+        while self._resend_requests:
+            stream, ranges = self._resend_requests.popleft()
+            count, missing = self.queue.resend(stream, ranges, self._wall() + RESEND_TTL)
+            requeued = requeued or count > 0
+            self._report("not_kept", [(stream, seq) for low, high in missing for seq in (low, high)], given=missing)
+        if self._new_connection or requeued:
             self._new_connection = False
-            # Everything queued so far is backlog: it drains at drain_rate beside live data.
+            # Everything queued so far is backlog (history put back for a resend too, whatever its id): it
+            # drains at drain_rate beside live data.
             self._backlog_until = self.queue.max_id()
             self._live_after = max(self._live_after, self._backlog_until)
+            self._backlog_after.clear()
             self._backlog_active = True
         evicted = self.queue.commit(items, [*acked, *refused], busy=self._busy)
         self.acknowledged += len(acked)
@@ -633,8 +669,12 @@ class HubLink:
         self.published += 1
         return True
 
-    def _report(self, reason: str, dropped: list[tuple[str, int]]) -> None:
-        """Count dropped (stream, seq) pairs and put them in the drops stream, merged into an unsent report."""
+    def _report(self, reason: str, dropped: list[tuple[str, int]], given: list[list[int]] | None = None) -> None:
+        """Count dropped (stream, seq) pairs and put them in the drops stream, merged into an unsent report.
+
+        `given`: the dropped numbers as ranges (then `dropped` need only name their one stream), for spans too
+        long to list number by number.
+        """
         if not dropped:
             return
         by_stream: dict[str, list[int]] = defaultdict(list)
@@ -643,8 +683,8 @@ class HubLink:
                 by_stream[stream].append(seq)
         busy = self._busy
         for stream, seqs in by_stream.items():
-            self.dropped[reason] += len(seqs)
-            ranges = compress_ranges(seqs)
+            ranges = merge_ranges(given, []) if given is not None else compress_ranges(seqs)
+            self.dropped[reason] += sum(high - low + 1 for low, high in ranges)
             key = (stream, reason)
             report = self._open_reports.get(key)
             # A report not yet taken for publishing (queued, not in flight) grows in place.
@@ -662,4 +702,5 @@ class HubLink:
             self._open_reports[key] = _OpenReport(row_id, seq, ranges)
 
     def _drop_payload(self, seq: int, stream: str, reason: str, ranges: list[list[int]]) -> bytes:
-        return telemetry_payload(seq, self._wall(), DROP_REPORT_TYPE, drop_report(stream, reason, ranges))
+        payload = telemetry_payload(seq, self._wall(), DROP_REPORT_TYPE, drop_report(stream, reason, ranges))
+        return self._sign(self.config.drops_topic, payload) if self._sign is not None else payload

@@ -37,12 +37,9 @@ def report_data(name: str, mission_id: str, task_id: str, content: Any, max_byte
     return data
 
 
-def enqueue(link, topics, data: bytes) -> int | None:
-    """Queue a report on `link` (a qai_io.hub_link.link.HubLink) for the robot's `topics`; its sequence number."""
-    from qai_hub.protocol import telemetry_envelope
-
-    return link.enqueue(STREAM, topics.telemetry(STREAM), PRIORITY, 1, TTL,
-                        lambda seq, stamp: telemetry_envelope(seq, stamp, orjson.dumps(TYPE), data))
+def enqueue(outgoing, data: bytes) -> int | None:
+    """Queue a report, signed (qai_io.hub_link.outgoing.RobotOutgoing); return its sequence number."""
+    return outgoing.telemetry(STREAM, TYPE, data, PRIORITY, 1, TTL)
 
 
 def report_result(seq: int | None, data: bytes) -> Mapping[str, Any]:
