@@ -48,7 +48,8 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from qai_hub.client import HubClient
-from qai_hub.dashboard_auth import LoginThrottle, PasswordFileError, Session, Sessions, csrf_ok, read_password_file
+from qai_hub.dashboard_auth import (LoginThrottle, OptionError, PasswordFileError, Session, Sessions, TrustedProxies,
+                                    csrf_ok, read_password_file)
 from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox
 from qai_hub.dashboard_process import DashboardError
 from qai_hub.gaps import GapFiller
@@ -89,6 +90,7 @@ class DashboardOptions:
     login_file: str = DEFAULT_PASSWORD_FILE  # the operator's password
     cookie_secure: bool = False  # behind a TLS proxy: the cookie only travels over HTTPS
     origins: tuple[str, ...] = ()  # more origins allowed for POSTs and the WebSocket (a proxy's public URL)
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For names the client
     limits: FeedLimits = field(default_factory=FeedLimits)
 
 
@@ -254,7 +256,10 @@ class Browser:
 
 
 class Dashboard:
-    """The server: the feed, the sessions, the signer, the broker link and the browsers."""
+    """The server: the feed, the sessions, the signer, the broker link and the browsers.
+
+    Raises OptionError when an option (--trusted-proxy) cannot be used.
+    """
 
     def __init__(self, options: DashboardOptions, password_digest: bytes, signer: Signer | None,
                  signer_problem: str = ""):
@@ -263,6 +268,7 @@ class Dashboard:
         self.gaps = GapFiller(self.feed.fleet)
         self.sessions = Sessions(password_digest)
         self.throttle = LoginThrottle()
+        self.proxies = TrustedProxies(options.trusted_proxies)
         self.signer, self.signer_problem = signer, signer_problem
         self.browsers: set[Browser] = set()
         self.bridge: MqttBridge | None = None
@@ -354,6 +360,11 @@ class Dashboard:
         parts = urlsplit(origin)
         return bool(parts.netloc) and parts.netloc == request.host
 
+    def _client(self, request: web.Request) -> tuple[str, str]:
+        """Return the client's address and how it was found, for the log."""
+        client = self.proxies.client(request.remote, request.headers.getall("X-Forwarded-For", []))
+        return client, (client if client == request.remote else f"{client} (via {request.remote})")
+
     def _require(self, request: web.Request, csrf: bool = True) -> Session:
         session = self._session(request)
         if session is None:
@@ -379,21 +390,28 @@ class Dashboard:
         return web.Response(text="ok")
 
     async def login(self, request: web.Request) -> web.Response:
-        client = request.remote or "?"
-        wait = self.throttle.retry_after(client)
+        client, source = self._client(request)
+        # Counted before the first await: attempts running at once are all counted, as a guesser sends them.
+        wait = self.throttle.begin(client)
         if wait > 0:
             raise ApiError(429, f"too many failed logins; try again in {wait:.0f} s",
                            headers={"Retry-After": str(int(wait) + 1)})
-        if not self._origin_ok(request):
-            raise ApiError(403, "cross-origin request refused")
-        body = await _json_body(request)
-        session = self.sessions.login(body.get("password"), client)
-        if session is None:
-            self.throttle.failed(client)
-            log.warning("failed dashboard login from %s", client)
+        try:
+            if not self._origin_ok(request):
+                raise ApiError(403, "cross-origin request refused")
+            password = (await _json_body(request)).get("password")
+            if not isinstance(password, str):
+                raise ApiError(400, "password: expected a string")
+        except BaseException:  # no password was tried: the attempt is not a failure
+            self.throttle.abandoned(client)
+            raise
+        session = self.sessions.login(password, source)
+        if session is None:  # the attempt stays counted
+            log.warning("failed dashboard login from %s", source)
             await asyncio.sleep(0.5)
             raise ApiError(401, "wrong password")
-        log.info("dashboard login from %s", client)
+        self.throttle.succeeded(client)
+        log.info("dashboard login from %s", source)
         response = web.json_response({"ok": True})
         response.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", secure=self.options.cookie_secure,
                             path="/", max_age=int(self.sessions.lifetime))
@@ -577,7 +595,10 @@ def is_loopback(bind: str) -> bool:
 
 
 def build(options: DashboardOptions) -> tuple[Dashboard, list[str]]:
-    """Return the server for `options` and warnings to print; PasswordFileError when it cannot log anyone in."""
+    """Return the server for `options` and warnings to print.
+
+    Raises PasswordFileError when it cannot log anyone in, OptionError when an option cannot be used.
+    """
     password_digest, warnings = read_password_file(options.login_file,
                                                    create=options.login_file == DEFAULT_PASSWORD_FILE)
     try:
@@ -585,10 +606,11 @@ def build(options: DashboardOptions) -> tuple[Dashboard, list[str]]:
     except KeyFileError as error:
         signer, problem = None, f"{error} (create one with: qai-hub keygen)"
         warnings.append(f"commands are off: {problem}")
+    dashboard = Dashboard(options, password_digest, signer, problem)
     if not is_loopback(options.bind):
         warnings.append(f"serving on {options.bind}, not loopback: put it behind a TLS reverse proxy "
                         "(docs/dashboard.md) and use --cookie-secure")
-    return Dashboard(options, password_digest, signer, problem), warnings
+    return dashboard, warnings
 
 
 def serve(options: DashboardOptions) -> int:
@@ -598,6 +620,9 @@ def serve(options: DashboardOptions) -> int:
         dashboard, warnings = build(options)
     except PasswordFileError as error:
         print(f"qai-hub: login password: {error}", file=sys.stderr)
+        return 2
+    except OptionError as error:
+        print(f"qai-hub: {error}", file=sys.stderr)
         return 2
     for warning in warnings:
         print(f"qai-hub: {warning}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Operator login for the hub's dashboard: the password file, sessions, CSRF tokens, a login throttle.
+"""Operator login for the hub's dashboard: the password file, sessions, CSRF tokens, the login throttle.
 
 No rclpy import, no web framework. The password (or a long random token) is read from a file (mode 0600
 recommended; a missing default file is created with a random token); a login compares SHA-256 digests
@@ -6,18 +6,22 @@ in constant time (hmac.compare_digest), so neither the content nor the length le
 A session is a random 256-bit token in an HttpOnly, SameSite=Strict cookie; each session has its own
 CSRF token, which every state-changing request must carry in a header (a page on another site can
 neither read it nor make the browser send it). Sessions live in memory, expire, and are bounded.
+Login attempts are counted per client and for the account, atomically, and a stranger cannot use up the
+allowance of a client that logged in before (LoginThrottle); behind a reverse proxy the client is found in
+X-Forwarded-For only when the proxy is trusted (TrustedProxies).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import stat
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MIN_PASSWORD_LENGTH = 8
@@ -117,40 +121,156 @@ def csrf_ok(session: Session, header: str | None) -> bool:
     return isinstance(header, str) and hmac.compare_digest(header.encode(), session.csrf.encode())
 
 
-@dataclass
 class LoginThrottle:
-    """Failed logins allowed per `window` seconds.
+    """Login attempts allowed per `window` seconds: `failures` per client, `total` on the one account.
 
-    At most `failures` from one client address, and `total` from all together (a guesser using many
-    addresses).
+    An attempt counts from the moment it begins (begin(), before the request's body is read, so attempts
+    running at once are all counted) until the window has passed; a right password releases it
+    (succeeded()), and so does a request that tried no password (abandoned()). The account-wide `total`
+    stops a guesser with many addresses, but only for clients it does not know: a client that logged in
+    before (the last `known_clients`, for `known_for` seconds) keeps its own allowance, so strangers cannot
+    lock the operator out. Memory stays bounded whatever arrives: at most `max_clients` clients are tracked
+    (the least recently seen are forgotten first), and a refused attempt is not recorded.
     """
 
-    failures: int = 5
-    window: float = 60.0
-    total: int = 50
-    clock: object = time.monotonic
-    _by_client: dict[str, deque] = field(default_factory=dict)
-    _all: deque = field(default_factory=deque)
+    def __init__(self, *, failures: int = 5, window: float = 60.0, total: int = 50, max_clients: int = 10_000,
+                 known_clients: int = 1000, known_for: float = 30 * 86400.0, clock=time.monotonic):
+        self.failures, self.window, self.total = failures, window, total
+        self.max_clients, self.known_clients, self.known_for = max_clients, known_clients, known_for
+        self.clock = clock
+        self._by_client: OrderedDict[str, deque[float]] = OrderedDict()  # attempts counted, least recent first
+        self._account: deque[float] = deque()
+        self._known: OrderedDict[str, float] = OrderedDict()  # client -> its last login, oldest first
 
-    def _trim(self, times: deque, now: float) -> None:
-        while times and now - times[0] > self.window:
+    def _trim(self, times: deque[float], now: float) -> None:
+        while times and now - times[0] >= self.window:
             times.popleft()
 
-    def retry_after(self, client: str) -> float:
-        """Seconds until `client` may try again; 0 when it may now."""
-        now = self.clock()
-        self._trim(self._all, now)
-        times = self._by_client.get(client, deque())
-        self._trim(times, now)
-        waits = [self.window - (now - times[0])] if len(times) >= self.failures else []
-        if len(self._all) >= self.total:
-            waits.append(self.window - (now - self._all[0]))
+    def _known_at(self, client: str, now: float) -> bool:
+        last = self._known.get(client)
+        if last is not None and now - last > self.known_for:
+            del self._known[client]
+            return False
+        return last is not None
+
+    def _wait(self, client: str, now: float) -> float:
+        self._trim(self._account, now)
+        waits = []
+        times = self._by_client.get(client)
+        if times is not None:
+            self._trim(times, now)
+            if not times:
+                del self._by_client[client]
+            elif len(times) >= self.failures:
+                waits.append(self.window - (now - times[0]))
+        if len(self._account) >= self.total and not self._known_at(client, now):
+            waits.append(self.window - (now - self._account[0]))
         return max(waits, default=0.0)
 
-    def failed(self, client: str) -> None:
+    def retry_after(self, client: str) -> float:
+        """Return the seconds until `client` may try again; 0 when it may now."""
+        return self._wait(client, self.clock())
+
+    def known(self, client: str) -> bool:
+        """Return whether `client` logged in here within `known_for` seconds."""
+        return self._known_at(client, self.clock())
+
+    def begin(self, client: str) -> float:
+        """Count an attempt of `client` and return 0; or, when it may not try now, the seconds to wait."""
         now = self.clock()
-        if len(self._by_client) > 10000:  # bounded: forget the quiet ones
-            for key in [k for k, v in self._by_client.items() if not v or now - v[-1] > self.window]:
-                del self._by_client[key]
-        self._by_client.setdefault(client, deque()).append(now)
-        self._all.append(now)
+        wait = self._wait(client, now)
+        if wait > 0:
+            return wait
+        times = self._by_client.pop(client, None) or deque()
+        times.append(now)
+        self._by_client[client] = times  # last: the most recently seen
+        while len(self._by_client) > self.max_clients:
+            self._by_client.popitem(last=False)
+        self._account.append(now)
+        return 0.0
+
+    def succeeded(self, client: str) -> None:
+        """Release the attempt `client` began (its password was right) and remember the client."""
+        self._release(client)
+        self._known.pop(client, None)
+        self._known[client] = self.clock()
+        while len(self._known) > self.known_clients:
+            self._known.popitem(last=False)
+
+    def abandoned(self, client: str) -> None:
+        """Release the attempt `client` began without trying a password (a refused or malformed request)."""
+        self._release(client)
+
+    def _release(self, client: str) -> None:
+        # The client's latest attempt: attempts of one client are alike, only their number counts.
+        times = self._by_client.get(client)
+        if times:
+            began = times.pop()
+            try:
+                self._account.remove(began)
+            except ValueError:  # already out of the window
+                pass
+
+    def tracked(self) -> dict[str, int]:
+        """Return how many clients, account attempts and known clients are held (all bounded)."""
+        return {"clients": len(self._by_client), "attempts": len(self._account), "known": len(self._known)}
+
+
+class OptionError(ValueError):
+    """An option of `qai-hub serve` cannot be used; the message names it."""
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return the address in `text` (also "[v6]:port" and "v4:port"), IPv4-mapped IPv6 as IPv4; None if none."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class TrustedProxies:
+    """The reverse proxies whose X-Forwarded-For this server believes, and the client each request is from.
+
+    From a trusted proxy, the client is the right-most X-Forwarded-For address that is not itself a trusted
+    proxy (the one the last trusted proxy saw; what is left of it anyone could have written); from any
+    other peer, the peer, whatever its headers say.
+    """
+
+    def __init__(self, addresses: tuple[str, ...] | list[str] = ()):
+        networks = []
+        for text in addresses:
+            try:
+                networks.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise OptionError(f"--trusted-proxy {text!r}: expected an IP address or a network, e.g. 127.0.0.1 "
+                                  "or 10.0.0.0/8") from None
+        self.networks = tuple(networks)
+
+    def trusts(self, address: str | None) -> bool:
+        """Return whether `address` is one of the trusted proxies."""
+        ip = _ip(address) if address else None
+        return ip is not None and any(ip in network for network in self.networks)
+
+    def client(self, peer: str | None, forwarded_for: list[str] | tuple[str, ...] = ()) -> str:
+        """Return the client's address, given the TCP peer and the request's X-Forwarded-For headers, in order."""
+        peer_ip = _ip(peer) if peer else None
+        client = str(peer_ip) if peer_ip is not None else (peer or "?")[:64]
+        if not self.trusts(peer):
+            return client
+        hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            address = _ip(hop)
+            if address is None:  # not written by a proxy of ours: the last trusted hop is what we know
+                return client
+            client = str(address)
+            if not self.trusts(client):
+                return client
+        return client

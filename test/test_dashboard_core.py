@@ -13,7 +13,8 @@ import stat
 import orjson
 import pytest
 
-from qai_hub.dashboard_auth import LoginThrottle, PasswordFileError, Sessions, csrf_ok, digest, read_password_file
+from qai_hub.dashboard_auth import (LoginThrottle, OptionError, PasswordFileError, Sessions, TrustedProxies, csrf_ok,
+                                    digest, read_password_file)
 from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox, geofence_of
 from qai_hub.fleet import Fleet, RangeSet, SequenceTracker
 from qai_hub.mission_check import check_mission_text, kinds_from_engines
@@ -284,13 +285,67 @@ def test_failed_logins_are_throttled_per_client_and_in_total():
     throttle = LoginThrottle(failures=3, window=60.0, total=5, clock=lambda: now[0])
     for _ in range(3):
         assert throttle.retry_after("a") == 0
-        throttle.failed("a")
-    assert throttle.retry_after("a") == 60.0 and throttle.retry_after("b") == 0
-    throttle.failed("b")
-    throttle.failed("c")
-    assert throttle.retry_after("d") > 0  # five in the window from anyone
+        assert throttle.begin("a") == 0  # a failure keeps its attempt counted
+    assert throttle.retry_after("a") == 60.0 and throttle.begin("a") == 60.0 and throttle.retry_after("b") == 0
+    assert throttle.begin("b") == 0 and throttle.begin("c") == 0
+    assert throttle.retry_after("d") > 0 and throttle.begin("d") > 0  # five in the window from anyone
     now[0] = 61.0
     assert throttle.retry_after("a") == 0 and throttle.retry_after("d") == 0
+
+
+def test_login_attempts_running_at_once_are_counted_when_they_begin_and_a_success_releases_its_own():
+    throttle = LoginThrottle(failures=5, window=60.0, total=50, clock=lambda: 0.0)
+    assert [throttle.begin("c") for _ in range(8)] == [0.0] * 5 + [60.0] * 3  # none has ended yet
+    throttle.succeeded("c")  # one of them had the password
+    assert throttle.begin("c") == 0 and throttle.begin("c") == 60.0
+    throttle.abandoned("c")  # a request that tried no password (refused, malformed) costs nothing either
+    assert throttle.begin("c") == 0
+
+
+def test_clients_behind_a_trusted_proxy_are_told_apart_and_throttled_apart():
+    proxies = TrustedProxies(["127.0.0.1", "10.0.0.0/8"])
+    assert proxies.client("127.0.0.1", ["203.0.113.9"]) == "203.0.113.9"
+    # The right-most address that is not a proxy of ours: what is left of it, anyone could have written.
+    assert proxies.client("127.0.0.1", ["198.51.100.7, 203.0.113.9"]) == "203.0.113.9"
+    assert proxies.client("127.0.0.1", ["198.51.100.7", "203.0.113.9, 10.1.2.3"]) == "203.0.113.9"
+    assert proxies.client("::ffff:127.0.0.1", ["[2001:db8::7]:4711"]) == "2001:db8::7"
+    assert proxies.client("127.0.0.1", []) == "127.0.0.1"  # no header: the proxy itself
+    assert proxies.client("127.0.0.1", ["garbage, 10.0.0.1"]) == "10.0.0.1"  # not an address: the last proxy
+    assert proxies.client("192.0.2.1", ["198.51.100.7"]) == "192.0.2.1"  # an untrusted peer's header is ignored
+    assert TrustedProxies().client("127.0.0.1", ["198.51.100.7"]) == "127.0.0.1"
+    with pytest.raises(OptionError, match="--trusted-proxy 'proxy.lan'"):
+        TrustedProxies(["proxy.lan"])
+    throttle = LoginThrottle(failures=5, window=60.0, total=50, clock=lambda: 0.0)
+    attacker, operator = proxies.client("127.0.0.1", ["203.0.113.9"]), proxies.client("127.0.0.1", ["198.51.100.7"])
+    assert [throttle.begin(attacker) for _ in range(6)][-1] > 0
+    assert throttle.begin(operator) == 0
+
+
+def test_a_guesser_with_many_addresses_cannot_lock_out_a_client_that_logged_in_before():
+    now = [0.0]
+    throttle = LoginThrottle(failures=3, window=60.0, total=10, known_for=3600.0, clock=lambda: now[0])
+    assert throttle.begin("operator") == 0
+    throttle.succeeded("operator")
+    now[0] = 100.0
+    refused = sum(throttle.begin(f"198.51.100.{n}") > 0 for n in range(200))
+    assert refused == 190  # the account-wide limit stops strangers
+    assert throttle.begin("192.0.2.1") > 0 and throttle.retry_after("192.0.2.1") > 0
+    assert throttle.known("operator") and [throttle.begin("operator") for _ in range(4)] == [0.0] * 3 + [60.0]
+    now[0] = 100.0 + 3601.0  # known for an hour here; the window has passed too
+    assert not throttle.known("operator") and throttle.begin("operator") == 0
+
+
+def test_the_throttle_holds_a_bounded_number_of_clients_whatever_arrives():
+    now = [0.0]
+    throttle = LoginThrottle(failures=5, window=60.0, total=50, max_clients=100, known_clients=10,
+                             clock=lambda: now[0])
+    for n in range(5000):
+        now[0] = n * 0.1  # one try a tenth of a second, each from a new address
+        throttle.begin(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+        if n % 2:
+            throttle.succeeded(f"known-{n}")
+    held = throttle.tracked()
+    assert held["clients"] <= 100 and held["attempts"] <= 50 and held["known"] == 10
 
 
 def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
@@ -301,6 +356,7 @@ def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--port" in out and "--bind" in out and "--login-file" in out and "TLS" in out
+    assert "--trusted-proxy" in out
 
 
 def test_messages_waiting_for_the_event_loop_are_bounded_by_count_and_by_bytes():

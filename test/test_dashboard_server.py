@@ -7,10 +7,15 @@ hub's public key; robots are FakeRobots (paho clients speaking hub_link's topics
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import http.cookiejar
 import threading
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -269,6 +274,58 @@ def test_logins_are_throttled_after_repeated_failures(tmp_path):
         assert status == 429 and int(headers["Retry-After"]) > 0  # even the right one, until the window passes
     finally:
         served.stop()
+
+
+@contextlib.contextmanager
+def lone_dashboard(directory, **options):
+    """Serve a dashboard of its own (no broker: commands are off), for a test that uses up its login allowance."""
+    dashboard, _ = build(DashboardOptions(port=1, fleet=FLEET, key=str(directory / "none"), http_port=0,
+                                          login_file=str(write_login_file(directory)), **options))
+    served = DashboardThread(dashboard)
+    try:
+        yield served.url
+    finally:
+        served.stop()
+
+
+def test_behind_a_trusted_proxy_a_guesser_does_not_lock_out_the_operator(tmp_path):
+    # The proxy (nginx on this machine) connects from 127.0.0.1 and appends the address it saw.
+    with lone_dashboard(tmp_path, trusted_proxies=("127.0.0.1",)) as url:
+        def login(password: str, forwarded_for: str) -> int:
+            return Client(url).request("POST", "/api/login", {"password": password},
+                                       {"X-Forwarded-For": forwarded_for})[0]
+
+        with ThreadPoolExecutor(5) as pool:
+            assert list(pool.map(login, [f"guess {n}" for n in range(5)], ["203.0.113.9"] * 5)) == [401] * 5
+        assert login(PASSWORD, "203.0.113.9") == 429
+        assert login(PASSWORD, "198.51.100.7, 203.0.113.9") == 429  # what is left of the proxy's hop is anyone's
+        assert login(PASSWORD, "198.51.100.7") == 200
+
+
+def logins_in_flight_at_once(url: str, count: int, password: str) -> list[int]:
+    """Send `count` logins' headers, then their bodies: all are under way before any password arrives."""
+    parts = urlsplit(url)
+    body = orjson.dumps({"password": password})
+    connections = [http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT) for _ in range(count)]
+    try:
+        for connection in connections:
+            connection.putrequest("POST", "/api/login")
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders()
+        time.sleep(0.5)  # the server starts every handler, each waiting for its body
+        for connection in connections:
+            connection.send(body)
+        return [connection.getresponse().status for connection in connections]
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def test_wrong_logins_sent_at_once_get_no_more_guesses_than_one_at_a_time(tmp_path):
+    with lone_dashboard(tmp_path) as url:
+        statuses = logins_in_flight_at_once(url, 30, "wrong guess")
+    assert sorted(statuses) == [401] * 5 + [429] * 25
 
 
 def test_logging_out_ends_the_live_view_of_that_session(server):
