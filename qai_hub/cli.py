@@ -390,7 +390,7 @@ def cmd_serve(args) -> int:
         host=args.host, port=args.port, fleet=args.fleet, username=args.username, password_file=args.password_file,
         tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key, key=args.key, ed25519_key=args.ed25519_key,
         robots=args.robots, bind=args.bind, http_port=args.http_port, login_file=args.login_file,
-        cookie_secure=args.cookie_secure, origins=tuple(args.origin),
+        cookie_secure=args.cookie_secure, origins=tuple(args.origin), allow_hosts=tuple(args.allow_host),
         trusted_proxies=tuple(args.trusted_proxy), limits=FeedLimits(max_robots=args.max_robots))
     return serve(options)
 
@@ -602,7 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="send the session cookie over HTTPS only (behind a TLS proxy)")
     serve.add_argument("--origin", action="append", default=[], metavar="URL",
                        help="another origin allowed to post commands and open the WebSocket, e.g. the proxy's "
-                       "https://hub.example.org (repeatable)")
+                       "https://hub.example.org (repeatable); its host is also a name the dashboard answers to")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="another host name the dashboard answers to (the Host header; repeatable). It answers to "
+                       "localhost, 127.0.0.1, [::1], the --bind address and the --origin hosts; any other name gets "
+                       "421, so a page whose own name resolves to this machine (DNS rebinding) reaches nothing")
     serve.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
                        help="a reverse proxy (an address or a network, e.g. 127.0.0.1 or 10.0.0.0/8; repeatable) "
                        "whose X-Forwarded-For header names the client, for the login throttle")

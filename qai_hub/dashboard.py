@@ -9,8 +9,9 @@ never an unbounded queue). Commands from the page are checked with the robot's o
 `qai-hub cancel` sign them. The page itself (qai_hub/dashboard_static) is plain JS, CSS and SVG/canvas,
 loaded from this server only; robot strings go into the DOM as text.
 
-HTTP interface (every /api route but login answers 401 without a session; POSTs need the X-CSRF-Token
-header of the session, and an Origin, when the browser sends one, of this server):
+HTTP interface (every route answers 421 to a Host header that is not one of the dashboard's names; every
+/api route but login answers 401 without a session; POSTs and the WebSocket need the X-CSRF-Token header
+of the session, and an Origin, when the browser sends one, that this server knows: qai_hub.dashboard_auth):
   GET  /                    the page; without a session, a redirect to /login
   GET  /login               the login page
   GET  /static/<file>       the page's JS and CSS
@@ -42,14 +43,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from qai_hub.client import HubClient
-from qai_hub.dashboard_auth import (LoginThrottle, OptionError, PasswordFileError, Session, Sessions, TrustedProxies,
-                                    csrf_ok, read_password_file)
+from qai_hub.dashboard_auth import (HostAllowlist, LoginThrottle, OptionError, PasswordFileError, Session, Sessions,
+                                    TrustedProxies, csrf_ok, read_password_file)
 from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox
 from qai_hub.dashboard_process import DashboardError
 from qai_hub.gaps import GapFiller
@@ -90,6 +90,7 @@ class DashboardOptions:
     login_file: str = DEFAULT_PASSWORD_FILE  # the operator's password
     cookie_secure: bool = False  # behind a TLS proxy: the cookie only travels over HTTPS
     origins: tuple[str, ...] = ()  # more origins allowed for POSTs and the WebSocket (a proxy's public URL)
+    allow_hosts: tuple[str, ...] = ()  # more names it answers to (Host header), besides loopback, bind, origins
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose X-Forwarded-For names the client
     limits: FeedLimits = field(default_factory=FeedLimits)
 
@@ -258,7 +259,7 @@ class Browser:
 class Dashboard:
     """The server: the feed, the sessions, the signer, the broker link and the browsers.
 
-    Raises OptionError when an option (--trusted-proxy) cannot be used.
+    Raises OptionError when an option (--origin, --allow-host, --trusted-proxy, --bind) cannot be used.
     """
 
     def __init__(self, options: DashboardOptions, password_digest: bytes, signer: Signer | None,
@@ -268,6 +269,7 @@ class Dashboard:
         self.gaps = GapFiller(self.feed.fleet)
         self.sessions = Sessions(password_digest)
         self.throttle = LoginThrottle()
+        self.hosts = HostAllowlist(bind=options.bind, origins=options.origins, allow_hosts=options.allow_hosts)
         self.proxies = TrustedProxies(options.trusted_proxies)
         self.signer, self.signer_problem = signer, signer_problem
         self.browsers: set[Browser] = set()
@@ -279,7 +281,7 @@ class Dashboard:
     # -- Wiring ------------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=2 * MAX_MISSION_TEXT + 4096, middlewares=[self._errors])
+        app = web.Application(client_max_size=2 * MAX_MISSION_TEXT + 4096, middlewares=[self._host, self._errors])
         app.on_response_prepare.append(_security_headers)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
@@ -335,6 +337,15 @@ class Dashboard:
                 browser.put(ops)
 
     @web.middleware
+    async def _host(self, request: web.Request, handler):
+        """Answer 421 to a request for a name this server is not (a DNS-rebinding page sends its own)."""
+        host = request.headers.get("Host")
+        if not self.hosts.allows(host):
+            raise ApiError(421, f"this dashboard does not answer to the host {(host or '')[:100]!r}; start it with "
+                                "--allow-host NAME (or --origin URL) to be reached under that name")
+        return await handler(request)
+
+    @web.middleware
     async def _errors(self, request: web.Request, handler):
         try:
             return await handler(request)
@@ -352,13 +363,7 @@ class Dashboard:
         return self.sessions.get(request.cookies.get(COOKIE))
 
     def _origin_ok(self, request: web.Request) -> bool:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True  # not a browser, or a same-origin GET; the cookie and the CSRF token still apply
-        if origin in self.options.origins:
-            return True
-        parts = urlsplit(origin)
-        return bool(parts.netloc) and parts.netloc == request.host
+        return self.hosts.origin_ok(request.headers.get("Origin"), request.headers.get("Host"))
 
     def _client(self, request: web.Request) -> tuple[str, str]:
         """Return the client's address and how it was found, for the log."""
@@ -609,7 +614,8 @@ def build(options: DashboardOptions) -> tuple[Dashboard, list[str]]:
     dashboard = Dashboard(options, password_digest, signer, problem)
     if not is_loopback(options.bind):
         warnings.append(f"serving on {options.bind}, not loopback: put it behind a TLS reverse proxy "
-                        "(docs/dashboard.md) and use --cookie-secure")
+                        "(docs/dashboard.md) and use --cookie-secure; it answers only to the names "
+                        f"{', '.join(sorted(dashboard.hosts.names))} (more with --allow-host)")
     return dashboard, warnings
 
 

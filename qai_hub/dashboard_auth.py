@@ -1,4 +1,4 @@
-"""Operator login for the hub's dashboard: the password file, sessions, CSRF tokens, the login throttle.
+"""Operator login for the hub's dashboard: password file, sessions, CSRF tokens, throttle, hosts, proxies.
 
 No rclpy import, no web framework. The password (or a long random token) is read from a file (mode 0600
 recommended; a missing default file is created with a random token); a login compares SHA-256 digests
@@ -8,7 +8,9 @@ CSRF token, which every state-changing request must carry in a header (a page on
 neither read it nor make the browser send it). Sessions live in memory, expire, and are bounded.
 Login attempts are counted per client and for the account, atomically, and a stranger cannot use up the
 allowance of a client that logged in before (LoginThrottle); behind a reverse proxy the client is found in
-X-Forwarded-For only when the proxy is trusted (TrustedProxies).
+X-Forwarded-For only when the proxy is trusted (TrustedProxies). A request for a host name the dashboard
+does not answer to (DNS rebinding) and a command from an origin it does not know are refused
+(HostAllowlist).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_BYTES = 4096
@@ -274,3 +277,86 @@ class TrustedProxies:
             if not self.trusts(client):
                 return client
         return client
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_name(value: str | None) -> str | None:
+    """Return the lowercase name in a Host header ("name[:port]", "[v6][:port]"), without the port; None if bad."""
+    if not value or len(value) > 300 or any(c in value for c in "/\\@?#% \t"):
+        return None
+    if value.count(":") > 1 and not value.startswith("["):
+        value = f"[{value}]"  # a bare IPv6 address (an option, not a Host header)
+    try:
+        parts = urlsplit("//" + value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    return parts.hostname or None
+
+
+def normal_origin(value: str | None) -> str | None:
+    """Return `value` as a browser writes an Origin (scheme://host[:port], no default port); None if not one."""
+    if not value or len(value) > 300:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if (parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None
+            or parts.password is not None or parts.path not in ("", "/") or parts.query or parts.fragment
+            or host_name(parts.netloc) != parts.hostname):
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[parts.scheme]) else "")
+
+
+class HostAllowlist:
+    """The names this dashboard answers to (a request's Host header) and the origins it takes commands from.
+
+    Names: the loopback ones (localhost, 127.0.0.1, [::1]), the bind address unless it is 0.0.0.0 or ::, the
+    hosts of the --origin URLs and each --allow-host, with any port. A page whose own name was made to
+    resolve to this machine (DNS rebinding) sends its own name as Host and is refused. Origins allowed for
+    commands and the WebSocket: the --origin URLs, and this server's own origin (Origin's host and port are
+    the request's Host) on an allowed name; never one derived from the Host header alone.
+    """
+
+    def __init__(self, *, bind: str = "127.0.0.1", origins: tuple[str, ...] = (), allow_hosts: tuple[str, ...] = ()):
+        names = set(LOOPBACK_NAMES)
+        if bind and bind not in ("0.0.0.0", "::"):
+            name = host_name(bind)
+            if name is None:
+                raise OptionError(f"--bind {bind!r}: expected an address or a host name")
+            names.add(name)
+        self.origins: set[str] = set()
+        for url in origins:
+            origin = normal_origin(url)
+            if origin is None:
+                raise OptionError(f"--origin {url!r}: expected a URL such as https://hub.example.org")
+            self.origins.add(origin)
+            names.add(urlsplit(origin).hostname)
+        for value in allow_hosts:
+            name = host_name(value)
+            if name is None:
+                raise OptionError(f"--allow-host {value!r}: expected a host name or an address, e.g. hub.lan")
+            names.add(name)
+        self.names = frozenset(names)
+
+    def allows(self, host: str | None) -> bool:
+        """Return whether a request with this Host header is for this dashboard."""
+        return host_name(host) in self.names
+
+    def origin_ok(self, origin: str | None, host: str | None) -> bool:
+        """Return whether a request with this Origin header (None: none sent) and Host header may act here."""
+        if origin is None:
+            return True  # not a browser, or a same-origin GET; the cookie and the CSRF token still apply
+        normal = normal_origin(origin)
+        if normal is None:
+            return False
+        if normal in self.origins:
+            return True
+        scheme = urlsplit(normal).scheme
+        return urlsplit(normal).hostname in self.names and normal_origin(f"{scheme}://{host}") == normal

@@ -13,8 +13,8 @@ import stat
 import orjson
 import pytest
 
-from qai_hub.dashboard_auth import (LoginThrottle, OptionError, PasswordFileError, Sessions, TrustedProxies, csrf_ok,
-                                    digest, read_password_file)
+from qai_hub.dashboard_auth import (HostAllowlist, LoginThrottle, OptionError, PasswordFileError, Sessions,
+                                    TrustedProxies, csrf_ok, digest, read_password_file)
 from qai_hub.dashboard_feed import DashboardFeed, FeedLimits, Outbox, geofence_of
 from qai_hub.fleet import Fleet, RangeSet, SequenceTracker
 from qai_hub.mission_check import check_mission_text, kinds_from_engines
@@ -348,6 +348,28 @@ def test_the_throttle_holds_a_bounded_number_of_clients_whatever_arrives():
     assert held["clients"] <= 100 and held["attempts"] <= 50 and held["known"] == 10
 
 
+def test_the_dashboard_answers_only_to_its_own_names_and_takes_commands_only_from_known_origins():
+    hosts = HostAllowlist(bind="192.0.2.5", origins=("https://hub.example.org/",), allow_hosts=("hub.lan",))
+    for host in ("localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080", "192.0.2.5:8080", "HUB.example.org",
+                 "hub.lan:9000"):
+        assert hosts.allows(host), host
+    for host in ("evil.example", "evil.example:8080", "127.0.0.2", "localhost.evil.example", "user@localhost", "",
+                 None, "[::1", "localhost:99999"):
+        assert not hosts.allows(host), host
+    assert not HostAllowlist(bind="0.0.0.0").allows("0.0.0.0") and HostAllowlist(bind="::1").allows("[::1]:80")
+    assert hosts.origin_ok(None, "localhost:8080")  # not a browser's cross-site request
+    assert hosts.origin_ok("https://hub.example.org", "127.0.0.1:8080")  # --origin: the proxy's public URL
+    assert hosts.origin_ok("http://localhost:8080", "localhost:8080")  # this server's own origin
+    assert hosts.origin_ok("http://hub.lan", "hub.lan:80")
+    for origin, host in (("http://evil.example", "evil.example"), ("http://evil.example", "localhost:8080"),
+                         ("http://localhost:3000", "localhost:8080"), ("null", "localhost:8080"),
+                         ("https://hub.example.org:8443", "127.0.0.1:8080")):
+        assert not hosts.origin_ok(origin, host), (origin, host)
+    for bad in ({"origins": ("hub.example.org",)}, {"allow_hosts": ("a/b",)}, {"bind": "[::1"}):
+        with pytest.raises(OptionError):
+            HostAllowlist(**bad)
+
+
 def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
     from qai_hub.cli import main
 
@@ -356,7 +378,7 @@ def test_qai_hub_serve_help_says_how_to_start_and_reach_the_dashboard(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--port" in out and "--bind" in out and "--login-file" in out and "TLS" in out
-    assert "--trusted-proxy" in out
+    assert "--trusted-proxy" in out and "--allow-host" in out and "DNS rebinding" in out
 
 
 def test_messages_waiting_for_the_event_loop_are_bounded_by_count_and_by_bytes():

@@ -328,6 +328,39 @@ def test_wrong_logins_sent_at_once_get_no_more_guesses_than_one_at_a_time(tmp_pa
     assert sorted(statuses) == [401] * 5 + [429] * 25
 
 
+def test_a_request_for_a_name_this_dashboard_does_not_answer_to_is_refused_on_every_route(server):
+    import aiohttp
+
+    port = urlsplit(server["url"]).port
+    client = Client(server["url"])
+    client.login()
+    evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+    for method, path, body in (("GET", "/", None), ("POST", "/api/login", {"password": PASSWORD}),
+                               ("GET", "/api/snapshot", None), ("GET", "/ws", None), ("GET", "/healthz", None),
+                               ("POST", "/api/cancel", {"robot": "r1", "mission_id": "m1"})):
+        status, data, _ = client.request(method, path, body, {**evil, "X-CSRF-Token": client.csrf})
+        assert status == 421 and "evil.example" in data["error"], (method, path)
+
+    async def open_live_view() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server["url"] + "ws", headers={**evil, "Cookie": client.cookie()}):
+                pass
+
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        asyncio.run(open_live_view())
+    assert refused.value.status == 421
+    local = Client(server["url"])
+    own = {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
+    assert local.request("POST", "/api/login", {"password": PASSWORD}, own)[0] == 200
+    status, session, _ = local.request("GET", "/api/session", None, own)
+    assert status == 200 and local.request("GET", "/api/snapshot", None, own)[0] == 200
+    local.csrf = session["csrf"]
+    text = "tasks:\n  - {id: w, kind: wait, parameters: {seconds: 1}}\n"
+    assert local.post("/api/missions/check", {"text": text}, **own)[0] == 200
+    assert local.post("/api/missions/check", {"text": text}, **{**own, "Origin": "http://evil.example"})[0] == 403
+    assert local.post("/api/missions/check", {"text": text}, **{**own, "Origin": "http://localhost:3000"})[0] == 403
+
+
 def test_logging_out_ends_the_live_view_of_that_session(server):
     import aiohttp
 
