@@ -213,7 +213,7 @@ class BrokerAccounts:
         os.replace(plain, self.directory / name)
 
     def listeners(self, host: str, port: int, hub_port: int) -> str:
-        """The mosquitto lines of the two locked listeners (per_listener_settings true)."""
+        """Return the mosquitto lines of the two locked listeners, each with its own password file and ACL."""
         d = self.directory
         return (f"listener {port} {host}\nallow_anonymous false\npassword_file {d / 'robots.passwd'}\n"
                 f"acl_file {d / 'robots.acl'}\nuse_username_as_clientid true\n"

@@ -312,7 +312,7 @@ class Demo:
                 say(f"{robot.name}: no final answer within {self.args.timeout:g} s")
 
     def _outcome(self, robot: Robot) -> dict[str, Any] | None:
-        """The mission's end from its signed mission states, when the final reply never came (a broker crash)."""
+        """Return the mission's end from its signed mission states when the final reply never came (a broker crash)."""
         outcome = self.session.mission_outcome(robot.name, robot.mission_id) if robot.mission_id else None
         if outcome is None:
             return None
@@ -515,7 +515,7 @@ class Demo:
                     for name, t in view.streams.items()}
 
     def trust(self, robot: str) -> dict[str, int]:
-        """What the hub verified of a robot's messages: sealed telemetry checked, forged, unsealed, refused."""
+        """Count what the hub verified of a robot's messages: sealed telemetry checked, forged, unsealed, refused."""
         with self.session._lock:
             view = self.session.fleet.robots.get(robot)
             if view is None:

@@ -240,7 +240,7 @@ def _follow(view: _HubView, request_id: str, targets: set[str], args) -> int:
 
 
 def _reply_text(reply: dict[str, Any]) -> str:
-    """A reply as one line (or a few) of plain text; every robot-given string made safe for a terminal."""
+    """Return a reply as a line (or a few) of plain text, every robot-given string made safe for a terminal."""
     status, robot = reply["status"], shown(reply["robot"], 64, markup=False)
     mission = shown(reply["mission_id"], 64, markup=False)
     message = shown(reply["message"], 300, markup=False)
@@ -401,9 +401,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u206
 
 
 def shown(value: Any, limit: int = 120, markup: bool = True) -> str:
-    """Return robot-given text as it may reach a terminal: no control characters or escape sequences (replaced
-    by a visible mark), no bidirectional overrides, at most `limit` characters, and, for rich (`markup`), its
-    square brackets escaped so it cannot style or hide the rest of the line."""
+    """Return robot-given text as it may reach a terminal.
+
+    No control characters or escape sequences (each replaced by a visible mark), no bidirectional overrides, at
+    most `limit` characters, and, for rich (`markup`), its square brackets escaped so it cannot style or hide the
+    rest of the line.
+    """
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     text = _CONTROL.sub("\N{REPLACEMENT CHARACTER}", text[:limit] + ("..." if len(text) > limit else ""))
     return escape(text) if markup else text

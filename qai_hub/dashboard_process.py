@@ -20,7 +20,7 @@ from qai_hub.dashboard_auth import read_password_file
 
 
 def broker_arguments(broker: BrokerOptions) -> list[str]:
-    """The qai-hub options that say where the broker is and who the hub is there."""
+    """Return the qai-hub options that say where the broker is and who the hub is there."""
     arguments = ["--host", broker.host, "--port", str(broker.port)]
     for option, value in (("--username", broker.username), ("--password-file", broker.password_file),
                           ("--tls-ca", broker.tls_ca), ("--tls-cert", broker.tls_cert), ("--tls-key", broker.tls_key)):

@@ -102,7 +102,7 @@ class RangeSet:
         return total
 
     def gaps(self, low: int, high: int, limit: int) -> list[list[int]]:
-        """The ranges of [low, high] that are not members, the first `limit` of them."""
+        """Return the ranges of [low, high] that are not members, the first `limit` of them."""
         gaps: list[list[int]] = []
         cursor = low
         for i in range(bisect.bisect_left(self._ends, low), len(self._starts)):
@@ -147,7 +147,7 @@ class SequenceTracker:
 
     @property
     def first(self) -> int:
-        """The first number accounted for: `since`, raised past what was forgotten."""
+        """Return the first number accounted for: `since`, raised past what was forgotten."""
         first = self.since if self.since is not None else 1
         return max(first, self.received.forgotten_below, self.dropped.forgotten_below)
 
@@ -160,7 +160,7 @@ class SequenceTracker:
         return len(self.dropped) - self._both(self.first, self.highest)
 
     def missing_ranges(self, up_to: int | None = None, limit: int = 100) -> list[list[int]]:
-        """The ranges from `first` to `up_to` (default: the highest seen) neither received nor dropped."""
+        """Return the ranges from `first` to `up_to` (default: the highest seen) neither received nor dropped."""
         last = self.highest if up_to is None else up_to
         gaps = self.received.gaps(self.first, last, 10 * limit + 10)
         missing: list[list[int]] = []
@@ -172,7 +172,7 @@ class SequenceTracker:
         return missing
 
     def missing(self, up_to: int | None = None, limit: int = 10_000) -> list[int]:
-        """The first `limit` numbers neither received nor dropped, one by one (for tests and summaries)."""
+        """Return the first `limit` numbers neither received nor dropped, one by one (tests and summaries)."""
         numbers: list[int] = []
         for low, high in self.missing_ranges(up_to, limit):
             numbers.extend(range(low, min(high, low + limit - len(numbers) - 1) + 1))
@@ -370,7 +370,7 @@ class Fleet:
         return view
 
     def tracker(self, robot: RobotView, stream: str) -> SequenceTracker | None:
-        """The robot's tracker of `stream`; None past max_streams (a robot cannot grow the hub's memory)."""
+        """Return the robot's tracker of `stream`; None past max_streams (a robot cannot grow the hub's memory)."""
         tracker = robot.streams.get(stream)
         if tracker is None and len(robot.streams) < self.max_streams:
             tracker = robot.streams[stream] = SequenceTracker(max_ranges=self.max_ranges)

@@ -105,7 +105,7 @@ def _int(value: Any, where: str, low: int = 0, high: int = UINT32, default: int 
 
 
 def _num(value: Any, where: str) -> float | None:
-    """A finite number, or None for null (ROS NaN and infinities travel as null)."""
+    """Check a finite number, or None for null (ROS NaN and infinities travel as null)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -134,7 +134,7 @@ def _text(value: Any, where: str, limit: int) -> str:
 
 
 def _ident(value: Any, where: str, pattern: re.Pattern = _ID, empty: bool = True) -> str:
-    """An identifier: a string matching `pattern` (or empty where `empty`)."""
+    """Check an identifier: a string matching `pattern` (or empty where `empty`)."""
     if value is None or (value == "" and empty):
         return ""
     if not isinstance(value, str) or not pattern.match(value):
@@ -149,7 +149,7 @@ def _choice(value: Any, where: str, choices) -> Any:
 
 
 def _time(value: Any, where: str) -> dict[str, int]:
-    """A builtin_interfaces Time (or Duration): {"sec", "nanosec"}."""
+    """Check a builtin_interfaces Time (or Duration): {"sec", "nanosec"}."""
     if value is None:
         return {"sec": 0, "nanosec": 0}
     data = _obj(value, where)
@@ -448,7 +448,7 @@ def endurance_prediction(value: Any, where: str, limits: InboundLimits = DEFAULT
 
 
 def diagnostics(value: Any, where: str, limits: InboundLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """A /diagnostics stream: hub_link's summary ({worst, nodes}) or a whole DiagnosticArray ({status: [...]})."""
+    """Check a /diagnostics stream: hub_link's summary ({worst, nodes}) or a DiagnosticArray ({status: [...]})."""
     data = _obj(value, where)
     nodes: dict[str, dict[str, Any]] = {}
     if "nodes" in data:
@@ -498,7 +498,7 @@ def event(value: Any, where: str, limits: InboundLimits = DEFAULT_LIMITS) -> dic
 
 
 def drop_report(value: Any, where: str, limits: InboundLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """A drop report: `ranges` as ascending, merged [low, high] intervals (never expanded into numbers)."""
+    """Check a drop report: `ranges` as ascending, merged [low, high] intervals (never expanded into numbers)."""
     data = _obj(value, where)
     stream = _ident(data.get("stream"), f"{where}.stream", NAME, empty=False)
     if stream == DROPS_STREAM:
@@ -524,7 +524,7 @@ _DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
 
 def seal(value: Any, where: str, limits: InboundLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """A seal: per stream, the [seq, digest] of each message sent since the last seal (protocol: seals)."""
+    """Check a seal's data: per stream, [seq, digest] of each message sent since the one before."""
     data = _obj(value, where)
     streams = _obj(data.get("streams"), f"{where}.streams")
     if len(streams) > limits.max_streams:

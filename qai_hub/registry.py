@@ -34,7 +34,7 @@ class RobotRegistry:
         self._load()
 
     def keyring(self, robot: str) -> Keyring | None:
-        """The keys of `robot`, or None when it is not enrolled."""
+        """Return the keys of `robot`, or None when it is not enrolled."""
         self._maybe_reload()
         return self._keyrings.get(robot)
 

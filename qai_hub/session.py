@@ -144,7 +144,7 @@ class HubSession:
                          if r["status"] == "accepted" and r["mission_id"]), None)
 
     def mission_outcome(self, robot: str, mission_id: str) -> str | None:
-        """The mission's outcome as its signed mission states show it (succeeded, failed...), None while it runs."""
+        """Return the mission's outcome as its signed mission states show it (succeeded...), None while it runs."""
         with self._lock:
             view = self.fleet.robots.get(robot)
             state = view.missions.get(mission_id) if view is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,12 @@ import yaml
 
 from qai_edge.paths import installed_executable
 from qai_edge.processes import die_with_parent
+
+
+def tool(name: str) -> str:
+    """Return a console script beside this Python (a venv), else on PATH (ROS 2 installs: /opt/ros/*/bin)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or str(beside))
 
 
 def installed(executable: str) -> Path:

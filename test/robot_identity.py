@@ -27,7 +27,7 @@ class TestRobots:
         self._signers: dict[str, Signer] = {}
 
     def key(self, robot: str) -> Path:
-        """The robot's private key file (made and enrolled on first use)."""
+        """Return the robot's private key file (made and enrolled on first use)."""
         path = self.directory / "keys" / robot / "robot.mldsa65.key"
         if not path.exists():
             generate_key_pair(path, path.with_suffix(".pub"))

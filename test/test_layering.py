@@ -8,13 +8,13 @@ no import cycle inside a package.
 import configparser
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from harness import tool
+
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def contracts() -> configparser.ConfigParser:
@@ -25,7 +25,7 @@ def contracts() -> configparser.ConfigParser:
 
 @pytest.mark.linter
 def test_every_import_contract_is_kept():
-    result = subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
                             timeout=240)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     kept = re.search(r"Contracts: (\d+) kept, (\d+) broken", result.stdout)

@@ -5,22 +5,22 @@ torch's and rclpy's threads by now) can crash a worker.
 """
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from harness import tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = [str(ROOT / name) for name in ("qai_edge", "qai_hub", "qai_mission", "qai_intelligence",
                                          "qai_quantum_bridge", "qai_io", "qai_sim", "launch", "test", "bench",
                                          "setup.py")]
 EXCLUDED = [str(ROOT / name) for name in (".venv", "build", "install", "qai_interfaces")]
-BIN = Path(sys.executable).parent
 
 
 @pytest.mark.linter
 def test_flake8():
-    result = subprocess.run([str(BIN / "ament_flake8"), "--config", str(ROOT / "setup.cfg"), "--exclude", *EXCLUDED,
+    result = subprocess.run([tool("ament_flake8"), "--config", str(ROOT / "setup.cfg"), "--exclude", *EXCLUDED,
                              "--", *CHECKED], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
 
@@ -29,7 +29,7 @@ def test_flake8():
 def test_pep257():
     # The pep257 convention without D100-D107 (ament's own default also requires D213, which the project's
     # summary-on-the-first-line style does not follow).
-    result = subprocess.run([str(BIN / "ament_pep257"), "--convention", "pep257", "--add-ignore",
+    result = subprocess.run([tool("ament_pep257"), "--convention", "pep257", "--add-ignore",
                              "D100,D101,D102,D103,D104,D105,D106,D107", "--exclude", *EXCLUDED, "--", *CHECKED],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]

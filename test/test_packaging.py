@@ -11,11 +11,15 @@ import xml.etree.ElementTree as ElementTree
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 from qai_edge.nodes import NODE_TYPES
+from qai_edge.paths import ament_prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.skipif(ament_prefix() is not None, reason="a colcon workspace is used sourced; this checks the pip venv")
 def test_interfaces_import_with_no_environment_variables():
     """`python -c "import qai_interfaces.action"` works in the venv as it is, no sourcing, no LD_LIBRARY_PATH."""
     code = ("import qai_interfaces.action, qai_interfaces.msg, qai_interfaces.srv; "

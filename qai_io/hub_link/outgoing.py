@@ -98,7 +98,7 @@ class RobotOutgoing:
             command.id, command.verb, self.topics.robot, status, stamp, nonce=command.nonce, **fields))
 
     def offline_will(self) -> bytes:
-        """The last will: `offline`, signed, published by the broker when the connection dies."""
+        """Return the last will: `offline`, signed, which the broker publishes when the connection dies."""
         return self.status({"state": "offline", "robot": self.topics.robot, "fleet": self.topics.fleet,
                             "reason": "connection lost"})
 

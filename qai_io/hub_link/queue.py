@@ -265,8 +265,10 @@ class DiskQueue:
         return row_id
 
     def expire(self, now: float, busy: Collection[int] = ()) -> list[tuple[str, int]]:
-        """Remove queued rows whose expiry passed (except busy and protected ones) and return their (stream, seq);
-        prune the history past its window and its bound (that is no drop: it was delivered)."""
+        """Remove queued rows whose expiry passed (except busy and protected ones); return their (stream, seq).
+
+        Also prune the history past its window and its bound (that is no drop: it was delivered).
+        """
         self._prune_history(now)
         expired = [(i, s, q, n) for i, s, q, n in self._db.execute(
             "SELECT id, stream, seq, length(payload) FROM messages WHERE expires < ? AND acked IS NULL", (now,))
@@ -378,7 +380,7 @@ class DiskQueue:
 
 
 def _gaps(present: Sequence[int], low: int, high: int) -> list[list[int]]:
-    """The ranges of [low, high] not in `present` (ascending)."""
+    """Return the ranges of [low, high] not in `present` (ascending)."""
     gaps, cursor = [], low
     for seq in present:
         if seq > cursor:
