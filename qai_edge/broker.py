@@ -25,6 +25,7 @@ import random
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -199,6 +200,9 @@ class BrokerAccounts:
                 and self.password_file(line.split(":", 1)[0]).exists()]
 
     def _write_passwd(self, name: str, users: list[str]) -> None:
+        if not users:  # mosquitto_passwd refuses an empty file: an empty password file lets nobody in
+            (self.directory / name).write_text("")
+            return
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         plain = self.directory / f".{name}.plain"
         descriptor = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -309,6 +313,14 @@ class LocalBroker:
         stop_process(process, timeout)
         if process.stderr is not None:
             process.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL it, as a crash would (nothing saved since its last autosave); start() brings it back."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process(process, 5.0, (signal.SIGKILL,))
+            if process.stderr is not None:
+                process.stderr.close()
 
     def __enter__(self) -> "LocalBroker":
         return self.start()

@@ -109,8 +109,12 @@ class HubClient:
             raise HubError(f"the broker did not confirm the subscription to {', '.join(topics)}", EXIT_NO_ANSWER)
 
     def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout)
+        """Publish at QoS 1 and wait for the broker's acknowledgement; HubError when it does not come."""
+        try:
+            info = self.client.publish(topic, payload, qos=1)
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as error:  # paho: not connected now (a broker that went away)
+            raise HubError(f"the broker did not take the command on {topic}: {error}", EXIT_NO_ANSWER) from None
         if not info.is_published():
             raise HubError(f"the broker did not acknowledge the command on {topic}", EXIT_NO_ANSWER)
 
