@@ -136,8 +136,12 @@ class HubKeys:
                                    topic=topic, **overrides)
 
 
-def make_tls_files(directory: Path) -> dict[str, Path]:
-    """Write a CA, a broker certificate for 127.0.0.1 and a client certificate signed by it; return the paths."""
+def make_tls_files(directory: Path, clients: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Write a CA, a broker certificate for 127.0.0.1 and client certificates signed by it; return the paths.
+
+    "cert"/"key": a client whose common name is "robot"; for each name in `clients` also "cert:<name>" and
+    "key:<name>", a client certificate with that common name (a robot's id, for per-robot certificates).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -188,6 +192,11 @@ def make_tls_files(directory: Path) -> dict[str, Path]:
     files["cert"].write_bytes(client.public_bytes(serialization.Encoding.PEM))
     write_key(server_key, files["server_key"])
     write_key(client_key, files["key"])
+    for common in clients:
+        key, cert = leaf(common, ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        files[f"cert:{common}"], files[f"key:{common}"] = directory / f"{common}.crt", directory / f"{common}.key"
+        files[f"cert:{common}"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(key, files[f"key:{common}"])
     return files
 
 
