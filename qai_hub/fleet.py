@@ -126,6 +126,13 @@ class SequenceTracker:
         self.dropped = RangeSet(max_ranges)  # numbers the robot reported it will never send
         self.drop_reasons: dict[str, int] = {}  # reason -> numbers reported for it
         self.duplicates = 0
+        self.announced = 0  # the highest number the robot's signed status says the broker took from it
+
+    def announce(self, seq: int) -> None:
+        """Record the robot's word (its status's `sent`) that the broker took `seq`: from the first number this hub
+        received, what is not here by then is missing, even at the end of a stream that sends nothing more.
+        Before that it says nothing: a hub that has just subscribed never had what came before."""
+        self.announced = max(self.announced, seq)
 
     def receive(self, seq: int) -> bool:
         """Record `seq`; False when it had arrived before (a duplicate, to be ignored)."""
@@ -153,7 +160,8 @@ class SequenceTracker:
 
     @property
     def highest(self) -> int:
-        return max(self.received.highest or 0, self.dropped.highest or 0)
+        announced = self.announced if self.since is not None else 0
+        return max(self.received.highest or 0, self.dropped.highest or 0, announced)
 
     def dropped_count(self) -> int:
         """Numbers reported dropped and never received."""
@@ -419,6 +427,10 @@ class Fleet:
         robot.last_seen = now
         if isinstance(message, Status):
             previous, robot.status, robot.status_at = robot.status, message.data, now
+            for stream, seq in message.data["sent"].items():
+                tracker = self.tracker(robot, stream)
+                if tracker is not None:
+                    tracker.announce(seq)
             return Change(robot, "status", "", message, previous=previous, topic=topic)
         if isinstance(message, Reply):
             robot.replies.append(message.data)

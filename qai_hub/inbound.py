@@ -261,8 +261,9 @@ def read_status(message: dict[str, Any], limits: InboundLimits = DEFAULT_LIMITS)
     missions = _opt_obj(message, "missions", "missions")
     streams = _opt_obj(message, "streams", "streams")
     refused = _opt_obj(message, "streams_refused", "streams_refused")
+    sent = _opt_obj(message, "sent", "sent")
     for name, value in (("link.dropped", dropped), ("commands.rejected", rejected), ("streams", streams),
-                        ("streams_refused", refused)):
+                        ("streams_refused", refused), ("sent", sent)):
         if len(value) > limits.max_streams:
             raise Refused(name, f"{len(value)} entries, more than {limits.max_streams}")
     last = missions.get("last_finished")
@@ -290,6 +291,7 @@ def read_status(message: dict[str, Any], limits: InboundLimits = DEFAULT_LIMITS)
                     for k, v in streams.items()},
         "streams_refused": {_ident(k, "streams_refused", NAME): _text(v, f"streams_refused.{k}", t)
                             for k, v in refused.items()},
+        "sent": {_ident(k, "sent", NAME, empty=False): _int(v, f"sent.{k}", 1, MAX_SEQ, None) for k, v in sent.items()},
     }
     if any(len(counts) > 16 for counts in data["streams"].values()):
         raise Refused("streams", "more than 16 counters in a stream")

@@ -25,7 +25,11 @@ Status (retained):
     {"state": "online" | "offline", "robot": str, "fleet": str, "stamp": epoch s,
      "missions": {"active": [summary...], "last_finished": summary | null},
      "link": {...counters...}, "commands": {"accepted": int, "rejected": {code: int}},
-     "streams": {stream: {"sent", "skipped", "errors", "too_large", "overflowed"}}, "streams_refused": {...}}
+     "streams": {stream: {"sent", "skipped", "errors", "too_large", "overflowed"}}, "streams_refused": {...},
+     "sent": {stream: seq}}
+    `sent` gives each telemetry stream's highest sequence number the broker took (acknowledged it, or for
+    QoS 0 it was written to the socket): what the hub has not seen up to there is missing, even at the end of
+    a stream that sends nothing more (a broker that died holding it), and the hub asks for it (resend).
     A mission summary: {"mission_id", "name", "state" (MISSION_STATES), "tasks_total", "tasks_succeeded",
     "tasks_failed", "tasks_running", "message"}.
 

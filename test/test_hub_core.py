@@ -554,6 +554,36 @@ def test_sequence_tracker_counts_duplicates_and_accounts_reported_drops():
     assert tracker.missing() == [4]
 
 
+def test_a_status_tells_the_hub_of_the_end_of_a_stream_it_never_received():
+    """The finding: 44 mission states the broker had taken before it was killed never arrived, and nothing
+    said they were missing (the stream sent nothing more after them)."""
+    fleet = Fleet("f", ROBOTS.registry)
+    for seq in (1, 2, 3):
+        fleet.on_message(*robot_says("qai/f/r1/telemetry/mission_states", {
+            "seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState",
+            "data": {"header": {"stamp": {"sec": seq, "nanosec": 0}}, "mission_id": "m1", "state": 1}}))
+    status = {"state": "online", "robot": "r1", "fleet": "f", "stamp": 1.0, "sent": {"mission_states": 9, "odom": 7}}
+    fleet.on_message(*robot_says("qai/f/r1/status", status))
+    streams = fleet.robots["r1"].streams
+    assert streams["mission_states"].missing_ranges() == [[4, 9]]
+    # Nothing of odom received yet: a hub that has just subscribed never had what went before.
+    assert streams["odom"].missing_count() == 0 and streams["odom"].missing_ranges() == []
+    fleet.on_message(*robot_says("qai/f/r1/telemetry/odom", {
+        "seq": 9, "stamp": 0, "type": "nav_msgs/msg/Odometry", "data": {}}))
+    fleet.on_message(*robot_says("qai/f/r1/status", {**status, "sent": {"mission_states": 5, "odom": 12}}))
+    assert streams["mission_states"].missing_ranges() == [[4, 9]]  # an older status takes nothing back
+    assert streams["odom"].missing_ranges() == [[10, 12]]
+
+
+@pytest.mark.parametrize("sent, field", [({"odom": 0}, "sent.odom"), ({"odom": 2**53 + 1}, "sent.odom"),
+                                         ({"odom": 1.5}, "sent.odom"), ({"": 1}, "sent"), ("x", "sent"),
+                                         ({f"s{i}": 1 for i in range(100)}, "sent")])
+def test_a_status_with_a_bad_sent_field_is_refused_and_says_which(sent, field):
+    fleet = Fleet("f", ROBOTS.registry)
+    change = fleet.on_message(*robot_says("qai/f/r1/status", {"state": "online", "robot": "r1", "sent": sent}))
+    assert change.kind == "refused" and field in str(change.message), change.message
+
+
 def robot_says(topic: str, message: dict) -> tuple[str, bytes]:
     return topic, ROBOTS.as_robot(topic, orjson.dumps(message))
 

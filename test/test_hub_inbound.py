@@ -97,7 +97,9 @@ def robot_messages(draw) -> tuple[str, bytes]:
         message = draw(st.fixed_dictionaries({
             "state": maybe(st.sampled_from(["online", "offline"])), "robot": maybe(st.just(robot)),
             "stamp": json_values, "link": maybe(st.fixed_dictionaries({"rtt_ms": json_values, "dropped": json_values})),
-            "missions": json_values, "streams": json_values}))
+            "missions": json_values, "streams": json_values,
+            "sent": st.one_of(json_values, st.dictionaries(st.sampled_from(sorted(TELEMETRY)), st.one_of(
+                st.integers(-5, 2**60), json_values), max_size=4))}))
     elif kind == "reply":
         verb = draw(st.sampled_from(["submit_mission", "get_state", "cancel_mission"]))
         topic = f"qai/{FLEET}/{robot}/cmd/{verb}/reply"

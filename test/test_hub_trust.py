@@ -333,7 +333,7 @@ def test_a_broker_killed_mid_mission_loses_neither_the_outcome_nor_a_sequence_nu
           password_file=str(accounts.password_file("r1")))
     options = BrokerOptions(port=hub_port, username=HUB_USER, password_file=str(accounts.password_file(HUB_USER)))
     session = HubSession(options, FLEET, Signer.from_files(keys.private), robots.registry).connect()
-    mission = tmp_path / "m.yaml"  # a chain of twelve waits: about 18 s
+    mission = tmp_path / "m.yaml"  # a chain of twelve waits, about 18 s: it ends while the broker is down
     lines = ["tasks:"] + [f"  - {{id: w{i}, kind: wait, parameters: {{seconds: 1.5}}"
                           f"{', depends_on: [w%d]' % (i - 1) if i else ''}}}" for i in range(12)]
     mission.write_text("\n".join(lines) + "\n")
@@ -348,14 +348,15 @@ def test_a_broker_killed_mid_mission_loses_neither_the_outcome_nor_a_sequence_nu
         wait_for(lambda: any(task["state"] == 10 for m in session.fleet.robots["r1"].missions.values()
                              for task in m["tasks"]), TIMEOUT, "the mission under way")
         broker.kill()  # as a crash: no persistence saved since its last autosave
-        time.sleep(10.0)  # the outage: the robot queues on disk; the hub's clients reconnect in vain
+        time.sleep(20.0)  # the outage of the finding: the robot queues on disk; the hub's clients reconnect in vain
         broker.start()
         output, _ = send.communicate(timeout=150)
         assert send.returncode == 0 and "SUCCEEDED" in output, output
         robot = session.fleet.robots["r1"]
 
-        def accounted():
-            return all(tracker.missing_count() == 0 for tracker in robot.streams.values())
+        def accounted():  # the backlog in: the mission's end seen, and no sequence number unaccounted for
+            finished = any(m["state"] >= 10 for m in robot.missions.values())
+            return finished and all(tracker.missing_count() == 0 for tracker in robot.streams.values())
 
         wait_for(accounted, 60, lambda: "every sequence number received or reported dropped: " + str(
             {name: (tracker.missing_ranges(), len(tracker.received)) for name, tracker in robot.streams.items()}))

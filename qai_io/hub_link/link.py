@@ -157,6 +157,7 @@ class HubLink:
         self._seqs: dict[str, int] = queue.last_seqs()
         self._unsealed: dict[str, list[tuple[int, str]]] = defaultdict(list)
         self._resend_requests: deque[tuple[str, list[list[int]]]] = deque(maxlen=100)
+        self._sent_seqs: dict[str, int] = {}  # stream -> highest seq the broker took (acknowledged, or written)
         self._status_payload: bytes | None = None
         self._status_due = False
         self._final_status: bytes | None = None
@@ -253,6 +254,11 @@ class HubLink:
         """Send again what the history holds of `stream` in `ranges`; report the rest dropped (not_kept)."""
         self._resend_requests.append((stream, ranges))
         self._wake()
+
+    def sent_seqs(self) -> dict[str, int]:
+        """Return each stream's highest sequence number the broker took, for the status (protocol: sent)."""
+        with self._lock:
+            return dict(self._sent_seqs)
 
     def publish_status(self, payload: bytes) -> None:
         """Publish the retained status (now when connected) and again on every connect."""
@@ -580,6 +586,11 @@ class HubLink:
                 (refused if mid in self._refused else acked).append(row)
         self._acked.clear()
         self._refused.clear()
+        if acked:
+            with self._lock:
+                for row in acked:
+                    if row.seq > self._sent_seqs.get(row.stream, 0):
+                        self._sent_seqs[row.stream] = row.seq
         requeued = False
         while self._resend_requests:
             stream, ranges = self._resend_requests.popleft()

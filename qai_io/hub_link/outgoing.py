@@ -26,6 +26,7 @@ from qai_hub.protocol import (SEAL_TYPE, SEALS_STREAM, RobotTopics, Signer, gene
 from qai_io.hub_link.streams import REPLY_PRIORITY
 
 REPLY_TTL = 600.0  # s a reply waits in the queue for the broker
+REPLIES_STREAM = "replies"  # the queue's stream of command replies (not telemetry: no hub counts their numbers)
 SEAL_TTL = 86400.0
 
 
@@ -63,7 +64,10 @@ class RobotOutgoing:
         return sign_robot_message(self.signer, topic, message) if self.signer is not None else message
 
     def status(self, status: dict[str, Any]) -> bytes:
-        return self.sign(self.topics.status, orjson.dumps({**status, "key": self.key_id}))
+        """Return the signed status; "sent" tells the hub how far each telemetry stream has gone (protocol)."""
+        taken = self.link.sent_seqs() if self.link is not None else {}  # none yet: the last will, signed first
+        sent = {stream: seq for stream, seq in taken.items() if stream != REPLIES_STREAM}
+        return self.sign(self.topics.status, orjson.dumps({**status, "sent": sent, "key": self.key_id}))
 
     def telemetry(self, stream: str, type_name: str, data_json: bytes, priority: int, qos: int,
                   ttl: float) -> int | None:
@@ -89,7 +93,7 @@ class RobotOutgoing:
     def reply(self, verb: str | None, build: Callable[[float], bytes]) -> int | None:
         """Queue a reply on the robot's own reply topic of `verb`; `build(stamp)` makes the unsigned reply."""
         topic = self.topics.reply(verb or "unknown")
-        return self.link.enqueue("replies", topic, REPLY_PRIORITY, 1, REPLY_TTL,
+        return self.link.enqueue(REPLIES_STREAM, topic, REPLY_PRIORITY, 1, REPLY_TTL,
                                  lambda seq, stamp: self.sign(topic, build(stamp)))
 
     def answer(self, command, status: str, **fields: Any) -> int | None:
