@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -44,8 +45,8 @@ examples:
   qai-edge up --profile my_robot.yaml --namespace drone2
   qai-edge status --timeout 5
 
-environment: ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE (use LOCALHOST off a real network) are
-passed on to the nodes.
+environment: ROS_DOMAIN_ID is passed on to the nodes. DDS discovery stays on this machine
+(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) unless the profile's `dds` section says otherwise.
 """
 
 
@@ -127,6 +128,7 @@ def cmd_profile(args) -> int:
     profile = load_or_exit(args)
     print(f"profile: {profile.source}")
     print(f"namespace: {profile.namespace}  robot_id: {profile.robot_id}")
+    print(profile.dds.describe())
     if profile.broker is not None and profile.broker.start:
         print(f"broker: mosquitto on 127.0.0.1:{profile.broker.port} ({profile.broker.config_path()})")
     for spec in profile.nodes:
@@ -169,6 +171,7 @@ def cmd_keygen(args) -> int:
 
 def cmd_status(args) -> int:
     profile = load_or_exit(args)
+    profile.dds.apply(os.environ)  # look where the profile's nodes are
     watch = _HealthWatch(profile, install_signal_handlers=True)
     try:
         deadline = time.monotonic() + args.timeout
@@ -202,13 +205,15 @@ class RunningProfile:
             params_file.write_text(yaml.safe_dump(content))
             argv = executable_command(spec.executable) + spec.ros_arguments(params_file)
             specs.append(ProcessSpec(spec.name, argv, spec.restart))
+        profile.dds.apply(os.environ)  # before rclpy starts here; the nodes inherit it
         self.watch = _HealthWatch(profile, install_signal_handlers=False)
         self.supervisor = Supervisor(specs, profile.stop, on_event=self._on_event)
         self._levels: dict[str, Level] = {}
         self._all_ok_reported = False
 
     def __enter__(self) -> "RunningProfile":
-        say(f"profile {self.profile.source}: {len(self.profile.nodes)} nodes under {self.profile.namespace}")
+        say(f"profile {self.profile.source}: {len(self.profile.nodes)} nodes under {self.profile.namespace}, "
+            f"{self.profile.dds.describe()}")
         self.broker = _start_broker(self.profile)
         try:
             self.supervisor.start_all()

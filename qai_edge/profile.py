@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from qai_edge.broker import BrokerSpec, parse_broker_section
+from qai_edge.dds import DdsSpec, parse_dds_section
 from qai_edge.nodes import NODE_TYPES
 
 PACKAGE = "qai_edge"
@@ -98,6 +99,7 @@ class Profile:
     stop: StopPolicy = field(default_factory=StopPolicy)
     broker: BrokerSpec | None = None  # a local MQTT broker `qai-edge up` starts (the `broker` section)
     broker_restart: RestartPolicy = field(default_factory=RestartPolicy)  # as a node's (the supervisor section)
+    dds: DdsSpec = field(default_factory=DdsSpec)  # DDS discovery for the nodes (the `dds` section)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:
@@ -130,7 +132,7 @@ def load_profile(path: str | Path | None = None, namespace: str | None = None) -
     return parse_profile(data, source=str(path), namespace=namespace)
 
 
-_TOP_KEYS = {"namespace", "robot_id", "defaults", "supervisor", "nodes", "broker"}
+_TOP_KEYS = {"namespace", "robot_id", "defaults", "supervisor", "nodes", "broker", "dds"}
 _NODE_KEYS = {"executable", "enabled", "respawn", "parameters"}
 _SUPERVISOR_KEYS = {
     "initial_backoff": (float, 0.0, 3600.0),
@@ -235,7 +237,7 @@ def parse_profile(data: Any, source: str = "<profile>", namespace: str | None = 
     _check_unknown_defaults(defaults, fail)
     broker = parse_broker_section(top.get("broker"), fail, {spec.name: spec.parameters for spec in specs})
     return Profile(source=source, namespace=ns, robot_id=robot_id, nodes=tuple(specs), stop=stop, broker=broker,
-                   broker_restart=RestartPolicy(**sup))
+                   broker_restart=RestartPolicy(**sup), dds=parse_dds_section(top.get("dds"), fail))
 
 
 def _check_unknown_defaults(defaults: dict, fail) -> None:

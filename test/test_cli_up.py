@@ -4,10 +4,11 @@ import os
 import re
 import signal
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from harness import pid_alive, status_level, status_values, unique_namespace, wait_for
+from harness import installed, pid_alive, status_level, status_values, unique_namespace, wait_for
 
 ENGINES = ("mission_engine", "intelligence_engine", "quantum_bridge", "io_engine", "sim_vehicle")
 TIMEOUT = 30.0
@@ -135,6 +136,23 @@ def test_up_check_exits_zero_once_every_node_is_healthy(tmp_path, processes):
     assert up.wait(timeout=60) == 0, up.log()
     assert "all 5 nodes healthy" in up.log()
     assert not [pid for pid in all_node_pids(up) if pid_alive(pid)]
+
+
+def test_up_keeps_dds_discovery_on_this_machine_whatever_the_environment_says(tmp_path, processes):
+    """The profile decides discovery (default: localhost), not a ROS_AUTOMATIC_DISCOVERY_RANGE left in the shell:
+    OFF here, under which neither `up` nor its nodes would find each other."""
+    path = tmp_path / "profile.yaml"
+    path.write_text(f"namespace: {unique_namespace()}\ndefaults: {{heartbeat_period: 0.2}}\n"
+                    "nodes: {sim_vehicle: {}}\n")
+    up = processes.start("up", [str(installed("qai-edge")), "up", "--profile", str(path)],
+                         env={"ROS_AUTOMATIC_DISCOVERY_RANGE": "OFF", "ROS_LOCALHOST_ONLY": "1",
+                              "ROS_STATIC_PEERS": "127.0.0.2"})
+    wait_for(lambda: "all 1 nodes healthy" in up.log(), TIMEOUT, lambda: f"up to see its node\n{up.log()}")
+    assert "DDS discovery localhost" in up.log()
+    [pid] = started_pids(up, "sim_vehicle")
+    environment = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if item)
+    assert environment["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert "ROS_LOCALHOST_ONLY" not in environment and "ROS_STATIC_PEERS" not in environment
 
 
 def test_status_prints_health_of_nodes_started_elsewhere(running_up, processes, tmp_path):

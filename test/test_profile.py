@@ -1,5 +1,6 @@
 """The profile parser: what runs where, and a clear error naming the key when a profile is wrong."""
 
+import re
 import textwrap
 
 import pytest
@@ -190,3 +191,26 @@ def test_common_parameters_are_declared_by_every_node_type():
 def test_parse_profile_accepts_an_already_loaded_document():
     profile = parse_profile({"nodes": {"quantum_bridge": None}}, source="inline")
     assert profile.nodes[0].executable == "quantum_bridge"
+
+
+@pytest.mark.parametrize("section, field", [
+    ("x", "dds"), ({"discovery": "internet"}, "dds.discovery"), ({"range": "localhost"}, "dds.range"),
+    ({"static_peers": "10.0.0.1"}, "dds.static_peers"), ({"static_peers": ["a;b"]}, "dds.static_peers[0]"),
+    ({"static_peers": ["h"] * 33}, "dds.static_peers"),
+    ({"discovery": "environment", "static_peers": ["h"]}, "dds.static_peers")])
+def test_a_bad_dds_section_is_refused_and_names_the_field(section, field):
+    with pytest.raises(ProfileError, match=re.escape(f"inline: {field}:")):
+        parse_profile({"nodes": {"quantum_bridge": None}, "dds": section}, source="inline")
+
+
+def test_dds_discovery_stays_on_this_machine_unless_the_profile_says_otherwise():
+    environ = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_LOCALHOST_ONLY": "0", "ROS_STATIC_PEERS": "x"}
+    parse_profile({"nodes": {"quantum_bridge": None}}).dds.apply(environ)
+    assert environ == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    subnet = parse_profile({"nodes": {"quantum_bridge": None},
+                            "dds": {"discovery": "subnet", "static_peers": ["192.168.1.7", "base.local"]}}).dds
+    subnet.apply(environ)
+    assert environ == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_STATIC_PEERS": "192.168.1.7;base.local"}
+    kept = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT", "ROS_STATIC_PEERS": "h"}
+    parse_profile({"nodes": {"quantum_bridge": None}, "dds": {"discovery": "environment"}}).dds.apply(kept)
+    assert kept == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT", "ROS_STATIC_PEERS": "h"}
