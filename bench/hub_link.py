@@ -6,7 +6,9 @@ measured in the same run and the ratio.
 
 - throughput, ROS topic -> MQTT through the link at QoS 1 (nav_msgs/Odometry, as fast as the link takes
   them, until the broker acknowledged all), against raw paho publishing the same payloads to the same
-  broker (target ratio >= 0.5); the hub subscriber must then hold every sequence number (zero loss);
+  broker (target ratio >= 0.5); the hub subscriber must then hold every sequence number (zero loss); and
+  a second hub_link through a locked broker (its own account, ACLs and client id, as `qai-edge up` starts
+  it) against the open one just before (target ratio >= 0.8);
 - latency, ROS -> hub subscriber at 50 Hz telemetry, p50/p99 (target p99 < 10 ms on loopback), against
   raw paho -> the same subscriber at 50 Hz;
 - drain after an outage that queued 100,000 messages (the broker down while ROS publishes), messages per
@@ -60,8 +62,9 @@ def line(name: str, ours: float, baseline: float, unit: str, target: str = "", m
 
 # -- The hub-side subscriber, in its own process ------------------------------------------------------
 
-def run_sink(port: int, output: str, ready: str) -> None:
-    """Subscribe to qai/bench/#, note each message's arrival, write everything when told to stop."""
+def run_sink(port: int, output: str, ready: str, username: str = "", password_file: str = "") -> None:
+    """Subscribe to qai/bench/#, note each message's arrival, write everything when told to stop (a message on
+    STOP_TOPIC, or SIGTERM)."""
     import orjson
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
@@ -89,7 +92,10 @@ def run_sink(port: int, output: str, ready: str) -> None:
     def on_connect(client, userdata, flags, reason_code, properties):
         client.subscribe([("qai/bench/#", 1)])
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-hub-sink", protocol=mqtt.MQTTv5)
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-hub-sink-{port}", protocol=mqtt.MQTTv5)
+    if username:
+        client.username_pw_set(username, Path(password_file).read_text().strip())
     client.on_socket_open = set_tcp_nodelay
     client.on_connect = on_connect
     client.on_subscribe = lambda *a: Path(ready).touch()
@@ -106,14 +112,18 @@ def run_sink(port: int, output: str, ready: str) -> None:
 
 
 class Sink:
-    def __init__(self, port: int, directory: Path):
-        self.output, self.ready, self.port = directory / "sink.json", directory / "sink.ready", port
+    def __init__(self, port: int, directory: Path, username: str = "", password_file: str = ""):
+        self.output, self.ready = directory / f"sink-{port}.json", directory / f"sink-{port}.ready"
         self.process = subprocess.Popen([sys.executable, __file__, "--sink", str(port), str(self.output),
-                                         str(self.ready)])
+                                         str(self.ready), username, password_file])
         wait(self.ready.exists, 20, "the hub subscriber")
 
-    def results(self, raw_client) -> list:
-        raw_client.publish(STOP_TOPIC, b"stop", qos=1).wait_for_publish(10)
+    def results(self, raw_client=None) -> list:
+        """Stop it (through `raw_client`, after what that client sent; else SIGTERM) and return its records."""
+        if raw_client is not None:
+            raw_client.publish(STOP_TOPIC, b"stop", qos=1).wait_for_publish(10)
+        else:
+            self.process.terminate()
         self.process.wait(60)
         return json.loads(self.output.read_text())
 
@@ -131,9 +141,10 @@ def wait(predicate, timeout: float, what: str, interval: float = 0.005):
 def start_node(executable: str, name: str, namespace: str, parameters: dict, directory: Path):
     import yaml
 
-    params = directory / f"{name}.yaml"
+    label = f"{namespace.strip('/')}_{name}"
+    params = directory / f"{label}.yaml"
     params.write_text(yaml.safe_dump({f"{namespace}/{name}": {"ros__parameters": parameters}}))
-    log = open(directory / f"{name}.log", "wb")
+    log = open(directory / f"{label}.log", "wb")
     return subprocess.Popen([str(Path(sys.executable).with_name(executable)), "--ros-args", "-r", f"__node:={name}",
                              "-r", f"__ns:={namespace}", "--params-file", str(params)], stdout=log,
                             stderr=subprocess.STDOUT)
@@ -149,12 +160,14 @@ class Robot:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        rclpy.init()
+        if not rclpy.ok():
+            rclpy.init()
         self.node = rclpy.create_node("hub_bench", namespace=namespace)
         qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         self.bulk = self.node.create_publisher(Odometry, "bench_odom", qos)
         self.live = self.node.create_publisher(Odometry, "bench_live", qos)
         self.values: dict = {}
+        self.bulk_sent = 0  # messages published on bench_odom
         name = f"{namespace}/hub_link"
 
         def on_diagnostics(array):
@@ -185,12 +198,13 @@ class Robot:
         message.pose.pose.orientation.w = 1.0
         return message
 
-    def close(self):
+    def close(self, shutdown: bool = True):
         import rclpy
 
         self.executor.shutdown()
         self.node.destroy_node()
-        rclpy.try_shutdown()
+        if shutdown:
+            rclpy.try_shutdown()
 
 
 def raw_client(port: int, inflight: int):
@@ -255,6 +269,14 @@ def measure_throughput(robot: Robot, port: int, count: int, hub_link_pid: int) -
     print(f"\nthroughput: {count} Odometry messages at QoS 1 (window 1000)", flush=True)
     raw_cpu: list = []
     raw = raw_publish_rate(port, sample_payloads(robot, count), "qai/bench/raw/telemetry/odom", raw_cpu)
+    ours, ours_cpu = link_rate(robot, count, hub_link_pid)
+    line("ROS -> hub_link -> broker, msg/s", ours, raw, "msg/s", "target ratio >= 0.5", ours / raw >= 0.5)
+    line("CPU per message (hub_link process; raw: publisher), us", ours_cpu * 1e6, raw_cpu[0] * 1e6, "us",
+         figure="CPU per message, hub_link process", versus="the raw publisher")
+
+
+def link_rate(robot: Robot, count: int, hub_link_pid: int) -> tuple[float, float]:
+    """Return hub_link's rate (msg/s, ROS in to broker acknowledgement) and its CPU seconds per message."""
     before = robot.value("acknowledged")
     cpu_before = process_cpu(hub_link_pid)
     messages = [robot.odometry(i) for i in range(count)]
@@ -267,13 +289,27 @@ def measure_throughput(robot: Robot, port: int, count: int, hub_link_pid: int) -
         if index % 100 == 0:
             wait(lambda: index - (robot.value("acknowledged") - before) < ahead, 300, "the link to catch up", 0.001)
         robot.bulk.publish(message)
+    robot.bulk_sent += count
     wait(lambda: robot.value("acknowledged") >= before + count, 300, "hub_link's acknowledgements")
-    ours = count / (time.perf_counter() - started)
-    line("ROS -> hub_link -> broker, msg/s", ours, raw, "msg/s", "target ratio >= 0.5", ours / raw >= 0.5)
+    rate = count / (time.perf_counter() - started)
     # CPU per message does not depend on what else the machine runs: the throughput one core allows.
-    ours_cpu = (process_cpu(hub_link_pid) - cpu_before) / count
-    line("CPU per message (hub_link process; raw: publisher), us", ours_cpu * 1e6, raw_cpu[0] * 1e6, "us",
-         figure="CPU per message, hub_link process", versus="the raw publisher")
+    return rate, (process_cpu(hub_link_pid) - cpu_before) / count
+
+
+def measure_locked_throughput(open_robot: Robot, locked_robot: Robot, count: int, open_pid: int,
+                              locked_pid: int) -> None:
+    """The same link with its robot account, ACLs and own client id enforced (the broker qai-edge up starts),
+    against an open broker: both warmed up, then measured in the order open, locked, locked, open."""
+    print(f"\nthroughput, locked broker vs open: {count} Odometry messages at QoS 1, twice each", flush=True)
+    for robot, pid in ((open_robot, open_pid), (locked_robot, locked_pid)):
+        link_rate(robot, max(100, count // 4), pid)
+    rates: dict[str, list[float]] = {"open": [], "locked": []}
+    for kind in ("open", "locked", "locked", "open"):
+        robot, pid = (open_robot, open_pid) if kind == "open" else (locked_robot, locked_pid)
+        rates[kind].append(link_rate(robot, count, pid)[0])
+    ours, baseline = statistics.mean(rates["locked"]), statistics.mean(rates["open"])
+    line("ROS -> hub_link -> locked broker, msg/s", ours, baseline, "msg/s", "target ratio >= 0.8",
+         ours / baseline >= 0.8, versus="an open broker")
 
 
 def measure_latency(robot: Robot, port: int, samples: int) -> tuple[list, list]:
@@ -350,7 +386,7 @@ def measure_signing(iterations: int) -> None:
     signer = Signer.from_files(directory / "k.key")
     keyring, _, _ = Keyring.from_files([directory / "k.pub"])
     gate = CommandGate(fleet=FLEET, robot=ROBOT, keyring=keyring, nonces=NonceStore(directory / "n.db"),
-                       max_rate=1e9)
+                       max_verify_rate=1e9, max_parse_bytes=1e12)
     body = {"mission": yaml.safe_load((ROOT / "config" / "missions" / "demo.yaml").read_text())}
     topic = command_topic(FLEET, ROBOT, "submit_mission")
     message = signed_bytes(make_command(signer, fleet=FLEET, robot=ROBOT, verb="submit_mission", body=body,
@@ -374,7 +410,8 @@ def measure_signing(iterations: int) -> None:
     ours_verify = (time.perf_counter() - started) / iterations * 1e3
     # The same checks with the nonces kept in memory instead (a stand-in for this line only): what the
     # durable replay protection (an fsync per command) costs.
-    memory_gate = CommandGate(fleet=FLEET, robot=ROBOT, keyring=keyring, nonces=_MemoryNonces(), max_rate=1e9)
+    memory_gate = CommandGate(fleet=FLEET, robot=ROBOT, keyring=keyring, nonces=_MemoryNonces(),
+                              max_verify_rate=1e9, max_parse_bytes=1e12)
     started = time.perf_counter()
     for payload in payloads:
         memory_gate.check(topic, payload)
@@ -387,13 +424,20 @@ def measure_signing(iterations: int) -> None:
 
 
 class _MemoryNonces:
-    def __init__(self):
-        self.seen: set = set()
+    """NonceStore's checks with the nonces in a set: what the durable store's fsync costs, by difference."""
 
-    def record(self, nonce: str, expires: float, now: float) -> bool:
-        if nonce in self.seen:
+    usable, error, floor_ms = True, "", 0
+
+    def __init__(self):
+        self.seen_nonces: set = set()
+
+    def seen(self, nonce: str, key: str, ts: int, tolerance_ms: int):
+        return ("replayed", "used before") if nonce in self.seen_nonces else None
+
+    def record(self, nonce: str, key: str, ts: int, tolerance_ms: int) -> bool:
+        if nonce in self.seen_nonces:
             return False
-        self.seen.add(nonce)
+        self.seen_nonces.add(nonce)
         return True
 
 
@@ -401,7 +445,7 @@ def measure_command_latency(port: int, namespace: str, keys: Path, samples: int)
     import orjson
     import paho.mqtt.client as mqtt
 
-    from qai_hub.protocol import Signer, command_topic, make_command, set_tcp_nodelay
+    from qai_hub.protocol import Signer, command_topic, is_robot_envelope, make_command, set_tcp_nodelay
     from qai_mission.client import MissionClient
 
     print(f"\ncommand -> goal accepted: {samples} submit_mission each way", flush=True)
@@ -413,6 +457,8 @@ def measure_command_latency(port: int, namespace: str, keys: Path, samples: int)
 
     def on_message(c, userdata, message):
         reply = orjson.loads(message.payload)
+        if is_robot_envelope(reply):  # signed by the robot (the hub's check is measured in bench/hub_trust.py)
+            reply = orjson.loads(reply["msg"])
         if reply.get("status") == "accepted":
             accepted[reply["id"]] = time.perf_counter()
 
@@ -455,11 +501,11 @@ def main() -> int:
     parser.add_argument("--outage", type=int, default=100000, help="messages queued in the outage (100000)")
     parser.add_argument("--signing", type=int, default=200, help="commands signed and verified (default 200)")
     parser.add_argument("--commands", type=int, default=20, help="commands sent end to end (default 20)")
-    parser.add_argument("--sink", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--sink", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
     args = parser.parse_args()
     if args.sink:
-        run_sink(int(args.sink[0]), args.sink[1], args.sink[2])
+        run_sink(int(args.sink[0]), *args.sink[1:])
         return 0
     global LOG
     LOG = FigureLog(args.json, "hub link")
@@ -467,7 +513,7 @@ def main() -> int:
     from qai_edge.isolation import isolate
 
     isolate("hub-bench-ros-log-")
-    from qai_edge.broker import LocalBroker, free_port
+    from qai_edge.broker import HUB_USER, BrokerAccounts, LocalBroker, free_port
     from qai_hub.protocol import generate_key_pair
 
     directory = Path(tempfile.mkdtemp(prefix="hub-bench-"))
@@ -487,25 +533,44 @@ def main() -> int:
             "streams": streams, "hub_public_keys": [str(keys / "hub.pub")], "heartbeat_period": 0.05,
             "drain_rate": 1_000_000.0, "reconnect_max": 0.5, "queue_max_messages": max(200000, 2 * args.outage),
             "max_pending": 100000}, directory)]
-    robot = None
+    # The same link on the locked broker qai-edge up starts: the robot's account, ACLs, its own client id.
+    accounts = BrokerAccounts(directory / "accounts", FLEET)
+    accounts.ensure([ROBOT])
+    locked = LocalBroker(free_port(), directory / "locked", accounts=accounts, hub_port=free_port()).start()
+    locked_namespace = f"{namespace}_locked"
+    processes.append(start_node("hub_link", "hub_link", locked_namespace, {
+        "data_dir": str(directory / "locked_data"), "robot_id": ROBOT, "fleet": FLEET, "broker_port": locked.port,
+        "username": ROBOT, "password_file": str(accounts.password_file(ROBOT)),
+        "streams": streams, "hub_public_keys": [str(keys / "hub.pub")], "heartbeat_period": 0.05,
+        "drain_rate": 1_000_000.0, "max_pending": 100000}, directory))
+    robot = locked_robot = None
     print(f"hub link bench: mosquitto on 127.0.0.1:{broker.port}, nodes under {namespace}, python "
           f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     try:
         robot = Robot(namespace, depth)
         wait(lambda: robot.values.get("state") == "connected", 60, "hub_link to connect")
         time.sleep(1.0)
+        locked_robot = Robot(locked_namespace, depth)
+        wait(lambda: locked_robot.values.get("state") == "connected", 60, "hub_link to connect to the locked broker")
         sink = Sink(broker.port, directory)
+        locked_sink = Sink(locked.hub_port, directory, HUB_USER, str(accounts.password_file(HUB_USER)))
         measure_throughput(robot, broker.port, args.messages, processes[1].pid)
+        measure_locked_throughput(robot, locked_robot, args.messages, processes[1].pid, processes[2].pid)
         latency_client = measure_latency(robot, broker.port, args.latency_samples)
         records = sink.results(latency_client)
         latency_client.disconnect()
         latency_client.loop_stop()
         bulk = {seq for topic, seq, _, _ in records if topic.endswith("/telemetry/bulk")}
         raw = sum(1 for topic, *_ in records if topic.endswith("raw/telemetry/odom"))
-        print(f"\n  loss check: the hub subscriber got {len(bulk)}/{args.messages} distinct sequence numbers "
+        sent = robot.bulk_sent
+        print(f"\n  loss check: the hub subscriber got {len(bulk)}/{sent} distinct sequence numbers "
               f"through the link, {raw}/{args.messages} raw")
-        LOG.add("throughput run: sequence numbers the hub got, vs raw paho", len(bulk) / args.messages * 100, "%",
-                baseline=raw / args.messages * 100, target="100 %", met=len(bulk) == args.messages)
+        LOG.add("throughput runs: sequence numbers the hub got, vs raw paho", len(bulk) / sent * 100, "%",
+                baseline=raw / args.messages * 100, target="100 %", met=bulk == set(range(1, sent + 1)))
+        locked_bulk = {seq for topic, seq, _, _ in locked_sink.results() if topic.endswith("/telemetry/bulk")}
+        print(f"  through the locked broker: {len(locked_bulk)}/{locked_robot.bulk_sent}")
+        LOG.add("locked broker runs: sequence numbers the hub got", len(locked_bulk) / locked_robot.bulk_sent * 100,
+                "%", target="100 %", met=locked_bulk == set(range(1, locked_robot.bulk_sent + 1)))
         latency_figures(records, args.latency_samples)
         if args.outage:
             before = robot.value("acknowledged")
@@ -514,6 +579,8 @@ def main() -> int:
         measure_signing(args.signing)
         measure_command_latency(broker.port, namespace, keys, args.commands)
     finally:
+        if locked_robot is not None:
+            locked_robot.close(shutdown=False)
         if robot is not None:
             robot.close()
         for process in processes:
@@ -524,6 +591,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         broker.stop()
+        locked.stop()
     return 0
 
 

@@ -22,6 +22,8 @@ The scripts and what --quick changes (the sizes the targets are set at stay wher
   hub_link.py        hub link vs raw paho                 quick: 2,000 messages (10,000), 200 latency
                                                           samples (500), a 10,000-message outage
                                                           (100,000), 50 signatures (200), 10 commands (20)
+  hub_trust.py       hub ingest of signed and sealed      quick: 5,000 messages (20,000), 100 replies (300)
+                     telemetry vs raw paho, reply checks
   hub_dashboard.py   50 robots into the browser dashboard quick: a 10 s window (30), 5 s warm-up (8)
   system.py          CPU and peak RSS per engine process  quick: 10 s idle (30)
 
@@ -88,6 +90,7 @@ STEPS = (
     Step("intelligence.py", "intelligence", ("--quick",), timeout=1800, quick_timeout=500),
     Step("hub_link.py", "hub", ("--messages", "2000", "--latency-samples", "200", "--outage", "10000",
                                 "--signing", "50", "--commands", "10"), timeout=1200, quick_timeout=300),
+    Step("hub_trust.py", "hub", ("--messages", "5000", "--replies", "100"), timeout=600, quick_timeout=200),
     Step("hub_dashboard.py", "dashboard", ("--seconds", "10", "--warmup", "5"), timeout=600, quick_timeout=200),
     Step("system.py", "system", ("--seconds", "10"), timeout=300, quick_timeout=200),
 )
