@@ -191,10 +191,14 @@ def test_a_mission_uploaded_from_the_page_runs_on_the_robot_with_live_task_state
     browser.wait("return !document.getElementById('send-button').disabled && "
                  "!document.querySelector('#send-errors li')", 20, "the mission checked")
     sent_before = page.spy.count()
+    # Every text the send status shows, however briefly: "accepted" gives way to progress within milliseconds.
+    browser.js("window.sendTexts = []; const el = document.getElementById('send-status'); new MutationObserver("
+               "() => window.sendTexts.push(el.textContent)).observe(el, {childList: true, characterData: true, "
+               "subtree: true});")
     browser.driver.find_element(By.ID, "send-button").click()
-    status = "return document.getElementById('send-status').textContent"
-    browser.wait(f"{status}.includes('accepted')", TIMEOUT,
-                 lambda: f"the robot's acceptance on the page: {browser.js(status)}\n{page.logs()}")
+    browser.wait("return window.sendTexts.some((text) => text.includes('accepted'))", TIMEOUT,
+                 lambda: f"the robot's acceptance on the page: {browser.js('return window.sendTexts')}\n"
+                 f"{page.logs()}")
     assert page.spy.count() == sent_before + 1
     topic, command = page.spy.commands[-1]
     assert topic == f"qai/{FLEET}/{ROBOT}/cmd/submit_mission" and command["signatures"][0]["alg"] == "ML-DSA-65"

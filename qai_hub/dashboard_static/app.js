@@ -9,7 +9,7 @@ import {drawPlot} from "./plots.js";
 const model = new FleetModel();
 const $ = (id) => document.getElementById(id);
 const state = {csrf: "", selected: null, mission: null, missionPinned: false, socket: null, retry: 0, live: "connecting",
-  lastRequest: null, rows: new Map(), logRows: 0};
+  lastRequest: null, earlyReplies: [], rows: new Map(), logRows: 0};
 window.qaiDashboard = {model, stats: model.stats, state};
 
 const map = new FleetMap($("map"), model, (name) => select(name));
@@ -389,6 +389,8 @@ $("send-button").addEventListener("click", async () => {
     state.lastRequest = answer.data.request_id;
     setText($("send-status"), `sent (request ${state.lastRequest.slice(0, 8)}); waiting for ${robot}`);
     select(robot);
+    // The robot's answers can reach the page before this answer does (a fast robot, a slow page).
+    for (const entry of state.earlyReplies.filter((e) => e.request_id === state.lastRequest)) showReply(entry);
   } else {
     const errors = $("send-errors");
     clear(errors);
@@ -398,13 +400,22 @@ $("send-button").addEventListener("click", async () => {
   $("send-button").disabled = false;
 });
 
-model.onEvent((entry) => {
-  if (!state.lastRequest || entry.request_id !== state.lastRequest) return;
+function showReply(entry) {
   setText($("send-status"), entry.text);
   if (entry.status === "accepted" && entry.mission_id) {
     state.mission = entry.mission_id;
     state.missionPinned = true;
   }
+}
+
+model.onEvent((entry) => {
+  if (!entry.request_id) return;
+  if (entry.request_id === state.lastRequest) {
+    showReply(entry);
+    return;
+  }
+  state.earlyReplies.push(entry);  // perhaps for the request whose id the page is still waiting to learn
+  if (state.earlyReplies.length > 20) state.earlyReplies.shift();
 });
 
 $("log-quiet").addEventListener("change", () => { model.resetLog = true; model.dirty.log = true; schedule(); });
