@@ -4,7 +4,8 @@
 
 What runs, each in its own process: mosquitto; `qai-hub serve` (start_dashboard); the robots: FakeRobots
 (test/fake_robots.py), plain paho clients that publish what hub_link publishes (retained status with a last
-will, odometry at --rate, battery at 1 Hz, a mission's state every 2 s) in its topics and payloads: they
+will, odometry at --rate, battery at 1 Hz, a mission's state every 2 s) in its topics and payloads, signed
+and sealed with each robot's own key, enrolled on the hub, as hub_link signs and seals them: they
 stand in for hub_link processes, fifty of which (each with rclpy and its own DDS participant) would not
 fit on two cores; the baseline: a raw paho subscriber to the same topics that parses each message and
 notes its latency; and headless Chromium (Debian's, via selenium) logged in to the dashboard.
@@ -65,8 +66,10 @@ def run_robots(args) -> None:
     """Publish as `args.robots` robots until SIGTERM; print each robot's last odometry seq as JSON."""
     sys.path.insert(0, str(ROOT / "test"))
     from fake_robots import FakeRobot
+    from robot_identity import TestRobots
 
-    robots = [FakeRobot(args.broker, FLEET, f"robot{index:03d}") for index in range(args.robots)]
+    identities = TestRobots(args.identities)  # the keys main() made and enrolled
+    robots = [FakeRobot(args.broker, FLEET, f"robot{index:03d}", robots=identities) for index in range(args.robots)]
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     period = 1.0 / args.rate
@@ -139,6 +142,7 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures here (qai_edge.figures records, for make bench)")
     parser.add_argument("--role", choices=("bench", "robots", "baseline"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--broker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--identities", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "robots":
         run_robots(args)
@@ -149,12 +153,17 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT / "test"))
     from dashboard_stack import Browser, write_login_file
+    from robot_identity import TestRobots
 
     from qai_edge.broker import LocalBroker, free_port
+    from qai_hub.client import BrokerOptions
     from qai_hub.dashboard_process import start_dashboard
     from qai_hub.protocol import generate_key_pair
 
     directory = Path(tempfile.mkdtemp(prefix="qai-dashboard-bench-"))
+    identities = TestRobots(directory / "robots")
+    for index in range(args.robots):  # each robot's key pair, enrolled on the hub
+        identities.key(f"robot{index:03d}")
     broker = LocalBroker(free_port(), directory / "broker").start()
     generate_key_pair(directory / "hub.key", directory / "hub.pub")
     children: list[subprocess.Popen] = []
@@ -162,14 +171,16 @@ def main() -> int:
 
     def role(name: str) -> subprocess.Popen:
         child = subprocess.Popen([sys.executable, __file__, "--role", name, "--broker", str(broker.port),
-                                  "--robots", str(args.robots), "--rate", str(args.rate)],
+                                  "--robots", str(args.robots), "--rate", str(args.rate),
+                                  "--identities", str(identities.directory)],
                                  stdout=subprocess.PIPE, text=True)
         children.append(child)
         return child
 
     try:
-        dashboard = start_dashboard(write_login_file(directory), broker_port=broker.port, fleet=FLEET,
-                                    key=directory / "hub.key", log_path=directory / "dashboard.log")
+        dashboard = start_dashboard(write_login_file(directory), broker=BrokerOptions(port=broker.port), fleet=FLEET,
+                                    robots=identities.registry_dir, key=directory / "hub.key",
+                                    log_path=directory / "dashboard.log")
         baseline = role("baseline")
         assert baseline.stdout.readline().strip() == "ready"
         browser = Browser(directory)
