@@ -63,8 +63,10 @@ def line(name: str, ours: float, baseline: float, unit: str, target: str = "", m
 # -- The hub-side subscriber, in its own process ------------------------------------------------------
 
 def run_sink(port: int, output: str, ready: str, username: str = "", password_file: str = "") -> None:
-    """Subscribe to qai/bench/#, note each message's arrival, write everything when told to stop (a message on
-    STOP_TOPIC, or SIGTERM)."""
+    """Subscribe to qai/bench/#, note each message's arrival, write everything when told to stop.
+
+    Told by a message on STOP_TOPIC, or SIGTERM.
+    """
     import orjson
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
@@ -298,8 +300,11 @@ def link_rate(robot: Robot, count: int, hub_link_pid: int) -> tuple[float, float
 
 def measure_locked_throughput(open_robot: Robot, locked_robot: Robot, count: int, open_pid: int,
                               locked_pid: int) -> None:
-    """The same link with its robot account, ACLs and own client id enforced (the broker qai-edge up starts),
-    against an open broker: both warmed up, then measured in the order open, locked, locked, open."""
+    """Measure the link through a locked broker against an open one.
+
+    Locked as `qai-edge up` starts it: the robot's account, ACLs, its own client id. Both warmed up, then
+    measured in the order open, locked, locked, open.
+    """
     print(f"\nthroughput, locked broker vs open: {count} Odometry messages at QoS 1, twice each", flush=True)
     for robot, pid in ((open_robot, open_pid), (locked_robot, locked_pid)):
         link_rate(robot, max(100, count // 4), pid)

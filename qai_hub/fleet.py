@@ -129,9 +129,12 @@ class SequenceTracker:
         self.announced = 0  # the highest number the robot's signed status says the broker took from it
 
     def announce(self, seq: int) -> None:
-        """Record the robot's word (its status's `sent`) that the broker took `seq`: from the first number this hub
-        received, what is not here by then is missing, even at the end of a stream that sends nothing more.
-        Before that it says nothing: a hub that has just subscribed never had what came before."""
+        """Record the robot's word (its status's `sent`) that the broker took `seq`.
+
+        From the first number this hub received, what is not here by then is missing, even at the end of a
+        stream that sends nothing more. Before that it says nothing: a hub that has just subscribed never had
+        what came before.
+        """
         self.announced = max(self.announced, seq)
 
     def receive(self, seq: int) -> bool:

@@ -31,7 +31,8 @@ def test_a_profile_without_a_broker_section_starts_none(tmp_path):
     ("{start: yes please}", "broker.start", "expected true or false"),
     ("{colour: red}", "broker.colour", "unknown key"),
     ("[1, 2]", "broker", "expected a mapping"),
-    ("{port: 18831}", "nodes.hub_link.parameters.broker_port", "18830 is not broker.port 18831"),
+    ("{port: 18839}", "nodes.hub_link.parameters.broker_port", "18830 is not broker.port 18839"),
+    ("{port: 18831}", "broker.hub_port", "expected a port number 1-65535 other than broker.port"),
 ])
 def test_a_bad_broker_section_names_the_key(tmp_path, section, key, why):
     path = write(tmp_path, f"broker: {section}\nnodes: {{hub_link: {{}}}}\n")

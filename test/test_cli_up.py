@@ -139,8 +139,10 @@ def test_up_check_exits_zero_once_every_node_is_healthy(tmp_path, processes):
 
 
 def test_up_keeps_dds_discovery_on_this_machine_whatever_the_environment_says(tmp_path, processes):
-    """The profile decides discovery (default: localhost), not a ROS_AUTOMATIC_DISCOVERY_RANGE left in the shell:
-    OFF here, under which neither `up` nor its nodes would find each other."""
+    """Let the profile decide discovery (default: localhost), not a range left in the shell.
+
+    The shell says OFF here, under which neither `up` nor its nodes would find each other.
+    """
     path = tmp_path / "profile.yaml"
     path.write_text(f"namespace: {unique_namespace()}\ndefaults: {{heartbeat_period: 0.2}}\n"
                     "nodes: {sim_vehicle: {}}\n")

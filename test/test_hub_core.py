@@ -555,8 +555,11 @@ def test_sequence_tracker_counts_duplicates_and_accounts_reported_drops():
 
 
 def test_a_status_tells_the_hub_of_the_end_of_a_stream_it_never_received():
-    """The finding: 44 mission states the broker had taken before it was killed never arrived, and nothing
-    said they were missing (the stream sent nothing more after them)."""
+    """Count the lost tail of a stream as missing.
+
+    The finding: 44 mission states the broker had taken before it was killed never arrived, and nothing
+    said they were missing (the stream sent nothing more after them).
+    """
     fleet = Fleet("f", ROBOTS.registry)
     for seq in (1, 2, 3):
         fleet.on_message(*robot_says("qai/f/r1/telemetry/mission_states", {

@@ -47,8 +47,11 @@ class Attacker:
         return client
 
     def raw(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """Publish at QoS 1; where the broker drops the connection instead (a packet over its size limit: its right,
-        and the attack is done), start a clean one rather than have paho send that packet again."""
+        """Publish at QoS 1 and wait for the broker's answer.
+
+        Where the broker drops the connection instead (a packet over its size limit: its right, and the attack
+        is done), start a clean one rather than have paho send that packet again.
+        """
         disconnects = self.disconnects
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         wait_for(lambda: self.disconnects > disconnects or info.is_published(), 30, f"the broker's answer on {topic}",
@@ -99,7 +102,7 @@ def cases():
     """Each case: a name and what the attacker does (a function of the Attacker)."""
 
     def rogue(stream: str, type_name: str, data) -> callable:
-        """The compromised robot signs telemetry of its own: checked all the same."""
+        """Sign telemetry as the compromised robot: checked all the same."""
         return lambda a: a.signed("rogue", f"{T}/rogue/telemetry/{stream}", telemetry(next(SEQ), type_name, data))
 
     def rogue_mission(**fields) -> callable:

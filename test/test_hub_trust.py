@@ -45,7 +45,7 @@ class Robot:
 
 
 def client(port: int, username: str = "", password_file=None, client_id: str = "") -> tuple[mqtt.Client, dict]:
-    """Return a raw paho client (an attacker's, or a test's eyes) and what happens to it."""
+    """Connect raw paho (an attacker, or a test's eyes); return the connection and what happens to it."""
     seen: dict = {"messages": [], "connected": threading.Event(), "refused": None, "subscribed": set()}
     paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or uuid.uuid4().hex,
                        protocol=mqtt.MQTTv5)
@@ -166,7 +166,7 @@ def test_mutual_tls_with_per_robot_certificates_keeps_each_robot_to_its_own_topi
 
 @pytest.fixture
 def open_stack(tmp_path):
-    """An open broker (an attacker may publish anything), one enrolled robot running, and the hub's keys."""
+    """Yield an open broker (an attacker may publish anything), one enrolled robot running, the hub's keys."""
     group = ProcessGroup(tmp_path)
     broker = start_broker(tmp_path / "broker")
     keys, robots = HubKeys(tmp_path), TestRobots(tmp_path / "robots")
@@ -275,7 +275,7 @@ def test_a_flood_of_junk_on_the_command_topics_leaves_signed_commands_answered_w
 
 @pytest.fixture
 def locked_stack(tmp_path):
-    """A locked broker (accounts r1, r2 and the hub's), robot r1 running on it, the hub following it."""
+    """Yield a locked broker (accounts r1, r2 and the hub's), robot r1 running on it, the hub following it."""
     group = ProcessGroup(tmp_path)
     accounts = BrokerAccounts(tmp_path / "accounts", FLEET)
     accounts.ensure(["r1", "r2"])
@@ -321,8 +321,11 @@ def test_through_the_locked_broker_no_flood_reaches_a_robot(locked_stack):
 
 @pytest.mark.slow
 def test_a_broker_killed_mid_mission_loses_neither_the_outcome_nor_a_sequence_number(tmp_path):
-    """The finding: with the broker SIGKILLed for 20 s, send-mission never got its result (exit 4 although the
-    mission succeeded) and telemetry the broker had acknowledged never arrived, unreported."""
+    """Get the outcome and every sequence number across a broker crash.
+
+    The finding: with the broker SIGKILLed for 20 s, send-mission never got its result (exit 4 although the
+    mission succeeded) and telemetry the broker had acknowledged never arrived, unreported.
+    """
     group = ProcessGroup(tmp_path)
     accounts = BrokerAccounts(tmp_path / "accounts", FLEET)
     accounts.ensure(["r1"])
