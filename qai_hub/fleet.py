@@ -67,6 +67,11 @@ class RangeSet:
 
     def add(self, value: int) -> bool:
         """Add `value`; False when it was there already."""
+        ends = self._ends
+        if ends and ends[-1] + 1 == value:  # the common case: the next number of a stream
+            ends[-1] = value
+            self._count += 1
+            return True
         return self.add_range(value, value) == 1
 
     def add_range(self, low: int, high: int) -> int:
@@ -366,6 +371,7 @@ class Fleet:
         self.refused_robots = 0  # messages of robots that may not take a slot (unknown, or past max_robots)
         self.security: deque[SecurityEvent] = deque(maxlen=200)
         self.expected: dict[str, tuple[str, str, str]] = {}  # request id -> (robot or "all", verb, nonce)
+        self._topics: dict[str, Any] = {}  # topic -> parse_topic's answer (ParsedTopic or None)
 
     def expect(self, command: dict[str, Any]) -> None:
         """Note a command this hub sent, so its replies are known as the answers to it (bounded: the last 1000)."""
@@ -395,7 +401,12 @@ class Fleet:
         against its seals.
         """
         now = time.time() if now is None else now
-        where = parse_topic(topic)
+        where = self._topics.get(topic)
+        if where is None:
+            where = parse_topic(topic)
+            if len(self._topics) >= 4096:  # topics repeat; made-up ones must not grow this
+                self._topics.clear()
+            self._topics[topic] = where
         if where is None or where.fleet != self.fleet or where.robot == ALL_ROBOTS or where.kind in ("cmd", "ping"):
             return None
         if now - self._expired_at > 1.0:
