@@ -41,6 +41,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -240,9 +241,10 @@ def collect(results: list[StepResult]) -> list[dict]:
     """Return every script's records in run order, each failed or timed-out script's row after its own."""
     records = []
     for result in results:
-        records.extend(result.records)
+        script = Path(result.step.script).name
+        records.extend({**record, "script": script} for record in result.records)
         if result.status != "ok":
-            records.append(failure_record(result))
+            records.append({**failure_record(result), "script": script})
     return records
 
 
@@ -323,6 +325,53 @@ def markdown(document: dict) -> str:
         previous = row[0]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+FIGURES = re.compile(r"(<!-- figures (?P<source>\S+) (?P<scripts>\S+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+
+
+def figures_block(document: dict, source: str, scripts: list[str], link: str | None = None) -> str:
+    """Return a docs block's table: the figures `scripts` wrote in the results file `source`, with how measured."""
+    machine = document["machine"]
+    steps = [step for step in document["steps"] if step["script"] in scripts]
+    records = [record for record in document["records"] if record.get("script") in scripts]
+    if not steps or not records:
+        raise ValueError(f"{source}: no figures of {', '.join(scripts)}")
+    quick = ", quick" if document["quick"] else ""
+    commit = (machine.get("git_commit") or "?")[:8]
+    lines = [f"From [`{source}`]({link or source}) (`{document['command'].strip()}`{quick}, commit {commit}, "
+             f"{machine['date'][:10]}, {machine['cpu_count']} CPUs, "
+             f"load average {min(step['load_before'] for step in steps):.1f}-"
+             f"{max(step['load_after'] for step in steps):.1f}); written by `bench/run_all.py --update-docs`, "
+             "not by hand. Sample sizes are in the figures' names and the script's `--help`.", "",
+             "| figure | value | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for row in table_rows(records):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row[1:]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(paths: list[Path], root: Path = ROOT) -> list[Path]:
+    """Rewrite every figures block in `paths` from its results file; return the files that changed."""
+    changed = []
+    for path in paths:
+        text = path.read_text()
+
+        def fill(match: re.Match) -> str:
+            source = match["source"]
+            document = json.loads((root / source).read_text())
+            body = figures_block(document, source, match["scripts"].split(","),
+                                 os.path.relpath(root / source, path.parent))
+            return match.group(1) + body + match.group(5)
+
+        updated = FIGURES.sub(fill, text)
+        if updated != text:
+            path.write_text(updated)
+            changed.append(path)
+    return changed
+
+
+def doc_files(root: Path = ROOT) -> list[Path]:
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
 def _git(*args: str) -> str | None:
@@ -410,8 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="echo each script's output as it runs")
     parser.add_argument("--markdown", metavar="RESULTS_JSON", help="print a results file as the table of "
                         "docs/benchmarks.md, run nothing")
+    parser.add_argument("--update-docs", action="store_true", help="rewrite the figures blocks of README.md and "
+                        "docs/*.md from the results files they name (bench/published/*.json), run nothing")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.update_docs:
+        for path in update_docs(doc_files()):
+            print(f"updated {path.relative_to(ROOT)}")
+        return 0
     if args.markdown:
         print(markdown(json.loads(Path(args.markdown).read_text())))
         return 0

@@ -41,8 +41,27 @@ Telemetry (telemetry_payload):
     sequence number: received, or reported on the drops stream.
 
 Drop reports (stream `drops`, type "qai/DropReport", data = drop_report()):
-    {"stream": str, "reason": "queue_full" | "expired" | "refused_by_broker" | "refused_by_client",
+    {"stream": str, "reason": "queue_full" | "expired" | "refused_by_broker" | "refused_by_client" | "not_kept",
      "ranges": [[first, last], ...] (inclusive, ascending, merged), "count": int}
+
+Signed robot messages (robot -> hub; sign_robot_message, open_robot_envelope):
+    {"v": 1, "msg": "<the message's JSON text>", "signatures": [{"alg": "ML-DSA-65", "key": "<key id>",
+     "sig": "<base64>"}, ...]}
+    Each signature covers robot_signed_bytes(topic, msg): ROBOT_DOMAIN, the topic the message is published
+    to, then the JSON text itself; the hub verifies those bytes with the keys it enrolled for the robot
+    the topic names (qai_hub.registry) and only then parses them. A robot signs its status and last will,
+    every reply, and telemetry of the types must_be_signed() names (mission states, events, reports, drop
+    reports, seals); a hub refuses those unsigned. Other telemetry is sealed: every seal period the robot
+    sends a seal (stream `seals`, type SEAL_TYPE, signed, data = seal_data()):
+        {"streams": {stream: [[seq, digest], ...]}}
+    listing telemetry_digest() of every other telemetry message sent since the last seal. The hub matches
+    each sealed message to its seal: another digest is a forgery or an alteration; none within a grace
+    period leaves it unsealed (counted).
+
+Gaps and resends: an acknowledged telemetry message stays in the robot's history for a stated window
+    (hub_link's history_window). A hub that misses numbers of a stream (a gap, or numbers the status's
+    `sent` says the broker took) sends a signed `resend` command; the robot publishes again what its history
+    holds and reports the rest on the drops stream with reason "not_kept".
 
 Commands (hub -> robot), the envelope (make_command):
     {"v": 1, "id": "<request id: 1-64 of A-Z a-z 0-9 _ . : ->", "verb": "<verb>", "fleet": "<fleet>",
@@ -56,21 +75,27 @@ Commands (hub -> robot), the envelope (make_command):
     changed, without breaking every signature. A key id is the first 16 hex digits of the SHA-256 of the
     key's DER SubjectPublicKeyInfo (key_id). A robot accepts a command when every signature verifies with
     a hub key it holds, one is ML-DSA-65 (FIPS 204) and, in hybrid mode, one is Ed25519; when its
-    timestamp is within the robot's window; and when its nonce was never seen (a store that survives
-    restarts).
+    timestamp is within the robot's window, and not older by more than the window than the newest command
+    the same key signed that was accepted (a high-water mark per key, so a clock stepped back admits no
+    replay); and when its nonce was never seen (a store that survives restarts). The robot executes the
+    canonical JSON it verified.
 
 Bodies by verb (BODY_FIELDS):
     submit_mission   {"mission": {...a mission document, as in config/missions/*.yaml...}}
     cancel_mission   {"mission_id": "...", "task_id": "..." (optional), "reason": "..." (optional)}
     add_tasks        {"mission_id": "...", "tasks": [{...task...}, ...]}
     get_state        {"mission_id": "..." (optional: all), "include_finished": true}
+    resend           {"stream": "...", "ranges": [[first, last], ...] (at most MAX_RESEND_RANGES)}
 
 Replies (robot -> hub, on the robot's own reply topic, also for fleet-wide commands; reply_payload):
-    {"id": "<the request id, or null when it could not be read>", "verb": str | null, "robot": str,
-     "status": one of REPLY_STATUSES, "stamp": epoch s, ...}
-    rejected carries `reason` (one of REJECTION_CODES) and `message`; accepted carries `mission_id`;
-    progress, succeeded, failed and canceled carry the mission's state; done carries a service's answer.
-    A command refused for its rate gets no reply, so a flood is not echoed.
+    {"id": "<the request id, or null when it could not be read>", "nonce": "<the command's nonce, or null>",
+     "verb": str | null, "robot": str, "status": one of REPLY_STATUSES, "stamp": epoch s, ...}, signed by the
+    robot. A hub takes a reply as the answer to its command only when the id and the nonce are the ones it
+    sent, to that robot (or to all). rejected carries `reason` (one of REJECTION_CODES) and `message`;
+    accepted carries `mission_id`; progress, succeeded, failed and canceled carry the mission's state; done
+    carries a service's answer. A command dropped because more bytes arrived than the robot parses a second
+    gets no reply, so a flood is not echoed; one beyond the robot's signature checks a second is answered
+    rate_limited (send it again).
 
 Transport: MQTT 5 (3.1.1 accepted), QoS 1 for commands, replies, status and drop reports; clients set
 TCP_NODELAY (set_tcp_nodelay), without which every QoS 1 round trip waits 40-90 ms.

@@ -6,6 +6,7 @@ reads in minutes, and every link in README and docs/ leads somewhere.
 """
 
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,3 +83,24 @@ def test_every_relative_link_in_readme_and_docs_leads_to_a_file_and_heading_that
 def _anchor(heading: str) -> str:
     """Return the anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_figures_in_readme_and_docs_are_the_results_files_they_name_not_typed_by_hand(tmp_path):
+    """Every `<!-- figures FILE SCRIPTS -->` block is what bench/run_all.py --update-docs writes from FILE."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "bench" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    sys.modules["run_all"] = run_all  # its dataclasses look their module up there
+    spec.loader.exec_module(run_all)
+    blocks = 0
+    for path in run_all.doc_files(ROOT):
+        blocks += len(run_all.FIGURES.findall(path.read_text()))
+        copy = tmp_path / path.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+    shutil.copytree(ROOT / "bench" / "published", tmp_path / "bench" / "published")
+    changed = run_all.update_docs(run_all.doc_files(tmp_path), root=tmp_path)
+    assert not changed, f"stale or hand-edited figures in {changed}: run bench/run_all.py --update-docs"
+    assert blocks >= 1
