@@ -20,6 +20,7 @@ saves its persistence, then SIGKILL).
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import re
@@ -110,31 +111,40 @@ def find_mosquitto() -> str | None:
                                               if os.access(p, os.X_OK)), None)
 
 
+_HANDED_OUT: "collections.deque[int]" = collections.deque(maxlen=64)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port free on `host` now.
+    """Return a TCP port free on `host` now, and not one this process was handed recently.
 
     With QAI_PORT_RANGE=low-high set (a test worker's own range, test/conftest.py), a free port from that
     range, so parallel test workers never pick the same one and none collides with the kernel's ephemeral
-    ports, which outgoing connections take; otherwise one the kernel picks.
+    ports, which outgoing connections take; otherwise one the kernel picks. A port is free until someone
+    binds it, so two calls before either is bound (a broker's two listeners) could get the same one: the
+    last 64 ports handed out are never handed out again.
     """
     span = os.environ.get("QAI_PORT_RANGE", "")
     if span:
         low, _, high = span.partition("-")
-        ports = list(range(int(low), int(high) + 1))
-        random.shuffle(ports)
-        for port in ports:
-            with socket.socket() as probe:
-                # As mosquitto binds its listener: a port whose last connections wait in TIME_WAIT is free.
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind((host, port))
-                except OSError:
-                    continue
-                return port
-        raise BrokerError(f"no free port in QAI_PORT_RANGE={span}")
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+        candidates = list(range(int(low), int(high) + 1))
+        random.shuffle(candidates)
+    else:
+        candidates = [0] * 32  # the kernel's pick, a few times over
+    for candidate in candidates:
+        if candidate in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            # As mosquitto binds its listener: a port whose last connections wait in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
+    raise BrokerError(f"no free port in QAI_PORT_RANGE={span}" if span else "no free port from the kernel")
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -289,8 +299,10 @@ class LocalBroker:
         deadline = time.monotonic() + timeout
         while not all(port_open(self.host, port) for port in (self.port, self.hub_port) if port is not None):
             if self.process.poll() is not None:
-                stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise BrokerError(f"mosquitto exited with {self.process.returncode}: {stderr.strip()[-500:]}"
+                process, self.process = self.process, None
+                with process.stderr:  # closed here: an exited broker's pipe must not wait for the collector
+                    stderr = process.stderr.read().decode(errors="replace")
+                raise BrokerError(f"mosquitto exited with {process.returncode}: {stderr.strip()[-500:]}"
                                   f"{self._log_tail()}")
             if time.monotonic() > deadline:
                 self.stop()

@@ -52,7 +52,7 @@ class IoStack:
         self.events: list = []
         self.event_times: list[float] = []  # when each of `events` came (monotonic)
         node = probe.node
-        node.create_subscription(Odometry, f"{self.namespace}/odom", self.odometry.append, 10)
+        node.create_subscription(Odometry, f"{self.namespace}/odom", self.odometry.append, 100)  # 2 s at 50 Hz
         node.create_subscription(Twist, f"{self.namespace}/cmd_vel",
                                  lambda msg: self.commands.append((time.monotonic(), msg)), 50)
         node.create_subscription(Event, f"{self.namespace}/events", self._on_event, 10)
@@ -78,11 +78,18 @@ class IoStack:
     def io_status(self, stream: str = ""):
         return self.probe.latest_status(f"{self.io_name}: {stream}" if stream else self.io_name)
 
+    def first_odometry(self) -> None:
+        """Wait for the probe's first odometry: the engines may be up (and a mission admitted) before it."""
+        if not self.odometry:
+            self.probe.spin_until(lambda: self.odometry, 30.0, lambda: f"the first odometry\n{self.logs()}")
+
     def position(self) -> tuple[float, float, float]:
+        self.first_odometry()
         p = self.odometry[-1].pose.pose.position
         return p.x, p.y, p.z
 
     def speed(self) -> float:
+        self.first_odometry()
         v = self.odometry[-1].twist.twist.linear
         return math.sqrt(v.x ** 2 + v.y ** 2 + v.z ** 2)
 

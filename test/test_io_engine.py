@@ -24,24 +24,17 @@ def stack(processes, ros_probe):
 
 
 def test_a_multi_waypoint_navigate_flies_through_every_waypoint(stack):
-    visited = set()
+    """Fly through every waypoint, judged on every odometry sample the probe received.
 
-    def watch():
-        position = stack.position()
-        for index, waypoint in enumerate(SQUARE):
-            if math.dist(position, waypoint) <= 0.6:
-                visited.add(index)
-
+    It once judged the latest sample each 50 ms spin only: on a loaded CI machine the few samples near the
+    takeoff waypoint (passed at arrival_tolerance 0.5 m, then left) fell between two looks.
+    """
     sent = stack.send("navigate", {"waypoints": SQUARE, "speed": 4.0})
-    outcome = None
-    while outcome is None:
-        stack.probe.spin_for(0.05)
-        if stack.odometry:
-            watch()
-        if sent[1].done():
-            outcome = stack.wait(sent)
+    outcome = stack.wait(sent, TIMEOUT * 2)
     assert outcome.succeeded, (outcome.message, stack.logs())
-    assert visited == {0, 1, 2, 3}
+    positions = [(m.pose.pose.position.x, m.pose.pose.position.y, m.pose.pose.position.z) for m in stack.odometry]
+    closest = [min(math.dist(p, waypoint) for p in positions) for waypoint in SQUARE]
+    assert max(closest) <= 0.8, closest  # the io_engine's 0.5 m tolerance, odometry noise and one 20 ms sample
     assert math.dist(outcome.result["position"], SQUARE[-1]) <= 0.5
     assert outcome.result["waypoints_reached"] == 4
     progress = [f.progress for f in outcome.feedback if not math.isnan(f.progress)]
