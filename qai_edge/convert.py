@@ -12,6 +12,7 @@ from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import KeyValue
 
 from qai_edge.tasks import ON_RESTART_FAIL, ON_RESTART_REDISPATCH, TaskKindSpec, decode_json, encode_json
+from qai_edge.text import shorten
 from qai_interfaces.msg import TaskKind
 
 _NS = 1_000_000_000
@@ -67,7 +68,7 @@ def kind_to_msg(spec: TaskKindSpec) -> TaskKind:
                     parameters_schema=encode_json(spec.parameters_schema) if spec.parameters_schema else "",
                     result_keys=list(spec.result_keys), resources=sorted(spec.resources),
                     default_timeout=duration_from_seconds(spec.default_timeout),
-                    on_restart=_ON_RESTART_TO_MSG[spec.on_restart])
+                    on_restart=_ON_RESTART_TO_MSG[spec.on_restart], ready=spec.ready, not_ready=spec.not_ready)
 
 
 def kind_from_msg(msg: TaskKind) -> TaskKindSpec:
@@ -75,4 +76,5 @@ def kind_from_msg(msg: TaskKind) -> TaskKindSpec:
                         parameters_schema=decode_json(msg.parameters_schema) if msg.parameters_schema else None,
                         result_keys=tuple(msg.result_keys), resources=frozenset(msg.resources),
                         default_timeout=optional_seconds_from_duration(msg.default_timeout),
-                        on_restart=_ON_RESTART_FROM_MSG.get(msg.on_restart, ON_RESTART_FAIL))
+                        on_restart=_ON_RESTART_FROM_MSG.get(msg.on_restart, ON_RESTART_FAIL),
+                        ready=bool(msg.ready), not_ready=shorten(msg.not_ready, 300) if not msg.ready else "")

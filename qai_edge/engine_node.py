@@ -70,6 +70,7 @@ class EngineNode(Node):
     def __init__(self, node_name: str, parameters: Sequence[ParamSpec] = (), **kwargs):
         super().__init__(node_name, **kwargs)
         self.task_server: TaskServer | None = None
+        self._announced_readiness: dict[str, str] = {}
         self._specs = {spec.name: spec for spec in (*COMMON_PARAMETERS, *parameters)}
         self._appliers: dict[str, Callable[[Any], None] | None] = {}
         for spec in self._specs.values():
@@ -145,7 +146,7 @@ class EngineNode(Node):
         return []
 
     def task_kinds(self) -> list[TaskKind]:
-        """Return the task kinds this engine serves right now."""
+        """Return the task kinds this engine serves right now, each with its readiness."""
         return self.task_server.kind_messages() if self.task_server else []
 
     def task_action_name(self) -> str:
@@ -155,6 +156,7 @@ class EngineNode(Node):
     # Heartbeat and announcement.
 
     def announce_capabilities(self) -> None:
+        self._announced_readiness = self.task_server.readiness() if self.task_server else {}
         message = EngineCapabilities()
         message.header.stamp = self._started_stamp
         message.engine = self.get_fully_qualified_name()
@@ -163,12 +165,23 @@ class EngineNode(Node):
         self._capabilities_pub.publish(message)
 
     def publish_heartbeat(self) -> None:
+        readiness = self.task_server.readiness() if self.task_server is not None else {}
+        refused = self.task_server is not None and self.task_server.refused_not_ready
+        if readiness != self._announced_readiness or refused:
+            # A kind became ready, or stopped being; or a task was refused as not ready, and its sender
+            # waits for an announcement that it is (a blip between two heartbeats changes no readiness here).
+            if refused:
+                self.task_server.refused_not_ready = False
+            self.announce_capabilities()
         level, text, values = self.health()
         status = DiagnosticStatus(name=self.get_fully_qualified_name(), hardware_id=self.robot_id,
                                   message=text)
         status.level = bytes([int(level)])
         common = {"pid": str(os.getpid()), "uptime_s": f"{time.monotonic() - self._started_at:.1f}",
-                  "kinds": ",".join(kind.name for kind in self.task_kinds())}
+                  "kinds": ",".join(readiness)}
+        not_ready = "; ".join(f"{kind}: {why}" for kind, why in readiness.items() if why)
+        if not_ready:
+            common["kinds_not_ready"] = not_ready
         if self.task_server is not None:
             common["tasks_running"] = str(self.task_server.running)
             common.update({f"tasks_{outcome}": str(n) for outcome, n in self.task_server.counts.items()})

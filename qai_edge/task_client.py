@@ -42,6 +42,7 @@ class Outcome:
     message: str = ""
     retryable: bool = True
     reattached: bool = False
+    not_ready: bool = False  # aborted because its kind is not ready on that engine: send it again once it is
 
 
 class _Goal:
@@ -179,7 +180,8 @@ class TaskClient:
         elif status == GoalStatus.STATUS_CANCELED:
             outcome = Outcome("canceled")
         elif status == GoalStatus.STATUS_ABORTED:
-            outcome = Outcome("aborted", message=result.message or "aborted by its engine", retryable=result.retryable)
+            outcome = Outcome("aborted", message=result.message or "aborted by its engine", retryable=result.retryable,
+                              not_ready=result.not_ready)
         else:
             outcome = Outcome("unknown", message=f"{entry.engine} lost the goal (status {status})",
                               reattached=entry.reattached)

@@ -6,6 +6,8 @@ and results out.
 Rules it keeps for the mission engine:
 - every goal is accepted; a goal that cannot run (unknown kind, parameters that fail the kind's schema,
   JSON that does not parse) is aborted at once with `retryable: false` and a message naming the field;
+  one whose kind is not ready (ServedKind.readiness: no fresh odometry yet, models loading) is aborted
+  with `not_ready: true`, and the mission engine sends it again once the kind is announced ready;
 - one goal per task: a new goal for a (mission, task) still running here replaces it, and the old one
   has stopped before the new one starts (a mission engine that restarted re-dispatches what was running);
 - a cancel completes only after the handler returned, so "canceled" means the work has stopped.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from rclpy.node import Node
@@ -44,9 +47,18 @@ class TaskServer(WorkerActionServer):
                          feedback_interval=FEEDBACK_MIN_INTERVAL, result_retention=result_retention)
         self.kinds = {served.spec.name: served for served in kinds}
         self.action_name = f"{node.get_fully_qualified_name()}/run_task"
+        # Set by a not-ready refusal: the caller now holds the kind as not ready until an announcement says
+        # otherwise, which a blip shorter than a heartbeat would never cause (EngineNode announces on it).
+        self.refused_not_ready = False
 
-    def kind_messages(self):
-        return [kind_to_msg(served.spec) for served in self.kinds.values()]
+    def readiness(self) -> dict[str, str]:
+        """Return each kind's readiness now: '' when ready, else why not."""
+        return {name: served.not_ready() for name, served in self.kinds.items()}
+
+    def kind_messages(self, readiness: Mapping[str, str] | None = None):
+        readiness = self.readiness() if readiness is None else readiness
+        return [kind_to_msg(replace(served.spec, ready=not readiness.get(name), not_ready=readiness.get(name, "")))
+                for name, served in self.kinds.items()]
 
     def destroy(self) -> None:
         super().destroy()
@@ -71,6 +83,13 @@ class TaskServer(WorkerActionServer):
         errors = parameter_errors(served.spec, parameters)
         if errors:
             return self.abort(goal_handle, f"task {shorten(task.id)}: {'; '.join(errors[:5])}", retryable=False)
+        why = served.not_ready()
+        if why:  # announced ready a moment ago, or sent before the announcement that said otherwise arrived
+            self.counts["not_ready"] = self.counts.get("not_ready", 0) + 1
+            self.refused_not_ready = True  # the engine announces again, even if ready by its next heartbeat
+            self._node.get_logger().info(f"task {shorten(task.id)} ({task.kind}) refused for now: not ready: {why}")
+            goal_handle.abort()
+            return RunTask.Result(retryable=True, not_ready=True, message=f"not ready: {why}")
         request = TaskRequest(mission_id=goal.mission_id, task_id=task.id, kind=task.kind, attempt=goal.attempt,
                               parameters=parameters, timeout=optional_seconds_from_duration(task.timeout))
 

@@ -90,6 +90,8 @@ class TaskKindSpec:
     resources: frozenset[str] = frozenset()
     default_timeout: float | None = None  # seconds
     on_restart: str = ON_RESTART_REDISPATCH
+    ready: bool = True  # False while its engine cannot serve it (tasks of it wait); `not_ready` says why
+    not_ready: str = ""
 
     def parameter_errors(self, parameters: Mapping[str, Any], skip: Callable[[str], bool] = lambda name: False
                          ) -> list[str]:
@@ -215,7 +217,17 @@ class TaskContext:
 Handler = Callable[[TaskRequest, TaskContext], Mapping[str, Any]]
 
 
+Readiness = Callable[[], str]  # "" when the kind can be served now, else why not
+
+
 @dataclass(frozen=True)
 class ServedKind:
+    """A kind an engine serves: its spec, its handler, and (optional) whether it can be served now."""
+
     spec: TaskKindSpec
     handler: Handler
+    readiness: Readiness | None = None
+
+    def not_ready(self) -> str:
+        """Return why the kind cannot be served now ('' when it can)."""
+        return self.readiness() if self.readiness is not None else ""
