@@ -13,18 +13,40 @@ turns ERROR; missions are refused with the reason.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from qai_edge.health import Level
 from qai_edge.tasks import TaskKindSpec
 from qai_mission.admission import Accept, Admission, Decision, Reject, Wait
 from qai_mission.journal import Journal, JournalError, JournalWriter
-from qai_mission.model import MissionSpec
+from qai_mission.model import MissionSpec, TaskStatus
 from qai_mission.publication import StatePublication, Update
 from qai_mission.registry import EngineRegistry, Transition
 from qai_mission.scheduler import Scheduler
 
 FINISHED_IN_MEMORY = 100  # finished missions kept in memory for quick status answers; the journal has the rest
+# Kinds that bring the vehicle down. When one fails for good (its engine refused it, lost it, or never came
+# back in time), the vehicle may be left in the air with no plan: the node says so on `events`
+# (RETURN_HOME_FAILED) and that event's rule starts the profile's return-home mission, which waits for its
+# engine to be ready again.
+FAIL_SAFE_KINDS = ("return_home", "land")
+RETURN_HOME_FAILED = "return_home_failed"
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """A fail-safe task that failed for good."""
+
+    mission_id: str
+    task_id: str
+    kind: str
+    message: str
+
+    @property
+    def text(self) -> str:
+        return (f"{self.kind} {self.mission_id}/{self.task_id} failed ({self.message}): the vehicle may be in the "
+                "air with no plan; starting the return-home mission")
 
 
 def open_journal(path: str, durable: bool, log) -> tuple[Journal | None, str]:
@@ -70,6 +92,7 @@ class MissionEngineCore:
         self.waiters: dict[str, tuple[Any, Any]] = {}  # mission id -> (ExecuteMission goal handle, future)
         self._goal_missions: dict[str, str] = {}  # ExecuteMission goal id -> mission id
         self._wakeups: list[Callable[[], None]] = []  # coroutines waiting for routes or time
+        self.stranded: list[Stranded] = []  # fail-safe tasks that failed, for the node to say (take_stranded)
         self._lock = threading.Lock()
         self._writing = 0  # batches handed to the writer whose commands are not acted on yet
         self.writer = None
@@ -93,6 +116,9 @@ class MissionEngineCore:
         """
         changes = self.scheduler.take_changes()
         commands = self.scheduler.take_commands()
+        for task in changes.tasks:
+            if task.status == TaskStatus.FAILED and task.spec.kind in FAIL_SAFE_KINDS:
+                self.stranded.append(Stranded(task.mission.id, task.id, task.spec.kind, task.message))
         self.publication.changed(changes.missions, changes.tasks)
         if self.writer is None or self.journal_problem:
             act(commands, self.journal_problem)
@@ -143,6 +169,12 @@ class MissionEngineCore:
         if announced.restarted:
             self.log.warning(f"engine {engine} restarted: its running tasks are lost")
             self._engine_lost(engine)
+        elif announced.kinds_changed and engine in self.registry.up():
+            waiting = {k.name: k.not_ready for k in kinds if not k.ready}
+            self.log.info(f"engine {engine}: "
+                          + ("; ".join(f"{name} not ready ({why})" for name, why in waiting.items())
+                             if waiting else "every kind ready"))
+            self._routes_changed()  # a kind became ready (tasks held for it go), or came, went, or is not ready
         return announced.restarted
 
     def check_engines(self, reachable: Callable[[str], bool]) -> list[Transition]:
@@ -172,14 +204,16 @@ class MissionEngineCore:
 
     # -- Admission -----------------------------------------------------------------------------------
 
-    def decide(self, spec: MissionSpec, waiting_until: float | None = None) -> Decision:
+    def decide(self, spec: MissionSpec, waiting_until: float | None = None,
+               routes: Mapping[str, Any] | None = None) -> Decision:
         """Admission's decision; heavy for a big mission, and safe to run on a worker thread."""
         missions = self.scheduler.missions
         active = sum(1 for m in list(missions.values()) if not m.status.terminal)
         exists = (lambda mission_id: mission_id in missions
                   or (self.journal is not None and self.journal.mission(mission_id) is not None))
         try:
-            return self.admission.decide(spec, self.scheduler.routes, self.clock(), self.steady(), active, exists,
+            routes = self.scheduler.routes if routes is None else routes
+            return self.admission.decide(spec, routes, self.clock(), self.steady(), active, exists,
                                          self.journal_problem, waiting_until)
         except JournalError as error:  # reading it failed: no mission can be accepted safely
             return Reject(f"the mission journal is unusable, so no mission can be accepted: "
@@ -199,8 +233,12 @@ class MissionEngineCore:
         return decision
 
     def admit_now(self, spec: MissionSpec) -> Decision:
-        """Decide and add at once (event missions): waiting is not an option for them."""
-        decision = self.decide(spec, waiting_until=self.steady())
+        """Decide and add at once (event missions): waiting is not an option for them.
+
+        Kinds of an engine that is down (lost, restarting) count as served: the mission's tasks wait for it, as
+        a fail-safe mission must when the engine it needs is the one that went away.
+        """
+        decision = self.decide(spec, waiting_until=self.steady(), routes=self.registry.routes(include_down=True))
         if isinstance(decision, Wait):
             return Reject(f"waiting for {decision.why}")
         return self.accept(decision) if isinstance(decision, Accept) else decision
@@ -214,6 +252,10 @@ class MissionEngineCore:
         if isinstance(decision, Accept):
             rules.started(code, decision.spec.id)
         return decision
+
+    def take_stranded(self) -> list[Stranded]:
+        stranded, self.stranded = self.stranded, []
+        return stranded
 
     def on_wake(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, at the next change of routes or the next steady tick."""
@@ -235,6 +277,11 @@ class MissionEngineCore:
             s.task_canceled(task, attempt)
         elif outcome.status == "unknown" and outcome.reattached:
             s.attempt_lost(task, attempt)
+        elif outcome.status == "aborted" and outcome.not_ready:
+            # Its engine says the kind is not ready (the announcement saying so may still be on its way).
+            if self.registry.mark_not_ready(task.engine, task.spec.kind, outcome.message.removeprefix("not ready: ")):
+                self.scheduler.set_routes(self.registry.routes(), self.registry.up())
+            s.task_not_ready(task, attempt, outcome.message)
         else:
             s.task_failed(task, attempt, outcome.message, outcome.retryable)
 
@@ -279,6 +326,7 @@ class MissionEngineCore:
             "queue_depth": s.queue_depth(), "tasks_running": s.running_count(),
             "tasks_waiting_for_engine_place": s.waiting_for_place(), "missed_deadlines": s.missed_deadlines,
             "engines_up": ",".join(sorted(self.registry.up())), "kinds_routed": ",".join(sorted(s.routes)),
+            "kinds_not_ready": "; ".join(f"{k}: {why}" for k, why in sorted(self.registry.not_ready().items())),
             "journal": str(self.journal.path) if self.journal else "",
         }
         if self.journal is not None:

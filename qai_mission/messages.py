@@ -113,3 +113,13 @@ def execute_mission_feedback(mission, tasks) -> ExecuteMission.Feedback:
 def execute_mission_result(mission) -> ExecuteMission.Result:
     return ExecuteMission.Result(mission_id=mission.id, state=int(mission.status), message=mission.message,
                                  tasks=[task_state_msg(t) for t in mission.tasks.values()])
+
+
+def stranded_event(source: str, stranded, stamp):
+    """Return the event that says a fail-safe task failed for good (qai_mission.engine_core.Stranded)."""
+    from qai_interfaces.msg import Event as EventMsg
+    from qai_mission.engine_core import RETURN_HOME_FAILED
+
+    event = EventMsg(source=source, code=RETURN_HOME_FAILED, severity=EventMsg.ERROR, message=stranded.text)
+    event.header.stamp = stamp
+    return event

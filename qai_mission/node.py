@@ -6,12 +6,12 @@ ROS interface (names relative to the robot's namespace):
 - services `add_tasks`, `cancel_task`, `get_mission_state`;
 - topic `mission_states` (MissionState, reliable, transient local): each change, throttled per mission;
 - subscribes `engine_capabilities` (which engine serves which kind), `/diagnostics` (their heartbeats),
-  `events` (event rules start missions); sends RunTask goals to the engines; serves the kind `wait`.
+  `events` (event rules start missions; it says `return_home_failed` there); sends RunTask goals; serves `wait`.
 
-A shell: decisions are in qai_mission.scheduler (what runs when), .admission (what is accepted),
-.registry (which engines are up), .event_rules, .publication (what state goes out when) and .journal (what
-survives a crash); goals in qai_edge.task_client. Changes are journaled, on the writer thread, before
-anything acts on them; a journal that fails stops dispatch and turns the node's health to ERROR.
+A shell: decisions are in qai_mission.scheduler (what runs when), .admission (what is accepted), .registry
+(which engines are up), .event_rules, .publication (what state goes out when) and .journal (what survives a
+crash); goals in qai_edge.task_client. Changes are journaled, on the writer thread, before anything acts on
+them; a journal that fails stops dispatch and turns the node's health to ERROR.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from qai_mission.codec import load_mission_file
 from qai_mission.engine_core import MissionEngineCore, open_journal
 from qai_mission.event_rules import EventRules, config_path
 from qai_mission.messages import (execute_mission_feedback, execute_mission_result, mission_from_msg,
-                                  mission_state_msg, task_to_msg)
+                                  mission_state_msg, stranded_event, task_to_msg)
 from qai_mission.parameters import PARAMETERS, limits_from
 from qai_mission.scheduler import Cancel, Dispatch, Reattach
 from qai_mission.wait_kind import WAIT_KIND, run_wait
@@ -65,6 +65,7 @@ class MissionEngine(EngineNode):
         self.create_subscription(EngineCapabilities, CAPABILITIES_TOPIC, self._on_capabilities, CAPABILITIES_QOS)
         self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self.create_subscription(Event, "events", self._on_event, 50)
+        self._events_pub = self.create_publisher(Event, "events", 10)
         self._missions = ActionServer(self, ExecuteMission, "execute_mission", execute_callback=self._execute,
                                       goal_callback=lambda goal: GoalResponse.ACCEPT,
                                       cancel_callback=self._on_cancel_request, callback_group=self._group,
@@ -87,9 +88,7 @@ class MissionEngine(EngineNode):
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    @staticmethod
-    def _steady_now() -> float:
-        return time.monotonic()
+    _steady_now = staticmethod(time.monotonic)
 
     def _restart_tick_timer(self, period: float) -> None:
         self.destroy_timer(self._tick_timer)
@@ -115,6 +114,10 @@ class MissionEngine(EngineNode):
                 self.tasks.reattach(command.task.engine, command.goal_id, (command.task, command.attempt),
                                     command.cancel)
         self._publish()
+        for stranded in self.core.take_stranded():  # a return_home or land failed for good: say so, act on it
+            event = stranded_event(self.get_fully_qualified_name(), stranded, self.get_clock().now().to_msg())
+            self._events_pub.publish(event)
+            self._on_event(event)
 
     def _publish(self) -> None:
         now = self._ros_now()

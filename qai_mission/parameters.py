@@ -33,7 +33,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("state_period", 0.1, "Least seconds between two state messages (and feedbacks) of one mission.",
               min=0.0, max=10.0),
     ParamSpec("event_missions", ["battery_reserve: missions/return_home.yaml",
-                                 "endurance_low: missions/return_home.yaml"],
+                                 "endurance_low: missions/return_home.yaml",
+                                 "return_home_failed: missions/return_home.yaml"],
               "Rules 'code: mission file': an event with that code on `events` starts that mission (unless one "
               "started from that file still runs). Relative paths are in the installed config/.",
               item_type=str, read_only=True),

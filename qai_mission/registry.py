@@ -3,7 +3,9 @@
 An engine announces itself on `engine_capabilities` (its kinds, its RunTask action, the time it started)
 and beats on /diagnostics. It counts as up while its heartbeat is fresh and its action server is
 reachable (a goal sent before the server is discovered would be lost); a new start stamp means it
-restarted, so whatever it was running is gone. A kind belongs to the first engine that announced it.
+restarted, so whatever it was running is gone. A kind belongs to the first engine that announced it. A
+kind may be announced not ready (an I/O engine without odometry yet); an engine that refuses a task as
+not ready marks its kind so until its next announcement says otherwise.
 
 The node feeds announcements and heartbeats in, asks `check(now, reachable)` on a steady timer, and acts on
 the transitions it returns. If that timer itself ran late (the process was stalled: heartbeats queued
@@ -13,7 +15,7 @@ engine does not mistake its own stall for every engine dying.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from qai_edge.tasks import TaskKindSpec
@@ -41,6 +43,7 @@ class Announced:
     new: bool  # first time this engine was heard
     restarted: bool  # a new start stamp from an engine that was up: its running tasks are gone
     action_changed: bool  # its RunTask action name changed (or appeared)
+    kinds_changed: bool = False  # what it serves changed: a kind came or went, or became ready or not
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,12 @@ class EngineRegistry:
             info = self.engines[engine] = EngineInfo(engine)
         restarted = info.stamp is not None and stamp != info.stamp and info.up
         action_changed = task_action != info.task_action
+        kinds_changed = list(kinds) != info.kinds
         info.stamp, info.kinds, info.task_action = stamp, list(kinds), task_action
         info.announced_at = info.last_heartbeat = now
         if restarted:
             info.up = False
-        return Announced(new, restarted, action_changed)
+        return Announced(new, restarted, action_changed, kinds_changed)
 
     def heartbeat(self, engine: str, now: float) -> None:
         info = self.engines.get(engine)
@@ -105,11 +109,34 @@ class EngineRegistry:
                     f"{'found' if info.task_action and reachable(info.name) else 'not found'})")))
         return transitions
 
-    def routes(self) -> dict[str, KindRoute]:
-        """Kinds served by engines that are up; a kind announced by two engines stays with the first."""
+    def mark_not_ready(self, engine: str, kind: str, why: str) -> bool:
+        """Note that `engine` refused a task of `kind` as not ready, until it announces the kind ready again.
+
+        Return True when that changed the routes (the kind was taken as ready).
+        """
+        info = self.engines.get(engine)
+        if info is None:
+            return False
+        for index, spec in enumerate(info.kinds):
+            if spec.name == kind and spec.ready:
+                info.kinds[index] = replace(spec, ready=False, not_ready=why)
+                return True
+        return False
+
+    def not_ready(self) -> dict[str, str]:
+        """Kinds of engines that are up which cannot be served now, and why."""
+        return {kind: route.spec.not_ready for kind, route in self.routes().items() if not route.spec.ready}
+
+    def routes(self, include_down: bool = False) -> dict[str, KindRoute]:
+        """Kinds served by engines that are up; a kind announced by two engines stays with the first.
+
+        A kind that is not ready is routed all the same (missions using it are accepted): the scheduler holds
+        its tasks until it is. `include_down`: also the kinds of engines that were heard and are down now (a
+        fail-safe mission is accepted for an engine that is coming back, and waits for it).
+        """
         routes: dict[str, KindRoute] = {}
         for info in self.engines.values():
-            if info.up:
+            if info.up or include_down:
                 for kind in info.kinds:
                     routes.setdefault(kind.name, KindRoute(kind, info.name, info.task_action))
         return routes

@@ -45,7 +45,7 @@ class Task:
     __slots__ = ("spec", "mission", "seq", "sort_key", "status", "attempt", "retries_used", "preemptions", "engine",
                  "progress", "message", "started_at", "finished_at", "result", "remaining_deps", "dependents",
                  "resources", "attempt_deadline", "timer_token", "queue_token", "retry_at", "pending_outcome",
-                 "on_restart", "has_references", "goal_id", "engine_losses", "journal_row")
+                 "on_restart", "has_references", "goal_id", "engine_losses", "journal_row", "not_ready")
 
     def __init__(self, spec: TaskSpec, mission: "Mission", seq: int):
         self.spec = spec
@@ -75,6 +75,7 @@ class Task:
         self.goal_id = ""  # the current attempt's RunTask goal id (hex), journaled before the goal is sent
         self.engine_losses = 0  # attempts that ended because their engine died or restarted
         self.journal_row: int | None = None  # its row in the journal, once inserted (then it is updated)
+        self.not_ready = ""  # why its engine last refused it as not ready (it waits for the kind to be ready)
 
     @property
     def id(self) -> str:
@@ -271,6 +272,25 @@ class Scheduler:
             self._attempt_ended_by_cancel(task)
         else:
             self._attempt_failed(task, message, retryable)
+        self._check_mission(task.mission)
+        self.schedule()
+
+    def task_not_ready(self, task: Task, attempt: int, message: str) -> None:
+        """Record that the engine could not take the attempt yet: its kind is not ready there.
+
+        The task waits for the kind to be announced ready (schedule() holds it while its route says not ready)
+        and is sent again then; no retry of its policy is used. Its attempt clock keeps running, so the wait
+        is bounded by the task's timeout.
+        """
+        if not self._current(task, attempt):
+            return
+        if task.status == CANCELING and task.pending_outcome != PREEMPT:
+            self._attempt_ended_by_cancel(task)
+        else:
+            self._release(task)
+            task.pending_outcome = ""
+            task.not_ready = f"{task.engine}: {message}"
+            self._make_ready(task, f"waiting for {task.spec.kind} to be ready on {task.not_ready}")
         self._check_mission(task.mission)
         self.schedule()
 
@@ -512,6 +532,9 @@ class Scheduler:
             if route is None or route.engine not in self.available_engines:
                 self._waiting_engine.append(task)
                 continue
+            if not route.spec.ready:
+                self._hold_until_ready(task, route)
+                continue
             cap = self.max_running_per_engine
             if cap is not None and len(self._running_on.get(route.engine, ())) >= cap:
                 heapq.heappush(self._waiting_place.setdefault(route.engine, []), best)
@@ -523,6 +546,20 @@ class Scheduler:
                 heapq.heappush(waiting.setdefault(busy[0], []), best)
                 continue
             self._dispatch(task, route, resources)
+
+    def _hold_until_ready(self, task: Task, route: KindRoute) -> None:
+        """Keep a task whose kind is announced not ready until it is, for at most the task's timeout."""
+        self._waiting_engine.append(task)
+        why = f"{route.engine}: {route.spec.not_ready or 'not ready'}"
+        if task.not_ready == why:
+            return
+        task.not_ready = why
+        if task.attempt_deadline is None:
+            timeout = task.spec.timeout or route.spec.default_timeout
+            if timeout:
+                task.attempt_deadline = self.clock() + timeout
+                self._push_timer(task.attempt_deadline, "timeout", task, task.timer_token)
+        self._set_status(task, TaskStatus.READY, f"waiting for {task.spec.kind} to be ready on {why}")
 
     def _maybe_preempt(self, task: Task, busy: list[str]) -> None:
         holders = list(dict.fromkeys(self._holders[r] for r in busy))
@@ -543,6 +580,7 @@ class Scheduler:
                 return
         now = self.clock()
         task.attempt += 1
+        task.not_ready = ""
         task.goal_id = f"{self._goal_prefix}{next(self._goal_counter):016x}"
         task.engine = route.engine
         task.resources = resources
@@ -691,6 +729,7 @@ class Scheduler:
     def _reset_attempt_clock(self, task: Task) -> None:
         task.attempt_deadline = None
         task.timer_token += 1
+        task.not_ready = ""  # a new attempt's wait for readiness gets a new clock
 
     def _final_fail(self, task: Task, message: str) -> None:
         self._set_status(task, TaskStatus.FAILED, message)
@@ -725,6 +764,9 @@ class Scheduler:
         message = f"timed out after {timeout:g} s" if timeout else "timed out"
         if task.status == RUNNING:
             self._request_cancel(task, TIMEOUT, message)
+        elif task.status == TaskStatus.READY and task.not_ready:  # its kind was never ready again in time
+            self._attempt_failed(task, f"{message} waiting for {task.spec.kind} to be ready on {task.not_ready}",
+                                 retryable=True)
         elif task.status == TaskStatus.READY:  # interrupted: its engine did not come back in time
             self._attempt_failed(task, f"{message}: engine {task.engine} did not return", retryable=True)
 

@@ -17,6 +17,7 @@ ROUTES = {
     "scan": KindRoute(TaskKindSpec("scan", result_keys=("samples",)), "/io", "/io/run_task"),
     "plan": KindRoute(TaskKindSpec("plan", result_keys=("order",)), "/quantum", "/quantum/run_task"),
     "slow": KindRoute(TaskKindSpec("slow", default_timeout=10.0), "/quantum", "/quantum/run_task"),
+    "return_home": KindRoute(TaskKindSpec("return_home", resources=frozenset({MOTION})), "/io", "/io/run_task"),
 }
 
 

@@ -237,3 +237,47 @@ def test_an_engine_that_announced_itself_late_is_waited_for_until_it_is_reached(
     core.announce("/quantum", "/quantum/run_task", [ROUTES["plan"].spec], (1, 0))  # not reachable yet
     assert isinstance(core.decide(spec), Wait)
     core.close()
+
+
+# -- Readiness and the fail-safe ---------------------------------------------------------------------------
+
+def test_an_announcement_that_a_kind_became_ready_lets_its_held_tasks_go(tmp_path):
+    """The finding behind it: readiness in an announcement changed nothing until the engine went down and up."""
+    from dataclasses import replace
+
+    from qai_edge.task_client import Outcome
+
+    core, clock, _ = _core(tmp_path)
+    kinds = [r.spec for r in ROUTES.values()]
+    core.accept(core.decide(mission("m1", task("a", "scan", timeout=60))))
+    (dispatch,) = _flush(core)[0]
+    core.attempt_ended(dispatch.task, dispatch.attempt, Outcome("aborted", message="not ready: no odometry yet",
+                                                                not_ready=True))
+    assert _flush(core)[0] == [] and core.registry.not_ready() == {"scan": "no odometry yet"}
+    core.announce("/io", "/io/run_task", [replace(k, ready=k.name != "scan", not_ready="no odometry yet"
+                                                  if k.name == "scan" else "") for k in kinds], (1, 0))
+    assert _flush(core)[0] == []  # announced not ready: still held
+    core.announce("/io", "/io/run_task", kinds, (1, 0))  # ready now
+    (again,) = _flush(core)[0]
+    assert again.task.id == "a" and again.attempt == 2 and again.task.retries_used == 0
+    core.close()
+
+
+def test_a_return_home_that_fails_for_good_is_said_so_the_return_home_mission_starts(tmp_path):
+    from qai_edge.task_client import Outcome
+
+    core, clock, _ = _core(tmp_path)
+    core.accept(core.decide(mission("m1", task("home", "move", retry={"max_retries": 0}))))
+    (dispatch,) = _flush(core)[0]
+    assert core.take_stranded() == []
+    core.attempt_ended(dispatch.task, dispatch.attempt, Outcome("aborted", message="engine lost", retryable=True))
+    _flush(core)
+    assert core.take_stranded() == []  # "move" is not a fail-safe kind
+    core.accept(core.decide(mission("m2", task("rh", "return_home", retry={"max_retries": 0}))))
+    (dispatch,) = _flush(core)[0]
+    core.attempt_ended(dispatch.task, dispatch.attempt, Outcome("aborted", message="geofence", retryable=False))
+    _flush(core)
+    (stranded,) = core.take_stranded()
+    assert (stranded.mission_id, stranded.task_id, stranded.kind) == ("m2", "rh", "return_home")
+    assert "may be in the air with no plan" in stranded.text and core.take_stranded() == []
+    core.close()

@@ -403,3 +403,60 @@ def test_mission_status_follows_its_tasks():
     assert h.mission_status() == "RUNNING"
     h.succeed("a")
     assert h.mission_status() == "SUCCEEDED" and h.scheduler.missions["m1"].finished_at == h.clock.now
+
+
+# -- Readiness: a kind announced not ready holds its tasks; a refusal as not ready costs no retry --------------
+
+def not_ready(routes, kind: str, why: str):
+    from dataclasses import replace
+
+    route = routes[kind]
+    return {**routes, kind: replace(route, spec=replace(route.spec, ready=False, not_ready=why))}
+
+
+def test_a_task_whose_kind_is_not_ready_waits_for_it_then_runs():
+    h = Harness(routes=not_ready(ROUTES, "move", "no odometry yet"))
+    assert h.dispatched(h.add(task("nav", "move", timeout=30), task("p", "plan"))) == ["p"]
+    assert h.status("nav") == "READY" and "no odometry yet" in h.task("nav").message
+    h.advance(10)
+    h.scheduler.set_routes(ROUTES, {"/io", "/quantum"})
+    assert h.dispatched() == ["nav"]
+    nav = h.task("nav")
+    assert nav.retries_used == 0 and nav.attempt == 1
+
+
+def test_a_refusal_as_not_ready_uses_no_retry_and_the_task_runs_once_the_kind_is_ready():
+    """Hold a task refused as not ready, with no retry used, and send it once its kind is ready.
+
+    The finding: a restarted io_engine announced its kinds, took return_home within 70 ms and failed it at once
+    ("no fresh odometry"); the mission failed with the drone in the air.
+    """
+    h = Harness()
+    h.add(task("home", "move", timeout=60))
+    nav = h.task("home")
+    h.scheduler.set_routes(not_ready(ROUTES, "move", "no odometry yet"), {"/io", "/quantum"})  # as the node does
+    h.scheduler.task_not_ready(nav, 1, "not ready: no odometry yet")
+    assert nav.status == TaskStatus.READY and nav.retries_used == 0 and h.dispatched() == []
+    h.advance(5)
+    h.scheduler.set_routes(ROUTES, {"/io", "/quantum"})
+    assert h.dispatched() == ["home"]
+    assert h.dispatched(h.succeed("home")) == [] and h.mission_status() == "SUCCEEDED"
+
+
+def test_waiting_for_readiness_is_bounded_by_the_tasks_timeout_and_says_why():
+    h = Harness(routes=not_ready(ROUTES, "move", "battery state unknown"))
+    h.add(task("nav", "move", timeout=30, retry={"max_retries": 0}))
+    h.advance(29)
+    assert h.status("nav") == "READY"
+    h.advance(1)
+    assert h.status("nav") == "FAILED"
+    assert "timed out after 30 s waiting for move to be ready on /io: battery state unknown" in h.task("nav").message
+
+
+def test_a_task_refused_as_not_ready_that_is_canceled_meanwhile_ends_canceled():
+    h = Harness()
+    h.add(task("nav", "move", timeout=30))
+    nav = h.task("nav")
+    h.scheduler.cancel_task("m1", "nav", "operator")
+    h.scheduler.task_not_ready(nav, 1, "not ready: no odometry yet")
+    assert nav.status == TaskStatus.CANCELED
