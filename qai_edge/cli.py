@@ -15,7 +15,7 @@ import yaml
 
 from qai_edge.health import HealthBoard, Level, format_table
 from qai_edge.nodes import NODE_TYPES
-from qai_edge.paths import installed_executable
+from qai_edge.paths import RUN_VARIABLE, installed_executable
 from qai_edge.profile import Profile, ProfileError, load_profile
 from qai_edge.supervisor import ProcessSpec, Supervisor
 
@@ -206,6 +206,9 @@ class RunningProfile:
             argv = executable_command(spec.executable) + spec.ros_arguments(params_file)
             specs.append(ProcessSpec(spec.name, argv, spec.restart))
         profile.dds.apply(os.environ)  # before rclpy starts here; the nodes inherit it
+        # One id for this run, inherited by every node (and each restart of one): what is kept across a restart
+        # within the run (the I/O engine's home) is told apart from an earlier run's.
+        os.environ[RUN_VARIABLE] = f"{os.getpid()}-{time.time_ns()}"
         self.watch = _HealthWatch(profile, install_signal_handlers=False)
         self.supervisor = Supervisor(specs, profile.stop, on_event=self._on_event)
         self._levels: dict[str, Level] = {}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 PACKAGE = "qai_edge"
 
+RUN_VARIABLE = "QAI_EDGE_RUN"  # one id per run of `qai-edge up`, inherited by its nodes and their restarts
+
 
 def share_dir() -> Path:
     """Return the qai_edge share directory.

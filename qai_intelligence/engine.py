@@ -194,6 +194,18 @@ class IntelligenceCore:
             raise TaskFailed("no odometry yet: the vehicle's position is unknown", retryable=True)
         return odom["x"], odom["y"], odom["z"]
 
+    def endurance_not_ready(self) -> str:
+        """Why check_endurance cannot answer now ('' when it can): a position and a fresh prediction."""
+        if self.latest.get("odom") is None:
+            return "no odometry yet"
+        if self.endurance is None:
+            return "no endurance prediction yet (it needs battery and odometry readings)"
+        return ""
+
+    def anomalies_not_ready(self) -> str:
+        """Why watch_anomalies cannot watch now ('' when it can): it needs the vehicle's readings."""
+        return "" if self.latest.get("odom") is not None else "no odometry yet"
+
     def _prediction(self, context, wait: float = 5.0) -> EnduranceOutput:
         started = context.now()
         while self.endurance is None or (self.endurance_at is not None and context.now() - self.endurance_at > 5.0):

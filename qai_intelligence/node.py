@@ -100,8 +100,10 @@ class IntelligenceEngine(EngineNode):
         self.create_service(RollbackModel, "~/rollback_model", self._on_rollback)
         self.create_timer(self.periods["endurance"], self._endurance_tick)
         self.create_timer(self.periods["anomaly"], self._anomaly_tick)
-        kinds = [ServedKind(CHECK_ENDURANCE, self.core.check_endurance)] if "endurance" in slots else []
-        kinds += [ServedKind(WATCH_ANOMALIES, self.core.watch_anomalies)] if "anomaly" in slots else []
+        kinds = [ServedKind(CHECK_ENDURANCE, self.core.check_endurance, self.core.endurance_not_ready)
+                 ] if "endurance" in slots else []
+        kinds += [ServedKind(WATCH_ANOMALIES, self.core.watch_anomalies, self.core.anomalies_not_ready)
+                  ] if "anomaly" in slots else []
         self.serve(kinds)
         self.start()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,6 +23,7 @@ from qai_edge.geofence import Geofence
 from qai_edge.health import Level
 from qai_edge.params import by_name
 from qai_edge.tasks import ServedKind, TaskCanceled, TaskContext, TaskFailed, TaskRequest
+from qai_io.home import HomeStore
 from qai_io.kinds import KindLimits, task_kinds
 from qai_io.motion import (STOP, Command, ExternalController, HoldPlan, LandPlan, MotionRun, MotionStatus, Pose,
                            PositionController, SequencePlan, WaypointPlan)
@@ -53,8 +55,9 @@ class IoCore:
     """
 
     def __init__(self, param: Callable[[str], Any], clocks: Clocks, publish_command: Callable[[Command], None],
-                 report: Callable[[Notice], None]):
+                 report: Callable[[Notice], None], home_store: HomeStore | None = None):
         self.param, self.clocks = param, clocks
+        self.home_store = home_store or HomeStore(None)
         self.publish_command, self.report = publish_command, report
         self.vehicle_kind, self.controller_mode = param("vehicle_kind"), param("controller")
         for name in ("vehicle_kind", "controller"):  # `qai-edge profile` refuses these; `ros2 run -p` does not
@@ -72,7 +75,9 @@ class IoCore:
             name, param(f"{name}_min_rate"), stale_after=max(3.0 / max(param(f"{name}_min_rate"), 0.1), 0.5),
             stuck_after=param("stuck_after")), started_at=now) for name in STREAM_NAMES}
         self.safety = SafetySupervisor(param, self.vehicle_kind, now, battery_expected=param("battery_min_rate") > 0)
-        self.safety.home = tuple(home) if home else None
+        # Home: the parameter; else the one this run recorded (an io_engine restarted in the air); else, below,
+        # where the first odometry puts the vehicle.
+        self.safety.home = tuple(home) if home else self.home_store.load()
         self.external = ExternalController(param("external_command_timeout"), clocks.steady)
         self.scans = Scans()
         self.pose: Pose | None = None
@@ -102,6 +107,7 @@ class IoCore:
         self.safety.on_pose(pose)
         if self.safety.home is None:
             self.safety.home = pose.position
+            self.home_store.save(pose.position)
         run = self._motion
         if run is None:
             return None
@@ -151,10 +157,40 @@ class IoCore:
 
     def served_kinds(self) -> list[ServedKind]:
         """Return the kinds with the current limits in their schemas (build them again when a limit changes)."""
-        handlers = {"navigate": self.navigate, "hold": self.hold, "hover": self.hold, "land": self.land,
-                    "return_home": self.return_home, "scan": self.scan, "collect": self.scan}
+        handlers = {"navigate": self.navigate, "hold": self.hold, "hover": self.hold,
+                    "land": partial(self._fail_safe, "land", self.land),
+                    "return_home": partial(self._fail_safe, "return_home", self.return_home),
+                    "scan": self.scan, "collect": self.scan}
         kinds = task_kinds(KindLimits.from_parameters(self.param, self.fence))
-        return [ServedKind(spec, handlers[name]) for name, spec in kinds.items()]
+        readiness = {"return_home": self.return_home_not_ready, "scan": self.sensing_not_ready,
+                     "collect": self.sensing_not_ready}
+        return [ServedKind(spec, handlers[name], readiness.get(name, self.motion_not_ready))
+                for name, spec in kinds.items()]
+
+    # -- Readiness: a kind is announced ready only when it can be served --------------------------
+
+    def sensing_not_ready(self) -> str:
+        """Why a scan cannot run now ('' when it can): it needs to know where the vehicle is."""
+        now = self.clocks.steady()
+        odom = self.monitors["odom"]
+        if self.pose is None or odom.last_valid_at is None:
+            return "no odometry yet"
+        if not odom.fresh(now):
+            return f"odometry stale ({now - odom.last_valid_at:.1f} s old)"
+        return ""
+
+    def motion_not_ready(self) -> str:
+        """Why the vehicle cannot be moved now ('' when it can): fresh odometry and a known battery."""
+        why = self.sensing_not_ready()
+        if why:
+            return why
+        battery = self.monitors["battery"]
+        if battery.spec.min_rate > 0 and not battery.fresh(self.clocks.steady()):
+            return "battery state unknown" if battery.last_valid_at is None else "battery state stale"
+        return ""
+
+    def return_home_not_ready(self) -> str:
+        return self.motion_not_ready() or ("" if self.home is not None else "home unknown")
 
     # -- Motion ----------------------------------------------------------------------------------
 
@@ -248,6 +284,17 @@ class IoCore:
         plan = LandPlan(pose.position, request.parameters.get("descent_speed", self.param("landing_speed")))
         final = self._run_motion(context, "land", plan, self.param("default_speed"), request.timeout)
         return {"position": _rounded(final.position)}
+
+    def _fail_safe(self, kind: str, handler, request: TaskRequest, context: TaskContext) -> dict:
+        """Run a return_home or land; when it fails in the air, hold there and call for a return home."""
+        try:
+            return handler(request, context)
+        except TaskFailed as failure:
+            notices = self.safety.on_return_failed(kind, failure.message, self.clocks.steady())
+            if notices:
+                self._stop_vehicle()  # hold position: stopped, not drifting
+                self._report(notices)
+            raise
 
     def return_home(self, request: TaskRequest, context: TaskContext) -> dict:
         pose = self._require_pose()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 
 from geometry_msgs.msg import PointStamped, Twist
 from nav_msgs.msg import Odometry
@@ -32,6 +33,7 @@ from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
 from qai_interfaces.msg import Event
 from qai_io.core import Clocks, IoCore
+from qai_io.home import HomeStore
 from qai_edge.geo import quaternion_to_yaw
 from qai_io.motion import Pose
 from qai_io.parameters import PARAMETERS, READ_LIVE, SCHEMA_LIMITS
@@ -68,8 +70,12 @@ def battery_from_msg(msg: BatteryState) -> dict[str, float]:
 class IoEngine(EngineNode):
     def __init__(self, **kwargs):
         super().__init__("io_engine", PARAMETERS, **kwargs)
+        data_dir = self.param("data_dir")
+        home = HomeStore(Path(data_dir).expanduser() / self.robot_id / "home.json" if data_dir else None)
         self.core = IoCore(self.param, Clocks(steady=self._steady_now, ros=self._ros_now), self._publish_command,
-                           self._report)
+                           self._report, home)
+        if self.core.home is not None and not self.param("home"):
+            self.get_logger().info(f"home {self.core.home} as this run recorded it ({home.path})")
         self.on_parameter("external_command_timeout", lambda value: setattr(self.core.external, "timeout", value))
         for name in SCHEMA_LIMITS:
             self.on_parameter(name, lambda value: self._announce_limits())

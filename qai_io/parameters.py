@@ -22,6 +22,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "reserve rules)", min=0.0, max=100.0),
     ParamSpec("home", [], "x, y, z of home; empty: where the first odometry put the vehicle", item_type=float,
               read_only=True),
+    ParamSpec("data_dir", "~/.ros/qai_edge", "Directory for <robot_id>/home.json: the home taken from the first "
+              "odometry, kept for an io_engine restarted in the air within the same run of qai-edge up (or boot); "
+              "empty: not kept", read_only=True),
     ParamSpec("geofence_polygon", [], "x1, y1, x2, y2, ... (m, odom frame); empty: no horizontal fence",
               item_type=float, read_only=True),
     ParamSpec("geofence_min_altitude", 0.0, "m", min=-1000.0, max=100000.0, read_only=True),

@@ -32,6 +32,11 @@ as the vehicle is airborne (a ground robot: away from home) and no return_home o
 mission engine that restarted or missed it still brings the vehicle home (its `event_missions` rule
 starts config/missions/return_home.yaml). A vehicle on the ground gets no event: taking off on a
 reserve battery is worse than staying where it is.
+
+Never left in the air with no plan: when a return_home or land fails here while the vehicle is airborne,
+it is stopped (holding its position) and a `return_home_failed` event goes out at once, then again every
+`battery_event_period` s while it stays airborne and no return_home or land runs; the mission engine's rule
+for it starts the return-home mission (the mission engine also says so itself when it could not send one).
 """
 
 from __future__ import annotations
@@ -116,6 +121,8 @@ class SafetySupervisor:
         self.motion: MotionWatch | None = None
         self._healthy_since: float | None = None
         self._last_event_at: float | None = None
+        self.stranded = ""  # why a return_home or land failed in the air (cleared on the ground)
+        self._stranded_event_at: float | None = None
         self._lock = threading.RLock()
 
     # -- Where the vehicle is ------------------------------------------------------------------
@@ -192,6 +199,14 @@ class SafetySupervisor:
             self._healthy_since = None
             return notices + self._step(now)
 
+    def on_return_failed(self, kind: str, why: str, now: float) -> list[Notice]:
+        """Take a return_home or land that failed: airborne, the vehicle is stranded until it is down."""
+        with self._lock:
+            if not self.airborne():
+                return []
+            self.stranded, self._stranded_event_at = f"{kind} failed: {why}", None
+            return self._step(now)
+
     def tick(self, now: float) -> list[Notice]:
         """Call a few times a second: readings that stopped, recovery, and the event's repeats."""
         with self._lock:
@@ -209,6 +224,13 @@ class SafetySupervisor:
                 and now - self._healthy_since >= self.param("battery_recover_time")):
             notices.append(self._leave(f"healthy readings on the ground for {now - self._healthy_since:.1f} s"))
         returning = self.motion is not None and self.motion.kind in RETURNING_KINDS
+        if self.stranded and not airborne:
+            self.stranded = ""  # down: nothing is left to bring home
+        if self.stranded and not returning and (
+                self._stranded_event_at is None or now - self._stranded_event_at >= self.param("battery_event_period")):
+            self._stranded_event_at = now
+            notices.append(Notice("return_home_failed", f"{self.stranded}; holding position in the air: bring the "
+                                  "vehicle home", {"reason": self.stranded}))
         if self.in_reserve and airborne and not returning and (
                 self._last_event_at is None or now - self._last_event_at >= self.param("battery_event_period")):
             self._last_event_at = now

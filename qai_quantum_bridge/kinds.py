@@ -141,10 +141,15 @@ class QuantumService:
         with self._lock:
             self.defaults = defaults
 
-    def served(self) -> list[ServedKind]:
+    def served(self, readiness=None) -> list[ServedKind]:
+        """Return the kinds with their handlers; `readiness` () -> '' or why not (the QAOA kernel warming up).
+
+        run_circuit runs a caller's circuit on Aer, not the QAOA kernel: always ready.
+        """
         handlers = {"plan_route": self.plan_route, "assign_tasks": self.assign_tasks, "solve_qubo": self.solve_qubo,
                     "run_circuit": self.run_circuit}
-        return [ServedKind(spec, handlers[name]) for name, spec in self.kinds.items()]
+        return [ServedKind(spec, handlers[name], None if name == "run_circuit" else readiness)
+                for name, spec in self.kinds.items()]
 
     # -- Solver jobs ------------------------------------------------------------------------
 

@@ -92,15 +92,19 @@ class QuantumBridgeNode(EngineNode):
         self.service = QuantumService(bridge, solve_defaults(p), Limits.from_parameters(p))
         self._pool = ThreadPoolExecutor(max_workers=p("worker_threads"), thread_name_prefix="quantum")
         self._optimize = OptimizeServer(self, self.service, self._pool)
-        self.task_server = TaskServer(self, self.service.served(), pool=self._pool,
+        self._kernel_state = "not needed" if not diagonal.compiled_available() else "warming up"
+        # Its kinds are announced ready once the compiled kernel is warm (or known not to be coming).
+        self.task_server = TaskServer(self, self.service.served(self._kernel_not_ready), pool=self._pool,
                                       result_retention=p("task_result_retention"))
         self.add_on_set_parameters_callback(self._check_solver_defaults)
         for name in RUNTIME:
             self.on_parameter(name, self._apply_solver_defaults)
-        self._kernel_state = "not needed" if not diagonal.compiled_available() else "warming up"
         if diagonal.compiled_available():  # compiled, or loaded from numba's cache, beside the executor and pool
             threading.Thread(target=self._warm_kernel, name="qaoa-kernel-warm-up", daemon=True).start()
         self.start()
+
+    def _kernel_not_ready(self) -> str:
+        return "the QAOA kernel is warming up" if self._kernel_state == "warming up" else ""
 
     def _warm_kernel(self) -> None:
         try:

@@ -95,7 +95,16 @@ class ProcessGroup:
 
     def start_node(self, executable: str, name: str | None = None, namespace: str = "/",
                    parameters: Mapping[str, Any] | None = None) -> ManagedChild:
-        """Start an installed node executable with its name, namespace and parameters."""
+        """Start an installed node executable with its name, namespace and parameters.
+
+        A node that keeps files (data_dir) keeps them in the test's directory unless the test names another:
+        never in the user's ~/.ros.
+        """
+        from qai_edge.nodes import NODE_TYPES
+
+        parameters = dict(parameters or {})
+        if executable in NODE_TYPES and "data_dir" in NODE_TYPES[executable].parameter_specs():
+            parameters.setdefault("data_dir", str(self.directory / "data"))
         return self._start_ros([str(installed(executable))], name or executable, namespace, parameters)
 
     def start_test_engine(self, name: str = "test_engine", namespace: str = "/",

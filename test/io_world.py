@@ -47,7 +47,7 @@ class FakeContext(TaskContext):
 
 class World:
     def __init__(self, parameters: Mapping[str, Any] | None = None, position=(0.0, 0.0, 0.0),
-                 config: VehicleConfig | None = None, **overrides):
+                 config: VehicleConfig | None = None, home_store=None, **overrides):
         self.parameters = default_parameters(**{**(parameters or {}), **overrides})
         self.model = VehicleModel(config or VehicleConfig(kind=self.parameters["vehicle_kind"], seed=1),
                                   position=position)
@@ -60,7 +60,7 @@ class World:
         self.cancel_when: Callable[[], bool] | None = None
         self._next = dict.fromkeys(PERIODS, 0)
         clocks = Clocks(steady=lambda: self.time, ros=lambda: self.time, sleep=self.advance, wait=self.wait)
-        self.core = IoCore(self.parameters.__getitem__, clocks, self._on_command, self.notices.append)
+        self.core = IoCore(self.parameters.__getitem__, clocks, self._on_command, self.notices.append, home_store)
         self.advance(0.1)  # the first readings
 
     # -- The world's side --------------------------------------------------------------------------

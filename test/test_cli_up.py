@@ -19,7 +19,7 @@ def write_profile(tmp_path, namespace, supervisor="initial_backoff: 0.2, max_bac
     path.write_text(textwrap.dedent(f"""\
         namespace: {namespace}
         robot_id: testbot
-        defaults: {{heartbeat_period: 0.2}}
+        defaults: {{heartbeat_period: 0.2, data_dir: {tmp_path / 'data'}}}
         supervisor: {{{supervisor}, sigterm_timeout: 3, sigkill_timeout: 3}}
         nodes:
         """) + "".join(f"  {name}: {{}}\n" for name in ENGINES if name != "mission_engine")

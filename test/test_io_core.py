@@ -266,3 +266,91 @@ def test_the_profile_check_refuses_a_vehicle_kind_or_controller_the_engine_canno
 def test_the_core_refuses_a_vehicle_kind_it_cannot_drive_naming_the_choices():
     with pytest.raises(ValueError, match="vehicle_kind: must be one of: multirotor, ground; got 'boat'"):
         World(vehicle_kind="boat", config=VehicleConfig())
+
+
+# -- Readiness and home ------------------------------------------------------------------------------------
+
+def test_motion_kinds_are_ready_only_with_fresh_odometry_and_a_known_battery():
+    world = World()
+    kinds = {served.spec.name: served for served in world.core.served_kinds()}
+    world.advance(1.0)
+    assert {name: served.not_ready() for name, served in kinds.items()} == dict.fromkeys(kinds, "")
+    world.odom_dropout = True
+    world.advance(1.0)
+    assert kinds["navigate"].not_ready().startswith("odometry stale") and kinds["scan"].not_ready()
+    world.odom_dropout = False
+    world.advance(0.2)
+    assert kinds["navigate"].not_ready() == ""
+    world.battery_dropout = True
+    world.advance(10.0)
+    assert kinds["navigate"].not_ready() == "battery state stale" and kinds["scan"].not_ready() == ""
+
+
+def test_before_any_reading_nothing_is_ready_and_return_home_also_needs_a_home(tmp_path):
+    from qai_io.core import Clocks, IoCore
+    from io_world import default_parameters
+
+    core = IoCore(default_parameters().__getitem__, Clocks(steady=lambda: 5.0, ros=lambda: 5.0), print, print)
+    assert core.motion_not_ready() == "no odometry yet" and core.return_home_not_ready() == "no odometry yet"
+    core.pose, core.monitors["odom"].last_valid_at = Pose(0, 0, 5, 0), 5.0
+    core.monitors["battery"].last_valid_at = 5.0
+    assert core.motion_not_ready() == "" and core.return_home_not_ready() == "home unknown"
+
+
+def test_home_is_kept_for_a_restart_within_the_run_and_taken_afresh_in_a_new_one(tmp_path):
+    """Keep home across a restart within a run.
+
+    The finding behind it: an io_engine restarted in the air took the spot it hovered at for home.
+    """
+    from qai_io.home import HomeStore
+
+    path = tmp_path / "robot" / "home.json"
+    first = HomeStore(path, run="run-1")
+    assert first.load() is None
+    first.save((1.0, 2.0, 0.1))
+    assert HomeStore(path, run="run-1").load() == (1.0, 2.0, 0.1)  # restarted within the run
+    assert HomeStore(path, run="run-2").load() is None  # a new run: home from its first odometry
+    path.write_text('{"run": "run-1", "home": [1, "x", 0]}')
+    broken = HomeStore(path, run="run-1")
+    assert broken.load() is None and "home.json" in broken.error
+    path.write_text('{"run": "run-1", "home": [1, NaN, 0]}')
+    assert HomeStore(path, run="run-1").load() is None
+    assert HomeStore(None).load() is None  # no data_dir: nothing kept
+
+
+def test_an_io_engine_restarted_in_the_air_flies_home_to_the_home_its_run_recorded(tmp_path):
+    from qai_io.home import HomeStore
+
+    store = HomeStore(tmp_path / "home.json", run="run-1")
+    store.save((0.0, 0.0, 0.0))
+    world = World(position=(6.0, 3.0, 5.0), home_store=store)  # hovering, as a restarted engine first sees it
+    assert world.core.home == (0.0, 0.0, 0.0)
+    result = world.run("return_home", {})
+    assert math.dist(result["position"][:2], (0.0, 0.0)) <= 0.6 and result["position"][2] < 0.5
+
+
+def test_a_return_home_that_fails_in_the_air_holds_there_and_calls_for_a_return_home_until_one_runs():
+    """Never leave the vehicle in the air with no plan (the finding: a failed return home left it there)."""
+    world = World()
+    take_off(world, 6.0)
+    world.run("navigate", {"waypoints": [[8, 0, 6]]})
+    world.odom_dropout = True  # the return home cannot start: no fresh odometry
+
+    with pytest.raises(TaskFailed, match="no fresh odometry"):
+        world.advance(1.0)
+        world.run("return_home", {})
+    world.odom_dropout = False
+    (first,) = [n for n in world.notices if n.code == "return_home_failed"]
+    assert first.publish and "return_home failed: no fresh odometry" in first.message
+
+    def calls():
+        return len([n for n in world.notices if n.code == "return_home_failed"])
+
+    before = calls()
+    world.advance(10.2)  # no return home runs: the call goes on every battery_event_period (5 s)
+    assert 2 <= calls() - before <= 3  # every 5 s, whatever the phase
+    assert world.position[2] > 4.0 and math.hypot(world.core.pose.vx, world.core.pose.vy) < 0.3  # held, in the air
+    world.run("return_home", {})
+    after = calls()
+    world.advance(12.0)  # down at home: nothing more to call for
+    assert calls() == after and world.position[2] < 0.5

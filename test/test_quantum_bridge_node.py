@@ -14,7 +14,7 @@ TIMEOUT = 60.0
 
 
 class Bridge:
-    def __init__(self, processes, probe, parameters=None, address_space=None):
+    def __init__(self, processes, probe, parameters=None, address_space=None, ready=True):
         from rclpy.action import ActionClient
 
         from qai_interfaces.action import Optimize, RunTask
@@ -34,6 +34,13 @@ class Bridge:
         probe.watch_diagnostics()
         probe.spin_until(lambda: self.optimize.server_is_ready() and self.tasks.server_is_ready(), TIMEOUT,
                          lambda: f"the bridge's actions\n{self.process.log()}")
+        if ready:  # its QAOA kinds refuse work (not ready) until the kernel is warm, as the mission engine knows
+            probe.spin_until(lambda: "kinds_not_ready" not in self.values(), TIMEOUT,
+                             lambda: f"the bridge's kinds ready ({self.values()})\n{self.process.log()}")
+
+    def values(self) -> dict:
+        status = self.probe.latest_status(f"{self.namespace}/quantum_bridge")
+        return status_values(status) if status else {"kinds_not_ready": "no heartbeat yet"}
 
     def send(self, client, goal, feedback=None):
         sent = client.send_goal_async(goal, feedback_callback=(lambda m: feedback.append(m.feedback))
