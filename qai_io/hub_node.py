@@ -38,8 +38,8 @@ from qai_io.hub_link.link import HubLink, config_from_parameters
 from qai_io.hub_link.outgoing import RobotOutgoing, load_or_create_key
 from qai_io.hub_link.queue import DiskQueue
 from qai_io.hub_link.status import link_health
-from qai_io.hub_link.streams import (DiagnosticsSummary, MissionBoard, RateLimiter, StreamSpec, StreamState,
-                                     parse_streams)
+from qai_io.hub_link.streams import (DiagnosticsSummary, MissionBoard, RateLimiter, ReplayFilter, StreamSpec,
+                                     StreamState, parse_streams)
 from qai_io.hub_missions import MissionCommands
 from qai_io.hub_parameters import PARAMETERS
 
@@ -86,6 +86,7 @@ class HubLinkNode(EngineNode):
         self.missions = MissionCommands(self, self.outgoing.answer, self._ros_now, timeout=p("mission_engine_timeout"),
                                         progress_period=p("progress_period"))
         self.create_subscription(MissionState, "mission_states", self._on_mission_state, MISSION_STATES_QOS)
+        self.replays = ReplayFilter(data_dir / "hub_latched.json")
         self.streams: dict[str, StreamState] = {}
         specs, self.rejected_streams = parse_streams(p("streams"))
         for spec in specs:
@@ -97,6 +98,7 @@ class HubLinkNode(EngineNode):
         self.outgoing.link = self.link
         self.create_timer(p("status_period"), self._publish_status, clock=self._steady_clock)
         self.create_timer(p("seal_period"), self.outgoing.seal, clock=self._steady_clock)
+        self.create_timer(1.0, self.replays.flush, clock=self._steady_clock)
         self.add_on_set_parameters_callback(self._on_set_parameters)  # checks and applies hub_public_keys
         self.on_parameter("hub_public_keys")
         # The link starts on the first spin: a command that arrives must find the node in its executor.
@@ -151,6 +153,9 @@ class HubLinkNode(EngineNode):
         except Exception as error:  # noqa: BLE001 - a message the codec cannot take costs only itself
             stream.counts["errors"] += 1
             stream.last_error = f"{error!r:.200}"
+            return
+        if stream.spec.ros_qos == "latched" and not self.replays.is_news(stream.spec.name, data):
+            stream.counts["skipped"] += 1  # the latched history a restart replays: sent before
             return
         self._send(stream, data)
 

@@ -699,3 +699,31 @@ def test_qai_hub_refuses_a_bad_mission_file_before_sending_anything(tmp_path, ca
     bad.write_text("tasks:\n  - {id: a, kind: wait, timeout: soon}\n")
     assert main(["--port", "1", "send-mission", str(bad), "--robot", "r1", "--key", str(tmp_path / "none")]) == 2
     assert "tasks[0] (a).timeout" in capsys.readouterr().err
+
+
+def test_the_latched_history_a_restart_replays_is_not_sent_again(tmp_path):
+    """The finding: after each hub_link restart the hub got older mission states again, under new numbers."""
+    from qai_io.hub_link.streams import ReplayFilter
+
+    def state(mission, sec, nanosec=0, **extra):
+        return {"header": {"stamp": {"sec": sec, "nanosec": nanosec}}, "mission_id": mission, **extra}
+
+    path = tmp_path / "hub_latched.json"
+    first = ReplayFilter(path)
+    assert first.is_news("mission_states", state("m1", 10)) and first.is_news("mission_states", state("m2", 11))
+    assert first.is_news("mission_states", state("m1", 12))
+    assert not first.is_news("mission_states", state("m1", 12))  # the same state again
+    assert first.is_news("capabilities", {"header": {"stamp": {"sec": 5}}, "engine": "/io"})
+    first.flush()
+    restarted = ReplayFilter(path)  # what the latched topics hand the new subscriber: the last states again
+    assert not restarted.is_news("mission_states", state("m1", 12)) and not restarted.is_news(
+        "mission_states", state("m2", 11)) and not restarted.is_news("mission_states", state("m1", 10))
+    assert restarted.replayed == 3
+    assert restarted.is_news("mission_states", state("m1", 12, 1))  # what happened since is news
+    assert restarted.is_news("mission_states", {"mission_id": "m3"})  # no stamp: cannot tell, so sent
+    path.write_text("not json")
+    assert ReplayFilter(path).is_news("mission_states", state("m1", 12))  # unreadable: at worst sent once more
+    bounded = ReplayFilter(None, max_keys=3)
+    for index in range(10):
+        bounded.is_news("mission_states", state(f"m{index}", index))
+    assert len(bounded._sent) == 3

@@ -395,6 +395,38 @@ def test_a_broker_stopped_for_10_s_mid_stream_loses_no_sequence_number(robot, tm
 
 
 @pytest.mark.slow
+def test_a_restarted_hub_link_does_not_send_the_latched_mission_states_again(robot):
+    """Send a latched mission state once, across hub_link restarts.
+
+    The finding: after each hub_link restart the hub received older mission_states snapshots again (the
+    latched topic's history) under new sequence numbers, and a hub that trusts the order showed finished tasks
+    as running again.
+    """
+
+    def states():
+        return {(m["data"]["mission_id"], m["data"]["header"]["stamp"]["sec"], m["data"]["header"]["stamp"]["nanosec"])
+                for m in robot.hub.on(f"{ROBOT}/telemetry/mission_states")}
+
+    wait_task = {"id": "w", "kind": "wait", "parameters": {"seconds": 0.1}}
+    command = robot.send("submit_mission", {"mission": {"tasks": [wait_task]}})
+    wait_for(lambda: any(r.get("status") == "succeeded" for r in robot.hub.replies(command["id"])), TIMEOUT,
+             lambda: f"the mission's result\n{robot.logs()}")
+    robot.probe.spin_for(1.5)  # the replay filter's file is written every second
+    before, seen = len(robot.hub.on(f"{ROBOT}/telemetry/mission_states")), states()
+    os.kill(robot.hub_link.pid, signal.SIGKILL)
+    robot.hub_link.wait(10)
+    connects = robot.hub.fleet.robots[ROBOT].status.get("link", {}).get("connects")
+    robot.hub_link = robot.start_hub_link(ROBOT)
+    wait_for(lambda: robot.hub.fleet.robots[ROBOT].online and robot.hub.fleet.robots[ROBOT].status.get(
+        "link", {}).get("connects") != connects, TIMEOUT, lambda: f"the restarted link online\n{robot.logs()}")
+    spin_until(robot, lambda: int(robot.diagnostics().get("published", "0")) > 5, "the link publishing again")
+    robot.probe.spin_for(2.0)
+    again = [m for m in robot.hub.on(f"{ROBOT}/telemetry/mission_states")[before:]
+             if (m["data"]["mission_id"], m["data"]["header"]["stamp"]["sec"],
+                 m["data"]["header"]["stamp"]["nanosec"]) in seen]
+    assert again == [], f"{len(again)} mission states sent again after the restart"
+
+
 def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path):
     port = free_port()
     parameters = {"data_dir": str(tmp_path / "data"), "robot_id": "r4", "fleet": FLEET, "broker_port": port,

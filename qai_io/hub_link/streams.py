@@ -24,8 +24,11 @@ stream across restarts of the node, `stamp` is when the link took the message (s
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 
@@ -172,6 +175,62 @@ class DiagnosticsSummary:
     def summary(self) -> dict[str, Any]:
         worst = max((entry["level"] for entry in self._latest.values()), default=0)
         return {"worst": worst, "nodes": dict(sorted(self._latest.items()))}
+
+
+class ReplayFilter:
+    """What the latched streams already sent, so the history a restart replays is not sent again as news.
+
+    A latched topic (mission_states, engine_capabilities: transient local) hands a new subscriber its last
+    messages: after a restart of hub_link, the same mission states again. Each message of such a stream is
+    keyed by what it is about (its `mission_id`, else its `engine`) and dated by its header stamp; one not
+    newer than the last sent for its key is dropped. The last stamps are kept in a file (written at most every
+    `flush` call, atomically), so they outlive the process; at most `max_keys` keys, the oldest forgotten.
+    """
+
+    KEYS = ("mission_id", "engine")
+
+    def __init__(self, path: str | Path | None, max_keys: int = 2000):
+        self.path = Path(path) if path else None
+        self.max_keys = max_keys
+        self.replayed = 0
+        self._sent: dict[str, tuple[int, int]] = {}
+        self._dirty = False
+        if self.path is not None:
+            try:
+                loaded = json.loads(self.path.read_text())
+                self._sent = {str(k): (int(v[0]), int(v[1])) for k, v in list(loaded.items())[-max_keys:]}
+            except (OSError, ValueError, TypeError, IndexError, AttributeError):
+                self._sent = {}  # none yet, or unreadable: at worst a replay is sent once more
+
+    def is_news(self, stream: str, data: Mapping[str, Any]) -> bool:
+        """Return False for a message already sent (by its key and stamp); note the ones that are news."""
+        stamp = data.get("header", {}).get("stamp") if isinstance(data.get("header"), dict) else None
+        if not isinstance(stamp, dict):
+            return True
+        key = f"{stream}/" + next((str(data[k]) for k in self.KEYS if isinstance(data.get(k), str)), "")
+        when = (int(stamp.get("sec", 0)), int(stamp.get("nanosec", 0)))
+        last = self._sent.get(key)
+        if last is not None and when <= last:
+            self.replayed += 1
+            return False
+        self._sent.pop(key, None)
+        self._sent[key] = when
+        while len(self._sent) > self.max_keys:
+            self._sent.pop(next(iter(self._sent)))
+        self._dirty = True
+        return True
+
+    def flush(self) -> None:
+        """Write the last stamps when they changed (call it every second or so)."""
+        if self.path is None or not self._dirty:
+            return
+        self._dirty = False
+        try:
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_text(json.dumps({k: list(v) for k, v in self._sent.items()}))
+            os.replace(temporary, self.path)
+        except OSError:
+            self._dirty = True  # tried again at the next flush
 
 
 class MissionBoard:
