@@ -26,6 +26,8 @@ The scripts and what --quick changes (the sizes the targets are set at stay wher
                      telemetry vs raw paho, reply checks
   hub_dashboard.py   50 robots into the browser dashboard quick: a 10 s window (30), 5 s warm-up (8)
   system.py          CPU and peak RSS per engine process  quick: 10 s idle (30)
+  chaos.py           missions while engines and the       quick: 4 min of chaos (30)
+                     broker are SIGKILLed at random
 
 Exit status: 0 when every script ran to the end (a missed target is a figure, not a failure: figures move
 with the machine's load), 1 when one failed or timed out, 2 for bad options.
@@ -56,7 +58,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 AREAS = {"mission": "mission engine", "quantum": "quantum bridge", "intelligence": "intelligence", "io": "I/O",
-         "hub": "hub link", "dashboard": "dashboard", "system": "system"}
+         "hub": "hub link", "dashboard": "dashboard", "system": "system", "chaos": "chaos soak"}
 LIBRARIES = ("ros-jazzy-rclpy", "numpy", "torch", "ncps", "qiskit", "qiskit-aer", "numba", "py_trees",
              "paho-mqtt", "cryptography", "rich")
 
@@ -94,6 +96,7 @@ STEPS = (
     Step("hub_trust.py", "hub", ("--messages", "5000", "--replies", "100"), timeout=600, quick_timeout=200),
     Step("hub_dashboard.py", "dashboard", ("--seconds", "10", "--warmup", "5"), timeout=600, quick_timeout=200),
     Step("system.py", "system", ("--seconds", "10"), timeout=300, quick_timeout=200),
+    Step("chaos.py", "chaos", ("--minutes", "4"), timeout=3000, quick_timeout=900),
 )
 
 

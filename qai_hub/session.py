@@ -87,10 +87,15 @@ class HubSession:
         elif kind.endswith("/Event"):
             self.events.append((time.time(), robot, data))
         elif kind.endswith("/MissionState"):
+            # Each task's state as the fleet now holds it: newest by the robot's stamp, so a backlog that
+            # arrives after live data (a broker outage) does not look like a task running again.
+            merged = change.robot.missions.get(data["mission_id"]) or {}
+            held = {task["task_id"]: task["state"] for task in merged.get("tasks", [])}
             for task in data["tasks"]:
+                state = held.get(task["task_id"], task["state"])
                 history = self.task_history.setdefault((robot, data["mission_id"], task["task_id"]), [])
-                if not history or history[-1] != task["state"]:
-                    history.append(task["state"])
+                if not history or history[-1] != state:
+                    history.append(state)
 
     # -- Commands ------------------------------------------------------------------------------------
 

@@ -609,6 +609,34 @@ def test_fleet_keeps_the_newest_mission_state_when_the_backlog_arrives_late():
     assert tracker.dropped.ranges == [(1, 4)] and tracker.drop_reasons == {"expired": 4}
 
 
+def test_the_hub_session_does_not_see_a_task_run_again_when_an_older_state_arrives_after_a_newer(hub_keys):
+    """Keep a task's history in the order of the robot's stamps, not of arrival.
+
+    The finding (bench/chaos.py, the broker killed mid-mission): after the outage the robot's resend brought
+    fly_2's RUNNING state after its SUCCEEDED one, and the session reported fly_2 as run again after it
+    succeeded (`reran`), which the robot never did.
+    """
+    from qai_hub.client import BrokerOptions
+    from qai_hub.session import HubSession
+
+    session = HubSession(BrokerOptions(port=1), "f", Signer.from_files(hub_keys / "hub.key"), ROBOTS.registry,
+                         fill_gaps=False)
+
+    def state(seq, sec, task_state):
+        data = {"header": {"stamp": {"sec": sec, "nanosec": 0}}, "mission_id": "m1", "state": 1,
+                "tasks": [{"task_id": "fly_2", "state": task_state}]}
+        return robot_says("qai/f/r1/telemetry/mission_states",
+                          {"seq": seq, "stamp": 0, "type": "qai_interfaces/msg/MissionState", "data": data})
+
+    session.on_message(*state(1, 10, 2))  # running
+    session.on_message(*state(3, 30, 10))  # succeeded, live
+    session.on_message(*state(2, 20, 2))  # the backlog after the outage: running, older
+    assert session.reran("r1", "m1") == []
+    assert session.task_history[("r1", "m1", "fly_2")] == [2, 10]
+    session.on_message(*state(4, 40, 2))  # newer: it really runs again
+    assert session.reran("r1", "m1") == ["fly_2"]
+
+
 def test_a_drop_report_of_a_hundred_billion_numbers_costs_one_range():
     """The finding: `"ranges": [[0, 100000000000]]` drove qai-hub serve past 3 GB, expanding every number."""
     fleet = Fleet("f", ROBOTS.registry)
