@@ -17,6 +17,8 @@ Figures (each mission's outcome as the hub learns it: the signed final reply, el
 - telemetry sequence numbers the hub neither received nor was told were dropped (lost);
 - missions after which the vehicle stayed airborne with nothing bringing it down (60 s after the end, above
   0.5 m with no mission running): the operator then sends a return home, counted too.
+Between missions, on the ground, a battery below 60 % is swapped for a full one (sim_vehicle's
+~/swap_battery), as an operator would: 30 minutes of flight would otherwise end at the battery reserve.
 
     .venv/bin/python bench/chaos.py [--minutes 30] [--seed 1] [--calm 1] [--json PATH] [--keep-dir]
 """
@@ -33,9 +35,11 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import defaultdict
 from pathlib import Path
 
+from qai_edge.broker import BrokerError
 from qai_edge.figures import FigureLog
 from qai_edge.isolation import isolate
 
@@ -117,6 +121,7 @@ class Soak:
         self.missions: list[dict] = []
         self.kills: list[dict] = []
         self.rescues = 0
+        self.swaps = 0
         self.chaos_from: float | None = None
         self._stop_chaos = False
 
@@ -140,6 +145,10 @@ class Soak:
                 if not calm and self.chaos_from is None:
                     self.chaos_from = time.monotonic()
                     chaos.start()
+                try:
+                    self._swap_battery_if_low()
+                except Exception:
+                    print(f"  battery swap went wrong:\n{traceback.format_exc()}", flush=True)
                 self.missions.append(self._mission(index, calm))
                 index += 1
             self._stop_chaos = True
@@ -196,6 +205,35 @@ class Soak:
               f"{'; ' + record['message'][:160] if record['outcome'] != 'succeeded' else ''}", flush=True)
         return record
 
+    def _swap_battery_if_low(self) -> None:
+        """Put a full pack in between missions, on the ground, below --swap-below (sim_vehicle's ~/swap_battery).
+
+        An operator does so between flights; without it the soak ends at the battery reserve, not in chaos.
+        """
+        with self.session._lock:
+            view = self.session.fleet.robots.get(self.robot.name)
+            battery = (view.battery or {}).get("percentage") if view is not None else None
+        if battery is None or battery >= self.args.swap_below:
+            return
+        import rclpy
+        from std_srvs.srv import Trigger
+
+        if not rclpy.ok():
+            rclpy.init()
+        node = rclpy.create_node("chaos_operator")
+        try:
+            client = node.create_client(Trigger, f"/{self.robot.name}/sim_vehicle/swap_battery")
+            if not client.wait_for_service(timeout_sec=30.0):
+                print("  battery swap: no service", flush=True)
+                return
+            future = client.call_async(Trigger.Request())
+            rclpy.spin_until_future_complete(node, future, timeout_sec=30.0)
+            answer = future.result()
+            self.swaps += bool(answer and answer.success)
+            print(f"  battery at {battery:.0%}: {answer.message if answer else 'no answer'}", flush=True)
+        finally:
+            node.destroy_node()
+
     def _message(self, mission_id: str) -> str:
         with self.session._lock:
             view = self.session.fleet.robots.get(self.robot.name)
@@ -244,7 +282,11 @@ class Soak:
                 time.sleep(0.2)
             if self._stop_chaos or time.monotonic() > stop_at:
                 return
-            self._kill(self.random.choice(self.args.victims))
+            victim = self.random.choice(self.args.victims)
+            try:
+                self._kill(victim)
+            except Exception:  # a bench fault must not end the chaos silently: say it, and go on
+                print(f"  kill of {victim} went wrong:\n{traceback.format_exc()}", flush=True)
 
     def _kill(self, victim: str) -> None:
         at = time.monotonic()
@@ -256,7 +298,13 @@ class Soak:
             outage = self.random.uniform(2.0, 10.0)
             kill["outage_s"] = round(outage, 1)
             time.sleep(outage)
-            broker.start()
+            for attempt in range(30):
+                try:
+                    broker.start()
+                    break
+                except BrokerError as error:
+                    print(f"  broker did not start again (try {attempt + 1}): {error}", flush=True)
+                    time.sleep(1.0)
         else:
             pid = self.log.pid(victim)
             if pid is None:
@@ -342,6 +390,7 @@ def report(soak: Soak, log: FigureLog) -> None:
     dropped = sum(s["dropped"] for s in streams.values())
     log.add(f"telemetry sequence numbers lost, unreported (of {sent} sent; {dropped} reported dropped)", lost,
             "messages", target="0", met=lost == 0)
+    log.add("battery swaps between missions, on the ground (the operator's)", soak.swaps, "swaps")
     airborne = sum(1 for m in soak.missions if m["airborne_after"])
     log.add(f"missions after which the vehicle stayed airborne with nothing bringing it down (n="
             f"{len(soak.missions)})", airborne, "missions", target="0", met=airborne == 0)
@@ -353,6 +402,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the kills' times and victims (1)")
     parser.add_argument("--calm", type=int, default=1, help="missions first with no fault: the baseline (1)")
     parser.add_argument("--points", type=int, default=3, help="survey points per mission (3)")
+    parser.add_argument("--swap-below", type=float, default=0.6,
+                        help="swap the battery between missions when below this charge (0.6)")
     parser.add_argument("--victims", default=",".join(VICTIMS),
                         help=f"what may be killed, comma-separated (all: {','.join(VICTIMS)})")
     parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")

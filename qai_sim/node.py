@@ -3,7 +3,8 @@
 Subscribes cmd_vel (geometry_msgs/Twist, body frame); publishes odom (nav_msgs/Odometry), imu/data
 (sensor_msgs/Imu), battery_state (sensor_msgs/BatteryState), navsat/fix (sensor_msgs/NavSatFix) and, with
 publish_clock, /clock. Swapping in Gazebo is a launch change (launch/gazebo.launch.py). The physics is
-qai_sim.vehicle_model; faults are injected by parameters, also while running.
+qai_sim.vehicle_model; faults are injected by parameters, also while running. `~/swap_battery`
+(std_srvs/Trigger) puts a full pack in while on the ground, as an operator would between flights.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import BatteryState, Imu, NavSatFix, NavSatStatus
+from std_srvs.srv import Trigger
 
 from qai_edge.convert import time_from_seconds
 from qai_edge.engine_node import EngineNode, spin_node
@@ -79,8 +81,20 @@ class SimVehicle(EngineNode):
         for name in ("payload", "fault_dropout", "fault_stuck", "fault_battery_sag", "fault_gps_loss",
                      "fault_vibration"):
             self.on_parameter(name, lambda value: self._apply_faults())
+        self.create_service(Trigger, "~/swap_battery", self._swap_battery)
         self.create_timer(1.0 / TICK_HZ, self._tick, clock=self._steady_clock)
         self.start()
+
+    def _swap_battery(self, _request, response):
+        """Put a full pack in, as the operator does between flights: only on the ground (a soak flies all day)."""
+        s = self.model.state
+        if self.model.config.kind == "multirotor" and s.position[2] > 0.05:
+            response.success, response.message = False, f"airborne ({s.position[2]:.1f} m): land first"
+            return response
+        s.energy_wh = self.model.config.battery_capacity_wh
+        response.success, response.message = True, f"full pack: {s.energy_wh:g} Wh"
+        self.get_logger().info(f"battery swapped: {response.message}")
+        return response
 
     # -- Inputs ---------------------------------------------------------------------------------
 

@@ -325,3 +325,24 @@ def test_a_second_motion_task_is_refused_while_one_runs(stack):
     second = stack.run("navigate", {"waypoints": [[1, 1, 2]]})
     assert second.aborted and second.retryable and "another motion task is running" in second.message
     assert stack.wait(first).succeeded
+
+
+def test_a_battery_is_swapped_on_the_ground_only(processes, ros_probe):
+    """Swap the simulated pack only on the ground (bench/chaos.py flies 30 minutes on it, the reserve would stop it)."""
+    from sensor_msgs.msg import BatteryState
+    from std_srvs.srv import Trigger
+
+    from io_stack import call_service
+
+    stack = IoStack(processes, ros_probe, sim_parameters={"battery_initial": 0.5})
+    batteries = []
+    ros_probe.node.create_subscription(BatteryState, f"{stack.namespace}/battery_state", batteries.append, 10)
+    swap = f"{stack.namespace}/sim_vehicle/swap_battery"
+    assert stack.run("navigate", {"waypoints": [[0, 0, 5]], "speed": 3.0}).succeeded
+    refused = call_service(ros_probe, Trigger, swap, Trigger.Request())
+    assert not refused.success and "airborne" in refused.message
+    landed = stack.run("land", {})
+    assert landed.succeeded, landed.message
+    answer = call_service(ros_probe, Trigger, swap, Trigger.Request())
+    assert answer.success, answer.message
+    ros_probe.spin_until(lambda: batteries and batteries[-1].percentage > 0.95, TIMEOUT, "a full pack")
