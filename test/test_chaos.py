@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from harness import status_values
 from io_stack import IoStack
 from qai_mission.client import MissionClient, MissionOutcome
 
@@ -27,6 +28,11 @@ def flight(processes, ros_probe, tmp_path):
         yield stack, missions
     finally:
         missions.close()
+
+
+def mission_values(stack) -> dict:
+    status = stack.probe.latest_status(f"{stack.namespace}/mission_engine")
+    return status_values(status) if status else {}
 
 
 def task_state(missions, mission_id, task_id):
@@ -68,7 +74,10 @@ def test_an_io_engine_killed_during_the_return_home_comes_back_and_the_vehicle_l
     stack.probe.spin_until(lambda: stack.io_status("odom") is not None and stack.io_status("odom").message in (
         "waiting for the first reading", "no valid reading yet") and stack.io_status().values, TIMEOUT,
         lambda: f"the new io_engine up, without odometry\n{stack.logs()}")
-    stack.probe.spin_for(3.0)  # the mission engine saw it up (engine_timeout 1 s) and had it announced
+    # The mission engine has seen it back and holds return_home as not ready (an ablation without readiness
+    # sent it here, and it failed).
+    stack.probe.spin_until(lambda: "return_home" in mission_values(stack).get("kinds_not_ready", ""), TIMEOUT,
+                           lambda: f"return_home held as not ready ({mission_values(stack)})\n{stack.logs()}")
     stack.set_parameters("sim_vehicle", fault_dropout="")
     result = missions.wait(mission_id, timeout=TIMEOUT)
     assert result.outcome is MissionOutcome.SUCCEEDED, (result, stack.logs())
