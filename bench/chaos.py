@@ -14,7 +14,8 @@ Figures (each mission's outcome as the hub learns it: the signed final reply, el
 - finished tasks that ran again (the hub saw a task succeed and then run);
 - per victim, kill -> the supervisor's "all nodes healthy" again (the broker: the hub hears the robot
   again), and kill -> the mission's next progress seen at the hub (a task succeeding), p50 and p99;
-- telemetry sequence numbers the hub neither received nor was told were dropped (lost);
+- telemetry sequence numbers the hub neither received nor was told were dropped (lost), counted after the
+  hub had `--settle` seconds to get the gaps it asked for;
 - missions after which the vehicle stayed airborne with nothing bringing it down (60 s after the end, above
   0.5 m with no mission running): the operator then sends a return home, counted too.
 Between missions, on the ground, a battery below 60 % is swapped for a full one (sim_vehicle's
@@ -124,6 +125,7 @@ class Soak:
         self.swaps = 0
         self.chaos_from: float | None = None
         self._stop_chaos = False
+        self._released = threading.Event()
 
     # -- The hub's side ---------------------------------------------------------------------------------
 
@@ -151,15 +153,21 @@ class Soak:
                     print(f"  battery swap went wrong:\n{traceback.format_exc()}", flush=True)
                 self.missions.append(self._mission(index, calm))
                 index += 1
-            self._stop_chaos = True
-            chaos.join(120)
             return 0
         finally:
             self._stop_chaos = True
             if hasattr(self, "log"):
+                # The hub asks for the gaps an outage left; give the robot's resends a bounded time to come.
+                self.session.wait(lambda: all(t["missing"] == 0 for t in demo.telemetry(self.robot.name).values()),
+                                  self.args.settle)
                 self.telemetry = demo.telemetry(self.robot.name)
                 self.log.close()
             demo.tear_down()
+            # Only now may the chaos thread end: a broker it started again dies with it (PR_SET_PDEATHSIG
+            # follows the thread that started a process), which ended the first soaks' last mission.
+            self._released.set()
+            if self.chaos_from is not None:
+                chaos.join(150)
 
     def _mission(self, index: int, calm: bool) -> dict:
         from qai_hub import survey
@@ -281,12 +289,13 @@ class Soak:
             while time.monotonic() < deadline and not self._stop_chaos:
                 time.sleep(0.2)
             if self._stop_chaos or time.monotonic() > stop_at:
-                return
+                break
             victim = self.random.choice(self.args.victims)
             try:
                 self._kill(victim)
             except Exception:  # a bench fault must not end the chaos silently: say it, and go on
                 print(f"  kill of {victim} went wrong:\n{traceback.format_exc()}", flush=True)
+        self._released.wait()  # the broker this thread started must outlive the missions (see run())
 
     def _kill(self, victim: str) -> None:
         at = time.monotonic()
@@ -402,6 +411,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the kills' times and victims (1)")
     parser.add_argument("--calm", type=int, default=1, help="missions first with no fault: the baseline (1)")
     parser.add_argument("--points", type=int, default=3, help="survey points per mission (3)")
+    parser.add_argument("--settle", type=float, default=120.0,
+                        help="seconds at the end for the hub to get the telemetry gaps it asked for (120)")
     parser.add_argument("--swap-below", type=float, default=0.6,
                         help="swap the battery between missions when below this charge (0.6)")
     parser.add_argument("--victims", default=",".join(VICTIMS),

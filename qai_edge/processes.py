@@ -34,7 +34,9 @@ def stop_process(process: subprocess.Popen, timeout: float = 5.0, signals: Seque
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Tie the child to its parent and restore the stop signals (a preexec_fn).
 
-    The child gets SIGTERM when the process that started it dies, and takes the stop signals with their
+    The child gets SIGTERM when the thread that started it ends (Linux's PR_SET_PDEATHSIG follows the
+    thread, not the process: start long-lived children from a thread that lives as long as they must; a
+    broker restarted from a short-lived thread died with it in bench/chaos.py), and takes the stop signals with their
     default action even where the supervisor's own start ignored them (a shell starting `qai-edge up &`
     without job control ignores SIGINT, and an ignored signal survives exec).
     """
