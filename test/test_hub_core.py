@@ -755,3 +755,13 @@ def test_the_latched_history_a_restart_replays_is_not_sent_again(tmp_path):
     for index in range(10):
         bounded.is_news("mission_states", state(f"m{index}", index))
     assert len(bounded._sent) == 3
+
+
+def test_a_survey_flies_scans_and_returns_home_with_retries_and_decodes_as_the_mission_engine_reads_it():
+    """Retry a survey's legs, scans and return home: one stale-odometry blip failed `make demo ARGS=--faults`."""
+    from qai_hub import survey
+    from qai_mission.codec import mission_from_dict
+
+    spec = mission_from_dict(survey.survey_mission([[10, 0], [0, 10, 5]], [0, 0, 0]))
+    retried = {t.id for t in spec.tasks if t.retry is not None and t.retry.max_retries >= 2}
+    assert retried == {"takeoff", "fly_1", "scan_1", "fly_2", "scan_2", "home"}
