@@ -44,6 +44,11 @@ class IntelStack(IoStack):
         probe.spin_until(lambda: self.intel_status() is not None and status_level(self.intel_status()) == 0
                          and self.intel_client.server_is_ready(), MODEL_STARTUP,
                          lambda: f"intelligence_engine up and OK\n{self.logs()}")
+        # Its kinds refuse work (not ready) until it has the vehicle's readings, as the mission engine knows;
+        # a test sending them directly waits too (one sent at once was refused: "no odometry yet").
+        probe.spin_until(lambda: self.values("intelligence_engine") and
+                         "kinds_not_ready" not in self.values("intelligence_engine"), MODEL_STARTUP,
+                         lambda: f"intelligence kinds ready ({self.values('intelligence_engine')})\n{self.logs()}")
         self.missions = None
         if missions:
             from qai_mission.client import MissionClient
