@@ -127,11 +127,17 @@ def _profile_limits(path: str | None):
     return DEFAULT_LIMITS
 
 
-SETTLE = 0.5  # s with every discovered engine heard before validate stops listening
+SETTLE = 0.5  # s with every discovered engine heard before validate stops listening (every kind it needs heard)
+SETTLE_MISSING = 3.0  # s, the same while a kind the mission needs is unheard: DDS discovery may still be under way
 
 
-def _announced_kinds(namespace: str, timeout: float) -> dict:
-    """Kinds the engines announce on <namespace>/engine_capabilities (transient local), within `timeout` s."""
+def _announced_kinds(namespace: str, timeout: float, needed: frozenset[str] = frozenset()) -> dict:
+    """Kinds the engines announce on <namespace>/engine_capabilities (transient local), within `timeout` s.
+
+    It listens until every engine discovered has announced and none appeared for SETTLE s; while a kind in
+    `needed` is still unheard, for SETTLE_MISSING s (on a loaded machine an engine's publisher was
+    discovered more than SETTLE s after another's announcement, and validate called a served kind unserved).
+    """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -168,7 +174,8 @@ def _announced_kinds(namespace: str, timeout: float) -> dict:
             publishers = node.count_publishers(subscription.topic_name)
             if engines and len(engines) >= publishers:
                 heard_all_since = heard_all_since or time.monotonic()
-                if time.monotonic() - heard_all_since >= SETTLE:
+                settle = SETTLE if needed <= routes.keys() else SETTLE_MISSING
+                if time.monotonic() - heard_all_since >= settle:
                     break
             else:
                 heard_all_since = None
@@ -195,7 +202,8 @@ def cmd_validate(args) -> int:
         print(f"qai-mission: {args.file}: {error}", file=sys.stderr)
         return 2
     not_checked = ["deadlines against the robot's clock (at submission)"]
-    routes = _announced_kinds(args.namespace, args.timeout) if args.timeout > 0 else {}
+    needed = frozenset(task.kind for task in spec.tasks)
+    routes = _announced_kinds(args.namespace, args.timeout, needed) if args.timeout > 0 else {}
     if routes:
         try:
             check_tasks(spec.tasks, routes, None)
