@@ -765,3 +765,16 @@ def test_a_survey_flies_scans_and_returns_home_with_retries_and_decodes_as_the_m
     spec = mission_from_dict(survey.survey_mission([[10, 0], [0, 10, 5]], [0, 0, 0]))
     retried = {t.id for t in spec.tasks if t.retry is not None and t.retry.max_retries >= 2}
     assert retried == {"takeoff", "fly_1", "scan_1", "fly_2", "scan_2", "home"}
+
+
+@pytest.mark.parametrize("content", [b"garbage\xff\xfe", b"[1]", b'{"s/k": {"a": [1, 2]}}', b'{"s/k": "x"}',
+                                     b'{"s/k": [1e400, 0]}', b'{"s/k": [null, 0]}', b""])
+def test_a_damaged_latched_file_is_forgotten_not_a_crash_at_start(tmp_path, content):
+    """Start with any bytes in hub_latched.json: a dict of non-pairs or an infinite stamp raised at start."""
+    from qai_io.hub_link.streams import ReplayFilter
+
+    path = tmp_path / "hub_latched.json"
+    path.write_bytes(content)
+    replay = ReplayFilter(path)
+    state = {"mission_id": "k", "header": {"stamp": {"sec": 1, "nanosec": 0}}}
+    assert replay.is_news("s", state) and not replay.is_news("s", state)

@@ -199,7 +199,7 @@ class ReplayFilter:
             try:
                 loaded = json.loads(self.path.read_text())
                 self._sent = {str(k): (int(v[0]), int(v[1])) for k, v in list(loaded.items())[-max_keys:]}
-            except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            except (OSError, ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError):
                 self._sent = {}  # none yet, or unreadable: at worst a replay is sent once more
 
     def is_news(self, stream: str, data: Mapping[str, Any]) -> bool:
