@@ -183,11 +183,15 @@ class MissionEngineCore:
             if transition.kind == "up":
                 self.log.info(f"engine {transition.engine} up: {transition.detail}")
             elif transition.kind == "lost":
-                self.log.warning(f"engine {transition.engine} lost ({transition.detail})")
+                self.log.warning(f"engine {transition.engine} lost ({transition.detail}): its tasks wait for it")
+                self.scheduler.engine_silent(transition.engine, transition.detail)
+                self.admission.open_grace(self.steady())
+            elif transition.kind == "gone":
+                self.log.warning(f"engine {transition.engine} gone ({transition.detail}): its tasks are given up")
                 self._engine_lost(transition.engine)
             else:
                 self.log.warning(f"engine {transition.engine} {transition.detail}")
-        if any(t.kind in ("up", "lost") for t in transitions):
+        if any(t.kind in ("up", "lost", "gone") for t in transitions):
             self._routes_changed()
         return transitions
 

@@ -137,7 +137,7 @@ class MissionEngine(EngineNode):
 
     def _on_steady_tick(self) -> None:
         for transition in self.core.check_engines(self.tasks.reachable):
-            if transition.kind == "lost":
+            if transition.kind == "gone":
                 self.tasks.engine_down(transition.engine)
         self.tasks.poll(lambda engine: engine in self.core.registry.up())
         self._ticks += 1

@@ -28,7 +28,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_concurrent_missions", 16, "Missions running at once; more are rejected.", min=1, max=10000),
     ParamSpec("tick_period", 0.05, "Seconds (on the ROS clock) between checks of timeouts, deadlines and retry "
               "backoffs.", min=0.001, max=1.0),
-    ParamSpec("engine_timeout", 5.0, "Seconds without a heartbeat after which an engine counts as lost.",
+    ParamSpec("engine_timeout", 5.0, "Seconds without a heartbeat after which an engine counts as lost (no new "
+              "task goes to it); silent three times as long, it is gone and its running tasks run again.",
               min=0.5, max=600.0),
     ParamSpec("state_period", 0.1, "Least seconds between two state messages (and feedbacks) of one mission.",
               min=0.0, max=10.0),

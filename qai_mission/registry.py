@@ -2,10 +2,12 @@
 
 An engine announces itself on `engine_capabilities` (its kinds, its RunTask action, the time it started)
 and beats on /diagnostics. It counts as up while its heartbeat is fresh and its action server is
-reachable (a goal sent before the server is discovered would be lost); a new start stamp means it
-restarted, so whatever it was running is gone. A kind belongs to the first engine that announced it. A
-kind may be announced not ready (an I/O engine without odometry yet); an engine that refuses a task as
-not ready marks its kind so until its next announcement says otherwise.
+reachable (a goal sent before the server is discovered would be lost). An engine that falls silent is
+"lost": no new work goes to it, but what it runs is not given up, since a process stalled by a loaded CPU
+beats again with its goals still running. Only a new start stamp (it restarted) or a silence of
+GONE_AFTER_TIMEOUTS timeouts ("gone") says that whatever it was running is gone. A kind belongs to the
+first engine that announced it. A kind may be announced not ready (an I/O engine without odometry yet);
+an engine that refuses a task as not ready marks its kind so until its next announcement says otherwise.
 
 The node feeds announcements and heartbeats in, asks `check(now, reachable)` on a steady timer, and acts on
 the transitions it returns. If that timer itself ran late (the process was stalled: heartbeats queued
@@ -22,6 +24,7 @@ from qai_edge.tasks import TaskKindSpec
 from qai_mission.model import KindRoute
 
 UNREACHABLE_REPORT_AFTER = 10.0  # s: an announced engine still not reachable is worth a warning
+GONE_AFTER_TIMEOUTS = 3  # a lost engine silent this many timeouts is gone: its goals are given up
 
 
 @dataclass
@@ -33,6 +36,7 @@ class EngineInfo:
     last_heartbeat: float | None = None  # steady seconds
     announced_at: float = 0.0
     up: bool = False
+    lost: bool = False  # it was up and fell silent: its goals may still run; "gone" or a restart settles them
     unreachable_reported: bool = False
 
 
@@ -41,7 +45,7 @@ class Announced:
     """What an announcement changed."""
 
     new: bool  # first time this engine was heard
-    restarted: bool  # a new start stamp from an engine that was up: its running tasks are gone
+    restarted: bool  # a new start stamp from an engine that was up or lost: its running tasks are gone
     action_changed: bool  # its RunTask action name changed (or appeared)
     kinds_changed: bool = False  # what it serves changed: a kind came or went, or became ready or not
 
@@ -49,7 +53,7 @@ class Announced:
 @dataclass(frozen=True)
 class Transition:
     engine: str
-    kind: str  # "up", "lost", "unreachable"
+    kind: str  # "up", "lost" (silent: its goals may still run), "gone" (they are given up), "unreachable"
     detail: str = ""
 
 
@@ -66,13 +70,13 @@ class EngineRegistry:
         new = info is None
         if new:
             info = self.engines[engine] = EngineInfo(engine)
-        restarted = info.stamp is not None and stamp != info.stamp and info.up
+        restarted = info.stamp is not None and stamp != info.stamp and (info.up or info.lost)
         action_changed = task_action != info.task_action
         kinds_changed = list(kinds) != info.kinds
         info.stamp, info.kinds, info.task_action = stamp, list(kinds), task_action
         info.announced_at = info.last_heartbeat = now
         if restarted:
-            info.up = False
+            info.up = info.lost = info.unreachable_reported = False
         return Announced(new, restarted, action_changed, kinds_changed)
 
     def heartbeat(self, engine: str, now: float) -> None:
@@ -81,7 +85,7 @@ class EngineRegistry:
             info.last_heartbeat = now
 
     def check(self, now: float, reachable: Callable[[str], bool]) -> list[Transition]:
-        """Return the up/lost transitions since the last check.
+        """Return the up/lost/gone transitions since the last check.
 
         `reachable(engine)` says whether its action server is discovered.
         """
@@ -93,13 +97,18 @@ class EngineRegistry:
             fresh = info.last_heartbeat is not None and now - info.last_heartbeat < self.timeout
             alive = fresh and bool(info.task_action) and reachable(info.name)
             if alive and not info.up:
-                info.up = True
+                info.up, info.lost = True, False
+                info.unreachable_reported = True  # reachable: from now on, what is to say is lost or gone
                 transitions.append(Transition(info.name, "up", ", ".join(k.name for k in info.kinds)))
             elif not alive and info.up and now >= self._hold_losses_until:
-                info.up = False
+                info.up, info.lost = False, True
                 age = now - info.last_heartbeat if info.last_heartbeat is not None else 0.0
                 why = f"no heartbeat for {age:.1f} s" if not fresh else "its action server is gone"
                 transitions.append(Transition(info.name, "lost", why))
+            elif (info.lost and not fresh and now >= self._hold_losses_until
+                  and now - info.last_heartbeat >= GONE_AFTER_TIMEOUTS * self.timeout):
+                info.lost = False
+                transitions.append(Transition(info.name, "gone", f"no heartbeat for {now - info.last_heartbeat:.1f} s"))
             elif (not alive and not info.up and info.kinds and not info.unreachable_reported
                   and now - info.announced_at > UNREACHABLE_REPORT_AFTER):
                 info.unreachable_reported = True

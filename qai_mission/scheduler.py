@@ -13,7 +13,9 @@ Rules:
 - a failed attempt retries per its policy (exponential backoff); a final failure skips the task's
   dependents and, unless the task is optional, fails the mission (what still runs is canceled);
 - timeouts are per attempt (time spent waiting for a lost engine counts); a deadline passing fails the task;
-- an engine that disappears: its running tasks wait for it to return, within their timeout; a task whose
+- an engine that falls silent keeps its attempts (a stalled process beats again with its goals running);
+  one that restarted, or stayed silent long enough to be gone, has lost them: its running tasks wait for
+  it to return and run again, within their timeout; a task whose
   attempts keep taking its engine down (a "poison" task) fails after `max_engine_losses` such losses,
   instead of being sent to the restarted engine again and again;
 - at most `max_running_per_engine` attempts run on one engine at once; more wait, in order, for a place.
@@ -192,6 +194,7 @@ class Scheduler:
         self._waiting_engine: list[Task] = []
         self._running_on: dict[str, set[Task]] = {}
         self._awaiting_reattach: list[Task] = []
+        self._silent_engines: set[str] = set()  # lost, not gone: their attempts are kept
         self._timers: list = []
         self._commands: list = []
         self._changed_tasks: dict[Task, Task] = {}  # insertion-ordered set (tasks hash by identity)
@@ -207,6 +210,12 @@ class Scheduler:
         """Set the kinds served now, and which engines are up. Tasks waiting for an engine are reconsidered."""
         self.routes = dict(routes)
         self.available_engines = set(available_engines)
+        for engine in self._silent_engines & self.available_engines:  # back: what it ran goes on
+            self._silent_engines.discard(engine)
+            for task in self._running_on.get(engine, ()):
+                if task.status == RUNNING:
+                    task.message = f"engine {engine} back; attempt {task.attempt} goes on"
+                    self._changed(task, durable=False)
         waiting, self._waiting_engine = self._waiting_engine, []
         for task in waiting:
             if task.status == TaskStatus.READY:
@@ -305,8 +314,22 @@ class Scheduler:
         self._check_mission(task.mission)
         self.schedule()
 
+    def engine_silent(self, engine: str, why: str) -> None:
+        """Record that the engine fell silent: nothing new goes to it, but its attempts are not given up.
+
+        A process stalled by a loaded CPU beats again with its goals still running; sending them again would
+        run a task twice. Its restart or its staying silent (engine_lost) settles them.
+        """
+        self.available_engines.discard(engine)
+        self._silent_engines.add(engine)
+        for task in sorted(self._running_on.get(engine, ()), key=lambda t: t.seq):
+            if task.status == RUNNING:
+                task.message = f"engine {engine} lost ({why}); waiting for it to return"
+                self._changed(task, durable=False)
+
     def engine_lost(self, engine: str) -> None:
         """Record that the engine's process is gone: its attempts have stopped; running tasks wait for it to return."""
+        self._silent_engines.discard(engine)
         self.available_engines.discard(engine)
         tasks = sorted(self._running_on.get(engine, ()), key=lambda t: t.seq)
         # Every attempt on the engine has stopped before any consequence (a failed mission canceling the

@@ -43,6 +43,32 @@ def test_a_silent_engine_is_lost_after_the_timeout():
     assert lost.kind == "lost" and "no heartbeat for 3.2 s" in lost.detail and registry.routes() == {}
 
 
+def _checks(registry, start, end, heartbeats=()):
+    """Check every 0.5 s from `start` to `end` (as the node's steady timer does); return (time, kind)s."""
+    seen = []
+    for step in range(round(start * 10), round(end * 10) + 1, 5):
+        now = step / 10
+        if now in heartbeats:
+            registry.heartbeat("/io", now)
+        seen += [(now, t.kind) for t in registry.check(now, lambda e: True)]
+    return seen
+
+
+def test_a_lost_engine_that_beats_again_is_up_and_one_silent_for_three_timeouts_is_gone():
+    registry = EngineRegistry(timeout=3.0)
+    registry.announce("/io", "/io/run_task", KINDS, (1, 0), now=0.0)
+    assert _checks(registry, 0.0, 5.0, heartbeats=(5.0,)) == [(0.0, "up"), (3.0, "lost"), (5.0, "up")]
+    assert _checks(registry, 5.5, 30.0) == [(8.0, "lost"), (14.0, "gone")]  # gone once, 3 timeouts silent
+
+
+def test_a_lost_engine_that_announces_a_new_start_stamp_restarted():
+    registry = EngineRegistry(timeout=3.0)
+    registry.announce("/io", "/io/run_task", KINDS, (1, 0), now=0.0)
+    assert _checks(registry, 0.0, 3.5) == [(0.0, "up"), (3.0, "lost")]
+    assert registry.announce("/io", "/io/run_task", KINDS, (9, 0), now=4.0).restarted
+    assert _checks(registry, 4.0, 20.0) == [(4.0, "up"), (7.0, "lost"), (13.0, "gone")]
+
+
 def test_a_new_start_stamp_from_an_engine_that_was_up_is_a_restart():
     registry = EngineRegistry(timeout=3.0)
     registry.announce("/io", "/io/run_task", KINDS, (1, 0), now=0.0)

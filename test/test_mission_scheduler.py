@@ -271,6 +271,39 @@ def test_a_task_whose_engine_is_lost_waits_and_is_redispatched_when_it_returns()
     assert h.task("nav").attempt == 2 and h.task("nav").retries_used == 0
 
 
+def test_a_task_on_a_silent_engine_keeps_running_and_is_not_sent_again_when_the_engine_beats_again():
+    h = Harness()
+    h.add(task("nav", "move", timeout=30), task("scan"))
+    h.commands()
+    h.scheduler.engine_silent("/io", "no heartbeat for 5.1 s")
+    nav = h.task("nav")
+    assert nav.status == TaskStatus.RUNNING and "engine /io lost (no heartbeat for 5.1 s)" in nav.message
+    h.add(task("later", "move"), id="m2")
+    assert h.dispatched(h.advance(1)) == []  # nothing new goes to it
+    h.scheduler.set_routes(h.scheduler.routes, {"/io", "/quantum"})
+    assert h.dispatched() == [] and nav.attempt == 1 and "back" in nav.message
+    assert h.dispatched(h.succeed("nav")) == ["later"] and h.status("nav") == "SUCCEEDED"
+
+
+def test_a_silent_engine_that_restarts_or_is_gone_lost_its_attempts_and_they_run_again():
+    h = Harness()
+    h.add(task("nav", "move", timeout=30))
+    h.scheduler.engine_silent("/io", "no heartbeat for 5.1 s")
+    h.scheduler.engine_lost("/io")
+    assert h.status("nav") == "READY" and h.task("nav").engine_losses == 1
+    h.scheduler.set_routes(h.scheduler.routes, {"/io", "/quantum"})
+    assert h.dispatched() == ["nav"] and h.task("nav").attempt == 2
+
+
+def test_a_task_that_times_out_on_a_silent_engine_ends_once_the_engine_is_gone():
+    h = Harness()
+    h.add(task("nav", "move", timeout=30))
+    h.scheduler.engine_silent("/io", "no heartbeat for 5.1 s")
+    assert cancels(h.advance(30)) == ["nav"] and h.status("nav") == "CANCELING"
+    h.scheduler.engine_lost("/io")
+    assert h.status("nav") == "FAILED" and "timed out after 30 s" in h.task("nav").message
+
+
 def test_an_engine_that_does_not_return_within_the_timeout_fails_the_attempt():
     h = Harness()
     h.add(task("nav", "move", timeout=30))
