@@ -19,7 +19,9 @@ The battery is a latch with two states::
 
     NORMAL ──► RESERVE   a valid reading below `battery_reserve` (charge, 0..1) or `battery_min_voltage`
                          (V), at any time; or, airborne, no valid reading for `battery_timeout` s (the
-                         readings stopped, or every one was rejected: out of range, NaN); or the
+                         readings stopped, or every one was rejected: out of range, NaN; judged
+                         STALL_GAP s after a stall of this process, whose queued readings come late);
+                         or the
                          intelligence engine's `endurance_low` event: the predicted flight time is
                          shorter than the way home needs (earlier than the fixed reserve)
     RESERVE ──► NORMAL   on the ground, every reading valid and healthy for `battery_recover_time` s;
@@ -53,6 +55,10 @@ from qai_io.kinds import RESERVE_KINDS
 from qai_io.motion import Pose
 
 RETURNING_KINDS = frozenset({"return_home", "land"})  # while one runs, the reserve event is not repeated
+# Ticks come a few times a second. A gap longer than this between two steps means this process was stalled
+# (a loaded CPU): readings queued meanwhile are read after the late tick, so the silence is not judged
+# until STALL_GAP s after the stall.
+STALL_GAP = 1.0
 
 
 class BatteryMode(enum.Enum):
@@ -123,6 +129,8 @@ class SafetySupervisor:
         self._last_event_at: float | None = None
         self.stranded = ""  # why a return_home or land failed in the air (cleared on the ground)
         self._stranded_event_at: float | None = None
+        self._last_step_at: float | None = None
+        self._hold_silence_until = 0.0
         self._lock = threading.RLock()
 
     # -- Where the vehicle is ------------------------------------------------------------------
@@ -217,8 +225,12 @@ class SafetySupervisor:
         airborne = self.airborne()
         if airborne:
             self._healthy_since = None  # recovery counts only on the ground
+        if self._last_step_at is not None and now - self._last_step_at > STALL_GAP:
+            self._hold_silence_until = now + STALL_GAP  # we were stalled, not (necessarily) the battery
+        self._last_step_at = now
         watched = self.battery_expected or self.battery_at is not None
-        if not self.in_reserve and airborne and watched and self.battery_age(now) > self.param("battery_timeout"):
+        if (not self.in_reserve and airborne and watched and now >= self._hold_silence_until
+                and self.battery_age(now) > self.param("battery_timeout")):
             notices.append(self._enter(self._silence(now), now))
         if (self.in_reserve and not airborne and self._healthy_since is not None and self.battery_known(now)
                 and now - self._healthy_since >= self.param("battery_recover_time")):

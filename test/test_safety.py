@@ -100,9 +100,26 @@ def test_readings_driven_out_of_range_in_flight_enter_the_reserve_after_battery_
 def test_readings_that_stop_in_flight_enter_the_reserve(clock):
     safety = supervisor(clock, AIRBORNE)
     feed(safety, clock, GOOD, 1.0)
-    clock.now += 3.5
-    events = published(safety.tick(clock.now))
+    events = []
+    for _ in range(7):
+        clock.now += 0.5
+        events += published(safety.tick(clock.now))
     assert safety.in_reserve and safety.reason == "no valid battery reading for 3.5 s" and events
+
+
+def test_a_stall_of_the_engine_itself_is_not_taken_for_a_silent_battery(clock):
+    """After a stall, the late tick runs before the readings queued meanwhile: they are waited for."""
+    safety = supervisor(clock, AIRBORNE)
+    feed(safety, clock, GOOD, 1.0)
+    clock.now += 3.5  # stalled: no tick, no reading read
+    assert safety.tick(clock.now) == [] and not safety.in_reserve
+    assert feed(safety, clock, GOOD, 2.0) == [] and not safety.in_reserve  # the queued readings arrive
+    clock.now += 0.5
+    assert safety.tick(clock.now) == [] and not safety.in_reserve
+    for _ in range(6):  # a real silence after a stall still counts, STALL_GAP late at most
+        clock.now += 0.5
+        safety.tick(clock.now)
+    assert safety.in_reserve and safety.reason == "no valid battery reading for 3.5 s"
 
 
 def test_bad_or_missing_readings_on_the_ground_do_not_enter_the_reserve_but_keep_navigate_grounded(clock):
