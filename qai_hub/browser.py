@@ -57,8 +57,16 @@ class Browser:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}"
-                                     f"\nbrowser log: {self.console()[-20:]}")
+                                     f"\npage: {self.where()}\nbrowser log: {self.console()[-20:]}")
             time.sleep(interval)
+
+    def where(self) -> str:
+        """Say which page the browser shows: its URL, title, load state and the start of its text."""
+        try:
+            return str(self.js("return [location.href, document.title, document.readyState,"
+                               " document.body ? document.body.innerText.slice(0, 300) : '(no body)']"))
+        except Exception as error:  # noqa: BLE001 - a crashed page is itself the answer
+            return f"(the page does not answer: {error})"
 
     def console(self) -> list[str]:
         return [f"{entry['level']}: {entry['message']}" for entry in self.driver.get_log("browser")]
