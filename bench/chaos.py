@@ -41,20 +41,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from qai_edge.broker import BrokerError
-from qai_edge.figures import FigureLog
+from qai_edge.figures import FigureLog, percentile
 from qai_edge.isolation import isolate
 
 VICTIMS = ("mission_engine", "io_engine", "quantum_bridge", "intelligence_engine", "hub_link", "broker")
 STARTED = re.compile(r"\[qai-edge\] (\w+) started \(pid (\d+)\)")
 SUCCEEDED = 10  # qai_mission.model.TaskStatus.SUCCEEDED, as mission states carry it
 HEALTHY = re.compile(r"\[qai-edge\] all \d+ nodes healthy")
-
-
-def percentile(values: list[float], share: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 def wilson(successes: int, n: int) -> tuple[float, float]:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import orjson
 
-from qai_edge.figures import FigureLog
+from qai_edge.figures import FigureLog, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = "benchfleet"
@@ -53,11 +53,6 @@ def memory_mb(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else math.nan
 
 
 # -- Roles run as their own processes ------------------------------------------------------------------------

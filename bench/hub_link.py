@@ -35,16 +35,11 @@ import threading
 import time
 from pathlib import Path
 
-from qai_edge.figures import FigureLog
+from qai_edge.figures import FigureLog, percentile, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET, ROBOT = "bench", "robot"
 STOP_TOPIC = "qai/bench/stop"
-
-
-def percentile(values, share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 LOG = FigureLog(None, "hub link")  # main() gives it the --json path
@@ -118,7 +113,7 @@ class Sink:
         self.output, self.ready = directory / f"sink-{port}.json", directory / f"sink-{port}.ready"
         self.process = subprocess.Popen([sys.executable, __file__, "--sink", str(port), str(self.output),
                                          str(self.ready), username, password_file])
-        wait(self.ready.exists, 20, "the hub subscriber")
+        wait_until(self.ready.exists, 20, "the hub subscriber")
 
     def results(self, raw_client=None) -> list:
         """Stop it (through `raw_client`, after what that client sent; else SIGTERM) and return its records."""
@@ -128,14 +123,6 @@ class Sink:
             self.process.terminate()
         self.process.wait(60)
         return json.loads(self.output.read_text())
-
-
-def wait(predicate, timeout: float, what: str, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- The robot side ----------------------------------------------------------------------------------
@@ -245,9 +232,9 @@ def raw_publish_rate(port: int, payloads: list[bytes], topic: str, cpu: list | N
         # At most 2,000 ahead of the acknowledgements, as the link keeps it: paho scans its whole outgoing
         # queue on every acknowledgement, so 100,000 queued at once would measure that, not the broker.
         if index % 100 == 0:
-            wait(lambda: index - acked[0] < 2000, 300, "raw paho to catch up", 0.0005)
+            wait_until(lambda: index - acked[0] < 2000, 300, "raw paho to catch up", 0.0005)
         client.publish(topic, payload, qos=1)
-    wait(lambda: acked[0] >= len(payloads), 300, "raw paho's acknowledgements")
+    wait_until(lambda: acked[0] >= len(payloads), 300, "raw paho's acknowledgements")
     rate = len(payloads) / (time.perf_counter() - started)
     if cpu is not None:
         cpu.append((time.process_time() - cpu_before) / len(payloads))
@@ -289,10 +276,11 @@ def link_rate(robot: Robot, count: int, hub_link_pid: int) -> tuple[float, float
     ahead = 2000
     for index, message in enumerate(messages):
         if index % 100 == 0:
-            wait(lambda: index - (robot.value("acknowledged") - before) < ahead, 300, "the link to catch up", 0.001)
+            wait_until(lambda: index - (robot.value("acknowledged") - before) < ahead, 300, "the link to catch up",
+                       0.001)
         robot.bulk.publish(message)
     robot.bulk_sent += count
-    wait(lambda: robot.value("acknowledged") >= before + count, 300, "hub_link's acknowledgements")
+    wait_until(lambda: robot.value("acknowledged") >= before + count, 300, "hub_link's acknowledgements")
     rate = count / (time.perf_counter() - started)
     # CPU per message does not depend on what else the machine runs: the throughput one core allows.
     return rate, (process_cpu(hub_link_pid) - cpu_before) / count
@@ -345,17 +333,17 @@ def latency_figures(records: list, samples: int) -> None:
 def measure_outage(robot: Robot, broker, count: int, data_dir: Path) -> float:
     print(f"\noutage: {count} messages queued while the broker is down", flush=True)
     broker.stop()
-    wait(lambda: robot.values.get("state") != "connected", 30, "hub_link to notice the outage")
+    wait_until(lambda: robot.values.get("state") != "connected", 30, "hub_link to notice the outage")
     base = robot.value("queue_depth")
     sent = 0
     burst = 5000
     while sent < count:
         for index in range(min(burst, count - sent)):
             if index % 100 == 0:
-                wait(lambda: sent + index - (robot.value("queue_depth") - base) < 2000, 300, "the queue", 0.001)
+                wait_until(lambda: sent + index - (robot.value("queue_depth") - base) < 2000, 300, "the queue", 0.001)
             robot.bulk.publish(robot.odometry(sent + index))
         sent += min(burst, count - sent)
-        wait(lambda: robot.value("queue_depth") >= base + sent, 300, "the queue to take the burst", 0.05)
+        wait_until(lambda: robot.value("queue_depth") >= base + sent, 300, "the queue to take the burst", 0.05)
     time.sleep(1.5)  # the checkpointer backfills the log into the database
     queue = data_dir / ROBOT / "hub_queue.db"
     database = queue.stat().st_size
@@ -367,9 +355,9 @@ def measure_outage(robot: Robot, broker, count: int, data_dir: Path) -> float:
     LOG.add("queue on disk per message (database)", database / depth, "bytes")
     connects = robot.value("connects")
     broker.start()
-    wait(lambda: robot.value("connects") > connects, 60, "hub_link to reconnect", 0.01)
+    wait_until(lambda: robot.value("connects") > connects, 60, "hub_link to reconnect", 0.01)
     started = time.perf_counter()
-    wait(lambda: robot.value("queue_depth") == 0, 600, "the backlog to drain", 0.01)
+    wait_until(lambda: robot.value("queue_depth") == 0, 600, "the backlog to drain", 0.01)
     drained = depth / (time.perf_counter() - started)
     print(f"  drained {depth} messages at {drained:.0f} msg/s; raw paho, the same number:", flush=True)
     raw = raw_publish_rate(broker.port, sample_payloads(robot, count), "qai/bench/raw/telemetry/drain")
@@ -479,7 +467,7 @@ def measure_command_latency(port: int, namespace: str, keys: Path, samples: int)
         command = make_command(signer, fleet=FLEET, robot=ROBOT, verb="submit_mission", body={"mission": mission},
                                topic=topic)
         client.publish(topic, orjson.dumps(command), qos=1)
-        wait(lambda: command["id"] in accepted, 30, "the accepted reply")
+        wait_until(lambda: command["id"] in accepted, 30, "the accepted reply")
         if index >= 2:  # the first ones warm up discovery of the action server
             ours.append((accepted[command["id"]] - started) * 1000)
         time.sleep(0.1)
@@ -553,10 +541,11 @@ def main() -> int:
           f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     try:
         robot = Robot(namespace, depth)
-        wait(lambda: robot.values.get("state") == "connected", 60, "hub_link to connect")
+        wait_until(lambda: robot.values.get("state") == "connected", 60, "hub_link to connect")
         time.sleep(1.0)
         locked_robot = Robot(locked_namespace, depth)
-        wait(lambda: locked_robot.values.get("state") == "connected", 60, "hub_link to connect to the locked broker")
+        wait_until(lambda: locked_robot.values.get("state") == "connected", 60,
+                   "hub_link to connect to the locked broker")
         sink = Sink(broker.port, directory)
         locked_sink = Sink(locked.hub_port, directory, HUB_USER, str(accounts.password_file(HUB_USER)))
         measure_throughput(robot, broker.port, args.messages, processes[1].pid)

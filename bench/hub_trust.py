@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from qai_edge.figures import FigureLog
+from qai_edge.figures import FigureLog, wait_until
 
 FLEET, ROBOT = "bench", "robot"
 SEAL_EVERY, STATE_EVERY = 50, 20
@@ -123,11 +123,11 @@ def run_subscriber(kind: str, port: int, count: int, registry: str, output: str,
 
     client, subscribed = connect()
     client.subscribe(f"qai/{FLEET}/#", 1)
-    wait(lambda: subscribed, 10, "the subscription")
+    wait_until(lambda: subscribed, 10, "the subscription")
     client.disconnect()
     client.loop_stop()
     Path(ready).touch()
-    wait(lambda: Path(ready + ".go").exists(), 600, "the go")
+    wait_until(lambda: Path(ready + ".go").exists(), 600, "the go")
     client, _ = connect(loop=False)
     deadline = time.monotonic() + 600
     while got["last"] is None and time.monotonic() < deadline:  # paho's loop on this thread
@@ -139,14 +139,6 @@ def run_subscriber(kind: str, port: int, count: int, registry: str, output: str,
                                             robot.seals.verified for robot in fleet.robots.values())}))
 
 
-def wait(predicate, timeout: float, what: str, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
 def drain(kind: str, port: int, messages: list, registry: Path, directory: Path) -> dict:
     """Queue `messages` in the broker for a subscriber that is away, then time it taking them all."""
     import paho.mqtt.client as mqtt
@@ -155,7 +147,7 @@ def drain(kind: str, port: int, messages: list, registry: Path, directory: Path)
     process = subprocess.Popen([sys.executable, __file__, "--subscriber", kind, str(port), str(len(messages)),
                                 str(registry), str(output), str(ready)])
     try:
-        wait(ready.exists, 30, f"the {kind} subscriber")
+        wait_until(ready.exists, 30, f"the {kind} subscriber")
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-robot", protocol=mqtt.MQTTv5)
         acked = [0]
         publisher.on_publish = lambda *args: acked.__setitem__(0, acked[0] + 1)
@@ -164,9 +156,9 @@ def drain(kind: str, port: int, messages: list, registry: Path, directory: Path)
         publisher.loop_start()
         for index, (topic, payload) in enumerate(messages):
             if index % 100 == 0:
-                wait(lambda: index - acked[0] < 2000, 120, "the broker", 0.0005)
+                wait_until(lambda: index - acked[0] < 2000, 120, "the broker", 0.0005)
             publisher.publish(topic, payload, qos=1)
-        wait(lambda: acked[0] >= len(messages), 120, "the broker's acknowledgements")
+        wait_until(lambda: acked[0] >= len(messages), 120, "the broker's acknowledgements")
         publisher.disconnect()
         publisher.loop_stop()
         Path(str(ready) + ".go").touch()

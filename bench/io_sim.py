@@ -21,13 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from qai_edge.figures import FigureLog
+from qai_edge.figures import FigureLog, percentile
 from qai_edge.isolation import isolate
-
-
-def percentile(values, share):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 def model_rtf() -> float:

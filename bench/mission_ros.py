@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from qai_edge.figures import FigureLog
+from qai_edge.figures import FigureLog, percentile
 from qai_edge.isolation import isolate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +68,6 @@ def wait_until_served(client, kind: str, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
 def run_stack(directory: Path, durable: bool, measurement: str, args):

@@ -13,6 +13,9 @@ sample) are written as null.
 `FigureLog` collects a script's figures and, given a path (each bench script's `--json PATH`), rewrites
 that file after every figure, so a script that fails or is stopped half way still leaves what it measured.
 
+`percentile` and `wait_until` are what every bench script needs beside them: one definition of a
+percentile (nearest rank; NaN for an empty sample) and a wait on a condition that ends the script naming it.
+
 `measure_processes` reads /proc (Linux) for the CPU time and peak resident memory of running processes,
 e.g. every engine process a supervisor started; `snapshot` taken earlier turns CPU time into the share of
 a core used over a window.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -75,6 +79,23 @@ class FigureLog:
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.write_text(json.dumps(self.records, indent=1))
         temporary.replace(self.path)
+
+
+def percentile(values: Iterable[float], share: float) -> float:
+    """Return the nearest-rank value at `share` (0..1) of the sorted `values`; NaN when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.005) -> None:
+    """Poll `predicate` until it is true; after `timeout` s end the script, naming what it waited for."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from qai_edge.figures import FigureLog, figure, measure_processes, snapshot
+from qai_edge.figures import FigureLog, figure, measure_processes, percentile, snapshot, wait_until
 
 # One worker runs this module: its tests share an expensive module fixture.
 pytestmark = pytest.mark.xdist_group("test_bench_runner")
@@ -197,6 +197,17 @@ def test_numbers_keep_about_three_significant_digits():
     assert [run_all.format_number(v) for v in (12345.6, 123.4, 12.34, 1.234, 0.01234, 0.00001234, 0.0, None,
                                                math.nan)] == ["12,346", "123", "12.3", "1.23", "0.0123", "1.2e-05",
                                                               "0", "-", "-"]
+
+
+def test_percentile_is_nearest_rank_and_nan_for_no_sample():
+    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0 and percentile([5.0, 1.0, 3.0], 0.99) == 5.0
+    assert percentile([2.0], 0.0) == 2.0 and math.isnan(percentile([], 0.5))
+
+
+def test_wait_until_ends_the_script_naming_what_it_waited_for():
+    wait_until(lambda: True, 0.0, "nothing")
+    with pytest.raises(SystemExit, match="timed out after 0.05 s waiting for the broker"):
+        wait_until(lambda: False, 0.05, "the broker")
 
 
 def test_figure_log_rewrites_its_file_after_each_figure(tmp_path):
