@@ -211,9 +211,11 @@ class Soak:
 
         An operator does so between flights; without it the soak ends at the battery reserve, not in chaos.
         """
-        with self.session._lock:
-            view = self.session.fleet.robots.get(self.robot.name)
-            battery = (view.battery or {}).get("percentage") if view is not None else None
+
+        def look(session):
+            view = session.fleet.robots.get(self.robot.name)
+            return (view.battery or {}).get("percentage") if view is not None else None
+        battery = self.session.read(look)
         if battery is None or battery >= self.args.swap_below:
             return
         import rclpy
@@ -236,19 +238,24 @@ class Soak:
             node.destroy_node()
 
     def _message(self, mission_id: str) -> str:
-        with self.session._lock:
-            view = self.session.fleet.robots.get(self.robot.name)
+        def look(session):
+            view = session.fleet.robots.get(self.robot.name)
             return str((view.missions.get(mission_id) or {}).get("message", "")) if view else ""
+        return self.session.read(look)
 
     def _altitude(self) -> float | None:
-        with self.session._lock:
-            view = self.session.fleet.robots.get(self.robot.name)
+        def look(session):
+            view = session.fleet.robots.get(self.robot.name)
             return view.position[2] if view is not None and view.position else None
+        return self.session.read(look)
 
     def _running(self) -> bool:
-        with self.session._lock:
-            view = self.session.fleet.robots.get(self.robot.name)
-            return bool(view) and any(m.get("state", 10) < 10 for m in view.missions.values())
+        return self.session.read(self._running_in)
+
+    def _running_in(self, session) -> bool:
+        """Tell whether a mission runs on the robot, as `session` holds it (call under its lock)."""
+        view = session.fleet.robots.get(self.robot.name)
+        return bool(view) and any(m.get("state", 10) < 10 for m in view.missions.values())
 
     def _left_airborne(self) -> bool:
         """Tell whether the vehicle stays up with nothing bringing it down; if so, send it home (the operator)."""
@@ -260,7 +267,7 @@ class Soak:
             time.sleep(0.5)
         if self._running():
             # A mission the robot started itself (a fail-safe) is bringing it down: wait for it.
-            if self.session.wait(lambda: not self._running_unlocked(), 300.0) and (self._altitude() or 0) < 0.5:
+            if self.session.wait(lambda: not self._running_in(self.session), 300.0) and (self._altitude() or 0) < 0.5:
                 return False
         self.rescues += 1
         home = {"name": "operator: home", "tasks": [{"id": "home", "kind": "return_home",
@@ -268,10 +275,6 @@ class Soak:
         request = self.session.send(self.robot.name, "submit_mission", {"mission": home})
         self.session.wait(lambda: self.session.final_reply(request) is not None, 300.0)
         return True
-
-    def _running_unlocked(self) -> bool:
-        view = self.session.fleet.robots.get(self.robot.name)
-        return bool(view) and any(m.get("state", 10) < 10 for m in view.missions.values())
 
     # -- The chaos --------------------------------------------------------------------------------------
 
@@ -334,15 +337,16 @@ class Soak:
 
     def _progress(self) -> set:
         """Return the tasks the hub has seen succeed: the missions' progress."""
-        with self.session._lock:
-            return {key for key, states in self.session.task_history.items() if SUCCEEDED in states}
+        return self.session.read(lambda s: {key for key, states in s.task_history.items() if SUCCEEDED in states})
 
     def _fresh_telemetry_after(self, when: float) -> bool:
         """Tell whether the hub heard from the robot after `when` (steady time)."""
         when = time.time() - (time.monotonic() - when)  # the hub stamps what it hears with the wall clock
-        with self.session._lock:
-            view = self.session.fleet.robots.get(self.robot.name)
-            seen = getattr(view, "last_seen", None) if view is not None else None
+
+        def look(session):
+            view = session.fleet.robots.get(self.robot.name)
+            return getattr(view, "last_seen", None) if view is not None else None
+        seen = self.session.read(look)
         return seen is not None and seen > when
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import orjson
 
@@ -26,6 +26,9 @@ from qai_hub.protocol import ROOT, Signer, command_topic, make_command
 from qai_hub.registry import RobotRegistry
 
 FINAL = ("succeeded", "failed", "canceled", "rejected", "error")
+
+
+T = TypeVar("T")
 
 
 class HubSession:
@@ -138,6 +141,11 @@ class HubSession:
                     return False
                 self._changed.wait(min(left, 0.5))
             return True
+
+    def read(self, look: Callable[["HubSession"], T]) -> T:
+        """Return `look(self)`, computed under the session's lock: a consistent view of what it holds."""
+        with self._lock:
+            return look(self)
 
     def final_reply(self, request_id: str) -> dict[str, Any] | None:
         with self._lock:
