@@ -28,8 +28,8 @@ POINT = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "numbe
 CHECK_ENDURANCE = TaskKindSpec(
     "check_endurance", "Fail unless the predicted flight time covers the route (waypoints from where the vehicle "
     "is, at `speed`; none: no route), the return home and the margin; with `watch`, keep checking until the "
-    "vehicle is within `tolerance` of `until` (default: the last waypoint), failing when the prediction falls "
-    "below what the return home needs.",
+    "vehicle is within `tolerance` of `until` (default: the last waypoint) or has landed, failing when the "
+    "prediction falls below what the return home needs.",
     {"type": "object", "additionalProperties": False, "properties": {
         "waypoints": {"type": "array", "maxItems": 1000, "items": POINT}, "until": POINT,
         "speed": {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
@@ -37,7 +37,7 @@ CHECK_ENDURANCE = TaskKindSpec(
     result_keys=("endurance", "needed", "baseline", "model_version"), default_timeout=3600.0)
 WATCH_ANOMALIES = TaskKindSpec(
     "watch_anomalies", "Watch the sensors beside a flight and fail on an anomaly; ends after `duration` seconds, "
-    "or once the vehicle is within `tolerance` of `until`, or when canceled.",
+    "or once the vehicle is within `tolerance` of `until` or has landed, or when canceled.",
     {"type": "object", "additionalProperties": False, "properties": {
         "duration": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}, "until": POINT,
         "tolerance": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}}},
@@ -69,7 +69,7 @@ class IntelligenceCore:
     def __init__(self, slots: Mapping[str, ModelSlot], return_plan: ReturnPlan, payload: Callable[[], float],
                  home: Sequence[float] | None = None, battery_timeout: float = 5.0,
                  anomaly_threshold: Callable[[], float] = lambda: 0.0, refractory: float = 2.0,
-                 max_policy_speed: float = 8.0):
+                 max_policy_speed: float = 8.0, landed_altitude: float = 0.3):
         self.slots = dict(slots)
         self.return_plan = return_plan
         self.payload = payload
@@ -78,6 +78,7 @@ class IntelligenceCore:
         self.anomaly_threshold = anomaly_threshold
         self.refractory = refractory
         self.max_policy_speed = max_policy_speed
+        self.landed_altitude = landed_altitude  # m (odom z): at or below, the vehicle is on the ground
         self.latest: dict[str, dict[str, float]] = {}
         self.last_valid: dict[str, float] = {}
         self.rejected = dict.fromkeys(STREAMS, 0)
@@ -194,6 +195,15 @@ class IntelligenceCore:
             raise TaskFailed("no odometry yet: the vehicle's position is unknown", retryable=True)
         return odom["x"], odom["y"], odom["z"]
 
+    def _flight_over(self, request, seen_airborne: bool) -> bool:
+        """Tell whether a watch beside the flight has nothing left to watch: the vehicle is down.
+
+        Down after it was seen in the air during this attempt (it landed), or down when an attempt after the
+        first starts: the earlier one, interrupted (its engine restarted), watched the flight that has ended
+        since, so its `until` point may lie behind the vehicle for good.
+        """
+        return self._position()[2] <= self.landed_altitude and (seen_airborne or request.attempt > 1)
+
     def endurance_not_ready(self) -> str:
         """Why check_endurance cannot answer now ('' when it can): a position and a fresh prediction."""
         if self.latest.get("odom") is None:
@@ -233,7 +243,11 @@ class IntelligenceCore:
         if not parameters.get("watch"):
             return result
         goal = parameters.get("until") or (waypoints[-1] if waypoints else None)
+        airborne = False
         while goal is None or math.dist(self._position()[:len(goal)], goal) > tolerance:
+            airborne = airborne or self._position()[2] > self.landed_altitude
+            if self._flight_over(request, airborne):
+                break
             context.sleep(0.2)
             prediction = self._prediction(context)
             context.feedback(status=f"endurance {prediction.remaining:.0f} s, return needs {prediction.needed:.0f} s",
@@ -249,11 +263,14 @@ class IntelligenceCore:
         duration, until = parameters.get("duration"), parameters.get("until")
         tolerance = parameters.get("tolerance", 1.0)
         started, alarms = context.now(), self.alarms
-        max_score, ticks, last = 0.0, 0, None
+        max_score, ticks, last, airborne = 0.0, 0, None, False
         while True:
             if duration is not None and context.now() - started >= duration:
                 break
             if until is not None and math.dist(self._position()[:len(until)], until) <= tolerance:
+                break
+            airborne = airborne or self._position()[2] > self.landed_altitude
+            if self._flight_over(request, airborne):
                 break
             context.sleep(0.1)
             anomaly = self.anomaly

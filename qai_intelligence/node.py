@@ -74,7 +74,7 @@ class IntelligenceEngine(EngineNode):
                           p("endurance_margin"), p("endurance_margin_fraction"))
         self.core = IntelligenceCore(slots, plan, lambda: self.param("payload"), p("home") or None,
                                      p("battery_timeout"), lambda: self.param("anomaly_threshold"),
-                                     p("anomaly_refractory"), p("max_policy_speed"))
+                                     p("anomaly_refractory"), p("max_policy_speed"), p("landed_altitude"))
         for name in ("payload", "anomaly_threshold", "gate_margin"):
             self.on_parameter(name)  # read live where used
         for name, (owner, attribute) in APPLIED_PARAMETERS.items():

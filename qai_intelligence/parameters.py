@@ -24,6 +24,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("return_speed", 3.0, "m/s the return home flies (the io_engine's default_speed)", min=0.1, max=50.0),
     ParamSpec("return_altitude", 10.0, "m the return home climbs to at least (the io_engine's return_altitude)",
               min=0.0, max=500.0),
+    ParamSpec("landed_altitude", 0.3, "m (odom z): at or below this the vehicle is on the ground, and a watch "
+              "beside its flight ends (the io_engine's landed_altitude)", min=0.0, max=100.0),
     ParamSpec("climb_rate", 2.0, "m/s of climb on the way home", min=0.1, max=20.0),
     ParamSpec("landing_speed", 0.8, "m/s of descent when landing (the io_engine's landing_speed)", min=0.1,
               max=5.0),
@@ -49,7 +51,8 @@ APPLIED_PARAMETERS = {"return_speed": ("plan", "speed"), "return_altitude": ("pl
                       "climb_rate": ("plan", "climb_rate"), "landing_speed": ("plan", "landing_speed"),
                       "endurance_margin": ("plan", "margin"), "endurance_margin_fraction": ("plan", "margin_fraction"),
                       "battery_timeout": ("core", "battery_timeout"), "anomaly_refractory": ("core", "refractory"),
-                      "max_policy_speed": ("core", "max_policy_speed")}
+                      "max_policy_speed": ("core", "max_policy_speed"),
+                      "landed_altitude": ("core", "landed_altitude")}
 
 NODE = NodeType("intelligence_engine", "qai_intelligence.node:main",
                 "liquid neural networks and reinforcement learning", PARAMETERS)

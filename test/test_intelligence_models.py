@@ -452,6 +452,60 @@ def test_a_sagging_pack_raises_endurance_low_once():
     assert events.count(True) == 1 and events.index(True) >= 10 and core.endurance.low
 
 
+class Flight:
+    """A task context over a vehicle flying the given altitudes, one each 0.1-0.2 s sleep, then on the ground."""
+
+    def __init__(self, core, altitudes, limit=2000):
+        self.core, self.altitudes, self.t, self.steps, self.limit = core, iter(altitudes), 0.0, 0, limit
+        self.sleep(0.0)
+
+    def now(self):
+        return self.t
+
+    def sleep(self, seconds):
+        self.steps += 1
+        assert self.steps < self.limit, "the watch did not end"
+        self.t += seconds
+        z = next(self.altitudes, 0.0)
+        self.core.offer("odom", {**ODOM, "x": 0.0, "z": z, "stamp": self.t}, self.t)
+        self.core.offer("battery", {**BATTERY, "percentage": 0.9}, self.t)
+        self.core.endurance_tick(self.t)
+
+    def feedback(self, **values):
+        pass
+
+
+def request(attempt=1, **parameters):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(parameters=parameters, attempt=attempt)
+
+
+FAR = [500.0, 500.0, 5.0]  # an `until` point the vehicle never reaches
+
+
+@pytest.mark.parametrize("kind, parameters", [
+    ("watch_anomalies", {"until": FAR, "duration": 3600}),
+    ("check_endurance", {"until": FAR, "watch": True}),
+])
+def test_a_watch_beside_a_flight_ends_when_the_vehicle_lands_short_of_its_until_point(kind, parameters):
+    """A watch re-sent after its engine restarted may start when the vehicle has left its `until` point for good."""
+    core = core_with_shipped_models()
+    flight = Flight(core, [5.0] * 20)  # 20 steps in the air, then down
+    getattr(core, kind)(request(**parameters), flight)
+    assert 20 <= flight.steps < 30
+    again = Flight(core, [])  # a later attempt that starts with the vehicle down: nothing left to watch
+    getattr(core, kind)(request(attempt=2, **parameters), again)
+    assert again.steps == 1
+
+
+def test_a_first_watch_started_on_the_ground_waits_for_the_flight():
+    core = core_with_shipped_models()
+    flight = Flight(core, [0.0] * 10 + [5.0] * 10)
+    core.watch_anomalies(request(until=FAR, duration=3600), flight)
+    assert 20 <= flight.steps < 30  # it watched the take-off and the flight, and ended at the landing
+
+
 @pytest.mark.parametrize("task", ("endurance", "anomaly", "policy"))
 def test_the_shipped_models_load_small_and_say_how_they_were_made(task):
     from qai_intelligence.evaluation import FEATURES
