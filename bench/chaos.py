@@ -155,6 +155,10 @@ class Soak:
                                   self.args.settle)
                 self.telemetry = demo.telemetry(self.robot.name)
                 self.log.close()
+            if any(m["outcome"] != "succeeded" or m["airborne_after"] for m in self.missions):
+                demo.args.keep_dir = True  # a mission went wrong: keep the robot's logs and journals to say why
+                (demo.workdir / "missions.json").write_text(json.dumps(
+                    {"missions": self.missions, "kills": self.kills}, indent=1, default=str))
             demo.tear_down()
             # Only now may the chaos thread end: a broker it started again dies with it (PR_SET_PDEATHSIG
             # follows the thread that started a process), which ended the first soaks' last mission.
@@ -415,7 +419,8 @@ def main() -> int:
     parser.add_argument("--victims", default=",".join(VICTIMS),
                         help=f"what may be killed, comma-separated (all: {','.join(VICTIMS)})")
     parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
-    parser.add_argument("--keep-dir", action="store_true", help="keep the robot's files (logs, journals)")
+    parser.add_argument("--keep-dir", action="store_true",
+                        help="keep the robot's files (logs, journals); kept anyway when a mission went wrong")
     args = parser.parse_args()
     if not (args.minutes > 0 and args.calm >= 0 and 1 <= args.points <= 6):
         parser.error("--minutes > 0, --calm >= 0, --points 1 to 6")
