@@ -76,6 +76,7 @@ def test_random_missions_always_end_consistently(graphs, data):
         h.scheduler.add_mission(mission(f"m{index}", *tasks))
         watch.take()
     engines_up = {"/io", "/quantum"}
+    silent: set[str] = set()  # fell silent (stalled): their attempts go on, nothing new is sent to them
 
     def all_done():
         return all(m.status.terminal for m in h.scheduler.missions.values())
@@ -86,7 +87,8 @@ def test_random_missions_always_end_consistently(graphs, data):
         late = step > 300  # then engines behave, so every run ends
         action = data.draw(st.sampled_from(
             ["succeed", "succeed", "fail", "final_fail", "confirm", "advance", "cancel_task", "cancel_mission",
-             "lose_engine", "restore_engines"] if not late else ["succeed", "confirm", "advance", "restore_engines"]))
+             "lose_engine", "silence_engine", "restore_engines"]
+            if not late else ["succeed", "confirm", "advance", "restore_engines"]))
         if action in ("succeed", "fail", "final_fail", "confirm") and watch.open:
             chosen = data.draw(st.sampled_from(sorted(watch.open)))
             t, attempt, _ = watch.open[chosen]
@@ -113,21 +115,27 @@ def test_random_missions_always_end_consistently(graphs, data):
             live = [m for m in h.scheduler.missions.values() if not m.status.terminal]
             if live:
                 h.scheduler.cancel_mission(data.draw(st.sampled_from(live)).id)
-        elif action == "lose_engine" and engines_up:
+        elif action == "silence_engine" and engines_up:
             engine = data.draw(st.sampled_from(sorted(engines_up)))
             engines_up.discard(engine)
+            silent.add(engine)
+            h.scheduler.engine_silent(engine, "no heartbeat")
+        elif action == "lose_engine" and engines_up | silent:
+            engine = data.draw(st.sampled_from(sorted(engines_up | silent)))
+            engines_up.discard(engine)
+            silent.discard(engine)
             for t, _, _ in list(watch.open.values()):
                 if t.engine == engine:
                     watch.end(t)  # its process is gone: the attempt has stopped
             h.scheduler.engine_lost(engine)
         elif action == "restore_engines":
-            engines_up = {"/io", "/quantum"}
+            engines_up, silent = {"/io", "/quantum"}, set()
             h.scheduler.set_routes(ROUTES, engines_up)
         watch.take()
         if late and not watch.open and not all_done():
             h.clock.now += 5.0
             h.scheduler.set_routes(ROUTES, {"/io", "/quantum"})
-            engines_up = {"/io", "/quantum"}
+            engines_up, silent = {"/io", "/quantum"}, set()
             h.scheduler.tick()
             watch.take()
 
