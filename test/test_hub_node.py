@@ -274,6 +274,8 @@ def test_hub_keys_can_be_rotated_while_the_node_runs(robot):
     intruder_command = robot.send("get_state", {}, signer=robot.keys.intruder)
     assert robot.hub.wait_reply(intruder_command["id"], "rejected")["reason"] == "unknown_key"
     client = robot.probe.node.create_client(SetParameters, f"{robot.namespace}/hub_link_{ROBOT}/set_parameters")
+    # A request sent before the client has matched the service can be lost: wait until it has.
+    robot.probe.spin_until(client.service_is_ready, TIMEOUT, "hub_link's set_parameters service")
     value = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY,
                            string_array_value=[robot.keys.public, str(robot.keys.directory / "intruder.pub")])
     future = client.call_async(SetParameters.Request(parameters=[Parameter(name="hub_public_keys", value=value)]))
