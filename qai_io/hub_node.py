@@ -188,8 +188,9 @@ class HubLinkNode(EngineNode):
         try:
             command = self.gate.check(topic, payload)
         except CommandRejected as rejection:
-            if rejection.code != "rate_limited":
-                self.get_logger().warning(f"command refused ({rejection.code}): {rejection.message}")
+            line = self.gate.log.line(rejection)
+            if line:
+                self.get_logger().warning(line)
             parsed, robot = parse_topic(topic), self.robot_id
             if rejection.answer and parsed is not None and parsed.kind == "cmd" and rejection.verb:
                 self.outgoing.reply(rejection.verb, lambda stamp, r=rejection: rejection_reply(r, robot, stamp))

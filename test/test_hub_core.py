@@ -24,7 +24,7 @@ from qai_hub.protocol import (ED25519, ML_DSA_65, KeyFileError, Keyring, RobotTo
                               make_command, merge_ranges, number_text, parse_topic, signed_bytes, telemetry_envelope,
                               telemetry_payload)
 from qai_io.hub_link import codec
-from qai_io.hub_link.commands import CommandGate, CommandRejected, NonceStore
+from qai_io.hub_link.commands import CommandGate, CommandRejected, NonceStore, RefusalLog
 from qai_io.hub_link.link import Backoff
 from qai_io.hub_link.queue import DiskQueue, Item
 from qai_io.hub_link.streams import DiagnosticsSummary, RateLimiter, parse_stream, parse_streams
@@ -531,6 +531,22 @@ def test_a_flood_of_junk_leaves_signed_commands_their_signature_checks(hub_keys,
     assert gate.check(*signed(hub_keys)).verb == "get_state"
     refused = rejection(gate, *signed(hub_keys))  # now two checks a second are spent
     assert refused.code == "rate_limited" and refused.answer  # answered: the hub sends it again
+
+
+def test_refusals_are_logged_once_a_period_per_code_with_the_count_of_those_not_logged():
+    now = [0.0]
+    log = RefusalLog(period=5.0, clock=lambda: now[0])
+    junk, schema = CommandRejected("malformed", "not valid JSON"), CommandRejected("bad_schema", "id: missing")
+    assert log.line(junk) == "command refused (malformed): not valid JSON"
+    assert log.line(schema) == "command refused (bad_schema): id: missing"  # each code has its own period
+    for _ in range(999):
+        now[0] += 0.001
+        assert log.line(junk) is None
+    now[0] = 5.0
+    assert log.line(junk) == "command refused (malformed): not valid JSON (999 more refused as malformed in the 5 s " \
+        "before, not logged)"
+    now[0] = 11.0
+    assert log.line(junk) == "command refused (malformed): not valid JSON"  # none held back since
 
 
 def test_numbers_are_executed_in_the_one_form_their_signature_covers(gate, hub_keys):
