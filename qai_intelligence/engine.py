@@ -7,7 +7,9 @@ run in worker threads and read what the ticks left here.
   endurance_tick  the endurance model on the latest battery and odometry readings; `endurance_low` when the
                   prediction falls below what the return home needs (runtime.ReturnPlan)
   anomaly_tick    the anomaly model on every stream's latest reading (sample and hold) and their ages; an
-                  `anomaly` event when its score crosses the threshold
+                  `anomaly` event when its score crosses the threshold. A tick that runs late (this process
+                  was stalled: a loaded CPU, a slow first model call) does not count the silence of streams
+                  whose readings are still queued behind it (qai_edge.stall)
   policy_command  the learned policy on the latest odometry and the target the io_engine published
 """
 
@@ -17,10 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from qai_edge.stall import StallHold
 from qai_edge.tasks import TaskFailed, TaskKindSpec
 from qai_intelligence.baselines import EnduranceBaseline
-from qai_intelligence.features import (ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder, PolicyFeatureBuilder,
-                                       check_reading, endurance_features)
+from qai_intelligence.features import (AGE_ALLOWANCE, ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder,
+                                       PolicyFeatureBuilder, check_reading, endurance_features)
 from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan
 from qai_intelligence.training import predicted_spread
 
@@ -90,6 +93,9 @@ class IntelligenceCore:
         self.anomaly: AnomalyOutput | None = None
         self.alarms = 0  # anomaly events so far
         self._anomaly_builder = AnomalyFeatureBuilder()
+        # Stalled: more than 5 anomaly periods between two ticks; then, for the shortest allowance, silence is
+        # not judged (the readings queued meanwhile are read within milliseconds of the stall's end).
+        self.stall = StallHold(gap=0.25, hold=min(AGE_ALLOWANCE.values()))
         self._policy_builder = PolicyFeatureBuilder()
         self._policy_last: float | None = None
         self.scorer: AnomalyScorer | None = None
@@ -139,7 +145,11 @@ class IntelligenceCore:
             return None  # until every stream has been heard from: a stream not up yet is no fault
         scorer = self._anomaly_scorer(slot)
         resets = slot.resets
+        self.stall.gap = 5 * slot.period
+        self.stall.step(now)
         ages = {s: now - self.last_valid[s] for s in ANOMALY_STREAMS}
+        if self.stall.holding(now):
+            ages = {s: min(age, AGE_ALLOWANCE[s]) for s, age in ages.items()}
         features = self._anomaly_builder.build(self.latest, ages)
         prediction = slot.step(features, now)
         if prediction is None:

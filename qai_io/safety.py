@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from qai_edge.health import Level
+from qai_edge.stall import StallHold
 from qai_edge.tasks import TaskFailed
 from qai_io.kinds import RESERVE_KINDS
 from qai_io.motion import Pose
@@ -129,8 +130,7 @@ class SafetySupervisor:
         self._last_event_at: float | None = None
         self.stranded = ""  # why a return_home or land failed in the air (cleared on the ground)
         self._stranded_event_at: float | None = None
-        self._last_step_at: float | None = None
-        self._hold_silence_until = 0.0
+        self._stall = StallHold(gap=STALL_GAP, hold=STALL_GAP)  # we were stalled, not (necessarily) the battery
         self._lock = threading.RLock()
 
     # -- Where the vehicle is ------------------------------------------------------------------
@@ -225,11 +225,9 @@ class SafetySupervisor:
         airborne = self.airborne()
         if airborne:
             self._healthy_since = None  # recovery counts only on the ground
-        if self._last_step_at is not None and now - self._last_step_at > STALL_GAP:
-            self._hold_silence_until = now + STALL_GAP  # we were stalled, not (necessarily) the battery
-        self._last_step_at = now
+        self._stall.step(now)
         watched = self.battery_expected or self.battery_at is not None
-        if (not self.in_reserve and airborne and watched and now >= self._hold_silence_until
+        if (not self.in_reserve and airborne and watched and not self._stall.holding(now)
                 and self.battery_age(now) > self.param("battery_timeout")):
             notices.append(self._enter(self._silence(now), now))
         if (self.in_reserve and not airborne and self._healthy_since is not None and self.battery_known(now)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+from qai_edge.stall import StallHold
 from qai_edge.tasks import TaskKindSpec
 from qai_mission.model import KindRoute
 
@@ -61,8 +62,7 @@ class EngineRegistry:
     def __init__(self, timeout: float):
         self.timeout = timeout  # s without a heartbeat after which an engine counts as lost
         self.engines: dict[str, EngineInfo] = {}
-        self._last_check: float | None = None
-        self._hold_losses_until = 0.0
+        self._stall = StallHold(gap=timeout / 2, hold=timeout)  # we were stalled, not (necessarily) the engines
 
     def announce(self, engine: str, task_action: str, kinds: Sequence[TaskKindSpec], stamp: tuple[int, int],
                  now: float) -> Announced:
@@ -89,9 +89,8 @@ class EngineRegistry:
 
         `reachable(engine)` says whether its action server is discovered.
         """
-        if self._last_check is not None and now - self._last_check > self.timeout / 2:
-            self._hold_losses_until = now + self.timeout  # we were stalled, not (necessarily) the engines
-        self._last_check = now
+        self._stall.gap, self._stall.hold = self.timeout / 2, self.timeout
+        self._stall.step(now)
         transitions = []
         for info in self.engines.values():
             fresh = info.last_heartbeat is not None and now - info.last_heartbeat < self.timeout
@@ -100,12 +99,12 @@ class EngineRegistry:
                 info.up, info.lost = True, False
                 info.unreachable_reported = True  # reachable: from now on, what is to say is lost or gone
                 transitions.append(Transition(info.name, "up", ", ".join(k.name for k in info.kinds)))
-            elif not alive and info.up and now >= self._hold_losses_until:
+            elif not alive and info.up and not self._stall.holding(now):
                 info.up, info.lost = False, True
                 age = now - info.last_heartbeat if info.last_heartbeat is not None else 0.0
                 why = f"no heartbeat for {age:.1f} s" if not fresh else "its action server is gone"
                 transitions.append(Transition(info.name, "lost", why))
-            elif (info.lost and not fresh and now >= self._hold_losses_until
+            elif (info.lost and not fresh and not self._stall.holding(now)
                   and now - info.last_heartbeat >= GONE_AFTER_TIMEOUTS * self.timeout):
                 info.lost = False
                 transitions.append(Transition(info.name, "gone", f"no heartbeat for {now - info.last_heartbeat:.1f} s"))

@@ -58,3 +58,13 @@ def test_table_lists_every_node():
     board.update("/mission_engine", 0, "running", "drone1")
     table = format_table(board.snapshot())
     assert table.splitlines()[1].split() == ["/mission_engine", "OK", "drone1", "running"]
+
+
+def test_a_stall_holds_judging_silence_for_a_while_after_the_late_step():
+    from qai_edge.stall import StallHold
+
+    stall = StallHold(gap=0.25, hold=0.5)
+    assert not stall.step(0.0) and not stall.step(0.2) and not stall.holding(0.2)  # on time
+    assert stall.step(1.0) and stall.stalls == 1  # 0.8 s between two steps: this process did not run
+    assert stall.holding(1.0) and stall.holding(1.49) and not stall.holding(1.5)
+    assert not stall.step(1.05) and stall.holding(1.05)  # steps on time again do not end the hold early

@@ -516,3 +516,55 @@ def test_the_shipped_models_load_small_and_say_how_they_were_made(task):
     assert meta["command"].startswith(f"qai-train {task} --seed 0") and meta["data"]["seed"] == 0
     assert {"torch", "ncps"} <= set(meta["libraries"]) and meta["training"]["total_seconds"] > 0
     assert {"held_out_training", "held_out_outside"} <= set(meta["metrics"])
+
+
+def hover_with_a_stall(core, stall_at: float, stall: float, seconds: float = 14.0) -> list[float]:
+    """Feed the core a hovering vehicle's streams at the simulator's rates and tick it every 0.05 s.
+
+    From `stall_at` for `stall` s this process does not run: no reading is read and no tick runs; then, as an
+    executor does, the late tick runs first and the readings queued meanwhile (the latest of each stream) after.
+    Return the times of the anomaly events.
+    """
+    from qai_intelligence.data import _PHYSICS_DT, ANOMALY_TICK, STREAM_PERIODS, _read
+    from qai_sim.vehicle_model import VehicleConfig, VehicleModel
+
+    model = VehicleModel(VehicleConfig(seed=7), position=(0.0, 0.0, 5.0))
+    gps_origin, events, queued = None, [], {}
+    next_publish, next_tick = dict.fromkeys(STREAM_PERIODS, 0.0), ANOMALY_TICK
+    for step in range(int(seconds / _PHYSICS_DT)):
+        model.command(0.0, 0.0, 0.0, 0.0)
+        model.step(_PHYSICS_DT)
+        t = round((step + 1) * _PHYSICS_DT, 9)
+        stalled = stall_at <= t < stall_at + stall
+        for stream, period in STREAM_PERIODS.items():
+            if t >= next_publish[stream]:
+                next_publish[stream] = t + period
+                reading = _read(model, stream, 4.76)
+                if stream == "gps":
+                    gps_origin = gps_origin or tuple(reading.values())
+                    reading = {k: v - o for (k, v), o in zip(reading.items(), gps_origin)}
+                queued[stream] = {**reading, "stamp": t} if stream == "odom" else reading
+        if stalled:
+            continue
+        if t + 1e-9 >= next_tick:
+            next_tick = t + ANOMALY_TICK
+            output = core.anomaly_tick(t)
+            if output is not None and output.event:
+                events.append(t)
+        for stream, reading in queued.items():
+            core.offer(stream, reading, t)
+        queued = {}
+    return events
+
+
+def test_a_tick_late_because_this_process_stalled_is_no_anomaly_but_a_stream_that_stops_is():
+    """The finding: a loaded machine stalled the engine 0.6 s; its late tick saw odometry 0.6 s old: an anomaly."""
+    assert hover_with_a_stall(core_with_shipped_models(), stall_at=10.0, stall=0.8) == []
+    unheld = core_with_shipped_models()
+    unheld.stall.hold = 0.0  # as before: the late tick judges the silence of the readings queued behind it
+    assert hover_with_a_stall(unheld, stall_at=10.0, stall=0.8)
+    # A stream that really stops is still caught, stall or not.
+    dead = core_with_shipped_models()
+    dead.offer = lambda stream, reading, now, offer=dead.offer: stream == "odom" and now > 10.0 or offer(
+        stream, reading, now)
+    assert hover_with_a_stall(dead, stall_at=10.0, stall=0.8)
