@@ -158,7 +158,8 @@ class IntelligenceEngine(EngineNode):
         message.header.stamp = self.get_clock().now().to_msg()
         self.anomaly_pub.publish(message)
         if output.event:
-            text = f"anomaly: score {output.score:.1f} above {output.threshold:.1f} (worst: {output.worst})"
+            text = (f"anomaly: score {output.score:.1f} above {output.threshold:.1f} (worst: {output.worst}"
+                    f"{': ' + output.detail if output.detail else ''})")
             self.get_logger().warning(text)
             self._event("anomaly", Event.WARN, text, {"score": round(output.score, 2), "feature": output.worst})
 

@@ -202,7 +202,7 @@ class AnomalyScorer:
     """
 
     def __init__(self, targets: Sequence[str], inputs: Sequence[str], residual_std: Sequence[float], smoothing: float,
-                 threshold: float, refractory: float = 2.0):
+                 threshold: float, refractory: float = 2.0, warm_up: int = WARM_UP):
         if len(residual_std) != len(targets):
             raise ValueError(f"residual_std: expected {len(targets)} values, got {len(residual_std)}")
         self.targets = tuple(targets)
@@ -211,6 +211,7 @@ class AnomalyScorer:
         self.smoothing = smoothing
         self.threshold = threshold
         self.refractory = refractory
+        self.warm_up = warm_up  # updates after a reset in which the state settles: no alarm, nothing anomalous
         self.reset()
         self._last_alarm = -math.inf
 
@@ -221,7 +222,7 @@ class AnomalyScorer:
         self._noise = np.ones(len(self.targets))  # slow noise level, as baselines.smoothed_max tracks it
         self.score = 0.0
         self.worst = ""
-        self._above = False
+        self.above = False  # above the threshold, past the warm-up
         self._updates = 0
 
     def update(self, features: Sequence[float], prediction: np.ndarray, now: float,
@@ -242,9 +243,9 @@ class AnomalyScorer:
         self._prediction = np.asarray(prediction, dtype=float)
         self._spread = None if spread is None else np.asarray(spread, dtype=float)
         self._updates += 1
-        above = self.score > self.threshold and self._updates > WARM_UP  # the state settles first
-        alarm = above and not self._above and now - self._last_alarm >= self.refractory
-        self._above = above
+        above = self.score > self.threshold and self._updates > self.warm_up  # the state settles first
+        alarm = above and not self.above and now - self._last_alarm >= self.refractory
+        self.above = above
         if alarm:
             self._last_alarm = now
         return alarm
