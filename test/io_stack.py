@@ -13,6 +13,7 @@ import uuid
 from harness import ProcessGroup, RosProbe, status_level, status_values, unique_namespace
 
 STARTUP_TIMEOUT = 30.0
+ODOMETRY_DEPTH = 100  # the probe's odometry queue: 2 s at 50 Hz
 
 
 class TaskOutcome:
@@ -52,7 +53,7 @@ class IoStack:
         self.events: list = []
         self.event_times: list[float] = []  # when each of `events` came (monotonic)
         node = probe.node
-        node.create_subscription(Odometry, f"{self.namespace}/odom", self.odometry.append, 100)  # 2 s at 50 Hz
+        node.create_subscription(Odometry, f"{self.namespace}/odom", self.odometry.append, ODOMETRY_DEPTH)
         node.create_subscription(Twist, f"{self.namespace}/cmd_vel",
                                  lambda msg: self.commands.append((time.monotonic(), msg)), 50)
         node.create_subscription(Event, f"{self.namespace}/events", self._on_event, 10)
@@ -87,6 +88,21 @@ class IoStack:
         self.first_odometry()
         p = self.odometry[-1].pose.pose.position
         return p.x, p.y, p.z
+
+    def current_position(self, timeout: float = 10.0) -> tuple[float, float, float]:
+        """Return the position from odometry published after this call.
+
+        Not the probe's last message after a fixed spin: while a test waits on something else, the probe's
+        queue keeps up to ODOMETRY_DEPTH messages (2 s), and a loaded machine may not read them all in a short
+        spin (a landed vehicle was once seen at 2.1 m: its position 2 s before). Once more messages than the
+        queue holds have been read since the call, the last was published after it. (Not by stamp: the
+        simulator's clock falls behind the wall clock on a loaded machine.)
+        """
+        self.first_odometry()
+        count = len(self.odometry)
+        self.probe.spin_until(lambda: len(self.odometry) > count + ODOMETRY_DEPTH, timeout,
+                              lambda: f"odometry published after now\n{self.logs()}")
+        return self.position()
 
     def speed(self) -> float:
         self.first_odometry()

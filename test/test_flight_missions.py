@@ -99,15 +99,14 @@ def test_a_battery_at_its_reserve_brings_the_vehicle_home_and_ends_the_flight(pr
         flight.missions.follow(home_id)
         home = flight.missions.wait(home_id, TIMEOUT)
         assert home.outcome is MissionOutcome.SUCCEEDED, (home, flight.logs())
-        flight.probe.spin_for(0.5)  # fresh odometry (waiting spun the mission client, not the probe)
-        assert math.dist(flight.position()[:2], (0, 0)) < 0.6 and flight.position()[2] < 0.1
+        position = flight.current_position()  # waiting spun the mission client, not the probe
+        assert math.dist(position[:2], (0, 0)) < 0.6 and position[2] < 0.1, position
         # The preempted flight was requeued, then refused: the battery is at its reserve.
         result = flight.missions.wait(mission_id, TIMEOUT)
         assert result.outcome is MissionOutcome.FAILED
         leg = result.task("long_leg")
         assert leg.state == TaskStatus.FAILED and "battery at its reserve" in leg.message
-        flight.probe.spin_for(0.5)
-        assert flight.position()[2] < 0.1  # it did not take off again
+        assert flight.current_position()[2] < 0.1  # it did not take off again
     finally:
         flight.missions.close()
 

@@ -167,6 +167,16 @@ def test_the_anomaly_scorer_raises_one_alarm_when_readings_leave_their_predictio
     assert events.count(True) == 1 and scorer.worst == "b"
 
 
+def test_the_scorer_says_nothing_is_anomalous_while_it_warms_up():
+    """The finding: watch_anomalies failed on a score above the threshold in the warm-up, where no alarm goes out."""
+    scorer = AnomalyScorer(("a",), ("a",), (0.1,), smoothing=0.3, threshold=3.0, warm_up=60)
+    prediction = np.array([0.0])
+    for t in range(60):  # a state that has not settled yet: far off
+        assert not scorer.update([1.0], prediction, t * 0.05) and not scorer.above
+    assert scorer.score > 3.0
+    assert scorer.update([1.0], prediction, 3.0) and scorer.above  # past the warm-up: an alarm, anomalous
+
+
 def test_detection_metrics_count_hits_misses_false_alarms_and_delays():
     tick = 0.1
     faulted = np.zeros(100)

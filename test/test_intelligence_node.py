@@ -145,8 +145,8 @@ def test_a_mission_flies_with_the_learned_policy_and_endurance_low_brings_the_ve
     stack.missions.follow(home_id)
     home = stack.missions.wait(home_id, TIMEOUT)
     assert home.outcome is MissionOutcome.SUCCEEDED, (home, stack.logs())
-    stack.probe.spin_for(0.5)
-    assert math.dist(stack.position()[:2], (0, 0)) < 1.0 and stack.position()[2] < 0.1  # arrival 0.5 m + landing
+    position = stack.current_position()
+    assert math.dist(position[:2], (0, 0)) < 1.0 and position[2] < 0.1, position  # arrival 0.5 m + landing
     survey = stack.missions.wait(mission_id, TIMEOUT)
     assert survey.outcome is MissionOutcome.FAILED and "endurance low" in survey.task("endurance").message
     # Early: the io_engine's reserve came from the prediction (it then refuses to fly the survey again), not
