@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -40,6 +40,7 @@ from qai_edge.qos import ACTION_QOS_ARGUMENTS, MISSION_STATES_QOS
 from qai_interfaces.action import ExecuteMission
 from qai_interfaces.msg import MissionState
 from qai_interfaces.srv import AddTasks, CancelTask, GetMissionState
+from qai_mission.admission import new_mission_id
 from qai_mission.codec import load_mission_file, mission_from_dict, task_from_dict
 from qai_mission.messages import mission_to_msg, task_to_msg
 from qai_mission.model import MissionSpec, MissionStatus, TaskSpec, TaskStatus
@@ -123,6 +124,11 @@ class MissionResult:
                        f"{', '.join(t.id for t in self.tasks) or 'none'})")
 
 
+def _stamped_since(tracked: _Tracked, since: float) -> bool:
+    """Whether a state of the mission stamped at or after `since` (the engine's clock, on the robot) arrived."""
+    return tracked.state_stamp is not None and tracked.state_stamp[0] + tracked.state_stamp[1] * 1e-9 >= since
+
+
 def _task_snapshot(msg) -> TaskSnapshot:
     try:
         result = decoded_key_values(msg.result)
@@ -203,12 +209,33 @@ class MissionClient:
             raise MissionRejected(str(error)) from None
         self._wait_for(lambda: self._action.server_is_ready(), timeout,
                        f"the mission engine's {self._names['execute_mission']} action")
+        if not spec.id:  # named here, as the engine would: its state can then be recognised without the answer
+            spec = replace(spec, id=new_mission_id(time.time()))
         tracked = _Tracked(spec.id)
         tracked.on_update = on_update
         tracked.on_waiting = on_waiting
+        earlier = self._missions.get(spec.id)  # the same id again: the mission engine refuses it
+        self._missions[spec.id] = tracked  # from now on its states on mission_states reach it
+        try:
+            return self._submit(spec, tracked, timeout)
+        except BaseException:
+            if earlier is None:
+                del self._missions[spec.id]
+            else:
+                self._missions[spec.id] = earlier
+            raise
+
+    def _submit(self, spec: MissionSpec, tracked: "_Tracked", timeout: float) -> str:
+        sent_at = time.time()
         send = self._action.send_goal_async(ExecuteMission.Goal(mission=mission_to_msg(spec)),
                                             feedback_callback=lambda msg: self._on_feedback(tracked, msg.feedback))
-        self._wait_for(send.done, timeout, "the mission engine to answer the goal")
+        # The goal's answer can be lost while the mission was accepted: rmw_fastrtps drops a response whose
+        # client it has not matched yet ("client will not receive response"; seen on a loaded machine, right
+        # after start). The mission's own state on mission_states, stamped after the goal went out, says so.
+        self._wait_for(lambda: send.done() or _stamped_since(tracked, sent_at), timeout,
+                       "the mission engine to answer the goal")
+        if not send.done():
+            return tracked.mission_id  # followed through mission_states and the services, as after a restart
         tracked.goal_handle = send.result()
         if not tracked.goal_handle.accepted:
             raise MissionRejected("the mission engine refused the goal")
@@ -221,7 +248,6 @@ class MissionClient:
             self._take_result(tracked)
             if tracked.result.outcome is MissionOutcome.REJECTED:
                 raise MissionRejected(tracked.result.message)
-        self._missions[tracked.mission_id] = tracked
         return tracked.mission_id
 
     def follow(self, mission_id: str, timeout: float = DEFAULT_TIMEOUT,

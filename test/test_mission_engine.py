@@ -166,6 +166,30 @@ def test_duplicate_mission_ids_are_rejected(stack):
         stack.client.submit({"id": "unique-1", "tasks": [{"id": "a", "kind": "echo"}]})
 
 
+def test_a_mission_whose_goal_answer_is_lost_is_still_submitted_and_followed(stack):
+    """The finding: rmw_fastrtps dropped the goal's answer on a loaded machine ("client will not receive response").
+
+    The mission ran, but submit raised "no answer after 10 s waiting for the mission engine to answer the goal".
+    """
+    from rclpy.task import Future
+
+    real = stack.client._action.send_goal_async
+
+    def lossy(goal, **options):
+        real(goal, **options)  # the goal goes out and is accepted; its answer never reaches the client
+        return Future()
+
+    stack.client._action.send_goal_async = lossy
+    try:
+        mission_id = stack.client.submit({"tasks": [
+            {"id": "a", "kind": "echo"},
+            {"id": "b", "kind": "sleep", "depends_on": ["a"], "parameters": {"seconds": 0.5}}]}, timeout=10.0)
+    finally:
+        stack.client._action.send_goal_async = real
+    result = stack.client.wait(mission_id, TIMEOUT)
+    assert result.outcome is MissionOutcome.SUCCEEDED and [t.state for t in result.tasks] == [TaskStatus.SUCCEEDED] * 2
+
+
 def test_state_is_readable_after_the_mission_ended(stack):
     mission_id = stack.client.submit({"name": "readable", "tasks": [{"id": "a", "kind": "echo",
                                                                      "parameters": {"x": 1}}]})
