@@ -209,7 +209,8 @@ class MissionClient:
             raise MissionRejected(str(error)) from None
         self._wait_for(lambda: self._action.server_is_ready(), timeout,
                        f"the mission engine's {self._names['execute_mission']} action")
-        if not spec.id:  # named here, as the engine would: its state can then be recognised without the answer
+        named_here = not spec.id
+        if named_here:  # as the engine would: a fresh id, so its state can be recognised without the answer
             spec = replace(spec, id=new_mission_id(time.time()))
         tracked = _Tracked(spec.id)
         tracked.on_update = on_update
@@ -217,7 +218,7 @@ class MissionClient:
         earlier = self._missions.get(spec.id)  # the same id again: the mission engine refuses it
         self._missions[spec.id] = tracked  # from now on its states on mission_states reach it
         try:
-            return self._submit(spec, tracked, timeout)
+            return self._submit(spec, tracked, timeout, named_here)
         except BaseException:
             if earlier is None:
                 del self._missions[spec.id]
@@ -225,14 +226,15 @@ class MissionClient:
                 self._missions[spec.id] = earlier
             raise
 
-    def _submit(self, spec: MissionSpec, tracked: "_Tracked", timeout: float) -> str:
+    def _submit(self, spec: MissionSpec, tracked: "_Tracked", timeout: float, named_here: bool) -> str:
         sent_at = time.time()
         send = self._action.send_goal_async(ExecuteMission.Goal(mission=mission_to_msg(spec)),
                                             feedback_callback=lambda msg: self._on_feedback(tracked, msg.feedback))
         # The goal's answer can be lost while the mission was accepted: rmw_fastrtps drops a response whose
         # client it has not matched yet ("client will not receive response"; seen on a loaded machine, right
-        # after start). The mission's own state on mission_states, stamped after the goal went out, says so.
-        self._wait_for(lambda: send.done() or _stamped_since(tracked, sent_at), timeout,
+        # after start). The mission's own state on mission_states, stamped after the goal went out, says so; but
+        # only for an id named here: a caller's id may be a running mission's, whose states say nothing of this.
+        self._wait_for(lambda: send.done() or (named_here and _stamped_since(tracked, sent_at)), timeout,
                        "the mission engine to answer the goal")
         if not send.done():
             return tracked.mission_id  # followed through mission_states and the services, as after a restart

@@ -190,6 +190,31 @@ def test_a_mission_whose_goal_answer_is_lost_is_still_submitted_and_followed(sta
     assert result.outcome is MissionOutcome.SUCCEEDED and [t.state for t in result.tasks] == [TaskStatus.SUCCEEDED] * 2
 
 
+def test_a_caller_s_id_that_a_running_mission_has_is_not_taken_for_an_acceptance_when_the_answer_is_lost(stack):
+    """The states of the running mission with that id say nothing of the new goal, which the engine refuses."""
+    from rclpy.task import Future
+
+    from qai_mission.client import MissionClientError
+
+    chain = [{"id": "t0", "kind": "sleep", "parameters": {"seconds": 0.3}}]
+    chain += [{"id": f"t{i}", "kind": "sleep", "parameters": {"seconds": 0.3}, "depends_on": [f"t{i - 1}"]}
+              for i in range(1, 10)]
+    stack.client.submit({"id": "taken-1", "tasks": chain})
+    real = stack.client._action.send_goal_async
+
+    def lossy(goal, **options):
+        real(goal, **options)  # the goal goes out and is refused; its answer never reaches the client
+        return Future()
+
+    stack.client._action.send_goal_async = lossy
+    try:
+        with pytest.raises(MissionClientError, match="answer the goal"):
+            stack.client.submit({"id": "taken-1", "tasks": [{"id": "a", "kind": "echo"}]}, timeout=2.0)
+    finally:
+        stack.client._action.send_goal_async = real
+    assert stack.client.wait("taken-1", TIMEOUT).outcome is MissionOutcome.SUCCEEDED  # still followed
+
+
 def test_state_is_readable_after_the_mission_ended(stack):
     mission_id = stack.client.submit({"name": "readable", "tasks": [{"id": "a", "kind": "echo",
                                                                      "parameters": {"x": 1}}]})
