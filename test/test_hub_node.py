@@ -434,7 +434,10 @@ def test_sigkill_with_a_full_queue_then_a_restart_loses_nothing(robot, tmp_path)
     parameters = {"data_dir": str(tmp_path / "data"), "robot_id": "r4", "fleet": FLEET, "broker_port": port,
                   "queue_max_messages": 300, "heartbeat_period": 0.2, "robot_key": str(robot.robots.key("r4")),
                   "seal_period": 60.0,  # no seal in the queue while it is counted
-                  "streams": ["numbers: topic=numbers4 type=std_msgs/msg/UInt32 qos=1 priority=2 ros_qos=reliable"]}
+                  # depth: a loaded machine may stall the link longer than the default 100 messages (0.5 s here)
+                  # last, and ROS's history, not the link's queue, would then drop what this test counts.
+                  "streams": ["numbers: topic=numbers4 type=std_msgs/msg/UInt32 qos=1 priority=2 ros_qos=reliable "
+                              "depth=1000"]}
     link = robot.group.start_node("hub_link", namespace=robot.namespace, name="hub_link_r4", parameters=parameters)
     publisher = numbers_publisher(robot, "numbers4")
     warm_up(robot.probe, publisher, lambda: int(robot.diagnostics("r4").get("queue_depth", "0")) > 0)
