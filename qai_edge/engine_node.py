@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -34,6 +35,7 @@ CAPABILITIES_TOPIC = "engine_capabilities"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 _INT64_MAX = 2**63 - 1
+RCLError = _rclpy.RCLError
 
 
 _ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, str: Parameter.Type.STRING_ARRAY}
@@ -261,5 +263,8 @@ def spin_node(make_node: Callable[[], Node], args=None) -> int:
             if getattr(node, "task_server", None) is not None:
                 node.task_server.destroy()
             node.destroy_node()
-        rclpy.try_shutdown()
+        try:
+            rclpy.try_shutdown()
+        except RCLError:  # rclpy's own signal handler shut the context down meanwhile: stopped all the same
+            pass
     return 0
