@@ -240,6 +240,10 @@ def spin_node(make_node: Callable[[], Node], args=None) -> int:
     The executor exists before the node, so a signal that lands while the node is being built (its
     context already shut down) ends the process as cleanly as one that lands while it spins.
     """
+    # SIGINT stops the node through rclpy's handler alone (it shuts the context down, and spinning ends at the
+    # next wait), not as a KeyboardInterrupt raised wherever Python happens to be: one that landed inside
+    # rclpy's Task constructor left a half-made Task whose __del__ printed a traceback at exit.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     rclpy.init(args=args)
     executor = SingleThreadedExecutor()
     node = None
