@@ -2,8 +2,9 @@
 
 ROS interface (names relative to the robot's namespace):
   subscribes  odom (nav_msgs/Odometry), imu/data (sensor_msgs/Imu), battery_state (sensor_msgs/BatteryState),
-              navsat/fix (sensor_msgs/NavSatFix), cmd_vel (geometry_msgs/Twist: what the io_engine commands),
-              control/target (geometry_msgs/PointStamped: the io_engine's target under `controller: external`)
+              navsat/fix (sensor_msgs/NavSatFix), cmd_vel (geometry_msgs/Twist: what the io_engine commands), all
+              read at each tick (qai_edge.polled); control/target (geometry_msgs/PointStamped: the io_engine's
+              target under `controller: external`)
   publishes   predictions/endurance (qai_interfaces/EndurancePrediction), predictions/anomaly
               (qai_interfaces/AnomalyScore), control/cmd_vel (geometry_msgs/Twist, body frame), events
               (qai_interfaces/Event: endurance_low, anomaly), /diagnostics (model versions, inference latency,
@@ -11,9 +12,9 @@ ROS interface (names relative to the robot's namespace):
   services    ~/activate_model (qai_interfaces/ActivateModel: through the promotion gate), ~/rollback_model
               (qai_interfaces/RollbackModel); both hot-swap the model between two ticks
   task kinds  check_endurance, watch_anomalies
-torch and ncps load once, here at start; the node announces its kinds and reports OK only once its models are
-loaded. Inference runs in the callbacks (a fraction of a millisecond; /diagnostics shows p50/p99); loading,
-scoring and warming a new model run in a worker thread. The logic is qai_intelligence.engine and .runtime.
+torch and ncps load at start; kinds are announced and OK reported once the models are loaded. Inference runs in
+the ticks (/diagnostics: p50/p99); a new model is loaded, scored and warmed in a worker thread. The logic is
+qai_intelligence.engine and .runtime.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sensor_msgs.msg import BatteryState, Imu, NavSatFix, NavSatStatus
 from qai_edge.convert import key_values
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
+from qai_edge.polled import Polled
 from qai_edge.tasks import ServedKind
 from qai_edge.text import shorten
 from qai_edge.workers import in_worker
@@ -89,12 +91,12 @@ class IntelligenceEngine(EngineNode):
         self.anomaly_pub = self.create_publisher(AnomalyScore, "predictions/anomaly", 10)
         self.command_pub = self.create_publisher(Twist, "control/cmd_vel", 10)
         self.events_pub = self.create_publisher(Event, "events", 10)
-        self.create_subscription(Odometry, "odom", lambda m: self._offer("odom", odom_reading(m)), 10)
-        self.create_subscription(Imu, "imu/data", lambda m: self._offer("imu", imu_reading(m)), 10)
-        self.create_subscription(BatteryState, "battery_state", lambda m: self._offer("battery", battery_reading(m)),
-                                 10)
-        self.create_subscription(NavSatFix, "navsat/fix", self._on_gps, 10)
-        self.create_subscription(Twist, "cmd_vel", lambda m: self._offer("cmd", command_reading(m)), 10)
+        self.inputs = Polled(self)  # read at each tick, not per message; the core keeps only the latest: depth 1
+        for stream, kind, topic, reading in (("odom", Odometry, "odom", odom_reading), ("cmd", Twist, "cmd_vel",
+                                             command_reading), ("imu", Imu, "imu/data", imu_reading),
+                                             ("battery", BatteryState, "battery_state", battery_reading)):
+            self.inputs.subscribe(kind, topic, lambda m, age, s=stream, r=reading: self._offer(s, r(m), age), 1)
+        self.inputs.subscribe(NavSatFix, "navsat/fix", self._on_gps, 1)
         self.create_subscription(PointStamped, "control/target", self._on_target, 10)
         self.create_service(ActivateModel, "~/activate_model", self._on_activate)
         self.create_service(RollbackModel, "~/rollback_model", self._on_rollback)
@@ -112,16 +114,16 @@ class IntelligenceEngine(EngineNode):
 
     # -- Readings, ticks and commands -------------------------------------------------------------------
 
-    def _offer(self, stream: str, values: dict) -> None:
-        self.core.offer(stream, values, self._ros_now())
+    def _offer(self, stream: str, values: dict, age: float) -> None:
+        self.core.offer(stream, values, self._ros_now() - age)  # heard `age` s ago, as it arrived
 
-    def _on_gps(self, msg: NavSatFix) -> None:
+    def _on_gps(self, msg: NavSatFix, age: float) -> None:
         if msg.status.status >= NavSatStatus.STATUS_FIX and self._gps_origin is None and \
                 all(map(math.isfinite, (msg.latitude, msg.longitude, msg.altitude))):
             self._gps_origin = (msg.latitude, msg.longitude, msg.altitude)
         reading = gps_reading(msg, self._gps_origin)
         if reading is not None:
-            self._offer("gps", reading)
+            self._offer("gps", reading, age)
 
     def _on_target(self, msg: PointStamped) -> None:
         command = self.core.policy_command((msg.point.x, msg.point.y, msg.point.z), self._ros_now())
@@ -131,6 +133,7 @@ class IntelligenceEngine(EngineNode):
             self.command_pub.publish(twist)
 
     def _endurance_tick(self) -> None:
+        self.inputs.drain()
         output = self.core.endurance_tick(self._ros_now())
         if output is None:
             return
@@ -148,6 +151,7 @@ class IntelligenceEngine(EngineNode):
                                                              "needed": round(output.needed, 1)})
 
     def _anomaly_tick(self) -> None:
+        self.inputs.drain()
         output = self.core.anomaly_tick(self._ros_now())
         if output is None:
             return
@@ -203,12 +207,8 @@ class IntelligenceEngine(EngineNode):
         if problem:
             self.get_logger().error(f"{shorten(task)} model change refused: {problem}")
             response.message = problem
-        response.active_version = self._version(task)
+        response.active_version = getattr(self.core.slots.get(task), "version", "")
         return response
-
-    def _version(self, task: str) -> str:
-        slot = self.core.slots.get(task)
-        return slot.version if slot else ""
 
     # -- Health -----------------------------------------------------------------------------------------
 
