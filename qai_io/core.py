@@ -80,6 +80,8 @@ class IoCore:
         self.safety.home = tuple(home) if home else self.home_store.load()
         self.external = ExternalController(param("external_command_timeout"), clocks.steady)
         self.scans = Scans()
+        # The node's hook, called as a motion starts (in the task's thread): from now on it wants every pose.
+        self.motion_started: Callable[[], None] = lambda: None
         self.pose: Pose | None = None
         self.gps: tuple[float, float, float] | None = None
         self._motion: MotionRun | None = None
@@ -90,18 +92,28 @@ class IoCore:
 
     # -- Readings --------------------------------------------------------------------------------
 
-    def _offer(self, stream: str, values: Mapping[str, float]) -> bool:
-        accepted = self.monitors[stream].offer(values, self.clocks.steady())
+    def wants_every_pose(self) -> bool:
+        """Whether each odometry message counts as it arrives: a motion is steered, or the vehicle is out.
+
+        Otherwise (standing idle at home) odometry only feeds the stream checks and the safety supervisor,
+        which a batch read with the safety tick serves as well.
+        """
+        return self._motion is not None or self.safety.airborne()
+
+    def _offer(self, stream: str, values: Mapping[str, float], age: float = 0.0) -> bool:
+        """Check a reading that arrived `age` s ago (a node that reads its sensors in batches says how long)."""
+        accepted = self.monitors[stream].offer(values, self.clocks.steady() - age)
         if accepted:
             self.scans.add(stream, values)
         return accepted
 
-    def on_odometry(self, values: Mapping[str, float], pose: Pose, stamp: float) -> MotionStatus | None:
+    def on_odometry(self, values: Mapping[str, float], pose: Pose, stamp: float, age: float = 0.0
+                    ) -> MotionStatus | None:
         """Take an odometry reading: `values` for the stream's checks, `pose` for control, `stamp` in s (0: none).
 
         Publishes the running task's command at once; returns its status (None when no task runs).
         """
-        if not self._offer("odom", values):
+        if not self._offer("odom", values, age):
             return None
         self.pose = pose
         self.safety.on_pose(pose)
@@ -114,19 +126,19 @@ class IoCore:
         self.publish_command(run.on_odometry(pose, stamp if stamp > 0 else self.clocks.ros()))
         return run.status
 
-    def on_imu(self, values: Mapping[str, float]) -> None:
-        self._offer("imu", values)
+    def on_imu(self, values: Mapping[str, float], age: float = 0.0) -> None:
+        self._offer("imu", values, age)
 
-    def on_gps(self, values: Mapping[str, float], fix: bool) -> None:
+    def on_gps(self, values: Mapping[str, float], fix: bool, age: float = 0.0) -> None:
         monitor = self.monitors["gps"]
         monitor.no_fix = not fix
         if not fix:
             monitor.received += 1
-        elif self._offer("gps", values):
+        elif self._offer("gps", values, age):
             self.gps = (values["latitude"], values["longitude"], values["altitude"])
 
-    def on_battery(self, values: Mapping[str, float]) -> None:
-        now = self.clocks.steady()
+    def on_battery(self, values: Mapping[str, float], age: float = 0.0) -> None:
+        now = self.clocks.steady() - age
         monitor = self.monitors["battery"]
         accepted = monitor.offer(values, now)
         if accepted:
@@ -219,6 +231,7 @@ class IoCore:
         else:
             controller = PositionController(kind=self.vehicle_kind)
         run = self._motion = MotionRun(plan, controller, speed)
+        self.motion_started()
         try:
             while not clocks.wait(run.finished, CHECK_PERIOD):
                 stop = self.safety.check_motion(watch, clocks.steady(), clocks.ros(), context.canceled,

@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 from qai_edge.convert import key_values
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
+from qai_edge.polled import Polled
 from qai_interfaces.msg import Event
 from qai_io.core import Clocks, IoCore
 from qai_io.home import HomeStore
@@ -85,18 +86,23 @@ class IoEngine(EngineNode):
         self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
         self.events_pub = self.create_publisher(Event, "events", 10)
         self.target_pub = self.create_publisher(PointStamped, "control/target", 10)
-        self.create_subscription(Odometry, "odom", self._on_odom, 10)
-        self.create_subscription(Imu, "imu/data", lambda msg: self.core.on_imu(imu_from_msg(msg)), 10)
-        self.create_subscription(BatteryState, "battery_state",
-                                 lambda msg: self.core.on_battery(battery_from_msg(msg)), 10)
-        self.create_subscription(NavSatFix, "navsat/fix", self._on_gps, 10)
+        # Odometry as it arrives while a task runs or the vehicle is out; otherwise, like the other sensors, read
+        # in batches (qai_edge.polled): with each odometry message, the safety tick and the heartbeat.
+        self.odometry = Polled(self, live=lambda: self.core.wants_every_pose() or bool(self.task_server.running))
+        self.odometry.subscribe(Odometry, "odom", self._on_odom, 20)
+        self.core.motion_started = self.odometry.wake
+        self.sensors = Polled(self)
+        self.sensors.subscribe(Imu, "imu/data", lambda msg, age: self.core.on_imu(imu_from_msg(msg), age), 50)
+        self.sensors.subscribe(BatteryState, "battery_state",
+                               lambda msg, age: self.core.on_battery(battery_from_msg(msg), age), 10)
+        self.sensors.subscribe(NavSatFix, "navsat/fix", self._on_gps, 10)
         self.create_subscription(Event, "events", lambda msg: self.core.on_event(msg.code, msg.source, msg.message),
                                  10)
         if self.core.controller_mode == "external":
             self.create_subscription(Twist, "control/cmd_vel", lambda msg: self.core.on_external_command(
                 (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.z)), 10)
         self.create_service(Trigger, "~/clear_battery_reserve", self._on_clear_battery_reserve)
-        self.create_timer(SAFETY_TICK, self.core.tick, clock=self._steady_clock)
+        self.create_timer(SAFETY_TICK, self._on_safety_tick, clock=self._steady_clock)
         self.serve(self.core.served_kinds())
         self.start()
 
@@ -111,17 +117,30 @@ class IoEngine(EngineNode):
 
     # -- Messages in ------------------------------------------------------------------------------
 
-    def _on_odom(self, msg: Odometry) -> None:
+    def _drain(self) -> None:
+        self.odometry.drain()
+        self.sensors.drain()
+
+    def _on_safety_tick(self) -> None:
+        self._drain()
+        self.core.tick()
+
+    def publish_heartbeat(self) -> None:
+        self._drain()  # the streams' statuses count what has arrived, not what waits to be read
+        super().publish_heartbeat()
+
+    def _on_odom(self, msg: Odometry, age: float) -> None:
+        self.sensors.drain()  # the IMU, battery and GPS readings that came since the last pose, first
         values, pose, stamp = odometry_from_msg(msg)
-        status = self.core.on_odometry(values, pose, stamp)
+        status = self.core.on_odometry(values, pose, stamp, age)
         if status is not None and self.core.controller_mode == "external":
             target = PointStamped(header=msg.header)
             target.point.x, target.point.y, target.point.z = status.target
             self.target_pub.publish(target)
 
-    def _on_gps(self, msg: NavSatFix) -> None:
+    def _on_gps(self, msg: NavSatFix, age: float) -> None:
         self.core.on_gps({"latitude": msg.latitude, "longitude": msg.longitude, "altitude": msg.altitude},
-                         fix=msg.status.status >= NavSatStatus.STATUS_FIX)
+                         fix=msg.status.status >= NavSatStatus.STATUS_FIX, age=age)
 
     def _on_clear_battery_reserve(self, request, response):
         response.success, response.message = self.core.clear_battery_reserve()
