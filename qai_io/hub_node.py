@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from functools import partial
 from pathlib import Path
-
-import orjson
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
@@ -38,15 +34,10 @@ from qai_io.hub_link.link import HubLink, config_from_parameters
 from qai_io.hub_link.outgoing import RobotOutgoing, load_or_create_key
 from qai_io.hub_link.queue import DiskQueue
 from qai_io.hub_link.status import link_health
-from qai_io.hub_link.streams import (DiagnosticsSummary, MissionBoard, RateLimiter, ReplayFilter, StreamSpec,
-                                     StreamState, parse_streams)
+from qai_io.hub_link.streams import MissionBoard, ReplayFilter, parse_streams
 from qai_io.hub_missions import MissionCommands
+from qai_io.hub_telemetry import Telemetry
 from qai_io.hub_parameters import PARAMETERS
-
-_ROS_QOS = {"sensor": dict(reliability=ReliabilityPolicy.BEST_EFFORT),
-            "reliable": dict(reliability=ReliabilityPolicy.RELIABLE),
-            "latched": dict(reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)}
-TAKE_AT_ONCE = 100  # more messages a telemetry callback takes from its subscription, at most
 
 
 class HubLinkNode(EngineNode):
@@ -87,10 +78,12 @@ class HubLinkNode(EngineNode):
                                         progress_period=p("progress_period"))
         self.create_subscription(MissionState, "mission_states", self._on_mission_state, MISSION_STATES_QOS)
         self.replays = ReplayFilter(data_dir / "hub_latched.json")
-        self.streams: dict[str, StreamState] = {}
+        self.telemetry = Telemetry(self, self.outgoing, self.replays, self.max_telemetry_bytes)
         specs, self.rejected_streams = parse_streams(p("streams"))
         for spec in specs:
-            self._add_stream(spec)
+            self.telemetry.add(spec)
+        self.rejected_streams.update(self.telemetry.refused)
+        self.streams = self.telemetry.streams
         for name, why in self.rejected_streams.items():
             self.get_logger().error(f"telemetry stream {name} refused: {why}")
         self.link = HubLink(config_from_parameters(p, self.topics, self.outgoing.offline_will()), self.queue,
@@ -113,63 +106,6 @@ class HubLinkNode(EngineNode):
 
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
-
-    # -- Telemetry ------------------------------------------------------------------------------
-
-    def _add_stream(self, spec: StreamSpec) -> None:
-        try:
-            cls = codec.message_class(spec.type)
-        except codec.CodecError as error:
-            self.rejected_streams[spec.name] = str(error)
-            return
-        stream = self.streams[spec.name] = StreamState(spec, codec.type_name(cls), RateLimiter(spec.rate))
-        if spec.summary:
-            stream.summary = DiagnosticsSummary()
-            self.create_timer(1.0 / spec.rate, partial(self._send_summary, stream), clock=self._steady_clock)
-        stream.subscription = self.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream),
-                                                       QoSProfile(depth=spec.depth, **_ROS_QOS[spec.ros_qos]))
-
-    def _on_telemetry(self, stream: StreamState, message) -> None:
-        self._take(stream, message)
-        # rclpy's executor takes one message per subscription per wait, and each wait rebuilds the wait set
-        # (~0.3 ms here): a busy stream takes what else is waiting now, as the executor itself would.
-        subscription = stream.subscription
-        for _ in range(TAKE_AT_ONCE):
-            with subscription.handle:
-                taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
-            if taken is None:
-                return
-            self._take(stream, taken[0])
-
-    def _take(self, stream: StreamState, message) -> None:
-        if stream.summary is not None:
-            stream.summary.update((s.name, s.level[0], s.message, s.hardware_id) for s in message.status)
-            return
-        if not stream.limiter.allow(time.monotonic()):
-            stream.counts["skipped"] += 1
-            return
-        try:
-            data = codec.to_dict(message)
-        except Exception as error:  # noqa: BLE001 - a message the codec cannot take costs only itself
-            stream.counts["errors"] += 1
-            stream.last_error = f"{error!r:.200}"
-            return
-        if stream.spec.ros_qos == "latched" and not self.replays.is_news(stream.spec.name, data):
-            stream.counts["skipped"] += 1  # the latched history a restart replays: sent before
-            return
-        self._send(stream, data)
-
-    def _send_summary(self, stream: StreamState) -> None:
-        self._send(stream, stream.summary.summary())
-
-    def _send(self, stream: StreamState, data: dict) -> None:
-        data_json = orjson.dumps(data)
-        if len(data_json) > self.max_telemetry_bytes:
-            stream.counts["too_large"] += 1
-            return
-        spec = stream.spec
-        seq = self.outgoing.telemetry(spec.name, stream.type_name, data_json, spec.priority, spec.qos, spec.ttl)
-        stream.counts["sent" if seq is not None else "overflowed"] += 1
 
     def _report(self, request, context):
         data = reports.report_data(request.parameters["name"], request.mission_id, request.task_id,

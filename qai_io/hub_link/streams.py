@@ -136,6 +136,8 @@ class StreamState:
     last_error: str = ""
     summary: "DiagnosticsSummary | None" = None
     subscription: Any = None  # the ROS subscription, set by the node
+    polled: Any = None  # a stream with a rate: its subscription's reader (qai_edge.polled.Polled), set by the node
+    held: Any = None  # the newest message it read, to send at the stream's next turn
 
 
 class RateLimiter:
