@@ -8,10 +8,9 @@ ROS interface (names relative to the robot's namespace):
 - subscribes `engine_capabilities` (which engine serves which kind), `/diagnostics` (their heartbeats),
   `events` (event rules start missions; it says `return_home_failed` there); sends RunTask goals; serves `wait`.
 
-A shell: decisions are in qai_mission.scheduler (what runs when), .admission (what is accepted), .registry
-(which engines are up), .event_rules, .publication (what state goes out when) and .journal (what survives a
-crash); goals in qai_edge.task_client. Changes are journaled, on the writer thread, before anything acts on
-them; a journal that fails stops dispatch and turns the node's health to ERROR.
+A shell: decisions are in qai_mission.scheduler (what runs when), .admission, .registry (which engines are up),
+.event_rules, .publication and .journal (what survives a crash); goals in qai_edge.task_client. Changes are
+journaled, on the writer thread, before anything acts on them; a journal that fails stops dispatch (ERROR).
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ class MissionEngine(EngineNode):
         self.create_timer(60.0, self.core.prune, clock=self._steady_clock)
         for name in MissionEngineCore.PARAMETERS:
             self.on_parameter(name, lambda value, name=name: self.core.set_parameter(name, value))
-        self.on_parameter("tick_period", self._restart_tick_timer)
+        self.on_parameter("tick_period", lambda period: setattr(self._tick_timer, "timer_period_ns", int(period * 1e9)))
         self.serve([ServedKind(WAIT_KIND, run_wait)])
         self.start()
         self.flush()
@@ -90,13 +89,11 @@ class MissionEngine(EngineNode):
 
     _steady_now = staticmethod(time.monotonic)
 
-    def _restart_tick_timer(self, period: float) -> None:
-        self.destroy_timer(self._tick_timer)
-        self._tick_timer = self.create_timer(period, self._on_tick)
-
     # -- Journal first, then act ------------------------------------------------------------------
 
     def flush(self) -> None:
+        if self._tick_timer.is_canceled() and not self.core.scheduler.idle():
+            self._tick_timer.reset()  # something to time again: the tick wakes up
         self.core.flush(lambda commands, error: self._in_order.call(self._act, commands, error))
 
     def _act(self, commands: list, error: str) -> None:
@@ -134,6 +131,8 @@ class MissionEngine(EngineNode):
     def _on_tick(self) -> None:
         self.core.scheduler.tick()
         self.flush()
+        if self.core.scheduler.idle():
+            self._tick_timer.cancel()  # no wake-ups for nothing: the next flush (a change) starts it again
 
     def _on_steady_tick(self) -> None:
         for transition in self.core.check_engines(self.tasks.reachable):

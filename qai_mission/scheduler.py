@@ -403,6 +403,10 @@ class Scheduler:
             self._check_mission(task.mission)
         self.schedule()
 
+    def idle(self) -> bool:
+        """Whether a tick has nothing to do: every mission finished (a timer left of one fires into nothing)."""
+        return all(m.status.terminal for m in self.missions.values())
+
     def next_timer(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 

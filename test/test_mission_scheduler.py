@@ -493,3 +493,15 @@ def test_a_task_refused_as_not_ready_that_is_canceled_meanwhile_ends_canceled():
     h.scheduler.cancel_task("m1", "nav", "operator")
     h.scheduler.task_not_ready(nav, 1, "not ready: no odometry yet")
     assert nav.status == TaskStatus.CANCELED
+
+
+def test_the_scheduler_is_idle_only_when_every_mission_has_finished():
+    h = Harness()
+    assert h.scheduler.idle()  # nothing at all: the mission engine's tick may sleep
+    h.add(task("flaky", retry={"max_retries": 1, "initial_backoff": 1.0}))
+    assert not h.scheduler.idle()
+    h.fail("flaky")
+    assert h.status("flaky") == "RETRY_WAIT" and not h.scheduler.idle()  # a retry waits on the tick
+    h.advance(1.0)
+    h.succeed("flaky")
+    assert h.mission_status() == "SUCCEEDED" and h.scheduler.idle()
