@@ -17,6 +17,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -89,7 +90,10 @@ class EngineNode(Node):
         self._started_at = time.monotonic()
         self._started_stamp = time_from_seconds(time.time())  # identifies this run in announcements
 
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        # A heartbeat as soon as a reader of /diagnostics appears (the supervisor, a monitor), not up to a period
+        # later: at start-up that is most of the time from `qai-edge up` to every node OK.
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10, event_callbacks=(
+            PublisherEventCallbacks(matched=self._on_diagnostics_matched)))
         self._capabilities_pub = self.create_publisher(EngineCapabilities, CAPABILITIES_TOPIC, CAPABILITIES_QOS)
         # Steady time: heartbeats go on when use_sim_time is set and /clock is silent.
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
@@ -196,6 +200,10 @@ class EngineNode(Node):
             array.status.append(extra)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
+
+    def _on_diagnostics_matched(self, info) -> None:
+        if info.current_count_change > 0:
+            self.publish_heartbeat()
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat_timer is not None:
