@@ -361,6 +361,30 @@ def numbers_publisher(robot: RobotStack, topic: str):
                                              QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
 
 
+def test_a_stream_with_a_rate_sends_the_newest_message_at_each_turn_and_counts_the_older_ones_skipped(robot):
+    from std_msgs.msg import UInt32
+
+    link = robot.start_hub_link("r5", namespace=robot.namespace + "_5", streams=[
+        "numbers: topic=numbers type=std_msgs/msg/UInt32 rate=2 qos=1 ros_qos=reliable depth=1000"])
+    publisher = robot.probe.node.create_publisher(UInt32, f"{robot.namespace}_5/numbers", 1000)
+
+    def numbers():
+        return [m["data"]["data"] for m in robot.hub.on("r5/telemetry/numbers")]
+
+    try:
+        wait_for(lambda: robot.hub.fleet.robots.get("r5") and robot.hub.fleet.robots["r5"].online, TIMEOUT,
+                 lambda: f"r5 online\n{link.log()}")
+        warm_up(robot.probe, publisher, numbers)
+        publish_numbers(robot.probe, publisher, range(1, 201), 100.0)  # 2 s at 100 Hz into a 2 Hz stream
+        wait_for(lambda: 200 in numbers(), TIMEOUT, lambda: f"the last number at the hub: {numbers()}")
+        sent = [n for n in numbers() if n > 0]
+        assert sent == sorted(sent) and 2 <= len(sent) <= 8, sent  # the newest at each turn, about 2 a second
+        counts = lambda: robot.hub.fleet.robots["r5"].status["streams"]["numbers"]  # noqa: E731
+        wait_for(lambda: counts()["sent"] + counts()["skipped"] >= 200, TIMEOUT, lambda: f"counts {counts()}")
+    finally:
+        link.stop()
+
+
 @pytest.mark.slow
 def test_a_broker_stopped_for_10_s_mid_stream_loses_no_sequence_number(robot, tmp_path):
     port = free_port()
