@@ -25,7 +25,8 @@ The scripts and what --quick changes (the sizes the targets are set at stay wher
   hub_trust.py       hub ingest of signed and sealed      quick: 5,000 messages (20,000), 100 replies (300)
                      telemetry vs raw paho, reply checks
   hub_dashboard.py   50 robots into the browser dashboard quick: a 10 s window (30), 5 s warm-up (8)
-  system.py          CPU and peak RSS per engine process  quick: 10 s idle (30)
+  system.py          CPU idle and in a survey, peak RSS,  quick: 10 s idle (30), one round (2)
+                     start-up, per process, before/after
   chaos.py           missions while engines and the       quick: 4 min of chaos (30)
                      broker are SIGKILLed at random
 
@@ -95,7 +96,7 @@ STEPS = (
                                 "--signing", "50", "--commands", "10"), timeout=1200, quick_timeout=300),
     Step("hub_trust.py", "hub", ("--messages", "5000", "--replies", "100"), timeout=600, quick_timeout=200),
     Step("hub_dashboard.py", "dashboard", ("--seconds", "10", "--warmup", "5"), timeout=600, quick_timeout=200),
-    Step("system.py", "system", ("--seconds", "10"), timeout=300, quick_timeout=200),
+    Step("system.py", "system", ("--idle", "10", "--rounds", "1"), timeout=1500, quick_timeout=600),
     Step("chaos.py", "chaos", ("--minutes", "4"), timeout=3000, quick_timeout=900),
 )
 
