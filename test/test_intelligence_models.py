@@ -105,10 +105,10 @@ def test_bad_features_never_reach_the_model_they_are_counted_and_the_state_is_ke
     slot = ModelSlot("endurance", ENDURANCE, model, "v0001", {}, period=1.0, gap=5.0)
     good = list(some_features(1)[0])
     assert slot.step(good, 0.0) is not None
-    state = slot.state.clone()
+    state = slot.state.copy()
     for bad in (math.nan, math.inf, -1e9):
         assert slot.step([bad, *good[1:]], 1.0) is None
-    assert slot.skipped == 3 and slot.ticks == 1 and torch.equal(slot.state, state)
+    assert slot.skipped == 3 and slot.ticks == 1 and np.array_equal(slot.state, state)
     assert "endurance.voltage" in slot.last_skip_reason
 
 
@@ -136,8 +136,42 @@ def test_a_model_swapped_in_is_warmed_on_recent_inputs_and_no_tick_is_lost():
     reference_state = None
     for row in rows[:25]:
         _, reference_state = replacement.step(torch.tensor([row]), reference_state)
-    assert torch.allclose(slot.state, reference_state, atol=1e-5)
+    assert np.allclose(slot.state, reference_state.numpy(), atol=1e-5)
     assert slot.step(rows[25], 25.0) is not None and slot.ticks == 26
+
+
+@pytest.mark.parametrize("task", ["endurance", "anomaly", "policy"])
+def test_the_numpy_step_of_a_shipped_cfc_model_gives_what_torch_gives(task):
+    from pathlib import Path
+
+    from qai_intelligence.fast import CfcStep, stepper
+
+    model, _ = checkpoint.load(Path(__file__).parent.parent / "qai_intelligence" / "models" / task, task=task)
+    step = stepper(model)
+    assert isinstance(step, CfcStep)  # the engine's models run in numpy
+    rng = np.random.default_rng(7)
+    mean, std = model.input_mean.numpy(), model.input_std.numpy()
+    ours = theirs = None
+    for tick in range(200):  # irregular ticks too: the liquid cells integrate the time since the last one
+        x = (mean + std * rng.normal(size=mean.shape)).astype(np.float32)[None]
+        timespan = 1.0 if tick % 3 == 0 else float(rng.uniform(0.2, 4.0))
+        y, ours = step(x, ours, timespan)
+        reference, theirs = model.step(torch.from_numpy(x), theirs, timespan)
+        np.testing.assert_allclose(y, reference.numpy(), rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["ltc", "gru"])
+def test_other_cells_step_through_torch(cell):
+    from qai_intelligence.fast import TorchStep, stepper
+
+    model = endurance_model(cell=cell).eval()
+    step = stepper(model)
+    assert isinstance(step, TorchStep)
+    x = np.array([some_features(1)[0]], dtype=np.float32)
+    y, state = step(x, None, 1.0)
+    reference, _ = model.step(torch.from_numpy(x), None, 1.0)
+    assert np.array_equal(y, reference.numpy()) and state is not None
 
 
 # -- Endurance, anomaly decisions --------------------------------------------------------------------
