@@ -8,6 +8,11 @@ the library versions). `load` refuses, with a `CheckpointError` that names what 
   - weights that do not fit the config (another cell: CfC and LTC weights are not interchangeable; another
     size or wiring), checked by loading them strictly into a model built from the config.
 It loads with `weights_only=True`: a checkpoint cannot run code.
+
+`load_for_inference` is what the running engine uses: a CfC checkpoint is read without torch
+(qai_intelligence.weights: the same checks, its weights checked against the shapes the config implies) into
+a `LoadedModel` that steps in numpy; any other cell loads through `load`. torch is imported only by `save`,
+`load` and what calls them (training, the promotion gate).
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
+import numpy as np
 
 from qai_edge.text import shorten
-from qai_intelligence.models import ModelConfig, SequenceModel, build, library_versions
+from qai_intelligence.model_config import ModelConfig
 
 FORMAT = "qai-intelligence-checkpoint/1"
 WEIGHTS_FILE = "model.pt"
@@ -41,8 +46,12 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save(model: SequenceModel, directory: Path, metadata: Mapping[str, Any] | None = None) -> Path:
+def save(model, directory: Path, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write model.pt and meta.json into `directory` (created); return the directory."""
+    import torch
+
+    from qai_intelligence.models import library_versions
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
@@ -69,11 +78,8 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def load(directory: Path, task: str | None = None, inputs: Sequence[str] | None = None
-         ) -> tuple[SequenceModel, dict[str, Any]]:
-    """Load and check a checkpoint; return the model (in eval mode) and its metadata."""
-    directory = Path(directory)
-    meta = read_meta(directory)
+def _weights_file(directory: Path, meta: Mapping[str, Any]) -> Path:
+    """model.pt, once it exists, is not too large and has the SHA-256 meta.json gives."""
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
@@ -84,10 +90,12 @@ def load(directory: Path, task: str | None = None, inputs: Sequence[str] | None 
     if digest != meta.get("sha256"):
         raise CheckpointError(f"{weights}: corrupt: its SHA-256 is {digest[:16]}..., meta.json says "
                               f"{str(meta.get('sha256'))[:16]}...")
-    try:
-        payload = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds on a damaged file
-        raise CheckpointError(f"{weights}: unreadable ({type(error).__name__}: {shorten(str(error))})") from None
+    return weights
+
+
+def _config(payload, meta: Mapping[str, Any], directory: Path, weights: Path, task: str | None,
+            inputs: Sequence[str] | None) -> tuple[ModelConfig, dict]:
+    """Return the checkpoint's config and state dict, once the payload is ours and fits the caller."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{weights}: not a {FORMAT} checkpoint")
     try:
@@ -101,22 +109,67 @@ def load(directory: Path, task: str | None = None, inputs: Sequence[str] | None 
     if inputs is not None and tuple(config.inputs) != tuple(inputs):
         raise CheckpointError(f"{directory}: its inputs {shorten(list(config.inputs), 120)} are not the features "
                               f"this engine feeds {shorten(list(inputs), 120)}")
-    model = build(config)
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{weights}: no state_dict")
-    expected = model.state_dict()
+    return config, state
+
+
+def _check_state(state: Mapping[str, Any], expected: Mapping[str, tuple[int, ...]], config: ModelConfig,
+                 weights: Path, is_array, is_finite) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{weights}: the weights are not a {config.cell} model's: missing "
                               f"{shorten(missing, 100)}, unexpected {shorten(unexpected, 100)}")
     for key, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[key].shape:
-            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise CheckpointError(f"{weights}: {key}: shape {shape}, the config needs {tuple(expected[key].shape)}")
-        if not torch.isfinite(tensor).all():
+        if not is_array(tensor) or tuple(tensor.shape) != tuple(expected[key]):
+            shape = tuple(tensor.shape) if is_array(tensor) else type(tensor).__name__
+            raise CheckpointError(f"{weights}: {key}: shape {shape}, the config needs {tuple(expected[key])}")
+        if not is_finite(tensor):
             raise CheckpointError(f"{weights}: {key}: holds NaN or infinite values")
+
+
+def load(directory: Path, task: str | None = None, inputs: Sequence[str] | None = None):
+    """Load and check a checkpoint; return the model (a torch SequenceModel, in eval mode) and its metadata."""
+    import torch
+
+    from qai_intelligence.models import build
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    weights = _weights_file(directory, meta)
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds on a damaged file
+        raise CheckpointError(f"{weights}: unreadable ({type(error).__name__}: {shorten(str(error))})") from None
+    config, state = _config(payload, meta, directory, weights, task, inputs)
+    model = build(config)
+    _check_state(state, {key: tuple(value.shape) for key, value in model.state_dict().items()}, config, weights,
+                 lambda value: isinstance(value, torch.Tensor), lambda value: bool(torch.isfinite(value).all()))
     model.load_state_dict(state, strict=True)
     model.eval()
     return model, meta
+
+
+def load_for_inference(directory: Path, task: str | None = None, inputs: Sequence[str] | None = None):
+    """Load and check a checkpoint for the running engine: a CfC as a LoadedModel (no torch), else as `load`."""
+    from qai_intelligence import weights as weights_reader
+    from qai_intelligence.fast import CfcStep, LoadedModel, cfc_shapes
+
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if meta.get("config", {}).get("cell") != "cfc":
+        return load(directory, task, inputs)
+    weights = _weights_file(directory, meta)
+    try:
+        payload = weights_reader.read(weights)
+    except weights_reader.WeightsError as error:
+        raise CheckpointError(f"{weights}: unreadable ({shorten(str(error))})") from None
+    config, state = _config(payload, meta, directory, weights, task, inputs)
+    if config.cell != "cfc":
+        return load(directory, task, inputs)
+    _check_state(state, cfc_shapes(config), config, weights,
+                 lambda value: isinstance(value, np.ndarray) and value.dtype == np.float32,
+                 lambda value: bool(np.isfinite(value).all()))
+    return LoadedModel(config, CfcStep(config, state)), meta

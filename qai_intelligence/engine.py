@@ -24,9 +24,10 @@ from qai_edge.tasks import TaskFailed, TaskKindSpec
 from qai_intelligence.baselines import EnduranceBaseline
 from qai_intelligence.features import (AGE_ALLOWANCE, ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder,
                                        PolicyFeatureBuilder, check_reading, endurance_features)
+from qai_intelligence.fast import output_std
 from qai_intelligence.metrics import WARM_UP
+from qai_intelligence.model_config import predicted_spread
 from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan
-from qai_intelligence.training import predicted_spread
 
 POINT = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"}}
 CHECK_ENDURANCE = TaskKindSpec(
@@ -168,7 +169,7 @@ class IntelligenceCore:
         override = self.anomaly_threshold()
         scorer.threshold = override if override > 0 else slot.model.config.extra["threshold"]
         scorer.refractory = self.refractory
-        mean, spread = predicted_spread(slot.model, prediction)
+        mean, spread = predicted_spread(output_std(slot.model), prediction, len(ANOMALY_TARGETS))
         event = scorer.update(features, mean, now, spread)
         if event:
             self.alarms += 1

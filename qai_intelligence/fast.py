@@ -10,23 +10,29 @@ samples; docs/performance.md). Any other model (LTC, GRU, another CfC mode) step
 
 `stepper(model)` returns `step(x, state, timespan) -> (outputs, state)`: x a (1, features) float32 array of
 raw inputs, outputs (1, outputs) raw, the state whatever the previous call returned (None: a fresh start).
+`LoadedModel` is a CfC checkpoint as qai_intelligence.checkpoint.load_for_inference reads it without torch (the
+intelligence engine then never imports torch unless a model change is gated); `cfc_shapes` says what its
+weights must be.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
+
+from qai_intelligence.model_config import ModelConfig, decode_outputs
 
 Step = Callable[[np.ndarray, Any, float], "tuple[np.ndarray, Any]"]
 
 
 def stepper(model) -> Step:
-    """Return the fastest exact step of `model` (a qai_intelligence.models.SequenceModel)."""
-    if model.config.cell == "cfc":
-        layers = _cfc_layers(model)
-        if layers is not None:
-            return CfcStep(model, layers)
+    """Return the fastest exact step of `model` (a `LoadedModel`, or a qai_intelligence.models.SequenceModel)."""
+    if isinstance(model, LoadedModel):
+        return model.step
+    if model.config.cell == "cfc" and _plain_cfc(model):
+        return CfcStep(model.config, {key: _numpy(value) for key, value in model.state_dict().items()})
     return TorchStep(model)
 
 
@@ -47,37 +53,57 @@ def _numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy().astype(np.float32)
 
 
-def _cfc_layers(model) -> list[tuple[np.ndarray, np.ndarray, int]] | None:
-    """Each layer's stacked weights (ff1, ff2, time_a, time_b), bias and size; None if not a plain wired CfC."""
+def _plain_cfc(model) -> bool:
+    """Whether `model`'s network is the wired CfC this module steps: default mode, no backbone or mixed memory."""
     rnn = model.rnn
-    cell = getattr(rnn, "rnn_cell", None)
-    if getattr(rnn, "use_mixed", True) or type(getattr(rnn, "fc", None)).__name__ != "Identity" \
-            or not hasattr(cell, "_layers"):
-        return None
-    layers = []
-    for layer in cell._layers:
-        if layer.mode != "default" or layer.backbone_layers != 0:
-            return None
-        mask = _numpy(layer.sparsity_mask) if layer.sparsity_mask is not None else 1.0
-        weight = np.concatenate([_numpy(layer.ff1.weight) * mask, _numpy(layer.ff2.weight) * mask,
-                                 _numpy(layer.time_a.weight), _numpy(layer.time_b.weight)])
-        bias = np.concatenate([_numpy(layer.ff1.bias), _numpy(layer.ff2.bias), _numpy(layer.time_a.bias),
-                               _numpy(layer.time_b.bias)])
-        layers.append((np.ascontiguousarray(weight.T), bias, layer.hidden_size))
-    return layers
+    layers = getattr(getattr(rnn, "rnn_cell", None), "_layers", None)
+    return (not getattr(rnn, "use_mixed", True) and type(getattr(rnn, "fc", None)).__name__ == "Identity"
+            and layers is not None and all(layer.mode == "default" and layer.backbone_layers == 0
+                                           for layer in layers))
+
+
+def cfc_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Return the state dict (names and shapes) of a CfC SequenceModel built from `config`, without torch."""
+    from ncps.wirings import AutoNCP
+
+    n_in, n_out = len(config.inputs), len(config.outputs)
+    wiring = AutoNCP(config.units, config.motor, seed=config.seed)
+    wiring.build(n_in)
+    shapes = {"input_mean": (n_in,), "input_std": (n_in,), "output_mean": (n_out,), "output_std": (n_out,)}
+    if config.extra.get("masked_inputs"):
+        shapes["input_mask"] = (n_in,)
+    features = n_in
+    for layer in range(wiring.num_layers):
+        hidden = len(wiring.get_neurons_of_layer(layer))
+        prefix = f"rnn.rnn_cell.layer_{layer}."
+        shapes[prefix + "sparsity_mask"] = (hidden, features + hidden)
+        for name in ("ff1", "ff2", "time_a", "time_b"):
+            shapes[f"{prefix}{name}.weight"], shapes[f"{prefix}{name}.bias"] = (hidden, features + hidden), (hidden,)
+        features = hidden
+    shapes["head.weight"], shapes["head.bias"] = (n_out, config.motor), (n_out,)
+    return shapes
 
 
 class CfcStep:
-    """A wired CfC SequenceModel's step in numpy (its state a (1, units) float32 array)."""
+    """A wired CfC SequenceModel's step in numpy, from its state dict (its state a (1, units) float32 array)."""
 
-    def __init__(self, model, layers: list[tuple[np.ndarray, np.ndarray, int]]):
-        self.model = model
-        self.layers = layers
-        self.units = sum(size for _, _, size in layers)
-        self.input_mean, self.input_std = _numpy(model.input_mean), _numpy(model.input_std)
-        self.input_mask = _numpy(model.input_mask) if model.input_mask is not None else None
-        self.head_weight, self.head_bias = np.ascontiguousarray(_numpy(model.head.weight).T), _numpy(model.head.bias)
-        self.output_mean, self.output_std = _numpy(model.output_mean), _numpy(model.output_std)
+    def __init__(self, config: ModelConfig, arrays: Mapping[str, np.ndarray]):
+        self.config = config
+        self.layers = []
+        layer = 0
+        while f"rnn.rnn_cell.layer_{layer}.ff1.weight" in arrays:
+            prefix = f"rnn.rnn_cell.layer_{layer}."
+            mask = arrays[prefix + "sparsity_mask"]
+            weight = np.concatenate([arrays[prefix + "ff1.weight"] * mask, arrays[prefix + "ff2.weight"] * mask,
+                                     arrays[prefix + "time_a.weight"], arrays[prefix + "time_b.weight"]])
+            bias = np.concatenate([arrays[prefix + name + ".bias"] for name in ("ff1", "ff2", "time_a", "time_b")])
+            self.layers.append((np.ascontiguousarray(weight.T, np.float32), bias.astype(np.float32), len(mask)))
+            layer += 1
+        self.units = sum(size for _, _, size in self.layers)
+        self.input_mean, self.input_std = arrays["input_mean"], arrays["input_std"]
+        self.input_mask = arrays.get("input_mask")
+        self.head_weight, self.head_bias = np.ascontiguousarray(arrays["head.weight"].T), arrays["head.bias"]
+        self.output_mean, self.output_std = arrays["output_mean"], arrays["output_std"]
 
     def __call__(self, x: np.ndarray, state, timespan: float = 1.0):
         x = np.asarray(x, dtype=np.float32)
@@ -95,4 +121,22 @@ class CfcStep:
             new.append(inputs)
             start += size
         y = (inputs @ self.head_weight + self.head_bias) * self.output_std + self.output_mean
-        return self.model.decode_outputs(y, x).astype(np.float32), np.concatenate(new, 1)
+        return decode_outputs(self.config, y, x).astype(np.float32), np.concatenate(new, 1)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's CfC model as the running engine needs it, without torch: its config and its numpy step."""
+
+    config: ModelConfig
+    step: CfcStep
+
+    @property
+    def output_std(self) -> np.ndarray:
+        return self.step.output_std
+
+
+def output_std(model) -> np.ndarray:
+    """Return the output scale of a LoadedModel or a SequenceModel, as numpy."""
+    std = model.output_std
+    return std if isinstance(std, np.ndarray) else _numpy(std)

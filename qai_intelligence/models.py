@@ -10,59 +10,13 @@ sequence (training), `step` for one tick (the node). CfC and LTC take the time s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
-
 import torch
 from ncps.torch import CfC, LTC
 from ncps.wirings import AutoNCP
 from torch import nn
 
-CELLS = ("cfc", "ltc", "gru")
-ANCHOR_OFFSET = 10.0  # s: keeps the log ratio finite near zero
-TASKS = ("endurance", "anomaly", "policy")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a checkpoint must match: the task it serves, its cell, its named inputs and outputs, its size."""
-
-    task: str
-    cell: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    units: int = 16  # neurons (CfC/LTC: of the NCP wiring) or hidden units (GRU)
-    motor: int = 4  # the NCP's motor neurons, read out by a linear layer to the outputs
-    seed: int = 0  # the wiring's seed (AutoNCP draws its synapses)
-    extra: Mapping[str, Any] = field(default_factory=dict)  # task-specific settings (e.g. the anomaly threshold)
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
-        if not self.inputs or not self.outputs:
-            raise ValueError("inputs and outputs must not be empty")
-        if self.cell != "gru" and not 0 < self.motor <= self.units - 2:
-            raise ValueError(f"motor: expected 1..units-2 ({self.units - 2}), got {self.motor}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["inputs"], data["outputs"], data["extra"] = list(self.inputs), list(self.outputs), dict(self.extra)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
-        known = {"task", "cell", "inputs", "outputs", "units", "motor", "seed", "extra"}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"config: unknown field(s) {', '.join(sorted(unknown))}")
-        missing = {"task", "cell", "inputs", "outputs"} - set(data)
-        if missing:
-            raise ValueError(f"config: missing field(s) {', '.join(sorted(missing))}")
-        return cls(task=data["task"], cell=data["cell"], inputs=tuple(data["inputs"]), outputs=tuple(data["outputs"]),
-                   units=int(data.get("units", 16)), motor=int(data.get("motor", 4)), seed=int(data.get("seed", 0)),
-                   extra=dict(data.get("extra", {})))
+from qai_intelligence.model_config import (ANCHOR_OFFSET, CELLS, TASKS, ModelConfig,  # noqa: F401 - re-exported
+                                           decode_outputs, encode_targets)
 
 
 class SequenceModel(nn.Module):
@@ -124,46 +78,13 @@ class SequenceModel(nn.Module):
     def normalise_targets(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.output_mean) / self.output_std
 
-    # A model may learn its outputs relative to one of its inputs (extra["anchor"]): the log of their ratio.
-    # The endurance model learns how far the time left differs from the charge left over the present current,
-    # which carries over to batteries and loads it never saw far better than the time itself.
-
-    # A policy may learn a residual over a pursuit law (extra["prior"]: gains): the law steers toward the
-    # target in proportion to the distance; the network learns what it misses (braking, wind, climb).
-
-    def _prior(self, inputs):
-        gains = self.config.extra["prior"]
-        lib = torch if isinstance(inputs, torch.Tensor) else __import__("numpy")
-        horizontal = inputs[..., 0:2] * gains["horizontal"]
-        norm = lib.sqrt((horizontal ** 2).sum(-1, keepdims=True) if lib is not torch else
-                        (horizontal ** 2).sum(-1, keepdim=True))
-        scale = lib.clip(gains["max_speed"] / lib.clip(norm, 1e-6, None), None, 1.0) if lib is not torch else \
-            torch.clamp(gains["max_speed"] / torch.clamp(norm, min=1e-6), max=1.0)
-        vertical = lib.clip(inputs[..., 2:3] * gains["vertical"], -gains["max_climb"], gains["max_climb"])
-        return lib.concatenate([horizontal * scale, vertical], -1) if lib is not torch else \
-            torch.cat([horizontal * scale, vertical], -1)
-
     def encode_targets(self, targets, inputs):
-        """Targets as the network learns them, from raw targets and inputs (numpy or torch, same shapes)."""
-        if "prior" in self.config.extra:
-            return targets - self._prior(inputs)
-        anchor = self.config.extra.get("anchor")
-        if anchor is None:
-            return targets
-        base = inputs[..., self.config.inputs.index(anchor):][..., :1]
-        lib = torch if isinstance(targets, torch.Tensor) else __import__("numpy")
-        return lib.log((lib.clip(targets, 0, None) + ANCHOR_OFFSET) / (base + ANCHOR_OFFSET))
+        """Targets as the network learns them (qai_intelligence.model_config.encode_targets)."""
+        return encode_targets(self.config, targets, inputs)
 
     def decode_outputs(self, outputs, inputs):
-        """Raw outputs from what the network gives (denormalised) and its raw inputs."""
-        if "prior" in self.config.extra:
-            return outputs + self._prior(inputs)
-        anchor = self.config.extra.get("anchor")
-        if anchor is None:
-            return outputs
-        base = inputs[..., self.config.inputs.index(anchor):][..., :1]
-        lib = torch if isinstance(outputs, torch.Tensor) else __import__("numpy")
-        return (base + ANCHOR_OFFSET) * lib.exp(outputs) - ANCHOR_OFFSET
+        """Raw outputs from what the network gives (qai_intelligence.model_config.decode_outputs)."""
+        return decode_outputs(self.config, outputs, inputs)
 
     @torch.inference_mode()
     def step(self, x: torch.Tensor, h: torch.Tensor | None, timespan: float = 1.0

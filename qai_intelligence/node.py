@@ -12,9 +12,9 @@ ROS interface (names relative to the robot's namespace):
   services    ~/activate_model (qai_interfaces/ActivateModel: through the promotion gate), ~/rollback_model
               (qai_interfaces/RollbackModel); both hot-swap the model between two ticks
   task kinds  check_endurance, watch_anomalies
-torch and ncps load at start; kinds are announced and OK reported once the models are loaded. Inference runs in
-the ticks (/diagnostics: p50/p99); a new model is loaded, scored and warmed in a worker thread. The logic is
-qai_intelligence.engine and .runtime.
+The models load at start (a CfC in numpy, without torch); kinds are announced and OK reported once they are.
+Inference runs in the ticks (/diagnostics: p50/p99); a new model is loaded, scored (torch, imported then) and
+warmed in a worker thread. The logic is qai_intelligence.engine and .runtime.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-import torch
 from geometry_msgs.msg import PointStamped, Twist
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import BatteryState, Imu, NavSatFix, NavSatStatus
@@ -55,7 +54,7 @@ class IntelligenceEngine(EngineNode):
     def __init__(self, **kwargs):
         super().__init__("intelligence_engine", PARAMETERS, **kwargs)
         p = self.param
-        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch, if a gate imports it: one thread beside the ticks
         self.store = ModelStore(Path(p("model_store")).expanduser() / self.robot_id)
         self.periods = {"endurance": p("endurance_period"), "anomaly": p("anomaly_period"), "policy": 0.02}
         self.load_errors: dict[str, str] = {}
@@ -65,7 +64,7 @@ class IntelligenceEngine(EngineNode):
                 continue
             try:
                 version, path = self.store.active(task)
-                model, meta = checkpoint.load(path, task=task, inputs=FEATURES[task].features)
+                model, meta = checkpoint.load_for_inference(path, task=task, inputs=FEATURES[task].features)
             except (StoreError, CheckpointError) as error:
                 self.load_errors[task] = str(error)
                 self.get_logger().error(f"{task} model not loaded: {error}")

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -27,7 +27,9 @@ from qai_intelligence.baselines import NOISE_CLIP, NOISE_TRACKING
 from qai_intelligence.fast import Step, stepper
 from qai_intelligence.features import FeatureSet
 from qai_intelligence.metrics import WARM_UP
-from qai_intelligence.models import SequenceModel
+
+if TYPE_CHECKING:  # the engine's models step in numpy: torch is imported only where one must be
+    from qai_intelligence.models import SequenceModel
 
 
 class LatencyStats:

@@ -19,7 +19,9 @@ import torch
 from qai_intelligence import data as datagen
 from qai_intelligence.baselines import EnduranceBaseline, ZScoreDetector, feature_scales, smoothed_max
 from qai_intelligence.features import ANOMALY, ANOMALY_TARGETS, ENDURANCE
+from qai_intelligence.fast import output_std
 from qai_intelligence.metrics import FlightLabel, choose_threshold, detection_metrics, endurance_errors
+from qai_intelligence.model_config import predicted_spread as spread_of
 from qai_intelligence.models import ModelConfig, SequenceModel, build, trainable_parameters
 
 HELD_OUT = ("training", "outside")  # the two held-out sets, by their conditions' names
@@ -214,13 +216,10 @@ def _next_tick_targets(features: np.ndarray) -> np.ndarray:
     return nxt[:, idx]
 
 
-def predicted_spread(model: SequenceModel, outputs):
+def predicted_spread(model, outputs):
     """Split an anomaly model's raw outputs into predicted readings and their predicted standard deviations."""
-    n = len(ANOMALY_TARGETS)
-    lib = torch if isinstance(outputs, torch.Tensor) else np
-    std = outputs[..., n:].clip(-12.0, 8.0) if lib is np else outputs[..., n:].clamp(-12.0, 8.0)
-    scale = model.output_std[:n].numpy() if lib is np else model.output_std[:n]
-    return outputs[..., :n], lib.exp(0.5 * std) * scale
+    scale = output_std(model) if isinstance(outputs, np.ndarray) else model.output_std
+    return spread_of(scale, outputs, len(ANOMALY_TARGETS))
 
 
 def prediction_errors(model: SequenceModel, flights: Sequence[np.ndarray]) -> list[np.ndarray]:

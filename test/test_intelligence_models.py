@@ -6,6 +6,7 @@ promotion gate, the runtime's swaps, the baselines.
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -298,6 +299,9 @@ def test_the_training_cli_answers_help_without_loading_torch():
 
 # -- Checkpoints ------------------------------------------------------------------------------------
 
+LOADERS = [pytest.param(checkpoint.load, id="torch"), pytest.param(checkpoint.load_for_inference, id="numpy")]
+
+
 @pytest.fixture
 def saved(tmp_path):
     model = endurance_model()
@@ -312,28 +316,30 @@ def test_a_checkpoint_loads_back_to_the_same_model_with_its_metadata(saved):
     assert meta["metrics"] == {"mae_s": 1.0} and "torch" in meta["libraries"] and len(meta["sha256"]) == 64
 
 
-def test_a_corrupt_or_truncated_checkpoint_is_refused(saved):
+@pytest.mark.parametrize("load", LOADERS)
+def test_a_corrupt_or_truncated_checkpoint_is_refused(saved, load):
     directory, _ = saved
     weights = directory / checkpoint.WEIGHTS_FILE
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt"):
-        checkpoint.load(directory)
+        load(directory)
     weights.write_bytes(bytes(data[:100]))
     with pytest.raises(CheckpointError, match="corrupt"):
-        checkpoint.load(directory)
+        load(directory)
     (directory / checkpoint.META_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="meta.json: unreadable"):
-        checkpoint.load(directory)
+        load(directory)
 
 
-def test_a_checkpoint_for_another_task_or_other_inputs_is_refused(saved):
+@pytest.mark.parametrize("load", LOADERS)
+def test_a_checkpoint_for_another_task_or_other_inputs_is_refused(saved, load):
     directory, _ = saved
     with pytest.raises(CheckpointError, match="a model for task 'endurance', not 'anomaly'"):
-        checkpoint.load(directory, task="anomaly")
+        load(directory, task="anomaly")
     with pytest.raises(CheckpointError, match="are not the features this engine feeds"):
-        checkpoint.load(directory, task="endurance", inputs=tuple(reversed(ENDURANCE.features)))
+        load(directory, task="endurance", inputs=tuple(reversed(ENDURANCE.features)))
 
 
 def _relabel(directory, **changes):
@@ -348,18 +354,98 @@ def _relabel(directory, **changes):
     (directory / checkpoint.META_FILE).write_text(json.dumps(meta))
 
 
-def test_ltc_weights_under_a_cfc_config_are_refused(tmp_path):
+@pytest.mark.parametrize("load", LOADERS)
+def test_ltc_weights_under_a_cfc_config_are_refused(tmp_path, load):
     directory = checkpoint.save(endurance_model("ltc"), tmp_path / "ltc")
     _relabel(directory, cell="cfc")
     with pytest.raises(CheckpointError, match="the weights are not a cfc model's"):
-        checkpoint.load(directory)
+        load(directory)
 
 
-def test_weights_of_another_size_are_refused_naming_the_tensor(saved):
+@pytest.mark.parametrize("load", LOADERS)
+def test_weights_of_another_size_are_refused_naming_the_tensor(saved, load):
     directory, _ = saved
     _relabel(directory, units=12, motor=3)
     with pytest.raises(CheckpointError, match=r"(shape|not a cfc model's)"):
-        checkpoint.load(directory)
+        load(directory)
+
+
+def test_a_cfc_checkpoint_loads_for_inference_without_torch_and_steps_as_the_torch_model_does(saved, tmp_path):
+    directory, model = saved
+    code = (f"import sys, numpy as np; from qai_intelligence import checkpoint; "
+            f"m, _ = checkpoint.load_for_inference({str(directory)!r}, task='endurance'); "
+            f"y, h = m.step(np.load({str(tmp_path / 'x.npy')!r}), None, 1.0); np.save({str(tmp_path / 'y.npy')!r}, y); "
+            f"print(type(m).__name__, 'torch' in sys.modules)")
+    x = np.array([some_features(1)[0]], dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["LoadedModel", "False"], out.stdout + out.stderr
+    reference, _ = model.eval().step(torch.from_numpy(x), None, 1.0)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reference.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def _torch_zip(directory, pickled: bytes, storages: dict[str, bytes] | None = None):
+    """Write a model.pt in torch.save's layout holding `pickled` as its data.pkl, and its hash in meta.json."""
+    import zipfile
+
+    weights = directory / checkpoint.WEIGHTS_FILE
+    with zipfile.ZipFile(weights, "w") as archive:
+        archive.writestr("model/data.pkl", pickled)
+        archive.writestr("model/byteorder", "little")
+        for key, data in (storages or {}).items():
+            archive.writestr(f"model/data/{key}", data)
+    meta = json.loads((directory / checkpoint.META_FILE).read_text())
+    meta["sha256"] = checkpoint.sha256(weights)
+    (directory / checkpoint.META_FILE).write_text(json.dumps(meta))
+
+
+def test_a_model_pt_that_would_run_code_is_refused_unrun_by_the_reader_without_torch(saved, tmp_path):
+    import pickle
+
+    directory, _ = saved
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    _torch_zip(directory, pickle.dumps({"format": checkpoint.FORMAT, "x": Exploit()}, protocol=2))
+    with pytest.raises(CheckpointError, match="posix.system: not part of a state dict of tensors, refused"):
+        checkpoint.load_for_inference(directory, task="endurance")
+    assert not marker.exists()
+
+
+def test_a_tensor_reaching_past_its_storage_is_refused(saved):
+    from qai_intelligence import weights
+
+    directory, model = saved
+    state = {key: value.numpy() for key, value in model.state_dict().items()}
+    payload = weights.read(directory / checkpoint.WEIGHTS_FILE)
+    assert set(payload["state_dict"]) == set(state)  # the reader gives what torch saved
+    for key, value in payload["state_dict"].items():
+        assert np.array_equal(value, state[key]), key
+    import collections
+    import io
+    import pickle
+
+    import torch._utils
+
+    storage = object()
+
+    class Tensor:  # pickles as torch.save pickles a tensor, claiming 100 floats of a 4-float storage
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (storage, 0, (100,), (1,), False, collections.OrderedDict())
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", 4) if obj is storage else None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump({"format": checkpoint.FORMAT, "state_dict": {"input_mean": Tensor()}})
+    body = buffer.getvalue()
+    _torch_zip(directory, body, {"0": np.zeros(4, np.float32).tobytes()})
+    with pytest.raises(weights.WeightsError, match="reaches element 99 of a 4-element storage"):
+        weights.read(directory / checkpoint.WEIGHTS_FILE)
 
 
 # -- The store and its promotion gate ----------------------------------------------------------------
@@ -612,3 +698,52 @@ def test_a_tick_late_because_this_process_stalled_is_no_anomaly_but_a_stream_tha
     dead.offer = lambda stream, reading, now, offer=dead.offer: stream == "odom" and now > 10.0 or offer(
         stream, reading, now)
     assert hover_with_a_stall(dead, stall_at=10.0, stall=0.8)
+
+
+def test_the_reader_without_torch_answers_any_damaged_model_pt_with_weights_error_only(tmp_path):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    import zipfile
+
+    from qai_intelligence import weights
+
+    valid = checkpoint.save(endurance_model(), tmp_path / "valid") / checkpoint.WEIGHTS_FILE
+    original = valid.read_bytes()
+    target = tmp_path / "model.pt"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, len(original) - 1), st.integers(0, 255)), max_size=8),
+           st.integers(0, len(original)))
+    def damaged(changes, length):
+        data = bytearray(original[:length] if length < 60 else original)
+        for position, value in changes:
+            if position < len(data):
+                data[position] = value
+        target.write_bytes(bytes(data))
+        try:
+            weights.read(target)
+        except weights.WeightsError:
+            pass
+
+    with zipfile.ZipFile(valid) as archive:  # and a well-formed zip around a damaged data.pkl
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    pickled = next(content for name, content in entries.items() if name.endswith("/data.pkl"))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, len(pickled) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+           st.integers(1, len(pickled)))
+    def damaged_pickle(changes, length):
+        data = bytearray(pickled[:length])
+        for position, value in changes:
+            if position < len(data):
+                data[position] = value
+        with zipfile.ZipFile(target, "w") as archive:
+            for name, content in entries.items():
+                archive.writestr(name, bytes(data) if name.endswith("/data.pkl") else content)
+        try:
+            weights.read(target)
+        except weights.WeightsError:
+            pass
+
+    damaged()
+    damaged_pickle()

@@ -8,6 +8,7 @@ detector flags a stuck sensor; models are activated through the gate and rolled 
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +167,8 @@ def test_the_anomaly_detector_flags_a_stuck_odometry_sensor(processes, ros_probe
                            lambda: f"the vehicle under way\n{stack.logs()}")
     assert not watch[1].done(), stack.wait(watch).message  # nothing anomalous in a normal flight
     assert stack.anomaly and not stack.anomaly[-1].anomalous
+    # Its CfC models step in numpy (qai_intelligence.fast): torch is not even loaded (about 200 MiB less).
+    assert "libtorch" not in Path(f"/proc/{stack.intel.pid}/maps").read_text()
     stack.set_parameters("sim_vehicle", fault_stuck="odom")
     outcome = stack.wait(watch, TIMEOUT)
     assert outcome.aborted and "anomaly" in outcome.message, outcome.message
