@@ -88,12 +88,14 @@ class _HealthWatch:
         self.node = rclpy.create_node("qai_edge_health", namespace=profile.namespace, context=self.context,
                                       start_parameter_services=False)
         self.board = HealthBoard({spec.fully_qualified_name: spec.heartbeat_period for spec in profile.nodes})
-        self._listener = DiagnosticsListener(self.node, self.board)
+        # Heartbeats read at each spin (the supervisor spins every 0.1 s), not one wake-up per message.
+        self._listener = DiagnosticsListener(self.node, self.board, polled=True)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
     def spin_once(self, timeout: float) -> None:
         self.executor.spin_once(timeout_sec=timeout)
+        self._listener.drain()
 
     def close(self) -> None:
         self.executor.shutdown()

@@ -7,12 +7,23 @@ from rclpy.node import Node
 
 from qai_edge.engine_node import DIAGNOSTICS_TOPIC
 from qai_edge.health import HealthBoard
+from qai_edge.polled import Polled
 
 
 class DiagnosticsListener:
-    def __init__(self, node: Node, board: HealthBoard):
+    """Feed `board` from /diagnostics; `polled`: as `drain()` reads them, not one executor wake per message."""
+
+    def __init__(self, node: Node, board: HealthBoard, polled: bool = False):
         self.board = board
-        self._subscription = node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_array, 50)
+        self._polled = Polled(node) if polled else None
+        if self._polled is not None:
+            self._polled.subscribe(DiagnosticArray, DIAGNOSTICS_TOPIC, lambda array, age: self._on_array(array), 50)
+        else:
+            node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_array, 50)
+
+    def drain(self) -> None:
+        if self._polled is not None:
+            self._polled.drain()
 
     def _on_array(self, array: DiagnosticArray) -> None:
         for status in array.status:

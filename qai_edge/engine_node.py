@@ -17,7 +17,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -36,6 +35,11 @@ CAPABILITIES_TOPIC = "engine_capabilities"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 _INT64_MAX = 2**63 - 1
+# A node's first seconds: a heartbeat every 0.25 s. The first ones go out before discovery has matched the
+# supervisor's (or a monitor's) reader and are lost; at 1 Hz the supervisor then heard of a node up to a second
+# late, most of the time from `qai-edge up` to every node OK. After the window, `heartbeat_period`.
+STARTUP_WINDOW = 6.0
+STARTUP_HEARTBEAT_PERIOD = 0.25
 RCLError = _rclpy.RCLError
 
 
@@ -90,10 +94,7 @@ class EngineNode(Node):
         self._started_at = time.monotonic()
         self._started_stamp = time_from_seconds(time.time())  # identifies this run in announcements
 
-        # A heartbeat as soon as a reader of /diagnostics appears (the supervisor, a monitor), not up to a period
-        # later: at start-up that is most of the time from `qai-edge up` to every node OK.
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10, event_callbacks=(
-            PublisherEventCallbacks(matched=self._on_diagnostics_matched)))
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._capabilities_pub = self.create_publisher(EngineCapabilities, CAPABILITIES_TOPIC, CAPABILITIES_QOS)
         # Steady time: heartbeats go on when use_sim_time is set and /clock is silent.
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
@@ -200,16 +201,23 @@ class EngineNode(Node):
             array.status.append(extra)
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(array)
-
-    def _on_diagnostics_matched(self, info) -> None:
-        if info.current_count_change > 0:
-            self.publish_heartbeat()
+        if self._heartbeat_timer is not None:
+            self._settle_heartbeat()
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat_timer is not None:
             self.destroy_timer(self._heartbeat_timer)
         period = self.get_parameter("heartbeat_period").value
+        if time.monotonic() - self._started_at < STARTUP_WINDOW:
+            period = min(period, STARTUP_HEARTBEAT_PERIOD)
         self._heartbeat_timer = self.create_timer(period, self.publish_heartbeat, clock=self._steady_clock)
+
+    def _settle_heartbeat(self) -> None:
+        """After the start-up window, go from the quick heartbeats to `heartbeat_period`."""
+        period_ns = int(self.get_parameter("heartbeat_period").value * 1e9)
+        if self._heartbeat_timer.timer_period_ns != period_ns and \
+                time.monotonic() - self._started_at >= STARTUP_WINDOW:
+            self._heartbeat_timer.timer_period_ns = period_ns
 
     def _start_announcing(self) -> None:
         if self._announce_timer is not None:

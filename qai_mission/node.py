@@ -3,8 +3,7 @@
 ROS interface (names relative to the robot's namespace):
 - action `execute_mission` (qai_interfaces/ExecuteMission): run a mission; feedback with the tasks that
   changed (and, while it waits for its engines, what it waits for); the result has every task;
-- services `add_tasks`, `cancel_task`, `get_mission_state`;
-- topic `mission_states` (MissionState, reliable, transient local): each change, throttled per mission;
+- services `add_tasks`, `cancel_task`, `get_mission_state`; topic `mission_states` (reliable, transient local);
 - subscribes `engine_capabilities` (which engine serves which kind), `/diagnostics` (their heartbeats),
   `events` (event rules start missions; it says `return_home_failed` there); sends RunTask goals; serves `wait`.
 
@@ -26,6 +25,7 @@ from rclpy.task import Future
 
 from qai_edge.convert import kind_from_msg
 from qai_edge.engine_node import CAPABILITIES_TOPIC, DIAGNOSTICS_TOPIC, EngineNode, spin_node
+from qai_edge.polled import Polled
 from qai_edge.qos import ACTION_QOS_ARGUMENTS, CAPABILITIES_QOS, MISSION_STATES_QOS
 from qai_edge.task_client import TaskClient
 from qai_edge.tasks import ServedKind
@@ -62,7 +62,8 @@ class MissionEngine(EngineNode):
         self.tasks = TaskClient(self, self._group, self._on_accepted, self._on_task_feedback, self._on_outcome)
         self._states_pub = self.create_publisher(MissionState, "mission_states", MISSION_STATES_QOS)
         self.create_subscription(EngineCapabilities, CAPABILITIES_TOPIC, self._on_capabilities, CAPABILITIES_QOS)
-        self.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
+        self._heartbeats = Polled(self)  # read with the 10 Hz engine check, not one wake-up per message
+        self._heartbeats.subscribe(DiagnosticArray, DIAGNOSTICS_TOPIC, self._on_diagnostics, 50)
         self.create_subscription(Event, "events", self._on_event, 50)
         self._events_pub = self.create_publisher(Event, "events", 10)
         self._missions = ActionServer(self, ExecuteMission, "execute_mission", execute_callback=self._execute,
@@ -135,6 +136,7 @@ class MissionEngine(EngineNode):
             self._tick_timer.cancel()  # no wake-ups for nothing: the next flush (a change) starts it again
 
     def _on_steady_tick(self) -> None:
+        self._heartbeats.drain()
         for transition in self.core.check_engines(self.tasks.reachable):
             if transition.kind == "gone":
                 self.tasks.engine_down(transition.engine)
@@ -153,10 +155,9 @@ class MissionEngine(EngineNode):
             self.tasks.engine_down(msg.engine)  # it restarted: its goals are gone
         self._on_steady_tick()
 
-    def _on_diagnostics(self, array: DiagnosticArray) -> None:
-        now = self._steady_now()
+    def _on_diagnostics(self, array: DiagnosticArray, age: float) -> None:
         for status in array.status:
-            self.core.registry.heartbeat(status.name, now)
+            self.core.registry.heartbeat(status.name, self._steady_now() - age)
 
     def _on_accepted(self, token) -> None:
         self.core.scheduler.task_started(*token)
