@@ -53,10 +53,11 @@ class Polled:
         self.group = PolledGroup(live)
         self._subscriptions: list[tuple[Subscription, Callable]] = []
 
-    def subscribe(self, msg_type, topic: str, callback: Callable, qos) -> Subscription:
+    def subscribe(self, msg_type, topic: str, callback: Callable, qos, raw: bool = False) -> Subscription:
+        """Subscribe `callback(message, age)`; `raw`: the message as its serialized bytes."""
         # The executor calls the subscription's callback while the group is live: with age 0, as it arrives.
         subscription = self.node.create_subscription(msg_type, topic, lambda message: callback(message, 0.0), qos,
-                                                     callback_group=self.group)
+                                                     callback_group=self.group, raw=raw)
         self._subscriptions.append((subscription, callback))
         return subscription
 

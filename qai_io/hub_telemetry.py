@@ -1,8 +1,9 @@
 """hub_link's telemetry: each configured stream's ROS subscription, what it sends to the hub and what not.
 
 A stream with a rate is sampled at that rate: its subscription is read by a timer (qai_edge.polled), the
-newest message each time (the older ones counted skipped), so a 50 Hz topic does not wake the node 50 times
-a second to send 10; a /diagnostics summary stream takes every message into its summary. A stream without a
+newest message each time (the older ones counted skipped, and taken serialized: only the one sent is turned
+into Python), so a 50 Hz topic does not wake the node 50 times a second to send 10; a /diagnostics summary
+stream takes every message into its summary. A stream without a
 rate (mission states, events) is sent as each message comes, every one.
 """
 
@@ -15,6 +16,7 @@ import orjson
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 
 from qai_edge.polled import Polled
 from qai_io.hub_link import codec
@@ -47,7 +49,9 @@ class Telemetry:
             stream.summary = DiagnosticsSummary()
         if spec.rate > 0:  # sampled at its rate, the newest message each time, not woken for each (qai_edge.polled)
             stream.polled = Polled(self.node)
-            stream.subscription = stream.polled.subscribe(cls, spec.topic, partial(self._hold, stream), qos)
+            # Serialized, but for a summary: only the newest message of a turn is turned into Python.
+            stream.subscription = stream.polled.subscribe(cls, spec.topic, partial(self._hold, stream), qos,
+                                                          raw=not spec.summary)
             self.node.create_timer(1.0 / spec.rate, partial(self._sample, stream), clock=self._clock)
         else:
             stream.subscription = self.node.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream),
@@ -101,6 +105,12 @@ class Telemetry:
             return
         message, stream.held = stream.held, None
         if message is not None:
+            try:
+                message = deserialize_message(message, stream.subscription.msg_type)
+            except Exception as error:  # noqa: BLE001 - a message that does not deserialize costs only itself
+                stream.counts["errors"] += 1
+                stream.last_error = f"{error!r:.200}"
+                return
             self._encode(stream, message)
 
     def _send(self, stream: StreamState, data: dict) -> None:
