@@ -40,7 +40,10 @@ SENSOR_SYSTEMS = {"imu": "gz::sim::systems::Imu", "navsat": "gz::sim::systems::N
 
 
 def ros_interface(module: Path) -> dict[str, tuple[str, str]]:
-    """{topic: (ROS type, "pub" or "sub")} from a node's create_publisher/create_subscription calls."""
+    """{topic: (ROS type, "pub" or "sub")} from a node's create_publisher/create_subscription calls.
+
+    `subscribe` is qai_edge.polled.Polled's: a subscription the node reads with its own timer.
+    """
     tree = ast.parse(module.read_text())
     types = {alias.asname or alias.name: f"{node.module.replace('.', '/')}/{alias.name}"
              for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and (node.module or "").endswith(".msg")
@@ -48,7 +51,7 @@ def ros_interface(module: Path) -> dict[str, tuple[str, str]]:
     topics = {}
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("create_publisher", "create_subscription")
+                and node.func.attr in ("create_publisher", "create_subscription", "subscribe")
                 and isinstance(node.args[1], ast.Constant)):
             topic = node.args[1].value
             entry = (types[node.args[0].id], "pub" if node.func.attr == "create_publisher" else "sub")
