@@ -25,7 +25,7 @@ The scripts and what --quick changes (the sizes the targets are set at stay wher
   hub_trust.py       hub ingest of signed and sealed      quick: 5,000 messages (20,000), 100 replies (300)
                      telemetry vs raw paho, reply checks
   hub_dashboard.py   50 robots into the browser dashboard quick: a 10 s window (30), 5 s warm-up (8)
-  system.py          CPU idle and in a survey, peak RSS,  quick: 10 s idle (30), one round (2)
+  system.py          CPU idle and in a survey, peak RSS,  quick: 10 s idle (30), one round (3)
                      start-up, per process, before/after
   chaos.py           missions while engines and the       quick: 4 min of chaos (30)
                      broker are SIGKILLed at random

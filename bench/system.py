@@ -19,7 +19,7 @@ alternating for `--rounds` pairs (the machine's speed drifts); each figure is th
 printed beside its baseline and the ratio. `--baseline none` measures only this
 checkout (a clone without that commit does the same, and says so).
 
-    .venv/bin/python bench/system.py [--idle 30] [--rounds 2] [--baseline REF|none] [--json PATH]
+    .venv/bin/python bench/system.py [--idle 30] [--rounds 3] [--baseline REF|none] [--json PATH]
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idle", type=float, default=30.0, help="idle seconds measured (30)")
     parser.add_argument("--survey-timeout", type=float, default=300.0, help="seconds the survey may take (300)")
-    parser.add_argument("--rounds", type=int, default=2, help="before/after pairs; each figure is the median (2)")
+    parser.add_argument("--rounds", type=int, default=3, help="before/after pairs; each figure is the median (3)")
     parser.add_argument("--baseline", default=BASELINE, help="the commit measured as 'before' (none: skip it)")
     parser.add_argument("--json", help="also write the figures to this file (bench/run_all.py)")
     parser.add_argument("--measure-into", help=argparse.SUPPRESS)  # the child: measure, write, exit
