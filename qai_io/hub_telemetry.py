@@ -9,7 +9,6 @@ rate (mission states, events) is sent as each message comes, every one.
 
 from __future__ import annotations
 
-import time
 from functools import partial
 
 import orjson
@@ -21,7 +20,7 @@ from rclpy.serialization import deserialize_message
 from qai_edge.polled import Polled
 from qai_io.hub_link import codec
 from qai_io.hub_link.outgoing import RobotOutgoing
-from qai_io.hub_link.streams import DiagnosticsSummary, RateLimiter, ReplayFilter, StreamSpec, StreamState
+from qai_io.hub_link.streams import DiagnosticsSummary, ReplayFilter, StreamSpec, StreamState
 
 _ROS_QOS = {"sensor": dict(reliability=ReliabilityPolicy.BEST_EFFORT),
             "reliable": dict(reliability=ReliabilityPolicy.RELIABLE),
@@ -43,7 +42,7 @@ class Telemetry:
         except codec.CodecError as error:
             self.refused[spec.name] = str(error)
             return
-        stream = self.streams[spec.name] = StreamState(spec, codec.type_name(cls), RateLimiter(spec.rate))
+        stream = self.streams[spec.name] = StreamState(spec, codec.type_name(cls))
         qos = QoSProfile(depth=spec.depth, **_ROS_QOS[spec.ros_qos])
         if spec.summary:
             stream.summary = DiagnosticsSummary()
@@ -58,7 +57,7 @@ class Telemetry:
                                                                 qos)
 
     def _on_telemetry(self, stream: StreamState, message) -> None:
-        self._take(stream, message)
+        self._encode(stream, message)
         # rclpy's executor takes one message per subscription per wait, and each wait rebuilds the wait set
         # (~0.3 ms here): a busy stream takes what else is waiting now, as the executor itself would.
         subscription = stream.subscription
@@ -67,16 +66,7 @@ class Telemetry:
                 taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
             if taken is None:
                 return
-            self._take(stream, taken[0])
-
-    def _take(self, stream: StreamState, message) -> None:
-        if stream.summary is not None:
-            stream.summary.update((s.name, s.level[0], s.message, s.hardware_id) for s in message.status)
-            return
-        if not stream.limiter.allow(time.monotonic()):
-            stream.counts["skipped"] += 1
-            return
-        self._encode(stream, message)
+            self._encode(stream, taken[0])
 
     def _encode(self, stream: StreamState, message) -> None:
         try:

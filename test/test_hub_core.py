@@ -27,7 +27,7 @@ from qai_io.hub_link import codec
 from qai_io.hub_link.commands import CommandGate, CommandRejected, NonceStore, RefusalLog
 from qai_io.hub_link.link import Backoff
 from qai_io.hub_link.queue import DiskQueue, Item
-from qai_io.hub_link.streams import DiagnosticsSummary, RateLimiter, parse_stream, parse_streams
+from qai_io.hub_link.streams import DiagnosticsSummary, parse_stream, parse_streams
 from qai_io.hub_parameters import DEFAULT_STREAMS
 from robot_identity import shared_robots
 
@@ -254,13 +254,6 @@ def test_bad_and_duplicate_entries_are_reported_and_the_rest_kept():
     specs, rejected = parse_streams(["a: type=x/msg/Y", "b: nonsense", "a: type=x/msg/Z"])
     assert [s.name for s in specs] == ["a"]
     assert set(rejected) == {"b", "a"}
-
-
-def test_rate_limiter_keeps_the_configured_rate_from_a_jittery_source():
-    limiter = RateLimiter(10.0)
-    kept = sum(limiter.allow(t * 0.02 + (0.003 if t % 2 else 0.0)) for t in range(500))  # 50 Hz for 10 s
-    assert 99 <= kept <= 101
-    assert all(RateLimiter(0).allow(t) for t in range(10))
 
 
 def test_sequence_ranges_compress_and_merge():

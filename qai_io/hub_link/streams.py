@@ -1,4 +1,4 @@
-"""Telemetry streams: their configuration, rate limits, payloads, and the summaries the link keeps. No rclpy import.
+"""Telemetry streams: their configuration, payloads, and the summaries the link keeps. No rclpy import.
 
 A stream is one ROS topic published to `qai/<fleet>/<robot>/telemetry/<stream>`. The profile lists them
 as strings (ROS parameters cannot hold lists of mappings):
@@ -7,7 +7,8 @@ as strings (ROS parameters cannot hold lists of mappings):
 
     topic     ROS topic (relative names follow the robot's namespace); default: the stream name
     type      message type, package/msg/Type (required)
-    rate      most messages per second sent (0: every message); extra messages are skipped, never queued
+    rate      messages per second sent, the newest at each turn (0: every message as it comes); the others
+              are skipped, never queued
     qos       MQTT QoS, 0 or 1 (default 1)
     priority  0-9, higher is more important: sent first after an outage, evicted last (default 5)
     ttl       seconds a queued message stays useful; older ones are dropped and reported (default 3600)
@@ -126,11 +127,10 @@ def parse_streams(entries: Iterable[str]) -> tuple[list[StreamSpec], dict[str, s
 
 @dataclass
 class StreamState:
-    """One running stream: its spec, its rate limit and what happened to its messages."""
+    """One running stream: its spec and what happened to its messages."""
 
     spec: StreamSpec
     type_name: str
-    limiter: "RateLimiter"
     counts: dict[str, int] = field(default_factory=lambda: {"sent": 0, "skipped": 0, "errors": 0, "too_large": 0,
                                                             "overflowed": 0})
     last_error: str = ""
@@ -138,26 +138,6 @@ class StreamState:
     subscription: Any = None  # the ROS subscription, set by the node
     polled: Any = None  # a stream with a rate: its subscription's reader (qai_edge.polled.Polled), set by the node
     held: Any = None  # the newest message it read, to send at the stream's next turn
-
-
-class RateLimiter:
-    """At most `rate` messages a second, on average over bursts of one period (0: no limit)."""
-
-    def __init__(self, rate: float):
-        self.period = 1.0 / rate if rate > 0 else 0.0
-        self._next = -math.inf
-
-    def allow(self, now: float) -> bool:
-        if self.period == 0.0:
-            return True
-        if now < self._next:
-            return False
-        # Step from the previous slot, not from now, so jitter in the source does not lower the rate; after a
-        # pause (or at the first message) start the slots again from now.
-        self._next += self.period
-        if self._next <= now:
-            self._next = now + self.period
-        return True
 
 
 class DiagnosticsSummary:
