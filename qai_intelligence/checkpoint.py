@@ -75,6 +75,8 @@ def read_meta(directory: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format: expected {FORMAT!r}, got "
                               f"{shorten(meta.get('format') if isinstance(meta, dict) else meta)}")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: config: expected a mapping, got {shorten(meta.get('config'))}")
     return meta
 
 
@@ -102,7 +104,11 @@ def _config(payload, meta: Mapping[str, Any], directory: Path, weights: Path, ta
         config = ModelConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{weights}: config: {error}") from None
-    if config.to_dict() != ModelConfig.from_dict(meta["config"]).to_dict():
+    try:
+        described = ModelConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory / META_FILE}: config: {error}") from None
+    if config.to_dict() != described.to_dict():
         raise CheckpointError(f"{directory}: model.pt and meta.json describe different models")
     if task is not None and config.task != task:
         raise CheckpointError(f"{directory}: a model for task {config.task!r}, not {task!r}")
@@ -159,7 +165,7 @@ def load_for_inference(directory: Path, task: str | None = None, inputs: Sequenc
 
     directory = Path(directory)
     meta = read_meta(directory)
-    if meta.get("config", {}).get("cell") != "cfc":
+    if meta["config"].get("cell") != "cfc":
         return load(directory, task, inputs)
     weights = _weights_file(directory, meta)
     try:

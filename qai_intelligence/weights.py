@@ -25,6 +25,9 @@ STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorag
             "ByteStorage": np.uint8, "BoolStorage": np.bool_}
 
 
+MAX_UNPACKED_BYTES = 64 * 1024 * 1024  # our models are kilobytes; torch.save stores its records unpacked
+
+
 class WeightsError(ValueError):
     """A model.pt this reader cannot take; the message says why."""
 
@@ -90,6 +93,9 @@ def read(path: Path) -> Any:
             pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1]
             if len(pickles) != 1:
                 raise WeightsError("not a torch.save zip (no single <root>/data.pkl)")
+            unpacked = sum(info.file_size for info in archive.infolist())
+            if unpacked > MAX_UNPACKED_BYTES:  # a small file may deflate to gigabytes: refused before reading
+                raise WeightsError(f"{unpacked} bytes once unpacked, more than the {MAX_UNPACKED_BYTES} allowed")
             root = pickles[0].split("/")[0]
             if archive.read(f"{root}/byteorder").strip() not in (b"little", b""):
                 raise WeightsError("big-endian storages are not read here")

@@ -342,6 +342,17 @@ def test_a_checkpoint_for_another_task_or_other_inputs_is_refused(saved, load):
         load(directory, task="endurance", inputs=tuple(reversed(ENDURANCE.features)))
 
 
+@pytest.mark.parametrize("load", LOADERS)
+@pytest.mark.parametrize("config", [None, ["cfc"], "cfc", {"task": "endurance"}])
+def test_a_meta_json_whose_config_is_not_a_model_s_is_refused_naming_it(saved, load, config):
+    directory, _ = saved
+    meta = json.loads((directory / checkpoint.META_FILE).read_text())
+    meta["config"] = config
+    (directory / checkpoint.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="meta.json: config: "):
+        load(directory, task="endurance")
+
+
 def _relabel(directory, **changes):
     """Rewrite a checkpoint's config (keeping its weights) and its hash: a well-formed file that lies."""
     weights = directory / checkpoint.WEIGHTS_FILE
@@ -698,6 +709,25 @@ def test_a_tick_late_because_this_process_stalled_is_no_anomaly_but_a_stream_tha
     dead.offer = lambda stream, reading, now, offer=dead.offer: stream == "odom" and now > 10.0 or offer(
         stream, reading, now)
     assert hover_with_a_stall(dead, stall_at=10.0, stall=0.8)
+
+
+def test_a_model_pt_that_unpacks_to_gigabytes_is_refused_before_it_is_read(saved):
+    import zipfile
+
+    from qai_intelligence import weights
+
+    directory, _ = saved
+    path = directory / checkpoint.WEIGHTS_FILE
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("model/byteorder", "little")
+        with archive.open("model/data/0", "w", force_zip64=True) as entry:  # 128 MiB of zeros, 128 KiB on disk
+            block = bytes(1 << 20)
+            for _ in range(128):
+                entry.write(block)
+    assert path.stat().st_size < checkpoint.MAX_CHECKPOINT_BYTES
+    with pytest.raises(weights.WeightsError, match="once unpacked, more than the"):
+        weights.read(path)
 
 
 def test_the_reader_without_torch_answers_any_damaged_model_pt_with_weights_error_only(tmp_path):
