@@ -3,6 +3,7 @@
 Real mission_engine and test engine nodes over real DDS, driven by MissionClient as a script would.
 """
 
+import contextlib
 import signal
 import time
 
@@ -166,52 +167,47 @@ def test_duplicate_mission_ids_are_rejected(stack):
         stack.client.submit({"id": "unique-1", "tasks": [{"id": "a", "kind": "echo"}]})
 
 
+@contextlib.contextmanager
+def goal_answers_lost(client):
+    """Within: each goal the client sends reaches the mission engine, but its answer never reaches the client."""
+    from rclpy.task import Future
+
+    real = client._action.send_goal_async
+
+    def lossy(goal, **options):
+        real(goal, **options)
+        return Future()
+
+    client._action.send_goal_async = lossy
+    try:
+        yield
+    finally:
+        client._action.send_goal_async = real
+
+
 def test_a_mission_whose_goal_answer_is_lost_is_still_submitted_and_followed(stack):
     """The finding: rmw_fastrtps dropped the goal's answer on a loaded machine ("client will not receive response").
 
     The mission ran, but submit raised "no answer after 10 s waiting for the mission engine to answer the goal".
     """
-    from rclpy.task import Future
-
-    real = stack.client._action.send_goal_async
-
-    def lossy(goal, **options):
-        real(goal, **options)  # the goal goes out and is accepted; its answer never reaches the client
-        return Future()
-
-    stack.client._action.send_goal_async = lossy
-    try:
+    with goal_answers_lost(stack.client):  # the goal is accepted
         mission_id = stack.client.submit({"tasks": [
             {"id": "a", "kind": "echo"},
             {"id": "b", "kind": "sleep", "depends_on": ["a"], "parameters": {"seconds": 0.5}}]}, timeout=10.0)
-    finally:
-        stack.client._action.send_goal_async = real
     result = stack.client.wait(mission_id, TIMEOUT)
     assert result.outcome is MissionOutcome.SUCCEEDED and [t.state for t in result.tasks] == [TaskStatus.SUCCEEDED] * 2
 
 
 def test_a_caller_s_id_that_a_running_mission_has_is_not_taken_for_an_acceptance_when_the_answer_is_lost(stack):
     """The states of the running mission with that id say nothing of the new goal, which the engine refuses."""
-    from rclpy.task import Future
-
     from qai_mission.client import MissionClientError
 
     chain = [{"id": "t0", "kind": "sleep", "parameters": {"seconds": 0.3}}]
     chain += [{"id": f"t{i}", "kind": "sleep", "parameters": {"seconds": 0.3}, "depends_on": [f"t{i - 1}"]}
               for i in range(1, 10)]
     stack.client.submit({"id": "taken-1", "tasks": chain})
-    real = stack.client._action.send_goal_async
-
-    def lossy(goal, **options):
-        real(goal, **options)  # the goal goes out and is refused; its answer never reaches the client
-        return Future()
-
-    stack.client._action.send_goal_async = lossy
-    try:
-        with pytest.raises(MissionClientError, match="answer the goal"):
-            stack.client.submit({"id": "taken-1", "tasks": [{"id": "a", "kind": "echo"}]}, timeout=2.0)
-    finally:
-        stack.client._action.send_goal_async = real
+    with goal_answers_lost(stack.client), pytest.raises(MissionClientError, match="answer the goal"):
+        stack.client.submit({"id": "taken-1", "tasks": [{"id": "a", "kind": "echo"}]}, timeout=2.0)  # refused
     assert stack.client.wait("taken-1", TIMEOUT).outcome is MissionOutcome.SUCCEEDED  # still followed
 
 
