@@ -4,7 +4,11 @@
   a real intelligence_engine process per cell, fed by sim_vehicle and an io_engine flying a navigate task with
   `controller: external` (so the policy runs on every odometry message too), its models of that cell (trained
   ones for CfC, same-size fresh ones for LTC and GRU: latency does not depend on the weights); the figures are
-  the node's own, read from its /diagnostics. Beside them: the same model stepped alone in-process.
+  the node's own, read from its /diagnostics: the model's step and the whole tick (features, step, scoring),
+  each model's first 20 steps left out (cold caches), with the sample count. Beside them: the same model
+  stepped alone in-process the way the node steps it (numpy for a CfC, torch for the others), warm-up left out.
+- The intelligence engine's CPU share while the robot idles on the ground, its sensors streaming (target:
+  <= 5 % of a core), beside what its models alone cost at the node's tick rates (the alone step time x rate).
 - Endurance MAE (s and %) vs the baseline, anomaly precision/recall/delay vs the z-score baseline, the learned
   policy vs the PID on the standard course (completion, time, cross-track error, energy): the shipped models
   on held-out flights (never trained on) in both sets, the training conditions and outside them.
@@ -58,8 +62,20 @@ def seed_store(store: Path, cell: str) -> None:
         (store / "bench" / task / "active.json").write_text(json.dumps({"version": "v0001", "history": ["v0001"]}))
 
 
-def node_latency(cell: str, seconds: float) -> dict[str, dict[str, float]]:
-    """Run sim_vehicle, io_engine (external) and intelligence_engine with `cell` models; fly; read diagnostics."""
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system, s) a process has used so far."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def node_latency(cell: str, seconds: float, idle: float) -> dict:
+    """Run sim_vehicle, io_engine (external) and intelligence_engine with `cell` models; idle; fly; read figures.
+
+    Idle: the intelligence engine's CPU share over `idle` s on the ground (3 s after it reported, sensors
+    streaming). Then a navigate task; after `seconds` s of flight, its /diagnostics.
+    """
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.action import ActionClient
@@ -92,6 +108,14 @@ def node_latency(cell: str, seconds: float) -> dict[str, dict[str, float]]:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and not (name in latest and client.server_is_ready()):
                 rclpy.spin_once(node, timeout_sec=0.1)
+            settle = time.monotonic() + 3.0
+            while time.monotonic() < settle:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            engine = processes[2].pid
+            began, used = time.monotonic(), cpu_seconds(engine)
+            while time.monotonic() < began + idle:
+                rclpy.spin_once(node, timeout_sec=0.1)
+            idle_share = (cpu_seconds(engine) - used) / (time.monotonic() - began) * 100
             route = [[0, 0, 4], [30, 0, 4], [30, 30, 6], [0, 30, 4], [0, 0, 4]]
             goal = RunTask.Goal(mission_id="bench", attempt=1, task=Task(id="fly", kind="navigate", parameters=[
                 KeyValue(key="waypoints", value=json.dumps(route)), KeyValue(key="speed", value="4.0")]))
@@ -110,32 +134,46 @@ def node_latency(cell: str, seconds: float) -> dict[str, dict[str, float]]:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    return {task: {"p50_ms": float(values.get(f"{task}_latency_p50_ms", "nan")),
-                   "p99_ms": float(values.get(f"{task}_latency_p99_ms", "nan")),
-                   "ticks": int(values.get(f"{task}_ticks", "0"))} for task in TASKS}
+    figures = {task: {"p50_ms": float(values.get(f"{task}_latency_p50_ms", "nan")),
+                      "p99_ms": float(values.get(f"{task}_latency_p99_ms", "nan")),
+                      "samples": int(values.get(f"{task}_latency_samples", "0")),
+                      "tick_p50_ms": float(values.get(f"{task}_tick_p50_ms", "nan")),
+                      "tick_p99_ms": float(values.get(f"{task}_tick_p99_ms", "nan")),
+                      "tick_samples": int(values.get(f"{task}_tick_samples", "0")),
+                      "ticks": int(values.get(f"{task}_ticks", "0"))} for task in TASKS}
+    return {"tasks": figures, "idle_cpu_percent": idle_share}
 
 
-def alone_latency(cell: str, steps: int = 2000) -> dict[str, dict[str, float]]:
-    """Step the same models alone in this process (batch 1, state carried): the raw library's cost."""
+def alone_latency(cell: str, steps: int = 3000, warm_up: int = 20) -> dict[str, dict[str, float]]:
+    """Step the same models alone in this process as the node steps them (batch 1, state carried).
+
+    A CfC through the numpy step the node runs (qai_intelligence.fast), other cells through torch; the first
+    `warm_up` steps left out, as in the node. Also the mean step time, for the models' own CPU share.
+    """
     import numpy as np
-    import torch
 
     from qai_intelligence import checkpoint
+    from qai_intelligence.fast import stepper
     from qai_intelligence.models import ModelConfig, build
     from qai_intelligence.store import SHIPPED
 
     out = {}
     for task in TASKS:
-        shipped, _ = checkpoint.load(SHIPPED / task)
-        model = shipped if cell == "cfc" else build(ModelConfig(**{**vars(shipped.config), "cell": cell})).eval()
-        x = torch.as_tensor(shipped.input_mean[None].clone())
+        if cell == "cfc":
+            model = checkpoint.load_for_inference(SHIPPED / task)[0]
+        else:
+            shipped, _ = checkpoint.load(SHIPPED / task)
+            model = build(ModelConfig(**{**vars(shipped.config), "cell": cell})).eval()
+        step = stepper(model)
+        x = np.zeros((1, len(model.config.inputs)), dtype=np.float32)
         state, times = None, []
         for _ in range(steps):
             started = time.perf_counter()
-            _, state = model.step(x, state)
+            _, state = step(x, state, 1.0)
             times.append(time.perf_counter() - started)
-        times = np.array(times[100:]) * 1e3
-        out[task] = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+        kept = np.array(times[warm_up:]) * 1e3
+        out[task] = {"p50_ms": float(np.percentile(kept, 50)), "p99_ms": float(np.percentile(kept, 99)),
+                     "mean_ms": float(kept.mean()), "samples": len(kept)}
     return out
 
 
@@ -144,13 +182,15 @@ def held_out(quick: bool) -> dict:
     from qai_intelligence import data as datagen
     from qai_intelligence.policy import evaluate_course
     from qai_intelligence.store import SHIPPED
-    from qai_intelligence.training import (ZScoreDetector, _labels, choose_threshold, endurance_baseline,
-                                           evaluate_anomaly, evaluate_endurance)
+    from qai_intelligence.baselines import EnduranceBaseline
+    from qai_intelligence.training import (ZScoreDetector, _labels, choose_threshold, evaluate_anomaly,
+                                           evaluate_endurance)
 
     seed, n = 0, (8 if quick else 40)
     results: dict = {}
-    endurance, _ = checkpoint.load(SHIPPED / "endurance")
-    baseline = endurance_baseline(datagen.endurance_flights(seed, "train", 20 if quick else 160))
+    endurance, meta = checkpoint.load(SHIPPED / "endurance")
+    fitted = meta["metrics"]["baseline"]  # fitted on the model's own training flights, as the node uses it
+    baseline = EnduranceBaseline(scale=fitted["scale"], offset=fitted["offset"])
     anomaly, _ = checkpoint.load(SHIPPED / "anomaly")
     train = datagen.anomaly_flights(seed, "train", 12 if quick else 100)
     validation = datagen.anomaly_flights(seed, "validation", 18 if quick else 72, faults=True, clean_share=0.5)
@@ -210,18 +250,39 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print("== Per-tick inference, ms (inside the node: its /diagnostics; alone: the model stepped in-process)")
-    print(f"{'model':10} {'cell':4} {'node p50':>9} {'node p99':>9} {'alone p50':>10} {'alone p99':>10} {'ticks':>7}")
+    from qai_intelligence.parameters import PARAMETERS
+
+    defaults = {spec.name: spec.default for spec in PARAMETERS}
+    rates = {"endurance": 1 / defaults["endurance_period"], "anomaly": 1 / defaults["anomaly_period"]}  # idle
+    print("== Per-tick time, ms (inside the node: its /diagnostics, first 20 steps of each model left out; alone:"
+          " the model stepped in-process as the node steps it)")
+    print(f"{'model':10} {'cell':4} {'tick p50':>9} {'tick p99':>9} {'step p50':>9} {'step p99':>9} "
+          f"{'alone p50':>10} {'alone p99':>10} {'samples':>8}")
+    idle = {}
     for cell in CELLS:
-        inside, alone = node_latency(cell, 15 if args.quick else 40), alone_latency(cell)
+        run = node_latency(cell, 15 if args.quick else 40, 10 if args.quick else 30)
+        inside, alone = run["tasks"], alone_latency(cell)
+        models_alone = sum(rate * alone[task]["mean_ms"] / 10 for task, rate in rates.items())  # % of a core
+        idle[cell] = (run["idle_cpu_percent"], models_alone)
         for task in TASKS:
-            print(f"{task:10} {cell:4} {inside[task]['p50_ms']:9.3f} {inside[task]['p99_ms']:9.3f} "
-                  f"{alone[task]['p50_ms']:10.3f} {alone[task]['p99_ms']:10.3f} {inside[task]['ticks']:7d}")
+            i, a = inside[task], alone[task]
+            print(f"{task:10} {cell:4} {i['tick_p50_ms']:9.3f} {i['tick_p99_ms']:9.3f} {i['p50_ms']:9.3f} "
+                  f"{i['p99_ms']:9.3f} {a['p50_ms']:10.3f} {a['p99_ms']:10.3f} {i['tick_samples']:8d}")
             for share in ("p50", "p99") if cell == "cfc" else ("p99",):
-                node_ms, alone_ms = inside[task][f"{share}_ms"], alone[task][f"{share}_ms"]
-                log.add(f"{task} per tick in the node, {CELL_NAMES[cell]} {share}, vs the model alone", node_ms, "ms",
-                        baseline=alone_ms, ratio=node_ms / alone_ms, ticks=inside[task]["ticks"],
+                node_ms, alone_ms = i[f"tick_{share}_ms"], a[f"{share}_ms"]
+                log.add(f"{task} whole tick in the node, {CELL_NAMES[cell]} {share}, vs the model alone", node_ms,
+                        "ms", baseline=alone_ms, ratio=node_ms / alone_ms, samples=i["tick_samples"],
+                        alone_samples=a["samples"],
                         **({"target": "< 1 ms", "met": node_ms < 1.0} if (cell, share) == ("cfc", "p99") else {}))
+            log.add(f"{task} model step in the node, {CELL_NAMES[cell]} p99, vs the model alone", i["p99_ms"], "ms",
+                    baseline=a["p99_ms"], ratio=i["p99_ms"] / a["p99_ms"], samples=i["samples"])
+    print("\n== intelligence_engine idle on the ground, % of one core (beside: its models alone at the node's rates)")
+    for cell, (share, models_alone) in idle.items():
+        print(f"{CELL_NAMES[cell]:4} node {share:5.2f} %   models alone {models_alone:5.3f} %   "
+              f"ratio {share / models_alone:.0f}x")
+        log.add(f"intelligence_engine idle CPU, {CELL_NAMES[cell]} models, vs the models alone at its rates", share,
+                "% core", baseline=models_alone, ratio=share / models_alone, window_s=10 if args.quick else 30,
+                **({"target": "<= 5 % core", "met": share <= 5.0} if cell == "cfc" else {}))
     results = held_out(args.quick)
     for name, result in results.items():
         print(f"\n== Held-out flights: {name} conditions")

@@ -1,8 +1,9 @@
 """Checkpoints: a model's weights with its config, written beside a metadata file, and loaded only when they fit.
 
 No rclpy import. A checkpoint is a directory holding `model.pt` (torch.save of {format, config, state_dict})
-and `meta.json` (the config again, the SHA-256 of model.pt, the data seed, the metrics on held-out data and
-the library versions). `load` refuses, with a `CheckpointError` that names what is wrong:
+and `meta.json` (the config again, the SHA-256 of model.pt, the data seed, the metrics on held-out data, the
+library versions and where it was made: git commit, Python, CPU). `load` refuses, with a `CheckpointError`
+that names what is wrong:
   - a missing or unreadable file, a file whose SHA-256 differs from meta.json's (corrupt or truncated);
   - a model for another task, or whose inputs are not the features the caller feeds (names and order);
   - weights that do not fit the config (another cell: CfC and LTC weights are not interchangeable; another
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,6 +49,32 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def provenance() -> dict[str, Any]:
+    """Return where a model is made: the git commit of this code, Python, the CPU and OS.
+
+    The commit carries `-dirty` when tracked files differ from it, and is "unknown" outside a git work tree.
+    Training is bit-for-bit repeatable only on the same code, libraries and CPU (floating-point kernels
+    differ between instruction sets).
+    """
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit += "-dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"git_commit": commit, "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "cpu": cpu, "machine": platform.machine(), "system": platform.platform()}
+
+
 def save(model, directory: Path, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write model.pt and meta.json into `directory` (created); return the directory."""
     import torch
@@ -59,7 +88,7 @@ def save(model, directory: Path, metadata: Mapping[str, Any] | None = None) -> P
                 "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}, weights)
     meta = {"format": FORMAT, "config": model.config.to_dict(), "sha256": sha256(weights),
             "bytes": weights.stat().st_size, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "libraries": library_versions(), **dict(metadata or {})}
+            "libraries": library_versions(), "made_on": provenance(), **dict(metadata or {})}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return directory
 

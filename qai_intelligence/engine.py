@@ -15,12 +15,15 @@ run in worker threads and read what the ticks left here.
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from qai_edge.stall import StallHold
 from qai_edge.tasks import TaskFailed, TaskKindSpec
+from qai_edge.text import shorten
 from qai_intelligence.baselines import EnduranceBaseline
 from qai_intelligence.features import (AGE_ALLOWANCE, ANOMALY_TARGETS, STREAMS, AnomalyFeatureBuilder,
                                        PolicyFeatureBuilder, check_reading, endurance_features)
@@ -28,6 +31,21 @@ from qai_intelligence.fast import output_std
 from qai_intelligence.metrics import WARM_UP
 from qai_intelligence.model_config import predicted_spread
 from qai_intelligence.runtime import AnomalyScorer, EnduranceWatch, ModelSlot, ReturnPlan
+
+
+def _timed(task: str):
+    """Record a tick's whole time (features, step, scoring) in its slot's tick_latency, when it ran."""
+    def wrap(tick):
+        @functools.wraps(tick)
+        def timed(self, *args):
+            started = time.perf_counter()
+            output = tick(self, *args)
+            if output is not None:
+                self.slots[task].tick_latency.add(time.perf_counter() - started)
+            return output
+        return timed
+    return wrap
+
 
 POINT = {"type": "array", "minItems": 2, "maxItems": 3, "items": {"type": "number"}}
 CHECK_ENDURANCE = TaskKindSpec(
@@ -95,7 +113,9 @@ class IntelligenceCore:
         self.last_valid: dict[str, float] = {}
         self.rejected = dict.fromkeys(STREAMS, 0)
         self.last_rejected = ""
-        self.baseline = EnduranceBaseline()
+        self.baseline = EnduranceBaseline()  # the endurance model's fitted one once a tick has run
+        self.baseline_source = ""
+        self._baseline_for: tuple[str, int] | None = None
         self.watch = EnduranceWatch()
         self.endurance: EnduranceOutput | None = None
         self.endurance_at: float | None = None
@@ -131,6 +151,7 @@ class IntelligenceCore:
 
     # -- Ticks ----------------------------------------------------------------------------------------
 
+    @_timed("endurance")
     def endurance_tick(self, now: float) -> EnduranceOutput | None:
         slot = self.slots.get("endurance")
         if slot is None or not self._fresh("battery", now, self.battery_timeout) or "odom" not in self.latest:
@@ -140,7 +161,7 @@ class IntelligenceCore:
         if output is None:
             return None
         remaining = max(0.0, float(output[0]))
-        baseline = self.baseline.predict(features, slot.period)
+        baseline = self._endurance_baseline(slot).predict(features, slot.period)
         odom = self.latest["odom"]
         needed = self.return_plan.seconds((odom["x"], odom["y"], odom["z"]), self.home or (0.0, 0.0, 0.0))
         event = self.watch.update(remaining, needed, now)
@@ -148,6 +169,26 @@ class IntelligenceCore:
         self.endurance_at = now
         return self.endurance
 
+    def _endurance_baseline(self, slot: ModelSlot) -> EnduranceBaseline:
+        """Return the baseline fitted on the model's own training flights (its checkpoint's metrics.baseline).
+
+        A checkpoint without one gets the autopilot estimate uncalibrated (scale 1, offset 0), said in status.
+        """
+        key = (slot.version, slot.swaps)
+        if self._baseline_for != key:
+            fitted = (slot.meta.get("metrics") or {}).get("baseline") if isinstance(slot.meta, dict) else None
+            try:
+                scale, offset = float(fitted["scale"]), float(fitted["offset"])
+                ok = math.isfinite(scale) and math.isfinite(offset) and scale > 0
+            except (TypeError, KeyError, ValueError):
+                ok = False
+            self.baseline = EnduranceBaseline(scale=scale, offset=offset) if ok else EnduranceBaseline()
+            self.baseline_source = f"fitted: scale {scale:.3f}, offset {offset:.1f} s" if ok else \
+                "uncalibrated: the checkpoint has no fitted metrics.baseline"
+            self._baseline_for = key
+        return self.baseline
+
+    @_timed("anomaly")
     def anomaly_tick(self, now: float) -> AnomalyOutput | None:
         slot = self.slots.get("anomaly")
         if slot is None or not all(s in self.last_valid for s in ANOMALY_STREAMS):
@@ -188,6 +229,7 @@ class IntelligenceCore:
             self._scorer_for = key
         return self.scorer
 
+    @_timed("policy")
     def policy_command(self, target: Sequence[float], now: float) -> tuple[float, float, float, float] | None:
         """Answer a control/target with the policy's command (None without fresh odometry, or on bad input)."""
         slot = self.slots.get("policy")
@@ -207,6 +249,23 @@ class IntelligenceCore:
         command = [max(-limit, min(limit, float(v))) for v in output[:3]]
         self._policy_builder.remember_command(command)
         return command[0], command[1], command[2], 0.0
+
+    def status_values(self) -> dict[str, str]:
+        """Return the health report's values: rejected inputs, each model's figures, the latest outputs."""
+        values = {"inputs_rejected": ",".join(f"{s}:{n}" for s, n in self.rejected.items() if n)}
+        if self.last_rejected:
+            values["last_rejected"] = shorten(self.last_rejected, 120)
+        for slot in self.slots.values():
+            values.update(slot.status())
+        if self.endurance is not None:
+            values.update(endurance_s=f"{self.endurance.remaining:.0f}", return_needed_s=f"{self.endurance.needed:.0f}",
+                          endurance_baseline=self.baseline_source)
+        if self.anomaly is not None:
+            values["anomaly_score"] = f"{self.anomaly.score:.2f}"
+        waiting = [s for s in ANOMALY_STREAMS if s not in self.last_valid]
+        if waiting:
+            values["waiting_for"] = ",".join(waiting)
+        return values
 
     # -- Task kinds (worker threads) ------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ ROS interface (names relative to the robot's namespace):
               (qai_interfaces/RollbackModel); both hot-swap the model between two ticks
   task kinds  check_endurance, watch_anomalies
 The models load at start (a CfC in numpy, without torch); kinds are announced and OK reported once they are.
-Inference runs in the ticks (/diagnostics: p50/p99); a new model is loaded, scored (torch, imported then) and
-warmed in a worker thread. The logic is qai_intelligence.engine and .runtime.
+Inference runs in the ticks, on a thread of their own (qai_edge.ticker; /diagnostics: p50/p99 of each step and
+whole tick); a new model is scored by the gate in a low-priority child process (qai_intelligence.gate_process:
+torch is imported there), then loaded and warmed in a worker thread. The logic: qai_intelligence.engine, .runtime.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 
 from geometry_msgs.msg import PointStamped, Twist
@@ -36,13 +37,14 @@ from qai_edge.health import Level
 from qai_edge.polled import Polled
 from qai_edge.tasks import ServedKind
 from qai_edge.text import shorten
+from qai_edge.ticker import Ticker
 from qai_edge.workers import in_worker
 from qai_interfaces.msg import AnomalyScore, EndurancePrediction, Event
 from qai_interfaces.srv import ActivateModel, RollbackModel
-from qai_intelligence import checkpoint
+from qai_intelligence import checkpoint, gate_process
 from qai_intelligence.checkpoint import CheckpointError
-from qai_intelligence.engine import ANOMALY_STREAMS, CHECK_ENDURANCE, WATCH_ANOMALIES, IntelligenceCore
-from qai_intelligence.evaluation import FEATURES, evaluate_checkpoint
+from qai_intelligence.engine import CHECK_ENDURANCE, WATCH_ANOMALIES, IntelligenceCore
+from qai_intelligence.evaluation import FEATURES
 from qai_intelligence.messages import battery_reading, command_reading, gps_reading, imu_reading, odom_reading
 from qai_intelligence.parameters import APPLIED_PARAMETERS, PARAMETERS
 from qai_intelligence.runtime import ModelSlot, ReturnPlan
@@ -54,7 +56,7 @@ class IntelligenceEngine(EngineNode):
     def __init__(self, **kwargs):
         super().__init__("intelligence_engine", PARAMETERS, **kwargs)
         p = self.param
-        os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch, if a gate imports it: one thread beside the ticks
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch, if a model of another cell needs it: one thread
         self.store = ModelStore(Path(p("model_store")).expanduser() / self.robot_id)
         self.periods = {"endurance": p("endurance_period"), "anomaly": p("anomaly_period"), "policy": 0.02}
         self.load_errors: dict[str, str] = {}
@@ -82,7 +84,8 @@ class IntelligenceEngine(EngineNode):
             target = self.core.return_plan if owner == "plan" else self.core
             self.on_parameter(name, lambda value, target=target, attribute=attribute: setattr(target, attribute, value))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="models")
-        self.updater = ModelUpdater(self.store, self.core.slots, lambda task: partial(evaluate_checkpoint, task),
+        self.lock = threading.Lock()  # the ticks' thread holds it; so do the executor's uses of the core
+        self.updater = ModelUpdater(self.store, self.core.slots, gate_process.scoring,
                                     lambda: self.param("gate_margin"), p("max_path_length"))
         self._gps_origin = None
 
@@ -99,14 +102,15 @@ class IntelligenceEngine(EngineNode):
         self.create_subscription(PointStamped, "control/target", self._on_target, 10)
         self.create_service(ActivateModel, "~/activate_model", self._on_activate)
         self.create_service(RollbackModel, "~/rollback_model", self._on_rollback)
-        self.create_timer(self.periods["endurance"], self._endurance_tick)
-        self.create_timer(self.periods["anomaly"], self._anomaly_tick)
+        self.ticker = Ticker([(self.periods["endurance"], self._endurance_tick),  # a thread: no executor wakes
+                              (self.periods["anomaly"], self._anomaly_tick)], self.lock, self._tick_failed)
         kinds = [ServedKind(CHECK_ENDURANCE, self.core.check_endurance, self.core.endurance_not_ready)
                  ] if "endurance" in slots else []
         kinds += [ServedKind(WATCH_ANOMALIES, self.core.watch_anomalies, self.core.anomalies_not_ready)
                   ] if "anomaly" in slots else []
         self.serve(kinds)
         self.start()
+        self.ticker.start()
 
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -124,8 +128,14 @@ class IntelligenceEngine(EngineNode):
         if reading is not None:
             self._offer("gps", reading, age)
 
+    def _tick_failed(self, tick, error: BaseException) -> None:
+        if self.context.ok():  # not the publishers of a node shutting down
+            self.get_logger().error(f"{tick.__name__}: {type(error).__name__}: {shorten(str(error), 200)}",
+                                    throttle_duration_sec=5.0)
+
     def _on_target(self, msg: PointStamped) -> None:
-        command = self.core.policy_command((msg.point.x, msg.point.y, msg.point.z), self._ros_now())
+        with self.lock:
+            command = self.core.policy_command((msg.point.x, msg.point.y, msg.point.z), self._ros_now())
         if command is not None:
             twist = Twist()
             twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z = command
@@ -193,7 +203,8 @@ class IntelligenceEngine(EngineNode):
             if ok:
                 decision, prepared = outcome
                 if prepared is not None:
-                    self.core.slots[task].swap(prepared)  # between two ticks: this is the executor thread
+                    with self.lock:  # between two ticks
+                        self.core.slots[task].swap(prepared)
                 self.get_logger().info(decision.message)
                 response.message, response.previous_version = decision.message, decision.previous
                 if isinstance(response, ActivateModel.Response):
@@ -212,19 +223,8 @@ class IntelligenceEngine(EngineNode):
     # -- Health -----------------------------------------------------------------------------------------
 
     def health(self):
-        values = {"inputs_rejected": ",".join(f"{s}:{n}" for s, n in self.core.rejected.items() if n)}
-        if self.core.last_rejected:
-            values["last_rejected"] = shorten(self.core.last_rejected, 120)
-        for slot in self.core.slots.values():
-            values.update(slot.status())
-        if self.core.endurance is not None:
-            values.update(endurance_s=f"{self.core.endurance.remaining:.0f}",
-                          return_needed_s=f"{self.core.endurance.needed:.0f}")
-        if self.core.anomaly is not None:
-            values["anomaly_score"] = f"{self.core.anomaly.score:.2f}"
-        waiting = [s for s in ANOMALY_STREAMS if s not in self.core.last_valid]
-        if waiting:
-            values["waiting_for"] = ",".join(waiting)
+        with self.lock:
+            values = self.core.status_values()
         if self.load_errors:
             return Level.ERROR, "; ".join(f"{t}: {e}" for t, e in self.load_errors.items()), values
         if self.core.watch.low:
@@ -232,6 +232,7 @@ class IntelligenceEngine(EngineNode):
         return Level.OK, "models loaded: " + ", ".join(f"{t} {s.version}" for t, s in self.core.slots.items()), values
 
     def destroy_node(self):
+        self.ticker.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         super().destroy_node()
 

@@ -33,13 +33,31 @@ if TYPE_CHECKING:  # the engine's models step in numpy: torch is imported only w
 
 
 class LatencyStats:
-    """The last `size` latencies (seconds); percentiles in milliseconds."""
+    """The last `size` latencies (seconds) past a warm-up; percentiles in milliseconds.
 
-    def __init__(self, size: int = 2000):
+    The first `warm_up` samples after a start (or `restart`, when another model goes in service) are left
+    out: they pay for first-call allocations and cold caches, not for a tick in service. `samples` counts
+    what was kept since the start (the percentiles are over the last `size` of them).
+    """
+
+    def __init__(self, size: int = 2000, warm_up: int = 20):
         self._values: deque[float] = deque(maxlen=size)
+        self.warm_up = warm_up
+        self._cold = warm_up
+        self.samples = 0
+        self.discarded = 0
+
+    def restart(self) -> None:
+        """Discard the next `warm_up` samples again (a new model in service)."""
+        self._cold = self.warm_up
 
     def add(self, seconds: float) -> None:
+        if self._cold > 0:
+            self._cold -= 1
+            self.discarded += 1
+            return
         self._values.append(seconds)
+        self.samples += 1
 
     def __len__(self) -> int:
         return len(self._values)
@@ -81,7 +99,8 @@ class ModelSlot:
         self.last_skip_reason = ""
         self.resets = 0
         self.swaps = 0
-        self.latency = LatencyStats()
+        self.latency = LatencyStats()  # the model's step alone
+        self.tick_latency = LatencyStats()  # the whole tick: features, step, scoring (the engine records it)
         self._recent: deque[tuple[int, list[float], float]] = deque(maxlen=history)
         self._lock = threading.Lock()  # guards _recent against a worker's snapshot
 
@@ -133,6 +152,8 @@ class ModelSlot:
         self.model, self.version, self.meta, self.state = prepared.model, prepared.version, prepared.meta, state
         self._step = step
         self.swaps += 1
+        self.latency.restart()
+        self.tick_latency.restart()
 
     def status(self) -> dict[str, str]:
         return {f"{self.task}_version": self.version, f"{self.task}_cell": self.model.config.cell,
@@ -140,6 +161,10 @@ class ModelSlot:
                 f"{self.task}_resets": str(self.resets),
                 f"{self.task}_latency_p50_ms": f"{self.latency.percentile_ms(50):.3f}",
                 f"{self.task}_latency_p99_ms": f"{self.latency.percentile_ms(99):.3f}",
+                f"{self.task}_latency_samples": str(self.latency.samples),
+                f"{self.task}_tick_p50_ms": f"{self.tick_latency.percentile_ms(50):.3f}",
+                f"{self.task}_tick_p99_ms": f"{self.tick_latency.percentile_ms(99):.3f}",
+                f"{self.task}_tick_samples": str(self.tick_latency.samples),
                 **({f"{self.task}_last_skipped": self.last_skip_reason} if self.last_skip_reason else {})}
 
 

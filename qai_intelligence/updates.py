@@ -3,16 +3,17 @@
 No rclpy import.
 
 `check` runs on the executor thread and refuses a bad request at once (unknown model, malformed version, an
-overlong path, a change already in progress). `promote` and `rollback` run in a worker thread: they score,
-decide, load and warm the new model, and return what the node swaps in between two ticks. A checkpoint that
-fails to load, or a candidate the gate refuses, leaves the active model in service.
+overlong path, a change already in progress). `promote` and `rollback` run in a worker thread: they score
+(through `scoring`: the node's scores in a low-priority child process, qai_intelligence.gate_process), decide,
+load (torch-free for a CfC) and warm the new model, and return what the node swaps in between two ticks. A
+checkpoint that fails to load, or a candidate the gate refuses, leaves the active model in service.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, ContextManager, Mapping
 
 from qai_edge.text import shorten
 from qai_intelligence import checkpoint
@@ -24,11 +25,12 @@ VERSION = re.compile(r"^v[0-9]{4}$")
 
 
 class ModelUpdater:
-    def __init__(self, store: ModelStore, slots: Mapping[str, ModelSlot], evaluate: Callable[[str], Evaluate],
-                 margin: Callable[[], float], max_path_length: int):
+    def __init__(self, store: ModelStore, slots: Mapping[str, ModelSlot],
+                 scoring: Callable[[str], ContextManager[Evaluate]], margin: Callable[[], float],
+                 max_path_length: int):
         self.store = store
         self.slots = slots
-        self.evaluate = evaluate
+        self.scoring = scoring  # task -> a context giving the gate's Evaluate for the span of one decision
         self.margin = margin
         self.max_path_length = max_path_length
         self.busy = False
@@ -48,7 +50,8 @@ class ModelUpdater:
 
     def promote(self, task: str, version: str, path: str) -> tuple[Decision, Prepared | None]:
         version = version or self.store.add(task, Path(path))
-        decision = self.store.promote(task, version, self.evaluate(task), self.margin())
+        with self.scoring(task) as evaluate:
+            decision = self.store.promote(task, version, evaluate, self.margin())
         return decision, self._prepare(task, decision.active) if decision.activated else None
 
     def rollback(self, task: str) -> tuple[Decision, Prepared]:
@@ -57,5 +60,5 @@ class ModelUpdater:
         return self.store.rollback(task), prepared
 
     def _prepare(self, task: str, version: str) -> Prepared:
-        model, meta = checkpoint.load(self.store.path(task, version), task, FEATURES[task].features)
+        model, meta = checkpoint.load_for_inference(self.store.path(task, version), task, FEATURES[task].features)
         return self.slots[task].prepare(model, version, meta)

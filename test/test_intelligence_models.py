@@ -141,6 +141,23 @@ def test_a_model_swapped_in_is_warmed_on_recent_inputs_and_no_tick_is_lost():
     assert slot.step(rows[25], 25.0) is not None and slot.ticks == 26
 
 
+def test_latency_leaves_out_the_warm_up_of_each_model_in_service_and_counts_what_it_kept():
+    rows = [list(r) for r in some_features(60)]
+    slot = ModelSlot("endurance", ENDURANCE, endurance_model(seed=0).eval(), "v0001", {}, period=1.0, gap=5.0)
+    slot.latency.warm_up = slot.tick_latency.warm_up = 5
+    slot.latency.restart()
+    for t, row in enumerate(rows[:30]):
+        slot.step(row, float(t))
+    assert (slot.latency.samples, slot.latency.discarded) == (25, 5)
+    slot.swap(slot.prepare(endurance_model(seed=1).eval(), "v0002", {}))
+    for t, row in enumerate(rows[30:40], start=30):
+        slot.step(row, float(t))
+    assert (slot.latency.samples, slot.latency.discarded) == (30, 10)  # the new model's first 5 left out too
+    status = slot.status()
+    assert status["endurance_latency_samples"] == "30" and float(status["endurance_latency_p99_ms"]) > 0
+    assert status["endurance_tick_samples"] == "0"  # the slot alone: only the engine's ticks time a whole tick
+
+
 @pytest.mark.parametrize("task", ["endurance", "anomaly", "policy"])
 def test_the_numpy_step_of_a_shipped_cfc_model_gives_what_torch_gives(task):
     from pathlib import Path
@@ -526,6 +543,25 @@ def test_the_real_gate_scores_a_trained_model_better_than_an_untrained_one(tmp_p
     assert trained_score < untrained_score
 
 
+def test_the_gate_scores_in_one_low_priority_child_and_a_bad_checkpoint_is_refused_there(tmp_path):
+    from qai_intelligence.evaluation import evaluate_checkpoint
+    from qai_intelligence.gate_process import scoring
+    from qai_intelligence.store import SHIPPED
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in ("model.pt", "meta.json"):
+        (corrupt / name).write_bytes((SHIPPED / "endurance" / name).read_bytes())
+    (corrupt / "model.pt").write_bytes((corrupt / "model.pt").read_bytes()[:-4] + b"oops")
+    with scoring("endurance", size=3) as evaluate:
+        score, details = evaluate(SHIPPED / "endurance")
+        again, second = evaluate(SHIPPED / "endurance")
+        with pytest.raises(CheckpointError, match="corrupt"):
+            evaluate(corrupt)
+    assert details["scored_in_pid"] == second["scored_in_pid"] != os.getpid() and details["niceness"] >= 10
+    assert score == again == evaluate_checkpoint("endurance", SHIPPED / "endurance", size=3)[0]  # as in-process
+
+
 # -- The policy's environment ------------------------------------------------------------------------
 
 def test_the_pid_completes_scenarios_in_the_policy_environment():
@@ -582,6 +618,8 @@ def test_the_core_counts_bad_readings_and_answers_only_with_fresh_ones():
 
 def test_a_sagging_pack_raises_endurance_low_once():
     core = core_with_shipped_models()
+    core.slots["endurance"].tick_latency.warm_up = 5
+    core.slots["endurance"].tick_latency.restart()
     core.offer("odom", ODOM, 0.0)
     events = []
     for t in range(20):
@@ -591,6 +629,26 @@ def test_a_sagging_pack_raises_endurance_low_once():
         output = core.endurance_tick(float(t))
         events.append(output.event)
     assert events.count(True) == 1 and events.index(True) >= 10 and core.endurance.low
+    latency = core.slots["endurance"].tick_latency  # each whole tick timed, past the warm-up (a stopped tick: none)
+    assert (latency.samples, latency.discarded) == (15, 5) and latency.percentile_ms(99) > 0
+
+
+def test_the_endurance_baseline_beside_the_model_is_the_one_fitted_on_its_training_flights():
+    core = core_with_shipped_models()
+    fitted = core.slots["endurance"].meta["metrics"]["baseline"]
+    core.offer("odom", ODOM, 0.0)
+    core.offer("battery", BATTERY, 0.0)
+    output = core.endurance_tick(0.0)
+    reference = EnduranceBaseline(scale=fitted["scale"], offset=fitted["offset"])
+    features = core.slots["endurance"]._recent[-1][1]
+    assert output.baseline == pytest.approx(reference.predict(features, 1.0)) and fitted["scale"] != 1.0
+    assert core.status_values()["endurance_baseline"].startswith(f"fitted: scale {fitted['scale']:.3f}")
+    core.slots["endurance"].meta = {}  # a checkpoint made without one (a swap makes the engine look again)
+    core.slots["endurance"].swaps += 1
+    uncalibrated = core.endurance_tick(1.0)
+    assert core.status_values()["endurance_baseline"].startswith("uncalibrated")
+    features = core.slots["endurance"]._recent[-1][1]
+    assert uncalibrated.baseline == pytest.approx(EnduranceBaseline().predict(features, 1.0))
 
 
 class Flight:

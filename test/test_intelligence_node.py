@@ -220,6 +220,10 @@ def test_a_model_is_activated_only_through_the_gate_hot_swapped_and_rolled_back(
     assert answer.active_version == "v0003" and answer.previous_version == "v0001"  # v0002: the corrupt one
     metrics = {kv.key: json.loads(kv.value) for kv in answer.metrics}
     assert metrics["candidate"]["score"] < metrics["active"]["score"]
+    # Scored in one low-priority child, not beside the ticks: torch never entered the engine's process.
+    scorer = {metrics["candidate"]["scored_in_pid"], metrics["active"]["scored_in_pid"]}
+    assert len(scorer) == 1 and stack.intel.pid not in scorer and metrics["candidate"]["niceness"] >= 10
+    assert "libtorch" not in Path(f"/proc/{stack.intel.pid}/maps").read_text()
     stack.probe.spin_until(lambda: stack.endurance[-1].model_version == "v0003", TIMEOUT, "the swapped model")
     assert len(stack.endurance) > count  # predictions went on while the gate ran
 
