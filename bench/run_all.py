@@ -277,8 +277,19 @@ def _with_unit(value, unit: str) -> str:
     return f"{text} {unit}" if unit and text != "-" else text
 
 
+def _with_interval(value, interval, unit: str) -> str:
+    """Return a value with its unit and, when given as [low, high], its 95 % interval."""
+    text = _with_unit(value, unit)
+    if interval and None not in interval and text != "-":
+        text += f" [{format_number(interval[0])}, {format_number(interval[1])}]"
+    return text
+
+
 def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
-    """Return the table's cells per record: area, figure, value, baseline, ratio, target, met."""
+    """Return the table's cells per record: area, figure, value, baseline, ratio, target, met.
+
+    A record's `interval` and `baseline_interval` ([low, high], 95 %) follow their values in brackets.
+    """
     rows = []
     for record in records:
         if record.get("error"):
@@ -286,8 +297,10 @@ def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
             continue
         met = {True: "yes", False: "NO", None: ""}[record.get("met")]
         ratio = record.get("ratio")
-        rows.append((record["area"], record["figure"], _with_unit(record.get("value"), record.get("unit", "")),
-                     _with_unit(record.get("baseline"), record.get("unit", "")),
+        unit = record.get("unit", "")
+        value = _with_interval(record.get("value"), record.get("interval"), unit)
+        rows.append((record["area"], record["figure"], value,
+                     _with_interval(record.get("baseline"), record.get("baseline_interval"), unit),
                      "" if ratio is None else f"{format_number(ratio)}x", record.get("target") or "", met))
     return rows
 

@@ -53,7 +53,7 @@ OUTSIDE = Conditions("outside", wind=(4.0, 6.0), gust=(1.5, 2.5), payload=(0.7, 
 CONDITIONS = {c.name: c for c in (TRAINING, OUTSIDE)}
 
 # Seed blocks keep the sets apart: flight i of a set uses seed base + block * 1_000_000 + i.
-SEED_BLOCKS = {"train": 0, "validation": 1, "test": 2, "gate": 3}
+SEED_BLOCKS = {"train": 0, "validation": 1, "test": 2, "gate": 3, "heldout": 4}  # heldout: qai-eval only
 
 
 def seed_block(seed: int, split: str, index: int) -> int:

@@ -50,7 +50,8 @@ def detection_metrics(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel
 
     A faulted flight counts as detected when an alarm comes within `max_delay` s of the onset; an alarm
     before the onset, or on a clean flight, is false. Precision = detected / (detected + false alarms);
-    delay is from onset to the first alarm after it.
+    delay is from onset to the first alarm after it. The false-alarm rate is over the time in which an
+    alarm would be false: clean flights whole and faulted flights before their onset.
     """
     detected, false_alarms, delays, clean_seconds = 0, 0, [], 0.0
     per_group: dict[str, list[int]] = {}
@@ -61,6 +62,7 @@ def detection_metrics(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel
             clean_seconds += len(flight_scores) * tick
             continue
         false_alarms += sum(1 for a in found if a < label.onset)
+        clean_seconds += min(label.onset, len(flight_scores)) * tick
         after = [a for a in found if a >= label.onset]
         hit = bool(after) and (after[0] - label.onset) * tick <= max_delay
         group = per_group.setdefault(FAULT_GROUPS[label.fault], [0, 0])
@@ -76,8 +78,8 @@ def detection_metrics(scores: Sequence[np.ndarray], labels: Sequence[FlightLabel
     return {"precision": precision, "recall": recall, "f1": f1,
             "delay_median_s": float(np.median(delays)) if delays else float("nan"),
             "delay_p90_s": float(np.percentile(delays, 90)) if delays else float("nan"),
-            "false_alarms": false_alarms, "false_alarms_per_hour_clean": false_alarms / max(clean_seconds, 1) * 3600
-            if clean_seconds else float("nan"),
+            "false_alarms": false_alarms, "false_alarms_per_hour_clean": false_alarms / clean_seconds * 3600
+            if clean_seconds else float("nan"), "fault_free_hours": clean_seconds / 3600, "detected": detected,
             "recall_by_fault": {group: hit / total for group, (hit, total) in sorted(per_group.items())},
             "threshold": float(threshold), "flights": len(labels), "faulted_flights": faulted}
 

@@ -33,7 +33,8 @@ from qai_intelligence import data as datagen
 from qai_intelligence.features import POLICY, POLICY_OUTPUTS, PolicyFeatureBuilder
 from qai_intelligence.models import ModelConfig, SequenceModel, build, trainable_parameters
 from qai_intelligence.training import NoProgress, Progress, TrainResult, _fit
-from qai_io.motion import STOP, HoldPlan, LandPlan, MotionRun, Pose, PositionController, WaypointPlan
+from qai_io.motion import (STOP, GroundSpeedLimit, HoldPlan, LandPlan, MotionRun, Pose, PositionController,
+                           WaypointPlan)
 from qai_sim.simulation import STANDARD_COURSE, cross_track_errors
 from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
@@ -120,20 +121,20 @@ def course_scenario(config: VehicleConfig, speed: float = 5.0) -> Scenario:
 
 
 class _ExternalCommand:
-    """The I/O engine's ExternalController without its clock: the latest command, clipped to the task's speed."""
+    """The I/O engine's ExternalController without its clock: the latest command, under the same limit.
+
+    The task's speed over the ground with the PID's own wind estimate (qai_io.motion.GroundSpeedLimit).
+    """
 
     def __init__(self):
         self.latest = STOP
+        self.limit = GroundSpeedLimit()
 
     def reset(self) -> None:
-        pass
+        self.limit.reset()
 
     def command(self, pose, target, goal_distance, speed, dt):
-        forward, left, up, yaw_rate = self.latest
-        horizontal = math.hypot(forward, left)
-        if horizontal > speed:
-            forward, left = forward * speed / horizontal, left * speed / horizontal
-        return forward, left, max(-speed, min(speed, up)), yaw_rate
+        return self.limit.clip(self.latest, pose, speed, dt)
 
 
 def _odom_reading(model: VehicleModel) -> dict[str, float]:
@@ -258,8 +259,14 @@ class ExternalPathEnv(gymnasium.Env):
 @torch.inference_mode()
 def run_episodes(model: SequenceModel | None, scenarios: Sequence[Scenario], controller: str = "external",
                  seed: int = 0) -> tuple[list[float], list[dict[str, Any]]]:
-    """Fly each scenario (the policy batched over them, its state carried); return costs and summaries."""
-    envs = [ExternalPathEnv(s, controller=controller) for s in scenarios]
+    """Fly each scenario (the policy batched over them, its state carried); return costs and summaries.
+
+    `controller`: "external" flies `model` through the external-controller path; "pid" the I/O engine's own
+    PID (model None); "pid_external" the PID's commands through the external path, with the policy's limits
+    and delay (model None): the control a policy is judged beside.
+    """
+    expert = controller == "pid_external"
+    envs = [ExternalPathEnv(s, controller="external" if expert else controller) for s in scenarios]
     observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     costs = [0.0] * len(envs)
     active = list(range(len(envs)))
@@ -271,6 +278,8 @@ def run_episodes(model: SequenceModel | None, scenarios: Sequence[Scenario], con
             actions = actions.numpy()
         else:
             actions = np.zeros((len(envs), 3), np.float32)
+            for i in active if expert else ():
+                actions[i] = envs[i].expert_action()
         still = []
         for i in active:
             observations[i], reward, done, truncated, _ = envs[i].step(actions[i])

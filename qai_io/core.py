@@ -78,7 +78,7 @@ class IoCore:
         # Home: the parameter; else the one this run recorded (an io_engine restarted in the air); else, below,
         # where the first odometry puts the vehicle.
         self.safety.home = tuple(home) if home else self.home_store.load()
-        self.external = ExternalController(param("external_command_timeout"), clocks.steady)
+        self.external = ExternalController(param("external_command_timeout"), clocks.steady, self.vehicle_kind)
         self.scans = Scans()
         # The node's hook, called as a motion starts (in the task's thread): from now on it wants every pose.
         self.motion_started: Callable[[], None] = lambda: None

@@ -47,6 +47,10 @@ def world_to_body(vx: float, vy: float, yaw: float) -> tuple[float, float]:
     return math.cos(yaw) * vx + math.sin(yaw) * vy, -math.sin(yaw) * vx + math.cos(yaw) * vy
 
 
+def body_to_world(forward: float, left: float, yaw: float) -> tuple[float, float]:
+    return math.cos(yaw) * forward - math.sin(yaw) * left, math.sin(yaw) * forward + math.cos(yaw) * left
+
+
 class Controller(Protocol):
     """Steers toward `target`, braking to stop `goal_distance` metres ahead.
 
@@ -277,28 +281,66 @@ class SequencePlan:
             self.index += 1
 
 
+class GroundSpeedLimit:
+    """The task's speed as a limit over the ground, the way the PID keeps it, for commands from elsewhere.
+
+    A command is a velocity relative to the air (body frame, as the vehicle flies it). The PID limits its
+    approach over the ground to the task's speed and adds its wind estimate on top; clipping an external
+    command to the speed relative to the air instead would leave it slower than the PID in any wind, and
+    unable to make way against a wind near the speed. So the wind is estimated exactly as the PID estimates
+    it (PositionController's observer: ground velocity minus the air velocity commanded, filtered, at most
+    `max_wind`), and the horizontal command is clipped so that it plus that wind stays within the speed.
+    Climb and descent are clipped to the speed; a ground robot (no drift estimated on the ground) is clipped
+    relative to the ground.
+    """
+
+    def __init__(self, kind: str = "multirotor"):
+        self.observer = PositionController(kind=kind)
+
+    def reset(self) -> None:
+        self.observer.reset()
+
+    def clip(self, command: Sequence[float], pose: Pose, speed: float, dt: float) -> Command:
+        forward, left, up, yaw_rate = command
+        observer = self.observer
+        observer._observe_wind(pose, dt)
+        wind_x, wind_y = observer.wind
+        air_x, air_y = body_to_world(forward, left, pose.yaw)
+        ground_x, ground_y = air_x + wind_x, air_y + wind_y
+        ground = math.hypot(ground_x, ground_y)
+        if ground > speed:
+            ground_x, ground_y = ground_x * speed / ground, ground_y * speed / ground
+            air_x, air_y = ground_x - wind_x, ground_y - wind_y
+            forward, left = world_to_body(air_x, air_y, pose.yaw)
+        observer._last_air_command = [air_x, air_y]
+        return forward, left, max(-speed, min(speed, up)), yaw_rate
+
+
 class ExternalController:
     """Follows commands another node publishes on control/cmd_vel (e.g. a learned policy).
 
     It stops the vehicle when the latest is older than `timeout` seconds on `clock` (steady time: a policy
-    that went quiet must stop the vehicle even when a simulated clock stands still). Speeds are clipped to
-    the task's limit. Commands and odometry both arrive on the executor thread.
+    that went quiet must stop the vehicle even when a simulated clock stands still). Speeds are held to the
+    task's limit over the ground, with the PID's own wind estimate (GroundSpeedLimit): the same limit the
+    PID flies under. Commands and odometry both arrive on the executor thread.
     """
 
-    def __init__(self, timeout: float, clock: Callable[[], float]):
+    def __init__(self, timeout: float, clock: Callable[[], float], kind: str = "multirotor"):
         self.timeout = timeout
         self.clock = clock
         self._latest: tuple[float, Command] | None = None
         self.stale = True
+        self.limit = GroundSpeedLimit(kind)
 
     def offer(self, command: Sequence[float]) -> None:
         forward, left, up, yaw_rate = (float(c) for c in command)
         self._latest = (self.clock(), (forward, left, up, yaw_rate))
 
     def reset(self) -> None:
-        """Forget the last command: a new task waits for a fresh one."""
+        """Forget the last command and the wind estimate: a new task waits for a fresh one."""
         self._latest = None
         self.stale = True
+        self.limit.reset()
 
     def command(self, pose: Pose, target: Sequence[float], goal_distance: float, speed: float,
                 dt: float) -> Command:
@@ -307,11 +349,7 @@ class ExternalController:
             self.stale = True
             return STOP
         self.stale = False
-        forward, left, up, yaw_rate = latest[1]
-        horizontal = math.hypot(forward, left)
-        if horizontal > speed:
-            forward, left = forward * speed / horizontal, left * speed / horizontal
-        return forward, left, max(-speed, min(speed, up)), yaw_rate
+        return self.limit.clip(latest[1], pose, speed, dt)
 
 
 class MotionRun:

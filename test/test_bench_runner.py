@@ -155,6 +155,15 @@ def test_the_table_has_one_row_per_figure_with_target_and_met_and_the_failures(f
         assert expected in text
 
 
+def test_a_figure_with_95_percent_intervals_shows_them_beside_its_value_and_baseline():
+    from qai_edge.figures import figure
+
+    record = figure("intelligence", "endurance MAE", 61.2, "s", baseline=70.5, interval=[55.0, 68.1],
+                    baseline_interval=[62.0, 80.25], n=200)
+    assert run_all.table_rows([record])[0][2:4] == ("61.2 s [55.0, 68.1]", "70.5 s [62.0, 80.2]")
+    assert run_all.table_rows([{**record, "interval": [None, 1.0]}])[0][2] == "61.2 s"
+
+
 def test_results_json_holds_the_records_the_steps_and_the_machine(fake_run, tmp_path):
     results, _ = fake_run
     load = os.getloadavg()

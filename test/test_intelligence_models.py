@@ -241,6 +241,10 @@ def test_detection_metrics_count_hits_misses_false_alarms_and_delays():
     result = detection_metrics([faulted, missed, clean], labels, threshold=5.0, tick=tick)
     assert result["recall"] == 0.5 and result["precision"] == 0.5 and result["false_alarms"] == 1
     assert result["delay_median_s"] == pytest.approx(0.2)
+    # One false alarm over the time an alarm would be false: the clean flight (10 s) and the faulted flights
+    # before their onsets (5 s each), not the clean flight alone.
+    assert result["fault_free_hours"] == pytest.approx(20 / 3600)
+    assert result["false_alarms_per_hour_clean"] == pytest.approx(1 / 20 * 3600)
     warm = [0] * 21
     assert alarms(np.array(warm + [0, 9, 9, 0, 9, 0, 0, 0, 9]), 5.0, refractory=4) == [22, 29]
 
@@ -569,6 +573,27 @@ def test_the_pid_completes_scenarios_in_the_policy_environment():
 
     costs, summaries = run_episodes(None, scenarios(1, "validation", 3), controller="pid")
     assert all(s["finished"] for s in summaries) and max(costs) < 3.0
+
+
+def test_the_pid_through_the_external_path_flies_the_course_outside_the_training_weather_as_the_pid_does():
+    """One harness: the external path holds the task's speed over the ground with the PID's wind estimate.
+
+    Clipped to the speed relative to the air (as before), the PID's own commands made no way into winds near
+    the course speed and finished none of these runs.
+    """
+    import random
+
+    from qai_intelligence.policy import course_scenario, run_episodes
+    from qai_sim.vehicle_model import VehicleConfig
+
+    rng = random.Random(7)
+    courses = [course_scenario(datagen.with_conditions(VehicleConfig(seed=rng.randrange(2**31)),
+                                                       datagen.CONDITIONS["outside"], rng)) for _ in range(2)]
+    _, external = run_episodes(None, courses, controller="pid_external")
+    _, own = run_episodes(None, courses, controller="pid")
+    assert all(s["finished"] for s in own) and all(s["finished"] for s in external)
+    for mine, theirs in zip(external, own):  # the same limits: no faster than the PID, a tick's delay slower
+        assert theirs["duration_s"] * 0.9 <= mine["duration_s"] <= theirs["duration_s"] * 1.5
 
 
 def test_the_weight_vector_leaves_out_masked_synapses_and_round_trips():

@@ -242,6 +242,24 @@ def test_the_external_controller_stops_when_commands_are_older_than_its_timeout_
     assert external.command(pose, (1, 0, 5), 1.0, 2.0, 0.02) == STOP
 
 
+@pytest.mark.parametrize("kind", ["multirotor", "ground"])
+def test_the_external_controller_holds_the_task_speed_over_the_ground_with_the_pid_wind_estimate(kind):
+    """Into a 4 m/s headwind at a 5 m/s task, an eager command flies 5 m/s over the ground, as the PID would.
+
+    (Clipped to 5 m/s relative to the air, it made 1 m/s.) A ground robot estimates no drift: its commands are
+    clipped as they are.
+    """
+    external = ExternalController(1.0, lambda: 0.0, kind)
+    external.offer((12.0, 0.0, 0.0, 0.0))
+    wind, velocity = (-4.0, 0.0), (0.0, 0.0)
+    for _ in range(500):  # 10 s at 50 Hz: the vehicle flies what it is told, plus the wind
+        forward, left, _, _ = external.command(Pose(0, 0, 5 if kind == "multirotor" else 0, 0.0, *velocity), (99, 0, 5),
+                                               99.0, 5.0, 0.02)
+        assert math.hypot(forward, left) <= 5.0 + 10.0 + 1e-9  # never past the speed and the PID's largest wind
+        velocity = (forward + wind[0], left + wind[1]) if kind == "multirotor" else (forward, left)
+    assert math.hypot(*velocity) == pytest.approx(5.0, abs=0.05)
+
+
 def test_scan_keeps_the_asked_sensors_and_fails_when_none_spoke():
     world = World()
     result = world.run("scan", {"duration": 2.0, "sensors": ["battery", "odom"]})

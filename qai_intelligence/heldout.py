@@ -1,0 +1,131 @@
+"""The held-out evaluation: each model beside its baselines, unit by unit, with 95 % intervals.
+
+No rclpy import.
+
+Flights come from the `heldout` block of a seed (`qai_intelligence.data.seed_block`): training, validation,
+the promotion gate and the development runs draw from other blocks, so with a seed not used before these are
+flights no one has looked at. The unit is the flight (or the course run): differences are paired per unit
+(the same flight for the model and its baseline) and their intervals bootstrapped over units
+(qai_intelligence.statistics); shares get Wilson intervals; false alarms a one-sided 95 % upper bound over
+the time in which an alarm would be false.
+
+  endurance  per-flight MAE of the time left, model minus the autopilot estimate fitted on the model's own
+             training flights; also per bucket of time left and for flights with and without a cell sag
+  anomaly    recall and precision (model and z-score baseline, its threshold tuned on validation flights),
+             recall per fault group, false alarms an hour
+  course     the learned policy and the PID through the same external-controller harness: completion, and
+             paired differences of time, cross-track error and energy over runs both finished
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import numpy as np
+
+from qai_intelligence import data as datagen
+from qai_intelligence.data import FAULT_GROUPS, FAULT_KINDS
+from qai_intelligence.statistics import mean_interval, paired_difference, poisson_upper, wilson
+
+SPLIT = "heldout"
+BUCKETS = ((0.0, 120.0), (120.0, 300.0), (300.0, 600.0), (600.0, float("inf")))  # s of flight left
+
+
+def _flight_mae(predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    error = np.abs(predicted - truth)
+    if mask is not None:
+        error = error[mask]
+    return float(error.mean()) if len(error) else float("nan")
+
+
+def endurance(model, baseline, conditions: datagen.Conditions, flights: int, seed: int) -> dict[str, Any]:
+    """Return the endurance report on `flights` held-out flights under `conditions`."""
+    from qai_intelligence.training import rollout
+
+    held = datagen.endurance_flights(seed, SPLIT, flights, conditions)
+    predicted = [np.maximum(0.0, p[:, 0]) for p in rollout(model, [f.features for f in held])]
+    estimated = [baseline.flight(f.features, datagen.ENDURANCE_TICK) for f in held]
+    truth = [f.remaining for f in held]
+    per_flight = {"model": [_flight_mae(p, t) for p, t in zip(predicted, truth)],
+                  "baseline": [_flight_mae(b, t) for b, t in zip(estimated, truth)]}
+    report: dict[str, Any] = {
+        "flights": flights, "ticks": int(sum(len(t) for t in truth)),
+        "model_mae_s": mean_interval(per_flight["model"]), "baseline_mae_s": mean_interval(per_flight["baseline"]),
+        "difference_s": paired_difference(per_flight["model"], per_flight["baseline"]), "buckets": {},
+        "sag_flights": sum(f.sag_at is not None for f in held)}
+    for low, high in BUCKETS:
+        model_mae, baseline_mae = [], []
+        for p, b, t in zip(predicted, estimated, truth):
+            mask = (t >= low) & (t < high)
+            model_mae.append(_flight_mae(p, t, mask) if mask.any() else np.nan)
+            baseline_mae.append(_flight_mae(b, t, mask) if mask.any() else np.nan)
+        report["buckets"][f"{low:g}-{high:g} s"] = {"model_mae_s": mean_interval(model_mae),
+                                                    "difference_s": paired_difference(model_mae, baseline_mae)}
+    for name, keep in (("sag", lambda f: f.sag_at is not None), ("no_sag", lambda f: f.sag_at is None)):
+        chosen = [i for i, f in enumerate(held) if keep(f)]
+        report[name] = paired_difference([per_flight["model"][i] for i in chosen],
+                                         [per_flight["baseline"][i] for i in chosen])
+    return report
+
+
+def _detection(metrics: dict[str, Any], labels: Sequence, flights: Sequence) -> dict[str, Any]:
+    detected, faulted, false_alarms = metrics["detected"], metrics["faulted_flights"], metrics["false_alarms"]
+    groups: dict[str, list[int]] = {}
+    for group, share in metrics["recall_by_fault"].items():
+        total = sum(1 for f in flights if f.fault and FAULT_GROUPS[f.fault] == group)
+        groups[group] = wilson(round(share * total), total)
+    return {"recall": wilson(detected, faulted), "precision": wilson(detected, detected + false_alarms),
+            "false_alarms": false_alarms, "fault_free_hours": metrics["fault_free_hours"],
+            "false_alarms_per_hour": metrics["false_alarms_per_hour_clean"],
+            "false_alarms_per_hour_upper95": poisson_upper(false_alarms, metrics["fault_free_hours"]),
+            "delay_median_s": metrics["delay_median_s"], "recall_by_group": groups}
+
+
+def anomaly(model, detector, detector_threshold: float, conditions: datagen.Conditions, per_kind: int,
+            clean: int, seed: int) -> dict[str, Any]:
+    """Return the anomaly report: `per_kind` flights of every fault kind and `clean` clean flights."""
+    from qai_intelligence.training import _labels, evaluate_anomaly
+
+    flights = []
+    index = 0
+    for kind in (*FAULT_KINDS, None):
+        for _ in range(per_kind if kind else clean):
+            flights.append(datagen.anomaly_flight(datagen.seed_block(seed, SPLIT, 100_000 + index), conditions,
+                                                  kind))
+            index += 1
+    result = evaluate_anomaly(model, flights, detector, detector_threshold)
+    labels = _labels(flights)
+    return {"flights": len(flights), "faulted_flights": len(flights) - clean,
+            "clean_hours": sum(len(f.features) for f in flights if f.fault is None) * datagen.ANOMALY_TICK / 3600,
+            "model": _detection(result["model"], labels, flights),
+            "baseline": _detection(result["baseline"], labels, flights)}
+
+
+def course(model, conditions: datagen.Conditions, runs: int, seed: int) -> dict[str, Any]:
+    """Return the course report: the policy and the PID over the same `runs` weathers, in one harness."""
+    from qai_intelligence.policy import course_scenario, run_episodes
+    from qai_sim.vehicle_model import VehicleConfig
+
+    rng = random.Random(datagen.seed_block(seed, SPLIT, 200_000))
+    courses = [course_scenario(datagen.with_conditions(VehicleConfig(seed=rng.randrange(2**31)), conditions, rng))
+               for _ in range(runs)]
+    summaries = {"policy": run_episodes(model, courses, "external", seed=0)[1],
+                 "pid_external": run_episodes(None, courses, "pid_external", seed=0)[1],
+                 "pid": run_episodes(None, courses, "pid", seed=0)[1]}
+    report: dict[str, Any] = {"runs": runs}
+    for who, runs_of in summaries.items():
+        report[who] = {"completion": wilson(sum(s["finished"] for s in runs_of), runs)}
+    for control in ("pid_external", "pid"):  # the policy against each, over the runs both finished
+        both = [i for i in range(runs) if summaries["policy"][i]["finished"] and summaries[control][i]["finished"]]
+        versus = report[f"policy_vs_{control}"] = {"runs_both_finished": len(both)}
+        for key in ("duration_s", "cross_track_mean_m", "energy_wh"):
+            policy = [summaries["policy"][i][key] for i in both]
+            other = [summaries[control][i][key] for i in both]
+            report[control].setdefault(key, mean_interval([s[key] for s in summaries[control] if s["finished"]]))
+            versus[key] = paired_difference(policy, other)
+        energy = np.mean([summaries[control][i]["energy_wh"] for i in both]) if both else np.nan
+        versus["extra_energy_percent"] = float(100 * versus["energy_wh"]["mean"] / energy) if both else float("nan")
+    for key in ("duration_s", "cross_track_mean_m", "energy_wh"):
+        report["policy"][key] = mean_interval([s[key] for s in summaries["policy"] if s["finished"]])
+    return report
