@@ -38,8 +38,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "validation flights", min=0.0, max=1e6),
     ParamSpec("anomaly_refractory", 2.0, "s after an anomaly event before the next may go out", min=0.0,
               max=3600.0),
-    ParamSpec("max_policy_speed", 8.0, "m/s: the policy's commands are clipped to this (the io_engine clips "
-              "further, to the task's speed)", min=0.1, max=50.0),
+    ParamSpec("max_policy_speed", 8.0, "m/s: the policy's commands are clipped to this (the io_engine holds "
+              "them further to the task's speed over the ground)", min=0.1, max=50.0),
     ParamSpec("gate_margin", 0.0, "how much better (in the gate's score) a candidate must do than the active "
               "model to be activated", min=0.0, max=1e6),
     ParamSpec("max_path_length", 4096, "characters allowed in a checkpoint path given to activate_model",

@@ -90,8 +90,7 @@ class HubLinkNode(EngineNode):
                             on_message=self._on_mqtt_message, sign=self.outgoing.sign)
         self.outgoing.link = self.link
         self.create_timer(p("status_period"), self._publish_status, clock=self._steady_clock)
-        self.create_timer(p("seal_period"), self.outgoing.seal, clock=self._steady_clock)
-        self.create_timer(1.0, self.replays.flush, clock=self._steady_clock)
+        self.telemetry.start([(p("seal_period"), self.outgoing.seal), (1.0, self.replays.flush)])  # its thread
         self.add_on_set_parameters_callback(self._on_set_parameters)  # checks and applies hub_public_keys
         self.on_parameter("hub_public_keys")
         # The link starts on the first spin: a command that arrives must find the node in its executor.
@@ -173,6 +172,7 @@ class HubLinkNode(EngineNode):
                  dict(s.counts)) for name, s in self.streams.items()]
 
     def destroy_node(self) -> None:
+        self.telemetry.stop()
         self.link.stop(final_status=self._status("offline"))
         self.gate.nonces.close()
         super().destroy_node()

@@ -1,23 +1,26 @@
 """hub_link's telemetry: each configured stream's ROS subscription, what it sends to the hub and what not.
 
-A stream with a rate is sampled at that rate: its subscription is read by a timer (qai_edge.polled), the
-newest message each time (the older ones counted skipped, and taken serialized: only the one sent is turned
-into Python), so a 50 Hz topic does not wake the node 50 times a second to send 10; a /diagnostics summary
-stream takes every message into its summary. A stream without a
+A stream with a rate is sampled at that rate: its subscription is read on the telemetry thread
+(qai_edge.ticker, with the node's seal and replay-filter flush: none of them wakes the executor) from a polled
+subscription (qai_edge.polled), the newest message each time (the older ones counted skipped, and taken
+serialized: only the one sent is turned into Python), so a 50 Hz topic does not wake the node 50 times a
+second to send 10; a /diagnostics summary stream takes every message into its summary. A stream without a
 rate (mission states, events) is sent as each message comes, every one.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import partial
+from typing import Callable, Sequence
 
 import orjson
-from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from qai_edge.polled import Polled
+from qai_edge.ticker import Ticker
 from qai_io.hub_link import codec
 from qai_io.hub_link.outgoing import RobotOutgoing
 from qai_io.hub_link.streams import DiagnosticsSummary, ReplayFilter, StreamSpec, StreamState
@@ -33,8 +36,8 @@ class Telemetry:
         self.node, self.outgoing, self.replays, self.max_telemetry_bytes = node, outgoing, replays, max_bytes
         self.streams: dict[str, StreamState] = {}
         self.refused: dict[str, str] = {}  # stream name -> why it cannot run
-        # Steady time: a stream goes on when use_sim_time is set and /clock is silent.
-        self._clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self._schedule: list = []  # (period, sample) of each stream with a rate: steady time, on the ticker
+        self.ticker: Ticker | None = None
 
     def add(self, spec: StreamSpec) -> None:
         try:
@@ -51,10 +54,24 @@ class Telemetry:
             # Serialized, but for a summary: only the newest message of a turn is turned into Python.
             stream.subscription = stream.polled.subscribe(cls, spec.topic, partial(self._hold, stream), qos,
                                                           raw=not spec.summary)
-            self.node.create_timer(1.0 / spec.rate, partial(self._sample, stream), clock=self._clock)
+            self._schedule.append((1.0 / spec.rate, partial(self._sample, stream)))
         else:
             stream.subscription = self.node.create_subscription(cls, spec.topic, partial(self._on_telemetry, stream),
                                                                 qos)
+
+    def start(self, also: Sequence[tuple[float, Callable[[], None]]] = ()) -> None:
+        """Start sampling the streams with a rate, and `also` (period, call), on the telemetry thread."""
+        def failed(tick, error: BaseException) -> None:
+            if self.node.context.ok():
+                self.node.get_logger().error(f"telemetry: {type(error).__name__}: {error!s:.200}",
+                                             throttle_duration_sec=5.0)
+
+        self.ticker = Ticker([*self._schedule, *also], threading.Lock(), failed, name="telemetry")
+        self.ticker.start()
+
+    def stop(self) -> None:
+        if self.ticker is not None:
+            self.ticker.stop()
 
     def _on_telemetry(self, stream: StreamState, message) -> None:
         self._encode(stream, message)

@@ -766,6 +766,44 @@ def test_the_latched_history_a_restart_replays_is_not_sent_again(tmp_path):
     assert len(bounded._sent) == 3
 
 
+def test_the_replay_filter_takes_news_from_the_telemetry_thread_while_the_executor_flushes_it(tmp_path):
+    """Sampled streams run on the telemetry thread, the executor's streams beside it: one filter, both threads."""
+    import threading
+
+    from qai_io.hub_link.streams import ReplayFilter
+
+    replays = ReplayFilter(tmp_path / "hub_latched.json", max_keys=50)
+    errors, done = [], threading.Event()
+
+    def news(offset):
+        try:
+            for index in range(20_000):
+                state = {"header": {"stamp": {"sec": index}}, "mission_id": f"m{offset + index}"}
+                replays.is_news("mission_states", state)
+        except Exception as error:  # noqa: BLE001 - the test reports it
+            errors.append(error)
+
+    def flushes():
+        while not done.is_set():
+            try:
+                replays._dirty = True
+                replays.flush()
+            except Exception as error:  # noqa: BLE001
+                errors.append(error)
+                return
+
+    writers = [threading.Thread(target=news, args=(offset,)) for offset in (0, 10**6)]
+    flusher = threading.Thread(target=flushes)
+    for thread in (*writers, flusher):
+        thread.start()
+    for thread in writers:
+        thread.join(60)
+    done.set()
+    flusher.join(60)
+    assert errors == [] and len(replays._sent) == 50
+    assert len(json.loads((tmp_path / "hub_latched.json").read_text())) == 50
+
+
 def test_a_survey_flies_scans_and_returns_home_with_retries_and_decodes_as_the_mission_engine_reads_it():
     """Retry a survey's legs, scans and return home: one stale-odometry blip failed `make demo ARGS=--faults`."""
     from qai_hub import survey

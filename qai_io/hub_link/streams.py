@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -177,6 +178,7 @@ class ReplayFilter:
         self.replayed = 0
         self._sent: dict[str, tuple[int, int]] = {}
         self._dirty = False
+        self._lock = threading.Lock()  # streams sampled on the telemetry thread and the executor's share it
         if self.path is not None:
             try:
                 loaded = json.loads(self.path.read_text())
@@ -191,6 +193,10 @@ class ReplayFilter:
             return True
         key = f"{stream}/" + next((str(data[k]) for k in self.KEYS if isinstance(data.get(k), str)), "")
         when = (int(stamp.get("sec", 0)), int(stamp.get("nanosec", 0)))
+        with self._lock:
+            return self._note(key, when)
+
+    def _note(self, key: str, when: tuple[int, int]) -> bool:
         last = self._sent.get(key)
         if last is not None and when <= last:
             self.replayed += 1
@@ -204,12 +210,14 @@ class ReplayFilter:
 
     def flush(self) -> None:
         """Write the last stamps when they changed (call it every second or so)."""
-        if self.path is None or not self._dirty:
-            return
-        self._dirty = False
+        with self._lock:
+            if self.path is None or not self._dirty:
+                return
+            self._dirty = False
+            sent = {k: list(v) for k, v in self._sent.items()}
         try:
             temporary = self.path.with_name(self.path.name + ".tmp")
-            temporary.write_text(json.dumps({k: list(v) for k, v in self._sent.items()}))
+            temporary.write_text(json.dumps(sent))
             os.replace(temporary, self.path)
         except OSError:
             self._dirty = True  # tried again at the next flush
