@@ -288,7 +288,8 @@ def _with_interval(value, interval, unit: str) -> str:
 def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
     """Return the table's cells per record: area, figure, value, baseline, ratio, target, met.
 
-    A record's `interval` and `baseline_interval` ([low, high], 95 %) follow their values in brackets.
+    A record's `interval` and `baseline_interval` ([low, high], 95 %) follow their values in brackets, and its
+    `samples` (and `alone_samples`) the figure's name.
     """
     rows = []
     for record in records:
@@ -299,7 +300,11 @@ def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
         ratio = record.get("ratio")
         unit = record.get("unit", "")
         value = _with_interval(record.get("value"), record.get("interval"), unit)
-        rows.append((record["area"], record["figure"], value,
+        name = record["figure"]
+        if record.get("samples") is not None:  # a latency's count: the figure's sample size
+            alone = record.get("alone_samples")
+            name += f" ({record['samples']:,} samples" + (f"; alone {alone:,}" if alone is not None else "") + ")"
+        rows.append((record["area"], name, value,
                      _with_interval(record.get("baseline"), record.get("baseline_interval"), unit),
                      "" if ratio is None else f"{format_number(ratio)}x", record.get("target") or "", met))
     return rows

@@ -318,13 +318,19 @@ class QuantumBridge:
             on_progress({"solver": "qaoa", "iteration": evaluations, "evaluations": evaluations,
                          "best_cost": best_energy})
             now = time.monotonic()
-            if evaluations == 2 and backend_name != "qpu":  # the steady cost (the first pays start-up)
-                per_evaluation = solver.seconds_per_evaluation()
-                projected = per_evaluation * (request.maxiter - 1)
-                if now + projected > deadline:
-                    raise BackendUnavailable(f"QAOA on {n} qubits takes {seconds_text(per_evaluation)} "
-                                             f"an evaluation, about {seconds_text(projected)} more; the deadline "
-                                             f"leaves {seconds_text(max(0.0, deadline - now))}")
+            if backend_name == "qpu" or request.maxiter <= 1 or evaluations > 2:
+                return
+            # After the second, the steady cost (the first pays start-up) projects the rest of the run. After
+            # the first, a deadline that leaves no time for one more evaluation at the first's cost ends the
+            # run there too: it could neither measure the steady cost nor optimise.
+            per_evaluation = solver.seconds_per_evaluation()
+            if evaluations == 1 and now + per_evaluation <= deadline:
+                return
+            projected = per_evaluation * (request.maxiter - evaluations + 1)
+            if evaluations == 1 or now + projected > deadline:
+                raise BackendUnavailable(f"QAOA on {n} qubits takes {seconds_text(per_evaluation)} an evaluation, "
+                                         f"about {seconds_text(projected)} more; the deadline leaves "
+                                         f"{seconds_text(max(0.0, deadline - now))}")
 
         try:
             outcome = solver.solve(deadline=deadline, on_evaluation=on_evaluation)

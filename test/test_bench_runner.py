@@ -162,6 +162,8 @@ def test_a_figure_with_95_percent_intervals_shows_them_beside_its_value_and_base
                     baseline_interval=[62.0, 80.25], n=200)
     assert run_all.table_rows([record])[0][2:4] == ("61.2 s [55.0, 68.1]", "70.5 s [62.0, 80.2]")
     assert run_all.table_rows([{**record, "interval": [None, 1.0]}])[0][2] == "61.2 s"
+    latency = figure("intelligence", "tick p99", 0.9, "ms", samples=2380, alone_samples=2980)
+    assert run_all.table_rows([latency])[0][1] == "tick p99 (2,380 samples; alone 2,980)"
 
 
 def test_results_json_holds_the_records_the_steps_and_the_machine(fake_run, tmp_path):

@@ -5,6 +5,7 @@ qiskit-ibm-runtime's fake backends.
 """
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -86,6 +87,33 @@ def test_fallback_when_the_measured_evaluations_show_the_run_cannot_fit():
     assert QuantumBridge(PROFILES).estimate_seconds(6, request) < 1.5
     result = bridge().solve(problem, request)
     assert result.fallback and result.solver == "hungarian"
+    # Measured: after one or two evaluations, the projection (or, on a loaded machine, set-up so slow that not
+    # one evaluation fitted: the solver starts none that would end past the deadline).
+    assert ("an evaluation, about" in result.fallback_reason and "the deadline leaves" in result.fallback_reason
+            or "deadline reached after 0 evaluations" in result.fallback_reason), result.fallback_reason
+
+
+def test_fallback_when_the_first_evaluation_leaves_no_time_for_a_second():
+    """A first evaluation slow enough (a loaded machine) that no second fits: a fallback, not a 1-evaluation run.
+
+    The measured-cost test above failed this way once in `make test`: its run ended "deadline reached after 1".
+    """
+    b = bridge()
+    slowed = AerBackend(seed=1)
+    calls, run = [], slowed.run
+
+    def slow_first(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(1.2)
+        return run(*args)
+
+    slowed.run = slow_first
+    b._backends[("aer_statevector", "", 1)] = slowed
+    request = SolveRequest(preference="quantum", backend="aer_statevector", deadline=1.5, seed=1)
+    assert b.estimate_seconds(6, request) < 1.5
+    result = b.solve(small_problems()["assignment 6x2"], request)
+    assert result.fallback and result.solver == "hungarian" and len(calls) == 1
     assert "an evaluation, about" in result.fallback_reason and "the deadline leaves" in result.fallback_reason
 
 
