@@ -158,6 +158,7 @@ class _Tracked:
         self.result: MissionResult | None = None
         self.state_stamp: tuple[int, int] | None = None
         self.on_update: Callable[[MissionSnapshot, list[TaskSnapshot]], None] | None = None
+        self.fed = False  # this goal's own feedback came (a mission_states message may be an older namesake's)
         self.waiting = ""  # what the mission engine says the mission waits for, before accepting it
         self.waiting_at = 0.0
         self.on_waiting: Callable[[str], None] | None = None
@@ -243,7 +244,10 @@ class MissionClient:
             raise MissionRejected("the mission engine refused the goal")
         tracked.result_future = tracked.goal_handle.get_result_async()
         # Accepted missions report at once (feedback); rejected ones end at once (result); waiting ones say so.
-        self._wait_for(lambda: tracked.snapshot is not None or tracked.result_future.done(), timeout,
+        # A state on mission_states counts only if stamped since the goal went out: the latched topic may still
+        # bring the final state of an earlier mission with this id, which is not this one's acceptance.
+        self._wait_for(lambda: tracked.fed or tracked.result_future.done() or _stamped_since(tracked, sent_at),
+                       timeout,
                        "the mission engine to accept or reject the mission",
                        extended_until=lambda: tracked.waiting_at + timeout if tracked.waiting else None)
         if tracked.result_future.done():
@@ -409,6 +413,7 @@ class MissionClient:
             tracked.waiting, tracked.waiting_at = feedback.message, time.monotonic()
             return
         tracked.mission_id = tracked.mission_id or feedback.mission_id
+        tracked.fed = True
         updated = [_task_snapshot(t) for t in feedback.updated_tasks]
         snapshot = MissionSnapshot(feedback.mission_id, "", MissionStatus(feedback.state), "", (),
                                    feedback.tasks_total, feedback.tasks_succeeded, feedback.tasks_failed,

@@ -167,6 +167,29 @@ def test_duplicate_mission_ids_are_rejected(stack):
         stack.client.submit({"id": "unique-1", "tasks": [{"id": "a", "kind": "echo"}]})
 
 
+def test_a_late_state_of_an_earlier_mission_with_the_same_id_is_not_taken_for_an_acceptance(stack, monkeypatch):
+    """The latched mission_states may bring the earlier mission's final state while the new goal is answered.
+
+    Taken for this goal's acceptance, it made submit return a duplicate id as accepted (seen once in a
+    fresh-clone `make test`: test_duplicate_mission_ids_are_rejected, "DID NOT RAISE").
+    """
+    from qai_interfaces.msg import MissionState
+
+    stack.client.run({"id": "unique-2", "tasks": [{"id": "a", "kind": "echo"}]}, timeout=TIMEOUT)
+    stale = MissionState(mission_id="unique-2", state=MissionState.SUCCEEDED, tasks_total=1, tasks_succeeded=1)
+    stale.header.stamp.sec = int(time.time()) - 5  # published when the earlier mission ended
+    send = stack.client._action.send_goal_async
+
+    def send_then_the_stale_state(*args, **kwargs):
+        future = send(*args, **kwargs)
+        stack.client._on_state(stale)  # arrives before the engine's answer
+        return future
+
+    monkeypatch.setattr(stack.client._action, "send_goal_async", send_then_the_stale_state)
+    with pytest.raises(MissionRejected, match="id: mission 'unique-2' already exists"):
+        stack.client.submit({"id": "unique-2", "tasks": [{"id": "a", "kind": "echo"}]})
+
+
 @contextlib.contextmanager
 def goal_answers_lost(client):
     """Within: each goal the client sends reaches the mission engine, but its answer never reaches the client."""
