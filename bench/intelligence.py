@@ -13,7 +13,8 @@
   development run draws; qai_intelligence.heldout), in the training conditions and outside them, each model
   beside its baselines unit by unit with 95 % intervals (paired bootstrap differences, Wilson shares, a
   Poisson upper bound on false alarms): endurance MAE per flight against the autopilot estimate fitted on
-  the model's own training flights (200 flights; by time left, with and without a cell sag); anomaly
+  the model's own training flights and against a ridge regression on the model's inputs and that estimate,
+  tuned on its validation flights (200 flights; by time left, with and without a cell sag); anomaly
   recall and precision against the z-score baseline (20 flights of each of the 9 fault kinds, 160 clean
   flights: 2 h), false alarms over fault-free time; the learned policy against the PID flown through the
   same external-controller path (its limits and delay) and against the PID in its own path (30 course runs
@@ -192,7 +193,7 @@ def held_out(size: str, seed: int) -> dict:
     """Score the shipped models and their baselines on the held-out block of `seed` (qai_intelligence.heldout)."""
     from qai_intelligence import checkpoint, heldout
     from qai_intelligence import data as datagen
-    from qai_intelligence.baselines import EnduranceBaseline
+    from qai_intelligence.baselines import EnduranceBaseline, LinearEndurance
     from qai_intelligence.store import SHIPPED
     from qai_intelligence.training import ZScoreDetector, _labels, choose_threshold
 
@@ -200,6 +201,14 @@ def held_out(size: str, seed: int) -> dict:
     endurance, meta = checkpoint.load(SHIPPED / "endurance")
     fitted = meta["metrics"]["baseline"]  # fitted on the model's own training flights, as the node uses it
     baseline = EnduranceBaseline(scale=fitted["scale"], offset=fitted["offset"])
+    # The stronger baseline: a ridge regression on the model's inputs and the estimate, fitted on the model's
+    # own training flights (seed 0, as many), its strength tuned on its validation flights.
+    regressor = LinearEndurance(baseline)
+    data = meta["data"]
+    fit_on = datagen.endurance_flights(0, "train", data["train_flights"])
+    tuned_on = datagen.endurance_flights(0, "validation", data["validation_flights"])
+    regressor.fit_tuned([(f.features, f.remaining) for f in fit_on], [(f.features, f.remaining) for f in tuned_on],
+                        datagen.ENDURANCE_TICK)
     anomaly, _ = checkpoint.load(SHIPPED / "anomaly")
     # The z-score baseline fitted and its threshold tuned on the anomaly model's own training and validation
     # flights (seed 0), as the model's threshold was.
@@ -214,7 +223,7 @@ def held_out(size: str, seed: int) -> dict:
     for name in ("training", "outside"):
         conditions = datagen.CONDITIONS[name]
         results[name] = {
-            "endurance": heldout.endurance(endurance, baseline, conditions, n["endurance"], seed),
+            "endurance": heldout.endurance(endurance, baseline, conditions, n["endurance"], seed, regressor),
             "anomaly": heldout.anomaly(anomaly, detector, threshold, conditions, n["per_kind"], n["clean"], seed),
             "course": heldout.course(policy, conditions, n["course"], seed)}
     return results
@@ -232,6 +241,12 @@ def log_held_out(log: FigureLog, name: str, result: dict, seed: int) -> None:
     log.add(f"endurance MAE per flight, {where} ({flights}), vs the fitted autopilot estimate",
             e["model_mae_s"]["mean"], "s", baseline=e["baseline_mae_s"]["mean"], interval=_interval(e["model_mae_s"]),
             baseline_interval=_interval(e["baseline_mae_s"]), n=e["flights"])
+    log.add(f"endurance MAE per flight, {where} ({flights}), vs a tuned ridge regression on the model's inputs",
+            e["model_mae_s"]["mean"], "s", baseline=e["regressor_mae_s"]["mean"],
+            interval=_interval(e["model_mae_s"]), baseline_interval=_interval(e["regressor_mae_s"]), n=e["flights"])
+    d = e["difference_vs_regressor_s"]
+    log.add(f"endurance MAE, model minus the ridge regression, all flights, {where} ({d['n']} flights)", d["mean"],
+            "s", interval=_interval(d), target="< 0, interval excluding 0", met=d["high"] < 0, n=d["n"])
     rows = [("all flights", e["difference_s"]), ("flights with a sag", e["sag"]), ("flights without", e["no_sag"])]
     rows += [(f"time left {bucket}", b["difference_s"]) for bucket, b in e["buckets"].items()]
     for label, d in rows:
@@ -278,6 +293,7 @@ def print_held_out(name: str, result: dict) -> None:
     e = result["endurance"]
     print(f"endurance MAE per flight  model {ci(e['model_mae_s'])} s   estimate {ci(e['baseline_mae_s'])} s   "
           f"difference {ci(e['difference_s'])} s ({e['flights']} flights, {e['sag_flights']} with a sag)")
+    print(f"  ridge regression {ci(e['regressor_mae_s'])} s, model minus it {ci(e['difference_vs_regressor_s'])} s")
     print(f"  sag flights {ci(e['sag'])} s, others {ci(e['no_sag'])} s; by time left: "
           + ", ".join(f"{k} {ci(v['difference_s'])}" for k, v in e["buckets"].items()))
     a = result["anomaly"]

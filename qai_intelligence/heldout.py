@@ -10,7 +10,8 @@ flights no one has looked at. The unit is the flight (or the course run): differ
 the time in which an alarm would be false.
 
   endurance  per-flight MAE of the time left, model minus the autopilot estimate fitted on the model's own
-             training flights; also per bucket of time left and for flights with and without a cell sag
+             training flights; also per bucket of time left and for flights with and without a cell sag;
+             and model minus a tuned ridge regression on the model's inputs and that estimate
   anomaly    recall and precision (model and z-score baseline, its threshold tuned on validation flights),
              recall per fault group, false alarms an hour
   course     the learned policy and the PID through the same external-controller harness: completion, and
@@ -39,8 +40,13 @@ def _flight_mae(predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray | Non
     return float(error.mean()) if len(error) else float("nan")
 
 
-def endurance(model, baseline, conditions: datagen.Conditions, flights: int, seed: int) -> dict[str, Any]:
-    """Return the endurance report on `flights` held-out flights under `conditions`."""
+def endurance(model, baseline, conditions: datagen.Conditions, flights: int, seed: int,
+              regressor=None) -> dict[str, Any]:
+    """Return the endurance report on `flights` held-out flights under `conditions`.
+
+    `baseline`: the fitted autopilot estimate; `regressor` (optional): a stronger baseline with a `flight`
+    method (qai_intelligence.baselines.LinearEndurance), reported beside it.
+    """
     from qai_intelligence.training import rollout
 
     held = datagen.endurance_flights(seed, SPLIT, flights, conditions)
@@ -66,6 +72,10 @@ def endurance(model, baseline, conditions: datagen.Conditions, flights: int, see
         chosen = [i for i, f in enumerate(held) if keep(f)]
         report[name] = paired_difference([per_flight["model"][i] for i in chosen],
                                          [per_flight["baseline"][i] for i in chosen])
+    if regressor is not None:
+        fitted = [_flight_mae(regressor.flight(f.features, datagen.ENDURANCE_TICK), t) for f, t in zip(held, truth)]
+        report["regressor_mae_s"] = mean_interval(fitted)
+        report["difference_vs_regressor_s"] = paired_difference(per_flight["model"], fitted)
     return report
 
 

@@ -76,14 +76,37 @@ def test_the_course_report_sets_the_policy_beside_the_pid_through_the_same_path_
 
 def test_the_endurance_report_pairs_each_flight_with_the_estimate_on_the_same_flight():
     from qai_intelligence import checkpoint, data as datagen, heldout
-    from qai_intelligence.baselines import EnduranceBaseline
+    from qai_intelligence.baselines import EnduranceBaseline, LinearEndurance
     from qai_intelligence.store import SHIPPED
 
     model, meta = checkpoint.load(SHIPPED / "endurance")
     fitted = meta["metrics"]["baseline"]
-    report = heldout.endurance(model, EnduranceBaseline(scale=fitted["scale"], offset=fitted["offset"]),
-                               datagen.TRAINING, 6, seed=90_001)
+    estimate = EnduranceBaseline(scale=fitted["scale"], offset=fitted["offset"])
+    regressor = LinearEndurance(estimate)
+    train, validation = (datagen.endurance_flights(0, split, 8) for split in ("train", "validation"))
+    regressor.fit_tuned([(f.features, f.remaining) for f in train], [(f.features, f.remaining) for f in validation],
+                        datagen.ENDURANCE_TICK)
+    report = heldout.endurance(model, estimate, datagen.TRAINING, 6, seed=90_001, regressor=regressor)
     d = report["difference_s"]
     assert d["n"] == 6 and d["mean"] == pytest.approx(report["model_mae_s"]["mean"] - report["baseline_mae_s"]["mean"])
     assert report["sag"]["n"] + report["no_sag"]["n"] == 6 == report["sag"]["n"] + (6 - report["sag_flights"])
     assert set(report["buckets"]) == {"0-120 s", "120-300 s", "300-600 s", "600-inf s"}
+    versus = report["difference_vs_regressor_s"]
+    assert versus["n"] == 6 and versus["mean"] == pytest.approx(
+        report["model_mae_s"]["mean"] - report["regressor_mae_s"]["mean"])
+
+
+def test_the_ridge_baseline_is_tuned_on_validation_flights_and_beats_a_constant_guess():
+    from qai_intelligence import data as datagen
+    from qai_intelligence.baselines import EnduranceBaseline, LinearEndurance
+
+    train, validation, test = (datagen.endurance_flights(0, split, 12) for split in ("train", "validation", "test"))
+    regressor = LinearEndurance(EnduranceBaseline())
+    pairs = [(f.features, f.remaining) for f in train]
+    regressor.fit_tuned(pairs, [(f.features, f.remaining) for f in validation], datagen.ENDURANCE_TICK,
+                        alphas=(0.1, 1e9))
+    assert regressor.alpha == 0.1  # an absurd strength (every weight ~0: the training mean) loses on validation
+    mean = np.concatenate([r for _, r in pairs]).mean()
+    fitted = np.mean([np.abs(regressor.flight(f.features, 1.0) - f.remaining).mean() for f in test])
+    constant = np.mean([np.abs(mean - f.remaining).mean() for f in test])
+    assert fitted < constant and all((regressor.flight(f.features, 1.0) >= 0).all() for f in test)
