@@ -112,7 +112,7 @@ class LinearEndurance:
         self.fit(train, dt, best)
 
     def flight(self, features: np.ndarray, dt: float) -> np.ndarray:
-        """Predict the time left at every tick of a flight (never below 0)."""
+        """Predict the time left at every tick, never below 0."""
         return np.maximum(0.0, ((self._inputs(features, dt) - self.mean) / self.std) @ self.coef + self.intercept)
 
 
