@@ -6,26 +6,27 @@ whose work is a fast periodic computation on polled inputs (qai_edge.polled) pay
 nothing; a Ticker calls it from its own thread instead and the executor sleeps until something arrives.
 
 The schedule is by the monotonic clock: tick k of a period p is due at start + k * p, a late tick runs at
-once, and ticks missed by more than one period are skipped (not run in a burst), as an rclpy timer does. Every
-tick holds `lock`: what else touches the ticks' state (the executor's callbacks, a model swap, the health
-report) takes the same lock. A tick that raises is reported to `on_error` and the ticks go on.
+once, and ticks missed by more than one period are skipped (not run in a burst), as an rclpy timer does. Given
+a `lock`, every tick holds it: what else touches the ticks' state (the executor's callbacks, a model swap, the
+health report) takes the same lock. A tick that raises is reported to `on_error` and the ticks go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Callable, Sequence
 
 
 class Ticker:
-    def __init__(self, schedule: Sequence[tuple[float, Callable[[], None]]], lock: threading.Lock,
+    def __init__(self, schedule: Sequence[tuple[float, Callable[[], None]]], lock: threading.Lock | None,
                  on_error: Callable[[Callable, BaseException], None], name: str = "ticks"):
         for period, _ in schedule:
             if not period > 0:
                 raise ValueError(f"period: expected > 0 s, got {period!r}")
         self.schedule = list(schedule)
-        self.lock = lock
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.on_error = on_error
         self.ticks = [0] * len(self.schedule)
         self.skipped = [0] * len(self.schedule)

@@ -176,7 +176,8 @@ class IntelligenceCore:
         """
         key = (slot.version, slot.swaps)
         if self._baseline_for != key:
-            fitted = (slot.meta.get("metrics") or {}).get("baseline") if isinstance(slot.meta, dict) else None
+            metrics = slot.meta.get("metrics") if isinstance(slot.meta, dict) else None
+            fitted = metrics.get("baseline") if isinstance(metrics, dict) else None  # a meta.json of any shape
             try:
                 scale, offset = float(fitted["scale"]), float(fitted["offset"])
                 ok = math.isfinite(scale) and math.isfinite(offset) and scale > 0

@@ -19,6 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from qai_edge.processes import die_with_parent
+
 NICENESS = 10  # the gate yields the CPU to every engine at the default priority
 
 Evaluate = Callable[[Path], tuple[float, dict[str, Any]]]
@@ -29,6 +31,7 @@ class GateProcessError(RuntimeError):
 
 
 def _lower_priority(niceness: int) -> None:
+    die_with_parent()  # an engine killed mid-gate does not leave its scorer running
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         os.nice(niceness)

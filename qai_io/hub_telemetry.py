@@ -10,7 +10,6 @@ rate (mission states, events) is sent as each message comes, every one.
 
 from __future__ import annotations
 
-import threading
 from functools import partial
 from typing import Callable, Sequence
 
@@ -66,7 +65,7 @@ class Telemetry:
                 self.node.get_logger().error(f"telemetry: {type(error).__name__}: {error!s:.200}",
                                              throttle_duration_sec=5.0)
 
-        self.ticker = Ticker([*self._schedule, *also], threading.Lock(), failed, name="telemetry")
+        self.ticker = Ticker([*self._schedule, *also], None, failed, name="telemetry")
         self.ticker.start()
 
     def stop(self) -> None:

@@ -324,10 +324,8 @@ class QuantumBridge:
             # the first, a deadline that leaves no time for one more evaluation at the first's cost ends the
             # run there too: it could neither measure the steady cost nor optimise.
             per_evaluation = solver.seconds_per_evaluation()
-            if evaluations == 1 and now + per_evaluation <= deadline:
-                return
             projected = per_evaluation * (request.maxiter - evaluations + 1)
-            if evaluations == 1 or now + projected > deadline:
+            if now + (per_evaluation if evaluations == 1 else projected) > deadline:
                 raise BackendUnavailable(f"QAOA on {n} qubits takes {seconds_text(per_evaluation)} an evaluation, "
                                          f"about {seconds_text(projected)} more; the deadline leaves "
                                          f"{seconds_text(max(0.0, deadline - now))}")

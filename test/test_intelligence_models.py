@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -566,6 +567,50 @@ def test_the_gate_scores_in_one_low_priority_child_and_a_bad_checkpoint_is_refus
     assert score == again == evaluate_checkpoint("endurance", SHIPPED / "endurance", size=3)[0]  # as in-process
 
 
+def test_the_gate_s_scorer_dies_with_an_engine_killed_mid_gate(tmp_path):
+    """Killed mid-gate (SIGKILL), the engine takes its scorer with it; it used to run on, orphaned, to its end."""
+    import signal
+    import time
+
+    script = tmp_path / "engine.py"
+    script.write_text(
+        "import time\nfrom concurrent.futures import ThreadPoolExecutor\n"
+        "from qai_intelligence.gate_process import scoring\nfrom qai_intelligence.store import SHIPPED\n"
+        "def gate():\n    with scoring('policy', size=500) as evaluate:\n        evaluate(SHIPPED / 'policy')\n"
+        "if __name__ == '__main__':\n    ThreadPoolExecutor(1).submit(gate)\n    time.sleep(600)\n")
+    engine = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def scorers():
+        found = subprocess.run(["pgrep", "-P", str(engine.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not scorers():
+            assert time.monotonic() < deadline and engine.poll() is None, "the gate's scorer did not start"
+            time.sleep(0.1)
+        (scorer,) = scorers()
+        while "libtorch" not in Path(f"/proc/{scorer}/maps").read_text():  # scoring: torch loaded
+            assert time.monotonic() < deadline, "the gate's scorer did not load torch"
+            time.sleep(0.1)
+    finally:
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(10)
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive(scorer):
+        if time.monotonic() > deadline:
+            os.kill(scorer, signal.SIGKILL)
+            pytest.fail("the scorer outlived its engine by 10 s")
+        time.sleep(0.1)
+
+
 # -- The policy's environment ------------------------------------------------------------------------
 
 def test_the_pid_completes_scenarios_in_the_policy_environment():
@@ -674,6 +719,19 @@ def test_the_endurance_baseline_beside_the_model_is_the_one_fitted_on_its_traini
     assert core.status_values()["endurance_baseline"].startswith("uncalibrated")
     features = core.slots["endurance"]._recent[-1][1]
     assert uncalibrated.baseline == pytest.approx(EnduranceBaseline().predict(features, 1.0))
+
+
+@pytest.mark.parametrize("metrics", ["x", [], {"baseline": "x"}, {"baseline": {"scale": "1e309", "offset": 0}},
+                                     {"baseline": {"scale": -1.0, "offset": 0}}, {"baseline": {"scale": [1]}},
+                                     {"baseline": {"scale": float("nan"), "offset": 0}}])
+def test_a_checkpoint_whose_fitted_baseline_is_garbage_gets_the_uncalibrated_one_and_the_tick_goes_on(metrics):
+    core = core_with_shipped_models()
+    core.slots["endurance"].meta = {**core.slots["endurance"].meta, "metrics": metrics}
+    core.offer("odom", ODOM, 0.0)
+    core.offer("battery", BATTERY, 0.0)
+    output = core.endurance_tick(0.0)
+    assert output is not None and math.isfinite(output.baseline)
+    assert core.status_values()["endurance_baseline"].startswith("uncalibrated")
 
 
 class Flight:

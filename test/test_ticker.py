@@ -83,3 +83,14 @@ def test_stop_waits_for_the_tick_under_way_and_no_tick_runs_after_it():
 def test_a_period_that_is_not_positive_is_refused(period):
     with pytest.raises(ValueError, match="period: expected > 0 s"):
         Ticker([(period, lambda: None)], threading.Lock(), pytest.fail)
+
+
+def test_ticks_without_a_lock_run_all_the_same():
+    count = []
+    ticker = Ticker([(0.01, lambda: count.append(1))], None, pytest.fail)
+    ticker.start()
+    try:
+        wait_for(lambda: len(count) >= 3, 10, "three ticks")
+    finally:
+        ticker.stop()
+    assert not ticker._thread.is_alive()
