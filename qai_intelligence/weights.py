@@ -105,5 +105,7 @@ def read(path: Path) -> Any:
     except KeyError as error:
         raise WeightsError(f"missing {error}") from None
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError,
-            AttributeError) as error:
+            AttributeError, OverflowError, MemoryError, NotImplementedError, RuntimeError) as error:
+        # MemoryError: a length field claiming exabytes; NotImplementedError: a zip version or compression
+        # zipfile does not read; RuntimeError: an encrypted entry
         raise WeightsError(f"{type(error).__name__}: {str(error)[:200]}") from None
