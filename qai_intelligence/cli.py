@@ -1,10 +1,12 @@
 """qai-train: train one of the intelligence engine's models from simulated data, reproducibly, on CPU.
 
-    qai-train endurance|anomaly|policy [--seed N] [--out DIR] [--cell cfc|ltc|gru] [--quick]
+    qai-train endurance|anomaly|policy|pid [--seed N] [--out DIR] [--cell cfc|ltc|gru] [--quick]
 
 Generates the data from the simulator's model (not a ROS graph), trains with a progress bar, scores the model
 beside its baseline on the two held-out sets, and writes DIR/model.pt and DIR/meta.json (data seed, metrics,
-model config, library versions). The same seed gives the same model. torch and ncps are imported only once
+model config, library versions). The same seed gives the same model. `pid` tunes the I/O engine's PID gains
+by CMA-ES instead (qai_intelligence.pid_tuning) and writes them as JSON to --out (default
+./qai_models/pid_gains.json; the I/O engine ships qai_io/pid_gains.json). torch and ncps are imported only once
 the arguments are read, so --help is instant.
 
 Exit codes: 0 trained and written; 2 bad arguments.
@@ -18,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-TASKS = ("endurance", "anomaly", "policy")
+TASKS = ("endurance", "anomaly", "policy", "pid")
 CELLS = ("cfc", "ltc", "gru")
 
 
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
     from qai_intelligence import checkpoint
 
     torch.set_num_threads(1)  # small models: one thread is as fast, and leaves the machine's other core free
+    if args.task == "pid":
+        return _tune_pid(args, console)
     out = args.out or Path("qai_models") / args.task
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -117,6 +121,33 @@ def main(argv=None) -> int:
     console.print(table)
     console.print(f"wrote {out}/model.pt and meta.json in {seconds:g} s")
     console.print(json.dumps({"seconds": seconds, "out": str(out)}))
+    return 0
+
+
+def _tune_pid(args, console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from qai_intelligence.checkpoint import provenance
+    from qai_intelligence.pid_tuning import TuningSizes, tune_pid
+
+    out = args.out or Path("qai_models") / "pid_gains.json"
+    sizes = TuningSizes(generations=3, population=4, episodes=4, validation_episodes=20) if args.quick \
+        else TuningSizes()
+    made_on = provenance()  # of the code as it starts (files edited while it runs do not make it)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        result = tune_pid(args.seed, sizes, RichProgress(bar))
+    result["command"] = f"qai-train pid --seed {args.seed}" + (" --quick" if args.quick else "")
+    result["made_on"] = made_on
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    validation = result["validation"]
+    difference = validation["tuned_minus_default"]
+    console.print(f"validation ({validation['episodes']} episodes): cost {validation['tuned_cost']:.3f} tuned, "
+                  f"{validation['default_cost']:.3f} defaults, difference {difference['mean']:+.3f} "
+                  f"[{difference['low']:+.3f}, {difference['high']:+.3f}]; "
+                  + ("tuned gains kept" if result["tuned"] else "no better: the defaults kept"))
+    console.print(f"wrote {out} in {result['seconds']:g} s")
     return 0
 
 

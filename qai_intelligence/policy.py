@@ -161,13 +161,14 @@ class ExternalPathEnv(gymnasium.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, scenario: Scenario | None = None, conditions: datagen.Conditions = datagen.TRAINING,
-                 controller: str = "external"):
+                 controller: str = "external", gains: dict[str, float] | None = None):
         self.observation_space = gymnasium.spaces.Box(np.array(POLICY.low, np.float32),
                                                       np.array(POLICY.high, np.float32))
         self.action_space = gymnasium.spaces.Box(-MAX_COMMAND, MAX_COMMAND, (3,), np.float32)
         self.fixed_scenario = scenario
         self.conditions = conditions
         self.controller = controller
+        self.gains = dict(gains or {})  # PositionController's gains for the PID (qai_intelligence.pid_tuning)
         self.scenario: Scenario | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -178,8 +179,8 @@ class ExternalPathEnv(gymnasium.Env):
         self.model = VehicleModel(s.config, position=s.start, yaw=s.start_yaw)
         self.external = _ExternalCommand()
         self.run = MotionRun(s.plan(), self.external if self.controller == "external" else
-                             PositionController(), s.speed)
-        self.expert = PositionController()
+                             PositionController(**self.gains), s.speed)
+        self.expert = PositionController(**self.gains)
         self.builder = PolicyFeatureBuilder()
         self.time, self.path = 0.0, []
         self.energy_start = self.model.state.energy_wh
@@ -258,15 +259,15 @@ class ExternalPathEnv(gymnasium.Env):
 
 @torch.inference_mode()
 def run_episodes(model: SequenceModel | None, scenarios: Sequence[Scenario], controller: str = "external",
-                 seed: int = 0) -> tuple[list[float], list[dict[str, Any]]]:
+                 seed: int = 0, gains: dict[str, float] | None = None) -> tuple[list[float], list[dict[str, Any]]]:
     """Fly each scenario (the policy batched over them, its state carried); return costs and summaries.
 
     `controller`: "external" flies `model` through the external-controller path; "pid" the I/O engine's own
     PID (model None); "pid_external" the PID's commands through the external path, with the policy's limits
-    and delay (model None): the control a policy is judged beside.
+    and delay (model None): the control a policy is judged beside. `gains`: the PID's (default: its defaults).
     """
     expert = controller == "pid_external"
-    envs = [ExternalPathEnv(s, controller="external" if expert else controller) for s in scenarios]
+    envs = [ExternalPathEnv(s, controller="external" if expert else controller, gains=gains) for s in scenarios]
     observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     costs = [0.0] * len(envs)
     active = list(range(len(envs)))
