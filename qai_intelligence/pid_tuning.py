@@ -91,7 +91,7 @@ def tune_pid(seed: int = 0, sizes: TuningSizes = TuningSizes(), progress: Progre
         strategy.tell(candidates, costs)
         history.append({"generation": generation, "best": min(costs), "median": float(np.median(costs))})
         progress.advance()
-    tuned = decode(strategy.result.xfavorite)
+    tuned = {name: round(value, 3) for name, value in decode(strategy.result.xfavorite).items()}
     progress.stage("the tuned gains and the defaults on validation episodes", 2)
     validation = scenarios(seed, "validation", sizes.validation_episodes)
     default_costs = episode_costs(default_gains(), validation)
