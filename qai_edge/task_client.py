@@ -10,7 +10,11 @@ Rules it keeps:
 - a result request (or its answer) can be lost while the engine's result service is still matching
   ours: results are asked for again every `result_period` (`reattach_period` for reattached goals,
   whose answer should be immediate);
-- a cancel asked for before the engine accepted the goal is sent once it does.
+- a cancel asked for before the engine accepted the goal is sent once it does;
+- our task servers accept every goal (qai_edge.workers), so a rejection means the engine has a goal with this
+  id already (rclpy refuses a second copy of a goal it tracks: a request delivered twice, after a restart
+  under load, can be answered "rejected" before the first copy's "accepted"): the goal is followed as a
+  reattached one, and a goal the engine does not know after all ends "unknown", which the scheduler retries.
 Everything runs on the node's executor; answers come back through the callbacks with the caller's token.
 """
 
@@ -146,11 +150,14 @@ class TaskClient:
         if self._goals.get(goal_id) is not entry:
             return  # given up on already
         handle = future.result()
-        if not handle.accepted:
-            del self._goals[goal_id]
-            self._on_outcome(entry.token, Outcome("rejected", message=f"{entry.engine} rejected the goal",
-                                                  retryable=False))
-            return
+        if not handle.accepted:  # it has this goal already (see the module docstring): follow that one
+            client = self._clients.get(entry.engine)
+            if client is None:
+                del self._goals[goal_id]
+                self._on_outcome(entry.token, Outcome("rejected", message=f"{entry.engine} rejected the goal"))
+                return
+            entry.reattached = True
+            handle = ClientGoalHandle(client, _uuid(goal_id), RunTask.Impl.SendGoalService.Response(accepted=True))
         entry.handle = handle
         self._on_accepted(entry.token)
         self._ask_result(goal_id, entry)

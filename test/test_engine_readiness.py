@@ -70,3 +70,34 @@ def test_a_not_ready_blip_between_two_heartbeats_is_announced_over_to_the_task_i
     engine.publish_heartbeat()  # and only once
     ros_probe.spin_for(0.3)
     assert len(heard) == count + 1
+
+
+def test_a_goal_the_engine_has_already_is_followed_to_its_result_not_failed_as_rejected(engine, ros_probe):
+    """A second copy of a goal (the same id) is refused by rclpy as a duplicate; the client follows the goal.
+
+    The finding (make test, a loaded machine): after an io_engine restart, a return-home goal came back
+    "rejected the goal" and the rescue mission failed: our task servers accept every goal, so the refusal
+    could only be rclpy's for an id it tracks already (a request delivered twice). Before the fix the second
+    send ended "rejected", not retryable.
+    """
+    import uuid
+
+    from qai_edge.task_client import TaskClient
+    from qai_interfaces.action import RunTask
+
+    outcomes, accepted = {}, []
+    client = TaskClient(ros_probe.node, None, accepted.append, lambda *args: None,
+                        lambda token, outcome: outcomes.__setitem__(token, outcome))
+    client.connect("shy", engine.task_action_name())
+    ros_probe.spin_until(lambda: client.reachable("shy"), TIMEOUT, "the engine's task action")
+    goal = RunTask.Goal()
+    goal.mission_id, goal.task.id, goal.task.kind = "m", "t", "shy"
+    goal_id = uuid.uuid4().hex
+    client.send("shy", goal_id, goal, "first")
+    ros_probe.spin_until(lambda: "first" in outcomes, TIMEOUT, "the first copy's result")
+    client.send("shy", goal_id, goal, "again")
+    ros_probe.spin_until(lambda: "again" in outcomes, TIMEOUT, "the second copy's outcome")
+    assert outcomes["first"].status == "succeeded"
+    assert outcomes["again"].status == "succeeded" and outcomes["again"].reattached is False, outcomes["again"]
+    assert accepted == ["first", "again"]
+    client.destroy()
