@@ -26,7 +26,9 @@ setup(
     # The intelligence engine's trained models (a few KB each), so installs run without training.
     package_data={"qai_intelligence": ["models/*/model.pt", "models/*/meta.json"],
                   # The hub dashboard's page (qai-hub serve): HTML, JS and CSS, served by the package itself.
-                  "qai_hub": ["dashboard_static/*.html", "dashboard_static/*.js", "dashboard_static/*.css"]},
+                  "qai_hub": ["dashboard_static/*.html", "dashboard_static/*.js", "dashboard_static/*.css"],
+                  # The PID gains qai-train pid tuned: the io_engine's pid_* defaults.
+                  "qai_io": ["pid_gains.json"]},
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
     extras_require={"test": ["pytest"]},  # colcon test reads this; setuptools >= 72 drops tests_require

@@ -39,6 +39,12 @@ from qai_edge.isolation import isolate
 CELLS = ("cfc", "ltc", "gru")
 CELL_NAMES = {"cfc": "CfC", "ltc": "LTC", "gru": "GRU"}
 TASKS = ("endurance", "anomaly", "policy")
+# The anomaly model's baselines (qai_intelligence.baselines): the z-score detector and the failsafe rules.
+ANOMALY_BASELINES = {"baseline": "the z-score baseline", "rules": "the failsafe rules (timeouts, stuck, CUSUM)"}
+# Who flies the held-out course (qai_intelligence.heldout.course): the learned policy, the tuned PID (the
+# io_engine's shipped gains) through the policy's path and in its own, and the hand-set PID.
+COURSE_FLYERS = {"policy": "learned policy", "pid_external": "tuned PID through the external path",
+                 "pid": "tuned PID (I/O engine's own path)", "pid_hand_set": "hand-set PID (own path)"}
 
 
 def start(executable: str, namespace: str, parameters: dict, directory: Path) -> subprocess.Popen:
@@ -193,7 +199,7 @@ def held_out(size: str, seed: int) -> dict:
     """Score the shipped models and their baselines on the held-out block of `seed` (qai_intelligence.heldout)."""
     from qai_intelligence import checkpoint, heldout
     from qai_intelligence import data as datagen
-    from qai_intelligence.baselines import EnduranceBaseline, LinearEndurance
+    from qai_intelligence.baselines import EnduranceBaseline, LinearEndurance, RuleDetector
     from qai_intelligence.store import SHIPPED
     from qai_intelligence.training import ZScoreDetector, _labels, choose_threshold
 
@@ -218,13 +224,18 @@ def held_out(size: str, seed: int) -> dict:
     detector.calibrate([f.features for f in validation if f.fault is None])
     threshold = choose_threshold([detector.scores(f.features) for f in validation], _labels(validation),
                                  datagen.ANOMALY_TICK)
+    # The failsafe rules: CUSUM slack fitted on the same training flights, threshold tuned on the same validation.
+    rules = RuleDetector.fit([f.features for f in train])
+    rules_threshold = choose_threshold([rules.scores(f.features) for f in validation], _labels(validation),
+                                       datagen.ANOMALY_TICK)
     policy, _ = checkpoint.load(SHIPPED / "policy")
     results: dict = {}
     for name in ("training", "outside"):
         conditions = datagen.CONDITIONS[name]
         results[name] = {
             "endurance": heldout.endurance(endurance, baseline, conditions, n["endurance"], seed, regressor),
-            "anomaly": heldout.anomaly(anomaly, detector, threshold, conditions, n["per_kind"], n["clean"], seed),
+            "anomaly": heldout.anomaly(anomaly, detector, threshold, conditions, n["per_kind"], n["clean"], seed,
+                                       rules, rules_threshold),
             "course": heldout.course(policy, conditions, n["course"], seed)}
     return results
 
@@ -254,32 +265,34 @@ def log_held_out(log: FigureLog, name: str, result: dict, seed: int) -> None:
                 interval=_interval(d), target="< 0, interval excluding 0", met=d["high"] < 0, n=d["n"])
     a = result["anomaly"]
     counts = f"{a['faulted_flights']} faulted flights, {a['clean_hours']:.1f} h clean"
-    for key in ("recall", "precision"):
-        m, b = a["model"][key], a["baseline"][key]
-        log.add(f"anomaly {key}, {where} ({counts}), vs the z-score baseline", m["share"], "", baseline=b["share"],
-                interval=[m["low"], m["high"]], baseline_interval=[b["low"], b["high"]], n=m["n"])
-    for group, m in a["model"]["recall_by_group"].items():
-        b = a["baseline"]["recall_by_group"][group]
-        log.add(f"anomaly recall, {group} faults, {where}, vs the z-score baseline", m["share"], "",
-                baseline=b["share"], interval=[m["low"], m["high"]], baseline_interval=[b["low"], b["high"]],
-                n=m["n"])
-    m, b = a["model"], a["baseline"]
-    log.add(f"anomaly false alarms an hour, 95 % upper bound ({m['false_alarms']} vs {b['false_alarms']} alarms "
-            f"in {m['fault_free_hours']:.2f} h fault-free), {where}, vs the z-score baseline",
-            m["false_alarms_per_hour_upper95"], "/h", baseline=b["false_alarms_per_hour_upper95"])
+    for other, label in ANOMALY_BASELINES.items():
+        if other not in a:
+            continue
+        for key in ("recall", "precision"):
+            m, b = a["model"][key], a[other][key]
+            log.add(f"anomaly {key}, {where} ({counts}), vs {label}", m["share"], "", baseline=b["share"],
+                    interval=[m["low"], m["high"]], baseline_interval=[b["low"], b["high"]], n=m["n"])
+        for group, m in a["model"]["recall_by_group"].items():
+            b = a[other]["recall_by_group"][group]
+            log.add(f"anomaly recall, {group} faults, {where}, vs {label}", m["share"], "",
+                    baseline=b["share"], interval=[m["low"], m["high"]], baseline_interval=[b["low"], b["high"]],
+                    n=m["n"])
+        m, b = a["model"], a[other]
+        log.add(f"anomaly false alarms an hour, 95 % upper bound ({m['false_alarms']} vs {b['false_alarms']} alarms "
+                f"in {m['fault_free_hours']:.2f} h fault-free), {where}, vs {label}",
+                m["false_alarms_per_hour_upper95"], "/h", baseline=b["false_alarms_per_hour_upper95"])
     c = result["course"]
-    for who, label in (("policy", "learned policy"), ("pid_external", "PID through the external path"),
-                       ("pid", "PID (I/O engine's own path)")):
+    for who, label in COURSE_FLYERS.items():
         w = c[who]["completion"]
         log.add(f"course completion, {label}, {where} ({c['runs']} runs)", w["share"], "",
                 interval=[w["low"], w["high"]], n=w["n"])
-    for control, label in (("pid_external", "PID through the external path"), ("pid", "PID in its own path")):
-        versus = c[f"policy_vs_{control}"]
+    for who, control in (("policy", "pid_external"), ("policy", "pid"), ("pid", "pid_hand_set")):
+        versus = c[f"{who}_vs_{control}"]
         for key, what, unit in (("duration_s", "time", "s"), ("cross_track_mean_m", "cross-track mean", "m"),
                                 ("energy_wh", "energy", "Wh")):
             d = versus[key]
-            log.add(f"course {what}, policy minus {label}, {where} ({d['n']} runs both finished)", d["mean"], unit,
-                    interval=_interval(d), n=d["n"])
+            log.add(f"course {what}, {COURSE_FLYERS[who]} minus {COURSE_FLYERS[control]}, {where} ({d['n']} runs "
+                    "both finished)", d["mean"], unit, interval=_interval(d), n=d["n"])
 
 
 def print_held_out(name: str, result: dict) -> None:
@@ -297,13 +310,13 @@ def print_held_out(name: str, result: dict) -> None:
     print(f"  sag flights {ci(e['sag'])} s, others {ci(e['no_sag'])} s; by time left: "
           + ", ".join(f"{k} {ci(v['difference_s'])}" for k, v in e["buckets"].items()))
     a = result["anomaly"]
-    for who in ("model", "baseline"):
+    for who in ("model", *(k for k in ANOMALY_BASELINES if k in a)):
         r = a[who]
         print(f"anomaly {who:9} recall {share(r['recall'])}, precision {share(r['precision'])}, false alarms "
               f"{r['false_alarms']} in {r['fault_free_hours']:.2f} h (<= {r['false_alarms_per_hour_upper95']:.1f}/h at "
               f"95 %); recall by group " + ", ".join(f"{g} {v['share']:.2f}" for g, v in r["recall_by_group"].items()))
     c = result["course"]
-    for who in ("policy", "pid_external", "pid"):
+    for who in COURSE_FLYERS:
         r = c[who]
         print(f"course {who:13} completion {share(r['completion'])}, time {ci(r['duration_s'])} s, "
               f"cross-track {ci(r['cross_track_mean_m'], 2)} m, energy {ci(r['energy_wh'], 2)} Wh")

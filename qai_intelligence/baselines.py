@@ -10,6 +10,11 @@ its strength tuned on the validation flights.
 
 Anomaly: a z-score detector: each feature's value and its tick-to-tick change against the mean and standard
 deviation measured on clean training flights; the score is the largest |z|, smoothed as the model's is.
+
+Anomaly, by rule (`RuleDetector`): what an autopilot's failsafes check. Each stream's silence against the
+io_engine's own stale limit, a stream whose readings repeat exactly (stuck), and a one-sided CUSUM on the
+drops of the load-compensated pack voltage (a failing cell). Its CUSUM slack is fitted on clean training
+flights; its threshold, like the z-score's, is tuned on the validation flights.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from qai_intelligence.features import ANOMALY, ENDURANCE
+from qai_intelligence.features import AGE_LIMIT, ANOMALY, ENDURANCE
 
 _E = {name: index for index, name in enumerate(ENDURANCE.features)}
 
@@ -188,3 +193,52 @@ def smoothed_max(squared_errors: np.ndarray, alpha: float, beta: float = NOISE_T
         slow += beta * (np.minimum(row, NOISE_CLIP) - slow)
         out[t] = math.sqrt((fast / np.maximum(slow, 1.0)).max())
     return out
+
+
+_A = {name: index for index, name in enumerate(ANOMALY.features)}
+# The io_engine's stale limits (qai_io.core: max(3 / min rate, 0.5 s) at its default min rates: battery 6 s,
+# GPS 3 s), but no longer than the features' ages go (they saturate at AGE_LIMIT).
+STREAM_TIMEOUTS = {"age_odom": 0.5, "age_imu": 0.5, "age_battery": min(6.0, AGE_LIMIT), "age_gps": min(3.0, AGE_LIMIT)}
+STUCK_FEATURES = {"odom": ("vx", "vy", "vz"), "imu": ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")}
+
+
+@dataclass
+class RuleDetector:
+    """Failsafe rules as one score: a score of 1 is where each rule's own limit lies (see the module docstring).
+
+    Per tick: each stream's age over its timeout; the ticks its readings have repeated exactly over
+    `stuck_ticks`; the CUSUM of the compensated voltage's drops (less the slack `k`) over `h`. The largest wins.
+    """
+
+    internal_resistance: float = 0.02  # ohm, as the endurance estimate assumes
+    k: float = 0.01  # V a tick of drop that is normal (fitted: see fit)
+    h: float = 0.3  # V of drop, summed beyond the slack, that is a sag
+    stuck_ticks: int = 10  # 0.5 s at the anomaly tick's 20 Hz
+
+    @classmethod
+    def fit(cls, clean: Sequence[np.ndarray], quantile: float = 99.9) -> "RuleDetector":
+        """Set the CUSUM slack to the clean flights' `quantile` of tick-to-tick drops of the compensated voltage."""
+        detector = cls()
+        drops = np.concatenate([-np.diff(detector._compensated(f)) for f in clean])
+        detector.k = float(max(np.percentile(drops, quantile), 1e-3))
+        return detector
+
+    def _compensated(self, features: np.ndarray) -> np.ndarray:
+        return features[:, _A["voltage"]] + features[:, _A["current"]] * self.internal_resistance
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Return the score of every tick of one flight."""
+        ages = np.max(np.stack([features[:, _A[name]] / limit for name, limit in STREAM_TIMEOUTS.items()]), axis=0)
+        stuck = np.zeros(len(features))
+        for names in STUCK_FEATURES.values():
+            columns = features[:, [_A[n] for n in names]]
+            same = np.concatenate([[False], np.all(columns[1:] == columns[:-1], axis=1)])
+            run = np.zeros(len(features))
+            for t in range(1, len(features)):
+                run[t] = run[t - 1] + 1 if same[t] else 0
+            stuck = np.maximum(stuck, run / self.stuck_ticks)
+        drops = np.concatenate([[0.0], -np.diff(self._compensated(features))])
+        cusum = np.zeros(len(features))
+        for t in range(1, len(features)):
+            cusum[t] = max(0.0, cusum[t - 1] + drops[t] - self.k)
+        return np.maximum(np.maximum(ages, stuck), cusum / self.h)

@@ -93,8 +93,12 @@ def _detection(metrics: dict[str, Any], labels: Sequence, flights: Sequence) -> 
 
 
 def anomaly(model, detector, detector_threshold: float, conditions: datagen.Conditions, per_kind: int,
-            clean: int, seed: int) -> dict[str, Any]:
-    """Return the anomaly report: `per_kind` flights of every fault kind and `clean` clean flights."""
+            clean: int, seed: int, rules=None, rules_threshold: float | None = None) -> dict[str, Any]:
+    """Return the anomaly report: `per_kind` flights of every fault kind and `clean` clean flights.
+
+    `detector`: the z-score baseline; `rules` (optional): the failsafe rules (baselines.RuleDetector).
+    """
+    from qai_intelligence.metrics import detection_metrics
     from qai_intelligence.training import _labels, evaluate_anomaly
 
     flights = []
@@ -106,14 +110,24 @@ def anomaly(model, detector, detector_threshold: float, conditions: datagen.Cond
             index += 1
     result = evaluate_anomaly(model, flights, detector, detector_threshold)
     labels = _labels(flights)
-    return {"flights": len(flights), "faulted_flights": len(flights) - clean,
-            "clean_hours": sum(len(f.features) for f in flights if f.fault is None) * datagen.ANOMALY_TICK / 3600,
-            "model": _detection(result["model"], labels, flights),
-            "baseline": _detection(result["baseline"], labels, flights)}
+    report = {"flights": len(flights), "faulted_flights": len(flights) - clean,
+              "clean_hours": sum(len(f.features) for f in flights if f.fault is None) * datagen.ANOMALY_TICK / 3600,
+              "model": _detection(result["model"], labels, flights),
+              "baseline": _detection(result["baseline"], labels, flights)}
+    if rules is not None:
+        found = detection_metrics([rules.scores(f.features) for f in flights], labels, rules_threshold,
+                                  datagen.ANOMALY_TICK)
+        report["rules"] = _detection(found, labels, flights)
+    return report
 
 
 def course(model, conditions: datagen.Conditions, runs: int, seed: int) -> dict[str, Any]:
-    """Return the course report: the policy and the PID over the same `runs` weathers, in one harness."""
+    """Return the course report: the policy and the PIDs over the same `runs` weathers, in one harness.
+
+    "pid" and "pid_external" fly the io_engine's shipped gains (tuned by `qai-train pid`: the bar),
+    "pid_hand_set" the PositionController's hand-set ones, to show what the tuning did.
+    """
+    from qai_intelligence.pid_tuning import default_gains
     from qai_intelligence.policy import course_scenario, run_episodes
     from qai_sim.vehicle_model import VehicleConfig
 
@@ -122,20 +136,19 @@ def course(model, conditions: datagen.Conditions, runs: int, seed: int) -> dict[
                for _ in range(runs)]
     summaries = {"policy": run_episodes(model, courses, "external", seed=0)[1],
                  "pid_external": run_episodes(None, courses, "pid_external", seed=0)[1],
-                 "pid": run_episodes(None, courses, "pid", seed=0)[1]}
+                 "pid": run_episodes(None, courses, "pid", seed=0)[1],
+                 "pid_hand_set": run_episodes(None, courses, "pid", seed=0, gains=default_gains())[1]}
     report: dict[str, Any] = {"runs": runs}
     for who, runs_of in summaries.items():
         report[who] = {"completion": wilson(sum(s["finished"] for s in runs_of), runs)}
-    for control in ("pid_external", "pid"):  # the policy against each, over the runs both finished
-        both = [i for i in range(runs) if summaries["policy"][i]["finished"] and summaries[control][i]["finished"]]
-        versus = report[f"policy_vs_{control}"] = {"runs_both_finished": len(both)}
         for key in ("duration_s", "cross_track_mean_m", "energy_wh"):
-            policy = [summaries["policy"][i][key] for i in both]
-            other = [summaries[control][i][key] for i in both]
-            report[control].setdefault(key, mean_interval([s[key] for s in summaries[control] if s["finished"]]))
-            versus[key] = paired_difference(policy, other)
+            report[who][key] = mean_interval([s[key] for s in runs_of if s["finished"]])
+    for who, control in (("policy", "pid_external"), ("policy", "pid"), ("pid", "pid_hand_set")):
+        both = [i for i in range(runs) if summaries[who][i]["finished"] and summaries[control][i]["finished"]]
+        versus = report[f"{who}_vs_{control}"] = {"runs_both_finished": len(both)}
+        for key in ("duration_s", "cross_track_mean_m", "energy_wh"):
+            versus[key] = paired_difference([summaries[who][i][key] for i in both],
+                                            [summaries[control][i][key] for i in both])
         energy = np.mean([summaries[control][i]["energy_wh"] for i in both]) if both else np.nan
         versus["extra_energy_percent"] = float(100 * versus["energy_wh"]["mean"] / energy) if both else float("nan")
-    for key in ("duration_s", "cross_track_mean_m", "energy_wh"):
-        report["policy"][key] = mean_interval([s[key] for s in summaries["policy"] if s["finished"]])
     return report

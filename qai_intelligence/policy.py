@@ -34,7 +34,7 @@ from qai_intelligence.features import POLICY, POLICY_OUTPUTS, PolicyFeatureBuild
 from qai_intelligence.models import ModelConfig, SequenceModel, build, trainable_parameters
 from qai_intelligence.training import NoProgress, Progress, TrainResult, _fit
 from qai_io.motion import (STOP, GroundSpeedLimit, HoldPlan, LandPlan, MotionRun, Pose, PositionController,
-                           WaypointPlan)
+                           ResidualController, WaypointPlan, shipped_gains)
 from qai_sim.simulation import STANDARD_COURSE, cross_track_errors
 from qai_sim.vehicle_model import VehicleConfig, VehicleModel
 
@@ -45,6 +45,8 @@ with warnings.catch_warnings():  # cma warns that matplotlib (for its plots) is 
 ODOM_RATE = 50.0
 PHYSICS_RATE = 100.0
 MAX_COMMAND = 8.0  # m/s: the policy's outputs are clipped to this (the I/O engine's default max_speed)
+RESIDUAL_LIMIT = 2.0  # m/s a component: a residual policy's correction (the io_engine's residual_limit)
+COMMAND_TIMEOUT = 0.3  # s: the io_engine's external_command_timeout
 EXPERT_SPEED = MAX_COMMAND  # the PID labels ask for full speed; the external path clips to the task's speed
 # The pursuit law the CfC learns a residual over (qai_intelligence.models: extra["prior"]).
 PRIOR = {"horizontal": 1.5, "vertical": 1.0, "max_speed": MAX_COMMAND, "max_climb": 3.0}
@@ -126,9 +128,9 @@ class _ExternalCommand:
     The task's speed over the ground with the PID's own wind estimate (qai_io.motion.GroundSpeedLimit).
     """
 
-    def __init__(self):
+    def __init__(self, wind_filter_time: float | None = None):
         self.latest = STOP
-        self.limit = GroundSpeedLimit()
+        self.limit = GroundSpeedLimit(wind_filter_time=wind_filter_time)
 
     def reset(self) -> None:
         self.limit.reset()
@@ -168,7 +170,8 @@ class ExternalPathEnv(gymnasium.Env):
         self.fixed_scenario = scenario
         self.conditions = conditions
         self.controller = controller
-        self.gains = dict(gains or {})  # PositionController's gains for the PID (qai_intelligence.pid_tuning)
+        # The PID's gains: the io_engine's shipped (tuned) ones unless given (qai_intelligence.pid_tuning).
+        self.gains = dict(shipped_gains() if gains is None else gains)
         self.scenario: Scenario | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -177,9 +180,11 @@ class ExternalPathEnv(gymnasium.Env):
         self.scenario = self.fixed_scenario or random_scenario(rng, self.conditions)
         s = self.scenario
         self.model = VehicleModel(s.config, position=s.start, yaw=s.start_yaw)
-        self.external = _ExternalCommand()
-        self.run = MotionRun(s.plan(), self.external if self.controller == "external" else
-                             PositionController(**self.gains), s.speed)
+        self.external = _ExternalCommand(self.gains.get("wind_filter_time"))
+        self.residual = ResidualController(PositionController(**self.gains), COMMAND_TIMEOUT, lambda: self.time,
+                                           RESIDUAL_LIMIT)
+        controllers = {"external": self.external, "residual": self.residual}
+        self.run = MotionRun(s.plan(), controllers.get(self.controller) or PositionController(**self.gains), s.speed)
         self.expert = PositionController(**self.gains)
         self.builder = PolicyFeatureBuilder()
         self.time, self.path = 0.0, []
@@ -223,6 +228,7 @@ class ExternalPathEnv(gymnasium.Env):
     def step(self, action):
         action = np.clip(np.nan_to_num(np.asarray(action, np.float64)), -MAX_COMMAND, MAX_COMMAND)
         self.external.latest = (float(action[0]), float(action[1]), float(action[2]), 0.0)
+        self.residual.offer(action)
         self.builder.remember_command(action)
         steps = max(1, round(PHYSICS_RATE / ODOM_RATE))
         yaw = self.model.state.yaw
@@ -262,9 +268,11 @@ def run_episodes(model: SequenceModel | None, scenarios: Sequence[Scenario], con
                  seed: int = 0, gains: dict[str, float] | None = None) -> tuple[list[float], list[dict[str, Any]]]:
     """Fly each scenario (the policy batched over them, its state carried); return costs and summaries.
 
-    `controller`: "external" flies `model` through the external-controller path; "pid" the I/O engine's own
-    PID (model None); "pid_external" the PID's commands through the external path, with the policy's limits
-    and delay (model None): the control a policy is judged beside. `gains`: the PID's (default: its defaults).
+    `controller`: "external" flies `model` through the external-controller path; "residual" the PID with
+    `model`'s output as its correction (qai_io.motion.ResidualController; model None: no correction); "pid"
+    the I/O engine's own PID (model None); "pid_external" the PID's commands through the external path, with
+    the policy's limits and delay (model None): the control a policy is judged beside. `gains`: the PID's
+    (default: the io_engine's).
     """
     expert = controller == "pid_external"
     envs = [ExternalPathEnv(s, controller="external" if expert else controller, gains=gains) for s in scenarios]

@@ -25,8 +25,8 @@ from qai_edge.params import by_name
 from qai_edge.tasks import ServedKind, TaskCanceled, TaskContext, TaskFailed, TaskRequest
 from qai_io.home import HomeStore
 from qai_io.kinds import KindLimits, task_kinds
-from qai_io.motion import (STOP, Command, ExternalController, HoldPlan, LandPlan, MotionRun, MotionStatus, Pose,
-                           PositionController, SequencePlan, WaypointPlan)
+from qai_io.motion import (PID_GAINS, STOP, Command, ExternalController, HoldPlan, LandPlan, MotionRun,
+                           MotionStatus, Pose, PositionController, SequencePlan, WaypointPlan)
 from qai_io.parameters import PARAMETERS
 from qai_io.planning import hold_position, path_length, plan_return_home, prepare_waypoints
 from qai_io.safety import Notice, SafetySupervisor
@@ -78,7 +78,8 @@ class IoCore:
         # Home: the parameter; else the one this run recorded (an io_engine restarted in the air); else, below,
         # where the first odometry puts the vehicle.
         self.safety.home = tuple(home) if home else self.home_store.load()
-        self.external = ExternalController(param("external_command_timeout"), clocks.steady, self.vehicle_kind)
+        self.external = ExternalController(param("external_command_timeout"), clocks.steady, self.vehicle_kind,
+                                           param("pid_wind_filter_time"))
         self.scans = Scans()
         # The node's hook, called as a motion starts (in the task's thread): from now on it wants every pose.
         self.motion_started: Callable[[], None] = lambda: None
@@ -229,7 +230,8 @@ class IoCore:
             controller = self.external
             controller.reset()  # a command given for an earlier task is not one for this
         else:
-            controller = PositionController(kind=self.vehicle_kind)
+            controller = PositionController(kind=self.vehicle_kind,
+                                            **{name: self.param(f"pid_{name}") for name in PID_GAINS})
         run = self._motion = MotionRun(plan, controller, speed)
         self.motion_started()
         try:

@@ -8,9 +8,12 @@ returns at once, so a command is never older than the odometry it answers.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from qai_edge.geo import wrap_angle
@@ -130,6 +133,19 @@ class PositionController:
             return forward, 0.0, 0.0, yaw_rate
         forward, left = world_to_body(wanted[0], wanted[1], pose.yaw)
         return forward, left, wanted[2], 0.0
+
+
+# The PositionController gains `qai-train pid` tunes (qai_intelligence.pid_tuning); the io_engine's `pid_*`
+# parameters, whose defaults are the tuned values in pid_gains.json.
+PID_GAINS = ("kp", "ki", "deceleration", "wind_filter_time", "integral_zone", "integral_limit", "max_climb_rate")
+GAINS_FILE = Path(__file__).with_name("pid_gains.json")
+
+
+@lru_cache(maxsize=1)
+def shipped_gains() -> dict[str, float]:
+    """Return the gains the io_engine ships with: those `qai-train pid` wrote to pid_gains.json."""
+    gains = json.loads(GAINS_FILE.read_text())["gains"]
+    return {name: float(gains[name]) for name in PID_GAINS}
 
 
 @dataclass
@@ -294,8 +310,10 @@ class GroundSpeedLimit:
     relative to the ground.
     """
 
-    def __init__(self, kind: str = "multirotor"):
+    def __init__(self, kind: str = "multirotor", wind_filter_time: float | None = None):
         self.observer = PositionController(kind=kind)
+        if wind_filter_time is not None:  # the PID's own, so both estimate the same wind
+            self.observer.wind_filter_time = wind_filter_time
 
     def reset(self) -> None:
         self.observer.reset()
@@ -325,12 +343,13 @@ class ExternalController:
     PID flies under. Commands and odometry both arrive on the executor thread.
     """
 
-    def __init__(self, timeout: float, clock: Callable[[], float], kind: str = "multirotor"):
+    def __init__(self, timeout: float, clock: Callable[[], float], kind: str = "multirotor",
+                 wind_filter_time: float | None = None):
         self.timeout = timeout
         self.clock = clock
         self._latest: tuple[float, Command] | None = None
         self.stale = True
-        self.limit = GroundSpeedLimit(kind)
+        self.limit = GroundSpeedLimit(kind, wind_filter_time)
 
     def offer(self, command: Sequence[float]) -> None:
         forward, left, up, yaw_rate = (float(c) for c in command)
@@ -350,6 +369,62 @@ class ExternalController:
             return STOP
         self.stale = False
         return self.limit.clip(latest[1], pose, speed, dt)
+
+
+class ResidualController:
+    """The PID, plus a correction another node publishes on control/residual (a learned residual policy).
+
+    The correction (body frame: forward, left, up; m/s) is held to `limit` a component; one older than
+    `timeout` seconds on `clock`, never sent, or not finite counts as zero, so a policy that goes quiet
+    leaves the PID flying (not the vehicle stopped). The sum is held to the task's speed over the ground
+    with the PID's own wind estimate, as GroundSpeedLimit holds an external command, and the PID's observer
+    is told the command actually flown (else it would take the correction for wind and cancel it).
+    Multirotor only (a correction to a unicycle's forward speed and turn rate is another controller).
+    """
+
+    def __init__(self, pid: PositionController, timeout: float, clock: Callable[[], float], limit: float = 2.0):
+        self.pid = pid
+        self.timeout = timeout
+        self.clock = clock
+        self.limit = limit
+        self._latest: tuple[float, tuple[float, float, float]] | None = None
+        self.stale = True
+
+    def offer(self, correction: Sequence[float]) -> None:
+        forward, left, up = (float(c) for c in correction[:3])
+        self._latest = (self.clock(), (forward, left, up))
+
+    def reset(self) -> None:
+        self._latest = None
+        self.stale = True
+        self.pid.reset()
+
+    def correction(self) -> tuple[float, float, float]:
+        latest = self._latest
+        if latest is None or self.clock() - latest[0] > self.timeout or not all(map(math.isfinite, latest[1])):
+            self.stale = True
+            return 0.0, 0.0, 0.0
+        self.stale = False
+        return tuple(max(-self.limit, min(self.limit, c)) for c in latest[1])
+
+    def command(self, pose: Pose, target: Sequence[float], goal_distance: float, speed: float,
+                dt: float) -> Command:
+        forward, left, up, yaw_rate = self.pid.command(pose, target, goal_distance, speed, dt)
+        d_forward, d_left, d_up = self.correction()
+        air_x, air_y = body_to_world(forward + d_forward, left + d_left, pose.yaw)
+        wind_x, wind_y = self.pid.wind
+        ground_x, ground_y = air_x + wind_x, air_y + wind_y
+        ground = math.hypot(ground_x, ground_y)
+        # Over the task's speed only through the correction: the PID's own command may exceed it to hold a
+        # position against its integral, so the bound is the larger of the speed and what the PID asked.
+        pid_x, pid_y = body_to_world(forward, left, pose.yaw)
+        bound = max(speed, math.hypot(pid_x + wind_x, pid_y + wind_y))
+        if ground > bound:
+            ground_x, ground_y = ground_x * bound / ground, ground_y * bound / ground
+            air_x, air_y = ground_x - wind_x, ground_y - wind_y
+        self.pid._last_air_command = [air_x, air_y]
+        forward, left = world_to_body(air_x, air_y, pose.yaw)
+        return forward, left, max(-speed, min(speed, up + d_up)), yaw_rate
 
 
 class MotionRun:

@@ -1,7 +1,13 @@
-"""Parameters the io_engine declares beyond the common ones; config/edge.yaml documents the defaults."""
+"""Parameters the io_engine declares beyond the common ones; config/edge.yaml documents the defaults.
+
+The `pid_*` defaults are the gains `qai-train pid` tuned (qai_io/pid_gains.json; qai_intelligence.pid_tuning).
+"""
 
 from qai_edge.nodes import NodeType
 from qai_edge.params import ParamSpec
+from qai_io.motion import shipped_gains
+
+_TUNED = shipped_gains()
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("vehicle_kind", "multirotor", "multirotor, or ground: how motion is controlled", read_only=True,
@@ -11,6 +17,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("pid", "external")),
     ParamSpec("external_command_timeout", 0.3, "s: an external command older than this stops the vehicle",
               min=0.05, max=5.0),
+    ParamSpec("pid_kp", _TUNED["kp"], "1/s: the PID's approach speed per metre still to go", min=0.05, max=20.0),
+    ParamSpec("pid_ki", _TUNED["ki"], "1/s: the PID's integral gain near a target", min=0.0, max=10.0),
+    ParamSpec("pid_deceleration", _TUNED["deceleration"], "m/s^2 the PID brakes into a target with", min=0.1,
+              max=20.0),
+    ParamSpec("pid_wind_filter_time", _TUNED["wind_filter_time"], "s: how quickly the wind estimate (the PID's "
+              "and the external path's limit) follows the observed drift", min=0.05, max=60.0, read_only=True),
+    ParamSpec("pid_integral_zone", _TUNED["integral_zone"], "m: the PID integrates only this near a target",
+              min=0.0, max=100.0),
+    ParamSpec("pid_integral_limit", _TUNED["integral_limit"], "m*s: the bound on the PID's integral", min=0.0,
+              max=100.0),
+    ParamSpec("pid_max_climb_rate", _TUNED["max_climb_rate"], "m/s: the most the PID climbs or descends",
+              min=0.1, max=20.0),
     ParamSpec("default_speed", 3.0, "m/s when a task gives none", min=0.1, max=50.0),
     ParamSpec("max_speed", 8.0, "m/s: a task asking for more is refused (announced in the kinds' schemas)",
               min=0.1, max=50.0),
@@ -59,7 +77,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 # Limits announced in the task kinds' schemas: a change re-announces them.
 SCHEMA_LIMITS = ("max_speed", "max_waypoints", "max_hold_duration", "max_scan_duration")
 # Read where they are used (qai_io.core, qai_io.safety), so a change applies at the next use.
-READ_LIVE = ("default_speed", "arrival_tolerance", "landing_speed", "return_altitude", "landed_altitude",
+READ_LIVE = ("pid_kp", "pid_ki", "pid_deceleration", "pid_integral_zone", "pid_integral_limit",
+             "pid_max_climb_rate", "default_speed", "arrival_tolerance",
+             "landing_speed", "return_altitude", "landed_altitude",
              "odom_timeout", "battery_reserve", "battery_min_voltage", "battery_timeout", "battery_recover_time",
              "battery_event_period")
 

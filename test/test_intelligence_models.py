@@ -287,6 +287,27 @@ def test_the_zscore_baseline_scores_a_battery_sag_above_the_same_flight_before_i
     assert scores[sag.onset:].max() > 3 * scores[10:sag.onset].max()
 
 
+@pytest.mark.parametrize("fault", ["battery_sag", "dropout_battery", "stuck_odom", "stuck_imu", "dropout_imu"])
+def test_the_failsafe_rules_find_a_sag_a_silent_stream_and_a_stuck_one_and_stay_quiet_before(fault):
+    """The rule baseline's score crosses its own limit (1) after the fault and stays well below it before."""
+    from qai_intelligence.baselines import RuleDetector
+
+    rules = RuleDetector.fit([datagen.anomaly_flight(i, duration=20.0).features for i in range(3)])
+    faulted = datagen.anomaly_flight(11, fault=fault, duration=16.0, onset_range=(6.0, 6.5))
+    scores = rules.scores(faulted.features)
+    assert scores[faulted.onset:].max() >= 1.0, scores[faulted.onset:].max()
+    assert scores[:faulted.onset].max() < 0.5, scores[:faulted.onset].max()
+
+
+def test_the_rules_cusum_slack_is_what_clean_flights_drop_a_tick_and_a_clean_flight_stays_below_its_limit():
+    from qai_intelligence.baselines import RuleDetector
+
+    clean = [datagen.anomaly_flight(i, duration=20.0).features for i in range(4)]
+    rules = RuleDetector.fit(clean[:3])
+    assert 0.0 < rules.k < 0.1
+    assert rules.scores(clean[3]).max() < 1.0
+
+
 def test_the_vibration_fault_shakes_the_imu_and_nothing_else():
     still, shaken = VehicleModel(VehicleConfig(seed=1)), VehicleModel(VehicleConfig(seed=1))
     shaken.vibration = 2.0
@@ -639,6 +660,48 @@ def test_the_pid_through_the_external_path_flies_the_course_outside_the_training
     assert all(s["finished"] for s in own) and all(s["finished"] for s in external)
     for mine, theirs in zip(external, own):  # the same limits: no faster than the PID, a tick's delay slower
         assert theirs["duration_s"] * 0.9 <= mine["duration_s"] <= theirs["duration_s"] * 1.5
+
+
+def test_with_no_correction_the_residual_path_flies_exactly_as_the_pid():
+    from qai_intelligence.policy import run_episodes, scenarios
+
+    episodes = scenarios(2, "validation", 4)
+    pid_costs, pid = run_episodes(None, episodes, controller="pid")
+    residual_costs, residual = run_episodes(None, episodes, controller="residual")
+    assert residual_costs == pytest.approx(pid_costs, abs=1e-9)
+    assert [s["duration_s"] for s in residual] == pytest.approx([s["duration_s"] for s in pid], abs=1e-9)
+
+
+def test_pid_gains_round_trip_through_the_search_box_and_are_held_inside_it():
+    from qai_intelligence.pid_tuning import BOUNDS, decode, default_gains, encode
+
+    assert decode(encode(default_gains())) == pytest.approx(default_gains())
+    outside = decode(np.full(len(BOUNDS), 7.0))
+    assert all(outside[name] == high for name, (_, high) in BOUNDS.items())
+
+
+def test_a_short_pid_tuning_keeps_tuned_gains_only_when_validation_says_they_are_better():
+    from qai_intelligence.pid_tuning import TuningSizes, default_gains, tune_pid
+
+    result = tune_pid(0, TuningSizes(generations=2, population=4, episodes=3, validation_episodes=12))
+    difference = result["validation"]["tuned_minus_default"]
+    assert difference["n"] == 12 and len(result["search"]["history"]) == 2
+    better = difference["excludes_zero"] and difference["mean"] < 0
+    assert result["tuned"] is better
+    assert result["gains"] == (result["searched"] if better else default_gains())
+
+
+def test_the_io_engine_ships_the_gains_qai_train_pid_tuned_and_validated():
+    """qai_io/pid_gains.json is what `qai-train pid` wrote: gains better than the hand-set ones on validation."""
+    from qai_io.motion import GAINS_FILE, shipped_gains
+    from qai_io.parameters import PARAMETERS
+
+    tuning = json.loads(GAINS_FILE.read_text())
+    assert tuning["command"].startswith("qai-train pid") and "--quick" not in tuning["command"]
+    difference = tuning["validation"]["tuned_minus_default"]
+    assert tuning["tuned"] and difference["high"] < 0 and difference["n"] >= 100
+    specs = {spec.name: spec.default for spec in PARAMETERS}
+    assert {name: specs[f"pid_{name}"] for name in shipped_gains()} == tuning["gains"] == shipped_gains()
 
 
 def test_the_weight_vector_leaves_out_masked_synapses_and_round_trips():

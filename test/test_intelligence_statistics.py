@@ -62,7 +62,7 @@ def test_a_paired_difference_resamples_units_and_says_when_it_excludes_zero():
 torch = pytest.importorskip("torch")
 
 
-def test_the_course_report_sets_the_policy_beside_the_pid_through_the_same_path_and_in_its_own():
+def test_the_course_report_sets_the_policy_beside_the_tuned_pid_through_the_same_path_and_in_its_own():
     from qai_intelligence import checkpoint, data as datagen, heldout
     from qai_intelligence.store import SHIPPED
 
@@ -72,6 +72,8 @@ def test_the_course_report_sets_the_policy_beside_the_pid_through_the_same_path_
     assert report["pid"]["completion"]["successes"] == 2  # the PID flies calm weather in either path
     versus = report["policy_vs_pid_external"]
     assert versus["runs_both_finished"] == versus["duration_s"]["n"] <= 2
+    tuning = report["pid_vs_pid_hand_set"]  # the tuned PID beside the hand-set one, on the same runs
+    assert tuning["runs_both_finished"] == 2 and report["pid_hand_set"]["completion"]["n"] == 2
 
 
 def test_the_endurance_report_pairs_each_flight_with_the_estimate_on_the_same_flight():

@@ -33,6 +33,19 @@ def test_navigate_flies_through_the_waypoints_and_reports_the_path():
     assert world.commands[-1] == STOP
 
 
+def test_the_pid_flies_with_the_pid_parameters_read_at_each_task():
+    """The pid_* parameters (defaults: the gains qai-train pid tuned) are the PID's, a change applies next task."""
+    world = World({"pid_max_climb_rate": 0.5})
+    started = world.time
+    world.run("navigate", {"waypoints": [[0, 0, 4]], "speed": 3.0})
+    slow = world.time - started
+    assert slow >= 4 / 0.5
+    world.parameters["pid_max_climb_rate"] = 3.0
+    started = world.time
+    world.run("navigate", {"waypoints": [[0, 0, 8]], "speed": 3.0})
+    assert world.time - started < slow / 2
+
+
 def test_order_flies_the_waypoints_in_the_order_given_and_names_a_bad_index():
     world = World()
     result = world.run("navigate", {"waypoints": [[5, 0, 3], [0, 0, 3]], "order": [1, 0]})

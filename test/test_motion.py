@@ -115,3 +115,57 @@ def test_enu_and_geodetic_round_trip():
 @pytest.mark.parametrize("yaw", [0.0, 1.0, -2.5, math.pi - 0.01])
 def test_yaw_quaternion_round_trip(yaw):
     assert quaternion_to_yaw(*yaw_to_quaternion(yaw)) == pytest.approx(yaw)
+
+
+# -- The residual controller: the PID plus a bounded correction from another node --------------------------
+
+def residual_controller(now):
+    from qai_io.motion import ResidualController
+
+    return ResidualController(PositionController(), timeout=0.3, clock=lambda: now[0], limit=2.0)
+
+
+def test_without_a_fresh_correction_the_residual_controller_is_the_pid():
+    now = [0.0]
+    residual, pid = residual_controller(now), PositionController()
+    pose = Pose(0.0, 0.0, 5.0, 0.3, 1.0, 0.5, 0.0)
+    assert residual.command(pose, (10, 0, 5), 10.0, 5.0, 0.02) == pytest.approx(
+        pid.command(pose, (10, 0, 5), 10.0, 5.0, 0.02), abs=1e-12)
+    residual.offer((1.0, 0.0, 0.0))
+    now[0] = 0.5  # older than the timeout: zero, not a stop
+    assert residual.command(pose, (10, 0, 5), 10.0, 5.0, 0.02) == pytest.approx(
+        pid.command(pose, (10, 0, 5), 10.0, 5.0, 0.02), abs=1e-12)
+    assert residual.stale
+    residual.offer((float("nan"), 0.0, 0.0))
+    assert residual.command(pose, (10, 0, 5), 10.0, 5.0, 0.02) == pytest.approx(
+        pid.command(pose, (10, 0, 5), 10.0, 5.0, 0.02), abs=1e-12)
+
+
+def test_a_correction_is_held_to_its_limit_and_the_sum_to_the_task_speed_over_the_ground():
+    now = [0.0]
+    residual, pid = residual_controller(now), PositionController()
+    still = Pose(0.0, 0.0, 5.0, 0.0)
+    residual.offer((0.0, 0.0, 9.0))  # far above the 2 m/s limit
+    assert residual.command(still, (0, 0, 5), 0.0, 5.0, 0.02)[2] == pytest.approx(2.0)
+    residual.offer((0.0, 5.0, 0.0))
+    base = pid.command(still, (20, 0, 5), 20.0, 3.0, 0.02)
+    forward, left, _, _ = residual.command(still, (20, 0, 5), 20.0, 3.0, 0.02)
+    assert left == pytest.approx(2.0 * 3.0 / math.hypot(base[0], 2.0))  # scaled with the PID's own command
+    assert math.hypot(forward, left) == pytest.approx(3.0)
+
+
+def test_a_steady_correction_is_not_taken_for_wind_and_cancelled():
+    """The PID's wind observer is told the command flown; otherwise it learns the correction as drift."""
+    now = [0.0]
+    residual = residual_controller(now)
+    model = VehicleModel(VehicleConfig(seed=3, wind=(0.0, 0.0), wind_gust=0.0), position=(0.0, 0.0, 5.0))
+    plan = HoldPlan((0.0, 0.0, 5.0), None)
+    run = MotionRun(plan, residual, 5.0)
+    for step in range(500):  # 10 s, a steady 1 m/s sideways correction
+        now[0] = step * 0.02
+        residual.offer((0.0, 1.0, 0.0))
+        position, yaw, body, _ = model.odometry()
+        vx, vy = math.cos(yaw) * body[0] - math.sin(yaw) * body[1], math.sin(yaw) * body[0] + math.cos(yaw) * body[1]
+        model.command(*run.on_odometry(Pose(*position, yaw, vx, vy, body[2]), now[0]))
+        model.step(0.02)
+    assert math.hypot(*residual.pid.wind) < 0.3, residual.pid.wind
