@@ -1,12 +1,14 @@
 """qai-train: train one of the intelligence engine's models from simulated data, reproducibly, on CPU.
 
-    qai-train endurance|anomaly|policy|pid [--seed N] [--out DIR] [--cell cfc|ltc|gru] [--quick]
+    qai-train endurance|anomaly|policy|pid [--seed N] [--out DIR] [--cell cfc|ltc|gru] [--quick] [--residual]
 
 Generates the data from the simulator's model (not a ROS graph), trains with a progress bar, scores the model
 beside its baseline on the two held-out sets, and writes DIR/model.pt and DIR/meta.json (data seed, metrics,
 model config, library versions). The same seed gives the same model. `pid` tunes the I/O engine's PID gains
 by CMA-ES instead (qai_intelligence.pid_tuning) and writes them as JSON to --out (default
-./qai_models/pid_gains.json; the I/O engine ships qai_io/pid_gains.json). torch and ncps are imported only once
+./qai_models/pid_gains.json; the I/O engine ships qai_io/pid_gains.json). `policy --residual` trains a
+correction to the tuned PID instead of a full command (qai_intelligence.residual; the io_engine's
+`controller: residual`). torch and ncps are imported only once
 the arguments are read, so --help is instant.
 
 Exit codes: 0 trained and written; 2 bad arguments.
@@ -31,7 +33,11 @@ def parse(argv):
     parser.add_argument("--out", type=Path, default=None, help="checkpoint directory (default ./qai_models/TASK)")
     parser.add_argument("--cell", choices=CELLS, default="cfc", help="the network's cell (default cfc)")
     parser.add_argument("--quick", action="store_true", help="a small run (minutes less; for trying things out)")
+    parser.add_argument("--residual", action="store_true",
+                        help="policy: a correction to the io_engine's tuned PID (controller: residual), CfC only")
     args = parser.parse_args(argv)
+    if args.residual and (args.task != "policy" or args.cell != "cfc"):
+        parser.error("--residual: only for the policy, with --cell cfc")
     if args.seed < 0:
         parser.error(f"--seed: must be >= 0, got {args.seed}")
     return args
@@ -84,6 +90,7 @@ def main(argv=None) -> int:
     if args.task == "pid":
         return _tune_pid(args, console)
     out = args.out or Path("qai_models") / args.task
+    made_on = checkpoint.provenance()  # of the code as it starts (files edited while it runs do not make it)
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
@@ -98,6 +105,13 @@ def main(argv=None) -> int:
 
             sizes = AnomalySizes(train=24, validation=12, test=18, iterations=40) if args.quick else AnomalySizes()
             result = train_anomaly(args.seed, args.cell, sizes, progress)
+        elif args.residual:
+            from qai_intelligence.residual import ResidualSizes, train_residual
+
+            sizes = ResidualSizes(generations=2, population=4, episodes=4, normalisation_episodes=4,
+                                  selection_episodes=8, validation_episodes=12, validate_every=1, course_runs=1) \
+                if args.quick else ResidualSizes()
+            result = train_residual(args.seed, sizes, progress)
         else:
             from qai_intelligence.policy import PolicySizes, train_policy
 
@@ -109,10 +123,11 @@ def main(argv=None) -> int:
         progress.stage("done", 1)
         progress.advance()
     seconds = round(time.perf_counter() - started, 1)
-    checkpoint.save(result.model, out, {"data": result.data, "metrics": result.metrics,
+    checkpoint.save(result.model, out, {"data": result.data, "metrics": result.metrics, "made_on": made_on,
                                         "training": {**result.training, "total_seconds": seconds},
                                         "command": f"qai-train {args.task} --seed {args.seed} --cell {args.cell}"
-                                                   + (" --quick" if args.quick else "")})
+                                                   + (" --quick" if args.quick else "")
+                                                   + (" --residual" if args.residual else "")})
     table = Table(title=f"{args.task} ({args.cell}, seed {args.seed}): held-out flights, model beside baseline")
     for column in ("held-out set", "metric", "model", "baseline" if args.task != "policy" else "PID"):
         table.add_column(column)

@@ -404,14 +404,15 @@ def policy_cost_pid(scenario_list: Sequence[Scenario]) -> float:
     return float(np.mean(run_episodes(None, scenario_list, "pid")[0]))
 
 
-def evaluate_course(model: SequenceModel, conditions: datagen.Conditions, runs: int, seed: int) -> dict[str, Any]:
-    """Fly the learned policy and the PID on the standard course, in the same weather and harness."""
+def evaluate_course(model: SequenceModel, conditions: datagen.Conditions, runs: int, seed: int,
+                    controller: str = "external") -> dict[str, Any]:
+    """Fly the learned policy (through `controller`'s path) and the PID on the standard course, same weather."""
     rng = random.Random(datagen.seed_block(seed, "test", 7))
     results: dict[str, list] = {"policy": [], "pid": []}
     for run in range(runs):
         config = datagen.with_conditions(VehicleConfig(seed=rng.randrange(2**31)), conditions, rng)
         course = course_scenario(config)
-        results["policy"].append(run_episodes(model, [course], "external", seed=run)[1][0])
+        results["policy"].append(run_episodes(model, [course], controller, seed=run)[1][0])
         results["pid"].append(run_episodes(None, [course], "pid", seed=run)[1][0])
     return {name: _mean_summary(summaries) for name, summaries in results.items()}
 
