@@ -251,6 +251,15 @@ class IntelligenceCore:
         self._policy_builder.remember_command(command)
         return command[0], command[1], command[2], 0.0
 
+    def policy_topic(self) -> str:
+        """Return where the active policy's output goes: control/residual for a correction to the io_engine's PID
+        (qai_intelligence.residual), control/cmd_vel for a whole command. An io_engine in the other mode hears
+        nothing: a residual io flies its PID alone, an external one stops.
+        """
+        slot = self.slots.get("policy")
+        residual = slot is not None and bool(slot.model.config.extra.get("residual"))
+        return "control/residual" if residual else "control/cmd_vel"
+
     def status_values(self) -> dict[str, str]:
         """Return the health report's values: rejected inputs, each model's figures, the latest outputs."""
         values = {"inputs_rejected": ",".join(f"{s}:{n}" for s, n in self.rejected.items() if n)}

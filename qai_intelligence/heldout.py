@@ -122,19 +122,19 @@ def anomaly(model, detector, detector_threshold: float, conditions: datagen.Cond
 
 
 def course(model, conditions: datagen.Conditions, runs: int, seed: int) -> dict[str, Any]:
-    """Return the course report: the policy and the PIDs over the same `runs` weathers, in one harness.
+    """Return the course report: the policy (through its own path) and the PIDs over the same `runs` weathers.
 
     "pid" and "pid_external" fly the io_engine's shipped gains (tuned by `qai-train pid`: the bar),
     "pid_hand_set" the PositionController's hand-set ones, to show what the tuning did.
     """
     from qai_intelligence.pid_tuning import default_gains
-    from qai_intelligence.policy import course_scenario, run_episodes
+    from qai_intelligence.policy import course_scenario, policy_path, run_episodes
     from qai_sim.vehicle_model import VehicleConfig
 
     rng = random.Random(datagen.seed_block(seed, SPLIT, 200_000))
     courses = [course_scenario(datagen.with_conditions(VehicleConfig(seed=rng.randrange(2**31)), conditions, rng))
                for _ in range(runs)]
-    summaries = {"policy": run_episodes(model, courses, "external", seed=0)[1],
+    summaries = {"policy": run_episodes(model, courses, policy_path(model), seed=0)[1],
                  "pid_external": run_episodes(None, courses, "pid_external", seed=0)[1],
                  "pid": run_episodes(None, courses, "pid", seed=0)[1],
                  "pid_hand_set": run_episodes(None, courses, "pid", seed=0, gains=default_gains())[1]}

@@ -4,11 +4,11 @@ ROS interface (names relative to the robot's namespace):
   subscribes  odom (nav_msgs/Odometry), imu/data (sensor_msgs/Imu), battery_state (sensor_msgs/BatteryState),
               navsat/fix (sensor_msgs/NavSatFix), cmd_vel (geometry_msgs/Twist: what the io_engine commands), all
               read at each tick (qai_edge.polled); control/target (geometry_msgs/PointStamped: the io_engine's
-              target under `controller: external`)
-  publishes   predictions/endurance (qai_interfaces/EndurancePrediction), predictions/anomaly
-              (qai_interfaces/AnomalyScore), control/cmd_vel (geometry_msgs/Twist, body frame), events
-              (qai_interfaces/Event: endurance_low, anomaly), /diagnostics (model versions, inference latency,
-              input health)
+              target under `controller: external` or `residual`)
+  publishes   predictions/endurance, predictions/anomaly (qai_interfaces/EndurancePrediction, AnomalyScore),
+              control/cmd_vel or, for a residual policy, control/residual (geometry_msgs/Twist, body frame),
+              events (qai_interfaces/Event: endurance_low, anomaly), /diagnostics (model versions, inference
+              latency, input health)
   services    ~/activate_model (qai_interfaces/ActivateModel: through the promotion gate), ~/rollback_model
               (qai_interfaces/RollbackModel); both hot-swap the model between two ticks
   task kinds  check_endurance, watch_anomalies
@@ -91,7 +91,7 @@ class IntelligenceEngine(EngineNode):
 
         self.endurance_pub = self.create_publisher(EndurancePrediction, "predictions/endurance", 10)
         self.anomaly_pub = self.create_publisher(AnomalyScore, "predictions/anomaly", 10)
-        self.command_pub = self.create_publisher(Twist, "control/cmd_vel", 10)
+        self.command_pubs = {t: self.create_publisher(Twist, t, 10) for t in ("control/cmd_vel", "control/residual")}
         self.events_pub = self.create_publisher(Event, "events", 10)
         self.inputs = Polled(self)  # read at each tick, not per message; the core keeps only the latest: depth 1
         for stream, kind, topic, reading in (("odom", Odometry, "odom", odom_reading), ("cmd", Twist, "cmd_vel",
@@ -115,8 +115,6 @@ class IntelligenceEngine(EngineNode):
     def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    # -- Readings, ticks and commands -------------------------------------------------------------------
-
     def _offer(self, stream: str, values: dict, age: float) -> None:
         self.core.offer(stream, values, self._ros_now() - age)  # heard `age` s ago, as it arrived
 
@@ -136,10 +134,11 @@ class IntelligenceEngine(EngineNode):
     def _on_target(self, msg: PointStamped) -> None:
         with self.lock:
             command = self.core.policy_command((msg.point.x, msg.point.y, msg.point.z), self._ros_now())
+            topic = self.core.policy_topic()
         if command is not None:
             twist = Twist()
             twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z = command
-            self.command_pub.publish(twist)
+            self.command_pubs[topic].publish(twist)
 
     def _endurance_tick(self) -> None:
         self.inputs.drain()

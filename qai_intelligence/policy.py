@@ -394,8 +394,13 @@ def scenarios(seed: int, split: str, count: int, conditions: datagen.Conditions 
     return [random_scenario(rng, conditions) for _ in range(count)]
 
 
+def policy_path(model: SequenceModel | None) -> str:
+    """Return the io_engine controller a policy flies through: "residual" for a correction, else "external"."""
+    return "residual" if model is not None and model.config.extra.get("residual") else "external"
+
+
 def policy_cost(model: SequenceModel, scenario_list: Sequence[Scenario], seed: int = 0) -> float:
-    costs, _ = run_episodes(model, scenario_list, seed=seed)
+    costs, _ = run_episodes(model, scenario_list, policy_path(model), seed=seed)
     return float(np.mean(costs))
 
 

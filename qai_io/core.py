@@ -26,7 +26,7 @@ from qai_edge.tasks import ServedKind, TaskCanceled, TaskContext, TaskFailed, Ta
 from qai_io.home import HomeStore
 from qai_io.kinds import KindLimits, task_kinds
 from qai_io.motion import (PID_GAINS, STOP, Command, ExternalController, HoldPlan, LandPlan, MotionRun,
-                           MotionStatus, Pose, PositionController, SequencePlan, WaypointPlan)
+                           MotionStatus, Pose, PositionController, ResidualController, SequencePlan, WaypointPlan)
 from qai_io.parameters import PARAMETERS
 from qai_io.planning import hold_position, path_length, plan_return_home, prepare_waypoints
 from qai_io.safety import Notice, SafetySupervisor
@@ -65,6 +65,9 @@ class IoCore:
                 SPECS[name].check(param(name))
             except ValueError as error:
                 raise ValueError(f"{name}: {error}") from None
+        if self.controller_mode == "residual" and self.vehicle_kind != "multirotor":
+            raise ValueError("controller: residual corrects a multirotor's PID; use pid or external for a "
+                             f"{self.vehicle_kind} vehicle")
         self.fence = Geofence.from_flat(param("geofence_polygon"), param("geofence_min_altitude"),
                                         param("geofence_max_altitude"))
         home = param("home")
@@ -80,6 +83,8 @@ class IoCore:
         self.safety.home = tuple(home) if home else self.home_store.load()
         self.external = ExternalController(param("external_command_timeout"), clocks.steady, self.vehicle_kind,
                                            param("pid_wind_filter_time"))
+        self.residual = ResidualController(PositionController(), param("external_command_timeout"), clocks.steady,
+                                           param("residual_limit"))
         self.scans = Scans()
         # The node's hook, called as a motion starts (in the task's thread): from now on it wants every pose.
         self.motion_started: Callable[[], None] = lambda: None
@@ -154,6 +159,9 @@ class IoCore:
     def on_external_command(self, command: Sequence[float]) -> None:
         self.external.offer(command)
 
+    def on_residual(self, correction: Sequence[float]) -> None:
+        self.residual.offer(correction)
+
     def tick(self) -> None:
         self._report(self.safety.tick(self.clocks.steady()))
 
@@ -226,12 +234,16 @@ class IoCore:
         """Drive `plan` until done, or until the supervisor says stop; return the final pose."""
         clocks = self.clocks
         watch = self.safety.begin_motion(kind, kind, timeout, clocks.steady(), clocks.ros())
+        gains = {name: self.param(f"pid_{name}") for name in PID_GAINS}
         if self.controller_mode == "external":
             controller = self.external
             controller.reset()  # a command given for an earlier task is not one for this
+        elif self.controller_mode == "residual":
+            controller = self.residual
+            controller.pid = PositionController(kind=self.vehicle_kind, **gains)
+            controller.reset()
         else:
-            controller = PositionController(kind=self.vehicle_kind,
-                                            **{name: self.param(f"pid_{name}") for name in PID_GAINS})
+            controller = PositionController(kind=self.vehicle_kind, **gains)
         run = self._motion = MotionRun(plan, controller, speed)
         self.motion_started()
         try:

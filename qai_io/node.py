@@ -6,10 +6,11 @@ converts messages into calls and carries out what comes back.
 
 Subscribes: odom (nav_msgs/Odometry), imu/data (sensor_msgs/Imu), battery_state (sensor_msgs/BatteryState),
 navsat/fix (sensor_msgs/NavSatFix); events (endurance_low from the intelligence engine enters the battery
-reserve); with `controller: external`, control/cmd_vel (geometry_msgs/Twist).
+reserve); with `controller: external`, control/cmd_vel (geometry_msgs/Twist); with `controller: residual`,
+control/residual (geometry_msgs/Twist: a correction added to the PID's command).
 Publishes: cmd_vel (geometry_msgs/Twist, body frame; one command per odometry message while a motion task
 runs); events (qai_interfaces/Event: battery_reserve, repeated while it applies; odometry_stale); with
-`controller: external`, control/target (geometry_msgs/PointStamped); /diagnostics (the engine, and one
+`controller: external` or `residual`, control/target (geometry_msgs/PointStamped); /diagnostics (the engine, and one
 status per sensor stream); engine_capabilities (the kinds, re-announced when a limit changes).
 Serves: RunTask at ~/run_task (navigate, hold, hover, land, return_home: the exclusive resource "motion";
 scan, collect); ~/clear_battery_reserve (std_srvs/Trigger: an operator ends the battery reserve; refused,
@@ -101,6 +102,9 @@ class IoEngine(EngineNode):
         if self.core.controller_mode == "external":
             self.create_subscription(Twist, "control/cmd_vel", lambda msg: self.core.on_external_command(
                 (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.z)), 10)
+        elif self.core.controller_mode == "residual":
+            self.create_subscription(Twist, "control/residual", lambda msg: self.core.on_residual(
+                (msg.linear.x, msg.linear.y, msg.linear.z)), 10)
         self.create_service(Trigger, "~/clear_battery_reserve", self._on_clear_battery_reserve)
         self.create_timer(SAFETY_TICK, self._on_safety_tick, clock=self._steady_clock)
         self.serve(self.core.served_kinds())
@@ -133,7 +137,7 @@ class IoEngine(EngineNode):
         self.sensors.drain()  # the IMU, battery and GPS readings that came since the last pose, first
         values, pose, stamp = odometry_from_msg(msg)
         status = self.core.on_odometry(values, pose, stamp, age)
-        if status is not None and self.core.controller_mode == "external":
+        if status is not None and self.core.controller_mode != "pid":
             target = PointStamped(header=msg.header)
             target.point.x, target.point.y, target.point.z = status.target
             self.target_pub.publish(target)

@@ -12,11 +12,14 @@ _TUNED = shipped_gains()
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("vehicle_kind", "multirotor", "multirotor, or ground: how motion is controlled", read_only=True,
               choices=("multirotor", "ground")),
-    ParamSpec("controller", "pid", "pid (built in), or external: follow control/cmd_vel from another node "
-              "(e.g. the intelligence engine's policy), stopping when it goes quiet", read_only=True,
-              choices=("pid", "external")),
-    ParamSpec("external_command_timeout", 0.3, "s: an external command older than this stops the vehicle",
-              min=0.05, max=5.0),
+    ParamSpec("controller", "pid", "pid (built in); external: follow control/cmd_vel from another node "
+              "(e.g. the intelligence engine's policy), stopping when it goes quiet; residual (multirotor): the PID "
+              "plus the correction another node publishes on control/residual, the PID alone when it goes quiet",
+              read_only=True, choices=("pid", "external", "residual")),
+    ParamSpec("external_command_timeout", 0.3, "s: an external command older than this stops the vehicle (a "
+              "residual correction this old counts as zero)", min=0.05, max=5.0),
+    ParamSpec("residual_limit", 2.0, "m/s: the most a residual correction adds to the PID's command, a component",
+              min=0.0, max=10.0, read_only=True),
     ParamSpec("pid_kp", _TUNED["kp"], "1/s: the PID's approach speed per metre still to go", min=0.05, max=20.0),
     ParamSpec("pid_ki", _TUNED["ki"], "1/s: the PID's integral gain near a target", min=0.0, max=10.0),
     ParamSpec("pid_deceleration", _TUNED["deceleration"], "m/s^2 the PID brakes into a target with", min=0.1,

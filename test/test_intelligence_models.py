@@ -732,6 +732,24 @@ def core_with_shipped_models():
 
 
 ODOM = {"x": 10.0, "y": 0.0, "z": 5.0, "yaw": 0.0, "vx": 0.0, "vy": 0.0, "vz": 0.0, "yaw_rate": 0.0, "stamp": 0.0}
+
+
+def test_a_residual_policy_starts_at_zero_and_goes_to_control_residual_a_whole_command_to_control_cmd_vel(tmp_path):
+    """The topic follows the active policy, so an io_engine in the other mode never flies a misread output."""
+    from qai_intelligence.evaluation import FEATURES
+    from qai_intelligence.residual import ResidualSizes, build_residual
+
+    core = core_with_shipped_models()
+    assert core.policy_topic() == "control/cmd_vel"
+    observations = np.random.default_rng(0).normal(size=(50, len(POLICY.features))).astype(np.float32)
+    checkpoint.save(build_residual(0, ResidualSizes(), observations), tmp_path / "residual")
+    model, meta = checkpoint.load(tmp_path / "residual", task="policy", inputs=FEATURES["policy"].features)
+    core.slots["policy"] = ModelSlot("policy", FEATURES["policy"], model, "v0002", meta, 0.02, gap=1.0)
+    assert core.policy_topic() == "control/residual"
+    assert core.offer("odom", ODOM, 0.0)
+    assert core.policy_command((12.0, 0.0, 5.0), 0.01) == (0.0, 0.0, 0.0, 0.0)  # its output layer is zero
+
+
 BATTERY = {"voltage": 15.5, "current": 12.0, "percentage": 0.6, "capacity_ah": 4.76}
 
 

@@ -297,6 +297,18 @@ def test_the_profile_check_refuses_a_vehicle_kind_or_controller_the_engine_canno
 def test_the_core_refuses_a_vehicle_kind_it_cannot_drive_naming_the_choices():
     with pytest.raises(ValueError, match="vehicle_kind: must be one of: multirotor, ground; got 'boat'"):
         World(vehicle_kind="boat", config=VehicleConfig())
+    with pytest.raises(ValueError, match="controller: residual corrects a multirotor's PID; use pid or external"):
+        World(vehicle_kind="ground", controller="residual", config=VehicleConfig(kind="ground"))
+
+
+def test_under_the_residual_controller_the_pid_flies_alone_until_a_correction_comes_and_again_once_stale():
+    """A residual policy that never speaks (or goes quiet) leaves the PID flying: the task completes."""
+    world = World({"controller": "residual"})
+    result = world.run("navigate", {"waypoints": [[0, 0, 4], [6, 0, 4]], "speed": 3.0})
+    assert math.dist(result["position"], (6, 0, 4)) <= 0.5 and world.core.residual.stale
+    world.core.on_residual((0.0, 0.0, 2.0))  # one correction (climb), then silence
+    world.run("navigate", {"waypoints": [[6, 0, 5]], "speed": 3.0})
+    assert world.position[2] == pytest.approx(5.0, abs=0.5) and world.core.residual.stale
 
 
 # -- Readiness and home ------------------------------------------------------------------------------------
