@@ -304,6 +304,36 @@ def test_the_external_controller_follows_another_nodes_commands_and_stops_withou
     assert stack.wait(sent).canceled
 
 
+def test_the_residual_controller_adds_another_nodes_correction_to_the_pid_and_flies_on_without_it(
+        processes, ros_probe):
+    """With controller: residual, a correction on control/residual moves the vehicle; silence leaves the PID flying.
+
+    A steady 1 m/s sideways correction during a hold pushes the vehicle off the point until the PID's integral
+    takes it back; when the corrections stop, the hold still ends where it should (the PID alone), not stopped.
+    """
+    from geometry_msgs.msg import PointStamped, Twist
+
+    stack = IoStack(processes, ros_probe, io_parameters={"controller": "residual"})
+    targets = []
+    ros_probe.node.create_subscription(PointStamped, f"{stack.namespace}/control/target", targets.append, 10)
+    residual = ros_probe.node.create_publisher(Twist, f"{stack.namespace}/control/residual", 10)
+    outcome = stack.run("navigate", {"waypoints": [[0, 0, 3]], "speed": 3.0})  # no corrections: the PID alone
+    assert outcome.succeeded and math.dist(outcome.result["position"], (0, 0, 3)) <= 0.5, outcome.message
+    assert targets, "the io_engine publishes its target for the policy"
+    sent = stack.send("hold", {"duration": 8.0})
+    sideways = Twist()
+    sideways.linear.y = 1.0
+    pushed = 0.0
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        residual.publish(sideways)
+        ros_probe.spin_for(0.02)
+        pushed = max(pushed, abs(stack.position()[1]))
+    assert pushed > 0.15, f"the correction moved the vehicle {pushed:.2f} m"
+    outcome = stack.wait(sent)  # silent from here: the PID holds the point
+    assert outcome.succeeded and math.dist(outcome.result["position"], (0, 0, 3)) <= 0.5, outcome
+
+
 def test_faster_than_real_time_with_the_simulator_owning_the_clock(processes, ros_probe):
     """real_time_factor 5 with /clock: the io_engine on use_sim_time times tasks in simulated seconds."""
     stack = IoStack(processes, ros_probe, sim_parameters={"real_time_factor": 5.0, "publish_clock": True},
