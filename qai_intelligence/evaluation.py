@@ -4,7 +4,8 @@ Each task is scored on flights no training run uses (the "gate" seed block, trai
 flights for the candidate and the active model:
   endurance  MAE of the time left, seconds
   anomaly    1 - F1 of fault detection, at the model's own threshold
-  policy     the mean episode cost (time against nominal, cross-track error, failures)
+  policy     the mean episode cost (time against nominal, cross-track error, failures); the io_engine's tuned
+             PID flies the same episodes, and its cost is the bar a candidate must beat too
 The data is made once per process and kept.
 """
 
@@ -52,4 +53,12 @@ def evaluate_checkpoint(task: str, directory: Path, size: int | None = None) -> 
     from qai_intelligence.policy import policy_cost
 
     cost = policy_cost(model, held_out)
-    return cost, {"cost": round(cost, 4), "episodes": len(held_out)}
+    return cost, {"cost": round(cost, 4), "episodes": len(held_out),
+                  "bar": {"name": "tuned PID", "score": _pid_cost(size or GATE_SIZES[task])}}
+
+
+@functools.lru_cache(maxsize=None)
+def _pid_cost(size: int) -> float:
+    from qai_intelligence.policy import policy_cost_pid
+
+    return policy_cost_pid(_gate_data("policy", size))

@@ -123,7 +123,11 @@ class ModelStore:
         return version
 
     def promote(self, task: str, version: str, evaluate: Evaluate, margin: float = 0.0) -> Decision:
-        """Activate `version` only if it scores better than the active model, by `margin`, on `evaluate`."""
+        """Activate `version` only if it scores better than the active model, by `margin`, on `evaluate`.
+
+        When the candidate's details carry a `bar` ({"name", "score"}: a policy's is the tuned PID flying the
+        same episodes), the candidate must beat that by `margin` too.
+        """
         candidate = self.path(task, version)
         active, active_path = self.active(task)
         if version == active:
@@ -132,9 +136,15 @@ class ModelStore:
         active_score, active_details = evaluate(active_path)
         metrics = {"candidate": {"version": version, "score": candidate_score, **candidate_details},
                    "active": {"version": active, "score": active_score, **active_details}}
+        bar = candidate_details.get("bar")
+        message = ""
         if not candidate_score < active_score - margin:
             message = (f"{task} {version} refused: it scored {candidate_score:.4g} on the held-out evaluation, "
                        f"the active {active} {active_score:.4g} (lower is better, margin {margin:g})")
+        elif isinstance(bar, dict) and not candidate_score < bar["score"] - margin:
+            message = (f"{task} {version} refused: it scored {candidate_score:.4g} on the held-out evaluation, "
+                       f"the {bar['name']} {bar['score']:.4g} on the same (lower is better, margin {margin:g})")
+        if message:
             with self._lock:
                 self._log({"action": "refused", "task": task, "version": version, "active": active,
                            "metrics": metrics, "reason": message})

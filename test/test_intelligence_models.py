@@ -533,6 +533,22 @@ def test_the_gate_refuses_a_worse_candidate_and_the_active_model_stays(store):
     assert models.history()[-1]["action"] == "refused" and models.history()[-1]["metrics"]["candidate"]["score"] == 12.0
 
 
+def test_a_candidate_better_than_the_active_model_but_not_than_its_bar_is_refused(store):
+    """A policy must beat the tuned PID on the gate's episodes too (its details carry the bar)."""
+    models, tmp_path = store
+    better = checkpoint.save(endurance_model(seed=2), tmp_path / "better", {"score": 8.0})
+    version = models.add("endurance", better)
+
+    def with_bar(bar):
+        return lambda directory: (json.loads((directory / "meta.json").read_text())["score"],
+                                  {"bar": {"name": "tuned PID", "score": bar}})
+
+    decision = models.promote("endurance", version, with_bar(7.5))
+    assert not decision.activated and "the tuned PID 7.5 on the same" in decision.message, decision.message
+    assert models.active("endurance")[0] == "v0001"
+    assert models.promote("endurance", version, with_bar(9.0)).activated
+
+
 def test_a_better_candidate_is_activated_and_rollback_returns_to_the_one_before(store):
     models, tmp_path = store
     better = checkpoint.save(endurance_model(seed=2), tmp_path / "better", {"score": 8.0})
