@@ -40,8 +40,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               max=3600.0),
     ParamSpec("max_policy_speed", 8.0, "m/s: the policy's commands are clipped to this (the io_engine holds "
               "them further to the task's speed over the ground)", min=0.1, max=50.0),
-    ParamSpec("gate_margin", 0.0, "how much better (in the gate's score) a candidate must do than the active "
-              "model to be activated", min=0.0, max=1e6),
+    ParamSpec("gate_margin", 0.02, "fraction of the active model's gate score a candidate must be better by "
+              "(the 95 % interval of the paired difference wholly below it) to be activated", min=0.0, max=10.0),
     ParamSpec("max_path_length", 4096, "characters allowed in a checkpoint path given to activate_model",
               min=16, max=65536, read_only=True),
 )

@@ -123,10 +123,13 @@ class ModelStore:
         return version
 
     def promote(self, task: str, version: str, evaluate: Evaluate, margin: float = 0.0) -> Decision:
-        """Activate `version` only if it scores better than the active model, by `margin`, on `evaluate`.
+        """Activate `version` only if it scores better than the active model by `margin` on `evaluate`.
 
-        When the candidate's details carry a `bar` ({"name", "score"}: a policy's is the tuned PID flying the
-        same episodes), the candidate must beat that by `margin` too.
+        `margin` is a fraction of the active model's score. When both scores come with a score per flight or
+        episode (`units` in their details, the same units in the same order), better means the paired
+        difference's 95 % interval lies wholly below minus the margin; otherwise, the candidate's score below
+        the active one's less the margin. When the candidate's details carry a `bar` ({"name", "score",
+        "units"}: a policy's is the tuned PID on the same episodes), it must beat that the same way too.
         """
         candidate = self.path(task, version)
         active, active_path = self.active(task)
@@ -137,14 +140,12 @@ class ModelStore:
         metrics = {"candidate": {"version": version, "score": candidate_score, **candidate_details},
                    "active": {"version": active, "score": active_score, **active_details}}
         bar = candidate_details.get("bar")
-        message = ""
-        if not candidate_score < active_score - margin:
-            message = (f"{task} {version} refused: it scored {candidate_score:.4g} on the held-out evaluation, "
-                       f"the active {active} {active_score:.4g} (lower is better, margin {margin:g})")
-        elif isinstance(bar, dict) and not candidate_score < bar["score"] - margin:
-            message = (f"{task} {version} refused: it scored {candidate_score:.4g} on the held-out evaluation, "
-                       f"the {bar['name']} {bar['score']:.4g} on the same (lower is better, margin {margin:g})")
+        message = _worse(candidate_score, candidate_details, active_score, active_details, margin,
+                         f"the active {active}")
+        if not message and isinstance(bar, dict):
+            message = _worse(candidate_score, candidate_details, bar["score"], bar, margin, f"the {bar['name']}")
         if message:
+            message = f"{task} {version} refused: {message}"
             with self._lock:
                 self._log({"action": "refused", "task": task, "version": version, "active": active,
                            "metrics": metrics, "reason": message})
@@ -210,3 +211,22 @@ class ModelStore:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())), **entry}
         with open(self.root / LOG_FILE, "a") as file:
             file.write(json.dumps(entry, default=str) + "\n")
+
+
+def _worse(score: float, details: dict, other_score: float, other: dict, margin: float, name: str) -> str:
+    """Say why `score` is not better than `other_score` by `margin` (a fraction of it); '' when it is."""
+    units, other_units = details.get("units"), other.get("units")
+    needed = margin * abs(other_score)
+    if isinstance(units, list) and isinstance(other_units, list) and len(units) == len(other_units) and units:
+        from qai_intelligence.statistics import paired_difference
+
+        d = paired_difference(units, other_units)
+        if d["high"] < -needed:
+            return ""
+        return (f"it scored {score:.4g} on the held-out evaluation, {name} {other_score:.4g} on the same "
+                f"{d['n']} items: difference {d['mean']:+.4g}, 95 % interval [{d['low']:+.4g}, {d['high']:+.4g}], "
+                f"not wholly below -{needed:.4g} (margin {margin:g} of its score; lower is better)")
+    if score < other_score - needed:
+        return ""
+    return (f"it scored {score:.4g} on the held-out evaluation, {name} {other_score:.4g} "
+            f"(lower is better, margin {margin:g} of its score)")
