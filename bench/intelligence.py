@@ -15,10 +15,11 @@
   Poisson upper bound on false alarms): endurance MAE per flight against the autopilot estimate fitted on
   the model's own training flights and against a ridge regression on the model's inputs and that estimate,
   tuned on its validation flights (200 flights; by time left, with and without a cell sag); anomaly
-  recall and precision against the z-score baseline (20 flights of each of the 9 fault kinds, 160 clean
-  flights: 2 h), false alarms over fault-free time; the learned policy against the PID flown through the
-  same external-controller path (its limits and delay) and against the PID in its own path (30 course runs
-  in the same weathers).
+  recall and precision against the z-score baseline and the failsafe rules (20 flights of each of the 9
+  fault kinds, 160 clean flights: 2 h), false alarms over fault-free time; the learned policy (through its
+  own path: external, or residual on the PID) against the tuned PID flown through the external-controller
+  path (its limits and delay) and in its own path (the bar), and the tuned PID against the hand-set one
+  (30 course runs in the same weathers).
 - Training time per model, as recorded in the shipped checkpoints' metadata (with the command that made them).
 
     nice -n 10 .venv/bin/python bench/intelligence.py [--quick] [--seed S] [--json PATH]
@@ -83,8 +84,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def shipped_policy_path() -> str:
+    """Return the io_engine controller the shipped policy flies through (external, or residual)."""
+    from qai_intelligence.store import SHIPPED
+
+    extra = json.loads((SHIPPED / "policy" / "meta.json").read_text())["config"].get("extra", {})
+    return "residual" if extra.get("residual") else "external"
+
+
 def node_latency(cell: str, seconds: float, idle: float) -> dict:
-    """Run sim_vehicle, io_engine (external) and intelligence_engine with `cell` models; idle; fly; read figures.
+    """Run sim_vehicle, io_engine and intelligence_engine with `cell` models; idle; fly; read figures.
+
+    The io_engine flies the shipped policy's path (`controller: external`, or `residual` for a residual policy),
+    so the policy answers every odometry message.
 
     Idle: the intelligence engine's CPU share over `idle` s on the ground (3 s after it reported, sensors
     streaming). Then a navigate task; after `seconds` s of flight, its /diagnostics.
@@ -103,7 +115,7 @@ def node_latency(cell: str, seconds: float, idle: float) -> dict:
         directory = Path(scratch)
         seed_store(directory / "store", cell)
         processes = [start("sim_vehicle", namespace, {}, directory),
-                     start("io_engine", namespace, {"controller": "external"}, directory),
+                     start("io_engine", namespace, {"controller": shipped_policy_path()}, directory),
                      start("intelligence_engine", namespace, {"model_store": str(directory / "store"),
                                                               "robot_id": "bench"}, directory)]
         rclpy.init()
