@@ -252,9 +252,11 @@ class IntelligenceCore:
         return command[0], command[1], command[2], 0.0
 
     def policy_topic(self) -> str:
-        """Return where the active policy's output goes: control/residual for a correction to the io_engine's PID
-        (qai_intelligence.residual), control/cmd_vel for a whole command. An io_engine in the other mode hears
-        nothing: a residual io flies its PID alone, an external one stops.
+        """Return the topic of the active policy's output: a correction's or a whole command's.
+
+        control/residual for a correction to the io_engine's PID (qai_intelligence.residual), control/cmd_vel
+        for a whole command. An io_engine in the other mode hears nothing: a residual one flies its PID
+        alone, an external one stops.
         """
         slot = self.slots.get("policy")
         residual = slot is not None and bool(slot.model.config.extra.get("residual"))
