@@ -179,11 +179,12 @@ class AnomalyFlight:
 
 
 def anomaly_flight(seed: int, conditions: Conditions = TRAINING, fault: str | None = None,
-                   duration: float = 45.0, onset_range: tuple[float, float] = (12.0, 30.0)) -> AnomalyFlight:
+                   duration: float = 45.0, onset_range: tuple[float, float] = (12.0, 30.0),
+                   legs: tuple[int, int] = (3, 6)) -> AnomalyFlight:
     """Fly random waypoints with the I/O engine's controller and build the anomaly features each tick.
 
     The sensors are sampled as the simulator publishes them; `fault` (one of FAULT_KINDS) starts at a random
-    time and lasts to the end.
+    time and lasts to the end. `legs`: how many waypoints (drawn in that range; a long flight needs many).
     """
     rng = random.Random(seed)
     config = conditions.draw(rng, seed)
@@ -194,7 +195,7 @@ def anomaly_flight(seed: int, conditions: Conditions = TRAINING, fault: str | No
     onset_time = rng.uniform(*onset_range) if fault else None
     fault_value = {"battery_sag": rng.uniform(0.5, 2.5), "vibration": rng.uniform(0.3, 1.0)}.get(fault or "", 0.0)
     waypoints = [(start[0] + rng.uniform(-50, 50), start[1] + rng.uniform(-50, 50), rng.uniform(3.0, 15.0))
-                 for _ in range(rng.randint(3, 6))]
+                 for _ in range(rng.randint(*legs))]
     speed = rng.uniform(2.0, 7.0)
     controller = PositionController()
     run = MotionRun(WaypointPlan(waypoints, 0.5, hold=rng.choice((0.0, 0.0, 2.0))), controller, speed)

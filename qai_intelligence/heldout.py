@@ -121,6 +121,37 @@ def anomaly(model, detector, detector_threshold: float, conditions: datagen.Cond
     return report
 
 
+def long_flights(model, detector, detector_threshold: float, conditions: datagen.Conditions, count: int,
+                 minutes: float, seed: int) -> dict[str, Any]:
+    """Return what the anomaly model does over `count` clean flights of `minutes` each: whether it drifts.
+
+    The flights fly waypoints the whole time in `conditions`' weather, on a battery large enough not to run
+    down (so what changes over the flight is the model's hidden state, not the pack). Reported: false alarms
+    of the model and the z-score baseline, and per flight the model's mean score over the last five minutes
+    less the first five (after a minute), with the threshold it is judged against.
+    """
+    from dataclasses import replace
+
+    from qai_intelligence.training import _labels, anomaly_scores, evaluate_anomaly
+
+    lasting = replace(conditions, name=f"{conditions.name}, long", capacity_wh=(2000.0, 2000.0))
+    flights = [datagen.anomaly_flight(datagen.seed_block(seed, SPLIT, 300_000 + i), lasting, None,
+                                      duration=minutes * 60.0, legs=(int(minutes * 6), int(minutes * 6)))
+               for i in range(count)]
+    result = evaluate_anomaly(model, flights, detector, detector_threshold)
+    labels = _labels(flights)
+    extra = model.config.extra
+    scores = anomaly_scores(model, [f.features for f in flights], np.array(extra["residual_std"]),
+                            extra["smoothing"])
+    window = round(300.0 / datagen.ANOMALY_TICK)
+    start = round(60.0 / datagen.ANOMALY_TICK)
+    drift = [float(s[-window:].mean() - s[start:start + window].mean()) for s in scores]
+    return {"flights": count, "minutes": minutes, "threshold": float(extra["threshold"]),
+            "model": _detection(result["model"], labels, flights),
+            "baseline": _detection(result["baseline"], labels, flights),
+            "drift": mean_interval(drift)}
+
+
 def course(model, conditions: datagen.Conditions, runs: int, seed: int) -> dict[str, Any]:
     """Return the course report: the policy (through its own path) and the PIDs over the same `runs` weathers.
 
