@@ -259,7 +259,9 @@ def test_the_hub_counts_what_it_refused_logs_it_bounded_and_admits_no_stranger(h
     assert stats["refused_robots"] >= before["refused_robots"] + 1000, stats
     assert stats["robots"] <= 2
     status, snapshot, _ = hub["client"].request("GET", "/api/snapshot")
-    assert set(snapshot["robots"]) == {"good", "rogue"}
+    # No stranger among them; "rogue" is there once an earlier case's message of its was accepted (it was
+    # missing once in make test: which case admits it depends on what the broker delivered, not on this test).
+    assert "good" in snapshot["robots"] and set(snapshot["robots"]) <= {"good", "rogue"}, snapshot["robots"]
     security = [event for event in snapshot["events"] if event["kind"] == "security"]
     assert security and all(len(event["text"]) < 5000 for event in security)
     assert snapshot["robots"]["good"]["state"] == "online"  # the replayed "offline" did not take
