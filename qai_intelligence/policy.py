@@ -338,6 +338,27 @@ class WeightVector:
             offset += n
 
 
+def diagonal_cma(start: np.ndarray, sigma: float, population: int, seed: int):
+    """Return a CMA-ES search with a diagonal covariance (the weights are too many for a full one), quiet."""
+    return cma.CMAEvolutionStrategy(start, sigma, {"popsize": population, "seed": seed, "CMA_diagonal": True,
+                                                   "verbose": -9})
+
+
+def cma_generation(strategy, weights: WeightVector, cost) -> list[float]:
+    """Run one CMA-ES generation over `weights`, every candidate scored by `cost()`; return the costs.
+
+    `cost` flies the same episodes for every candidate (common random numbers: the generation ranks weights,
+    not luck).
+    """
+    candidates = strategy.ask()
+    costs = []
+    for vector in candidates:
+        weights.set(vector)
+        costs.append(float(cost()))
+    strategy.tell(candidates, costs)
+    return costs
+
+
 # -- Training -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -459,20 +480,14 @@ def train_policy(seed: int = 0, cell: str = "cfc", sizes: PolicySizes = PolicySi
     # fresh episodes in a generation; the best candidate seen on validation episodes is kept.
     weights = WeightVector(model)
     start = weights.get()
-    strategy = cma.CMAEvolutionStrategy(start, sizes.sigma, {"popsize": sizes.population, "seed": seed + 1,
-                                                             "CMA_diagonal": True, "verbose": -9})
+    strategy = diagonal_cma(start, sizes.sigma, sizes.population, seed + 1)
     best_vector, best_cost = start, imitation_cost
     history = []
     progress.stage("CMA-ES over the CfC's weights", sizes.generations)
     rng = random.Random(datagen.seed_block(seed, "train", 999))
     for generation in range(sizes.generations):
         episodes = [random_scenario(rng) for _ in range(sizes.episodes_per_candidate)]
-        candidates = strategy.ask()
-        costs = []
-        for vector in candidates:
-            weights.set(vector)
-            costs.append(policy_cost(model, episodes, seed=generation))
-        strategy.tell(candidates, costs)
+        costs = cma_generation(strategy, weights, lambda: policy_cost(model, episodes, seed=generation))
         weights.set(strategy.result.xfavorite)
         validation_cost = policy_cost(model, validation)
         if validation_cost < best_cost:

@@ -29,8 +29,8 @@ import torch
 from qai_intelligence import data as datagen
 from qai_intelligence.features import POLICY, POLICY_OUTPUTS
 from qai_intelligence.models import ModelConfig, SequenceModel, build, trainable_parameters
-from qai_intelligence.policy import (RESIDUAL_LIMIT, Scenario, WeightVector, cma, evaluate_course, random_scenario,
-                                     run_episodes)
+from qai_intelligence.policy import (RESIDUAL_LIMIT, Scenario, WeightVector, cma_generation, diagonal_cma,
+                                     evaluate_course, random_scenario, run_episodes)
 from qai_intelligence.statistics import paired_difference
 from qai_intelligence.training import NoProgress, Progress, TrainResult
 
@@ -104,20 +104,14 @@ def train_residual(seed: int = 0, sizes: ResidualSizes = ResidualSizes(),
     validation = [random_scenario(rng) for _ in range(sizes.validation_episodes)]
     weights = WeightVector(model)
     start = weights.get()
-    strategy = cma.CMAEvolutionStrategy(start, sizes.sigma, {"popsize": sizes.population, "seed": seed + 1,
-                                                             "CMA_diagonal": True, "verbose": -9})
+    strategy = diagonal_cma(start, sizes.sigma, sizes.population, seed + 1)
     pid_selection = float(np.mean(episode_costs(None, selection)))
     best_vector, best_cost, history = start, pid_selection, []
     progress.stage("CMA-ES over the residual CfC's weights", sizes.generations)
     train_rng = random.Random(datagen.seed_block(seed, "train", 888))
     for generation in range(sizes.generations):
         episodes = [random_scenario(train_rng) for _ in range(sizes.episodes)]
-        candidates = strategy.ask()
-        costs = []
-        for vector in candidates:
-            weights.set(vector)
-            costs.append(float(np.mean(episode_costs(model, episodes, seed=generation))))
-        strategy.tell(candidates, costs)
+        costs = cma_generation(strategy, weights, lambda: np.mean(episode_costs(model, episodes, seed=generation)))
         entry = {"generation": generation, "best": min(costs), "median": float(np.median(costs))}
         if (generation + 1) % sizes.validate_every == 0 or generation == sizes.generations - 1:
             weights.set(strategy.result.xfavorite)

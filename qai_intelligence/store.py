@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qai_intelligence.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError, read_meta
+from qai_intelligence.statistics import paired_difference
 
 TASKS = ("endurance", "anomaly", "policy")
 SHIPPED = Path(__file__).resolve().parent / "models"
@@ -218,8 +219,6 @@ def _worse(score: float, details: dict, other_score: float, other: dict, margin:
     units, other_units = details.get("units"), other.get("units")
     needed = margin * abs(other_score)
     if isinstance(units, list) and isinstance(other_units, list) and len(units) == len(other_units) and units:
-        from qai_intelligence.statistics import paired_difference
-
         d = paired_difference(units, other_units)
         if d["high"] < -needed:
             return ""
