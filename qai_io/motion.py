@@ -143,9 +143,20 @@ GAINS_FILE = Path(__file__).with_name("pid_gains.json")
 
 @lru_cache(maxsize=1)
 def shipped_gains() -> dict[str, float]:
-    """Return the gains the io_engine ships with: those `qai-train pid` wrote to pid_gains.json."""
-    gains = json.loads(GAINS_FILE.read_text())["gains"]
-    return {name: float(gains[name]) for name in PID_GAINS}
+    """Return the gains the io_engine ships with: those `qai-train pid` wrote to pid_gains.json.
+
+    A file that is missing, not JSON, or without a finite number for every gain raises ValueError naming it.
+    """
+    try:
+        gains = json.loads(GAINS_FILE.read_text())["gains"]
+        values = {name: float(gains[name]) for name in PID_GAINS}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{GAINS_FILE}: not the gains qai-train pid writes ({type(error).__name__}: "
+                         f"{str(error)[:200]})") from None
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"{GAINS_FILE}: gains.{bad[0]} is {values[bad[0]]}, not a finite number")
+    return values
 
 
 @dataclass

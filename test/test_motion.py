@@ -169,3 +169,23 @@ def test_a_steady_correction_is_not_taken_for_wind_and_cancelled():
         model.command(*run.on_odometry(Pose(*position, yaw, vx, vy, body[2]), now[0]))
         model.step(0.02)
     assert math.hypot(*residual.pid.wind) < 0.3, residual.pid.wind
+
+
+@pytest.mark.parametrize("content, why", [(b"", "JSONDecodeError"), (b'{"gains": {"kp": 1}}', "KeyError: 'ki'"),
+                                          (b"\xff\xfe garbage", "UnicodeDecodeError"), (b"[1, 2]", "TypeError"),
+                                          (b'{"gains": {"kp": NaN, "ki": 1, "deceleration": 1, "wind_filter_time": 1, '
+                                           b'"integral_zone": 1, "integral_limit": 1, "max_climb_rate": 1}}',
+                                           "gains.kp is nan")])
+def test_a_damaged_gains_file_is_refused_naming_the_file_and_what_is_wrong(tmp_path, monkeypatch, content, why):
+    from qai_io import motion
+
+    damaged = tmp_path / "pid_gains.json"
+    damaged.write_bytes(content)
+    monkeypatch.setattr(motion, "GAINS_FILE", damaged)
+    motion.shipped_gains.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=str(damaged)) as raised:
+            motion.shipped_gains()
+        assert why in str(raised.value)
+    finally:
+        motion.shipped_gains.cache_clear()
