@@ -4,6 +4,8 @@
     qai-hub enroll ROBOT ROBOT_KEY.pub               believe what this robot signs (its key, from qai-edge keygen)
     qai-hub send-mission MISSION.yaml --robot R      signed; prints acceptance and progress; exit code = outcome
     qai-hub cancel MISSION_ID --robot R [--task T]
+    qai-hub deploy-model CHECKPOINT_DIR --robot R    sign a model and send it; the robot's gate decides
+    qai-hub rollback-model TASK --robot R            back to the model active before
     qai-hub status [--robot R]                       the fleet once (with --robot: that robot's missions)
     qai-hub watch                                    the fleet live, updating in place
     qai-hub serve [--port 8080] [--bind 127.0.0.1]   the dashboard in a browser (qai_hub.dashboard)
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 from rich.markup import escape
 
+from qai_hub import model_signing
 from qai_hub.client import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, HubClient,
                             HubError)
 from qai_hub.fleet import Fleet, RobotView
@@ -244,6 +247,8 @@ def _reply_text(reply: dict[str, Any]) -> str:
     status, robot = reply["status"], shown(reply["robot"], 64, markup=False)
     mission = shown(reply["mission_id"], 64, markup=False)
     message = shown(reply["message"], 300, markup=False)
+    if "model" in reply and status != "rejected":
+        return _model_text(robot, status, reply["model"], message)
     if status == "rejected":
         return f"{robot}: REJECTED ({reply.get('reason')}): {message}"
     if status == "progress":
@@ -265,6 +270,17 @@ def _reply_text(reply: dict[str, Any]) -> str:
     return f"{robot}: {status} {mission}{': ' + message if message else ''}"
 
 
+def _model_text(robot: str, status: str, model: dict[str, Any], message: str) -> str:
+    task, active = model["task"], shown(model["active_version"], 8, markup=False)
+    previous = shown(model["previous_version"], 8, markup=False)
+    head = (f"{robot}: {task} model {active} ACTIVE (was {previous})" if status == "succeeded"
+            else f"{robot}: {task} model NOT CHANGED, {active or previous} stays active")
+    lines = [f"{head}: {message}" if message else head]
+    lines += [f"    {shown(key, 24, markup=False)}: {shown(text, 300, markup=False)}"
+              for key, text in sorted(model["metrics"].items())]
+    return "\n".join(lines)
+
+
 def _percent(progress) -> str:
     return f" {progress * 100:.0f}%" if isinstance(progress, (int, float)) else ""
 
@@ -283,6 +299,65 @@ def cmd_cancel(args) -> int:
         return EXIT_NO_ANSWER
     print(_reply_text(reply))
     return EXIT_OK if reply["status"] == "done" else EXIT_REFUSED
+
+
+def _model_targets(view: _HubView, args) -> set[str]:
+    if not args.all:
+        return {args.robot}
+    time.sleep(1.0)  # the retained statuses, to know who is online
+    with view._changed:
+        return {name for name, robot_view in view.fleet.robots.items() if robot_view.online}
+
+
+def _model_command(args, verb: str, body: dict[str, Any], what: str) -> int:
+    """Send a signed model command to --robot or --all; print each robot's answer; return the exit code."""
+    base = f"{ROOT}/{args.fleet}/{'+' if args.all else args.robot}"
+    view = _HubView(args, f"{base}/cmd/{verb}/reply", f"{base}/status")
+    try:
+        targets = _model_targets(view, args)
+        if not targets:
+            print(f"no enrolled robot of fleet {args.fleet} is online", file=sys.stderr)
+            return EXIT_NO_ANSWER
+        request_id = view.send(verb, body, ALL_ROBOTS if args.all else args.robot)
+        print(f"sent {what} to {', '.join(sorted(targets))} (request {request_id})", flush=True)
+        deadline, outcomes, index = time.monotonic() + args.timeout, {}, 0
+        while set(outcomes) < targets:
+            reply = view.next_reply(request_id, index, deadline)
+            if reply is None:
+                print(f"no answer within {args.timeout:g} s from {', '.join(sorted(targets - set(outcomes)))}",
+                      file=sys.stderr)
+                return EXIT_NO_ANSWER
+            index += 1
+            print(_reply_text(reply), flush=True)
+            if reply["status"] in FINAL:
+                outcomes[reply["robot"]] = reply["status"]
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        view.close()
+    codes = [{"succeeded": EXIT_OK, "rejected": EXIT_REFUSED, "error": EXIT_REFUSED}.get(o, EXIT_FAILED)
+             for o in outcomes.values()]
+    return max(codes)
+
+
+def cmd_deploy_model(args) -> int:
+    try:
+        files = model_signing.read_files(args.checkpoint)
+        meta = orjson.loads(files["meta.json"])
+        task = meta.get("config", {}).get("task") if isinstance(meta, dict) else None
+        if args.model and task != args.model:
+            raise model_signing.ModelRejected(f"{args.checkpoint}: a model for {task!r}, not {args.model!r}")
+        note = args.note or Path(args.checkpoint).name
+        signature = model_signing.sign(_signer(args), str(task), files, note)
+    except (model_signing.ModelRejected, orjson.JSONDecodeError, AttributeError) as error:
+        print(f"qai-hub: {args.checkpoint}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    body = {"task": task, "files": model_signing.encode_files(files), "signature": signature}
+    return _model_command(args, "deploy_model", body, f"the {task} model {args.checkpoint} (signed)")
+
+
+def cmd_rollback_model(args) -> int:
+    return _model_command(args, "rollback_model", {"task": args.task}, f"a rollback of the {args.task} model")
 
 
 def _collect(args, seconds: float, robot: str | None = None) -> Fleet:
@@ -533,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the enrolled robots' public keys, one directory per robot (default {DEFAULT_REGISTRY}); "
                         "nothing from a robot not enrolled there is believed")
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{keygen,enroll,send-mission,cancel,status,watch,serve}")
+                                     metavar="{keygen,enroll,send-mission,cancel,deploy-model,rollback-model,"
+                                     "status,watch,serve}")
 
     def add(name: str, text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text)
@@ -576,6 +652,27 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--reason", default="", help="why, for the mission's record")
     cancel.add_argument("--timeout", type=float, default=15.0, help="s to wait for the answer (default 15)")
     signing_options(cancel)
+
+    def model_target(sub: argparse.ArgumentParser, timeout: float) -> None:
+        target = sub.add_mutually_exclusive_group(required=True)
+        target.add_argument("--robot", type=_robot_name, help="robot name (its robot_id)")
+        target.add_argument("--all", action="store_true", help="every online robot of the fleet")
+        sub.add_argument("--timeout", type=float, default=timeout,
+                         help=f"s to wait for the answers (default {timeout:g})")
+        signing_options(sub)
+
+    deploy = add("deploy-model", "Sign a model checkpoint (model.pt, meta.json, as qai-train writes them) with the "
+                 "hub's key and send it to a robot (or --all). Each robot checks the signature, runs its promotion "
+                 "gate and activates the model only when it does better; it answers with the gate's figures. Exit 0 "
+                 "when every robot activated it, 1 when a gate kept the active model, 3 refused, 4 no answer.")
+    deploy.add_argument("checkpoint", help="checkpoint directory")
+    deploy.add_argument("--model", choices=model_signing.TASKS, help="the task it must be for (default: meta.json's)")
+    deploy.add_argument("--note", default="", help="a note signed with it (default: the directory's name)")
+    model_target(deploy, 600.0)
+    rollback = add("rollback-model", "Return a robot's model (or every robot's, --all) to the version active before; "
+                   "signed.")
+    rollback.add_argument("task", choices=model_signing.TASKS)
+    model_target(rollback, 60.0)
 
     status = add("status", "Print the fleet once, from the robots' retained status and telemetry heard within "
                  "--timeout; with --robot also that robot's missions (a signed get_state).")
@@ -630,7 +727,8 @@ def main(argv=None) -> int:
         print(f"qai-hub: {error}", file=sys.stderr)
         return EXIT_USAGE
     handlers = {"keygen": cmd_keygen, "enroll": cmd_enroll, "send-mission": cmd_send_mission, "cancel": cmd_cancel,
-                "status": cmd_status, "watch": cmd_watch, "serve": cmd_serve}
+                "deploy-model": cmd_deploy_model, "rollback-model": cmd_rollback_model, "status": cmd_status,
+                "watch": cmd_watch, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except HubError as error:

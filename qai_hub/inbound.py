@@ -360,7 +360,27 @@ def read_reply(message: dict[str, Any], where: ParsedTopic, limits: InboundLimit
     if "missions" in message:
         data["missions"] = [mission_state(m, f"missions[{i}]", limits) for i, m in enumerate(
             _list(message["missions"], "missions", limits.max_missions))]
+    if "model" in message:
+        data["model"] = _model_answer(message["model"], "model", limits)
     return Reply(request_id, verb, status, data)
+
+
+_VERSION = re.compile(r"^(v[0-9]{4})?$")
+_MODEL_TASKS = ("endurance", "anomaly", "policy")
+
+
+def _model_answer(value: Any, where: str, limits: InboundLimits) -> dict[str, Any]:
+    """Check a deploy_model or rollback_model answer: the task, the versions, the gate's figures (JSON text)."""
+    data = _obj(value, where)
+    metrics = _opt_obj(data, "metrics", where)
+    if len(metrics) > limits.max_values:
+        raise Refused(f"{where}.metrics", f"{len(metrics)} items, more than {limits.max_values}")
+    return {"task": _choice(data.get("task"), f"{where}.task", _MODEL_TASKS),
+            "activated": _bool(data.get("activated"), f"{where}.activated"),
+            "active_version": _ident(data.get("active_version"), f"{where}.active_version", _VERSION),
+            "previous_version": _ident(data.get("previous_version"), f"{where}.previous_version", _VERSION),
+            "metrics": {_ident(key, f"{where}.metrics key"): _text(text, f"{where}.metrics.{key}", 2 * limits.max_text)
+                        for key, text in metrics.items()}}
 
 
 def read_telemetry(message: dict[str, Any], stream: str, limits: InboundLimits = DEFAULT_LIMITS) -> Telemetry:

@@ -86,6 +86,9 @@ Bodies by verb (BODY_FIELDS):
     add_tasks        {"mission_id": "...", "tasks": [{...task...}, ...]}
     get_state        {"mission_id": "..." (optional: all), "include_finished": true}
     resend           {"stream": "...", "ranges": [[first, last], ...] (at most MAX_RESEND_RANGES)}
+    deploy_model     {"task": "endurance" | "anomaly" | "policy", "files": {"meta.json": base64, "model.pt": base64},
+                      "signature": {...the checkpoint's own signature document, qai_hub.model_signing...}}
+    rollback_model   {"task": "endurance" | "anomaly" | "policy"}
 
 Replies (robot -> hub, on the robot's own reply topic, also for fleet-wide commands; reply_payload):
     {"id": "<the request id, or null when it could not be read>", "nonce": "<the command's nonce, or null>",
@@ -93,7 +96,10 @@ Replies (robot -> hub, on the robot's own reply topic, also for fleet-wide comma
     robot. A hub takes a reply as the answer to its command only when the id and the nonce are the ones it
     sent, to that robot (or to all). rejected carries `reason` (one of REJECTION_CODES) and `message`;
     accepted carries `mission_id`; progress, succeeded, failed and canceled carry the mission's state; done
-    carries a service's answer. A command dropped because more bytes arrived than the robot parses a second
+    carries a service's answer. deploy_model and rollback_model are answered succeeded (the model is active)
+    or failed (the promotion gate kept the active one), with `model`: {"task", "activated", "active_version",
+    "previous_version", "metrics": {name: JSON text}}; a checkpoint whose signature does not do is rejected
+    with reason model_refused. A command dropped because more bytes arrived than the robot parses a second
     gets no reply, so a flood is not echoed; one beyond the robot's signature checks a second is answered
     rate_limited (send it again).
 
@@ -128,7 +134,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 
 ROOT = "qai"
 ALL_ROBOTS = "all"
-VERBS = ("submit_mission", "cancel_mission", "add_tasks", "get_state", "resend")
+VERBS = ("submit_mission", "cancel_mission", "add_tasks", "get_state", "resend", "deploy_model", "rollback_model")
 DROPS_STREAM = "drops"
 SEALS_STREAM = "seals"
 RESERVED_STREAMS = (DROPS_STREAM, SEALS_STREAM)
@@ -395,7 +401,7 @@ _MAX_SIGNATURE_TEXT = {ML_DSA_65: 4500, ED25519: 100}  # base64 of 3309 and 64 b
 
 REJECTION_CODES = ("rate_limited", "oversized", "malformed", "bad_schema", "unknown_verb", "wrong_robot", "expired",
                    "unsigned", "unknown_key", "bad_signature", "replayed", "unavailable", "mission_rejected",
-                   "engine_unavailable")
+                   "engine_unavailable", "model_refused")
 REPLY_STATUSES = ("rejected", "accepted", "progress", "succeeded", "failed", "canceled", "done", "error")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 NONCE = re.compile(r"^[0-9a-f]{32,64}$")
@@ -407,6 +413,8 @@ BODY_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "add_tasks": {"mission_id": ((str,), True), "tasks": ((list,), True)},
     "get_state": {"mission_id": ((str,), False), "include_finished": ((bool,), False)},
     "resend": {"stream": ((str,), True), "ranges": ((list,), True)},
+    "deploy_model": {"task": ((str,), True), "files": ((dict,), True), "signature": ((dict,), True)},
+    "rollback_model": {"task": ((str,), True)},
 }
 MAX_RESEND_RANGES = 100
 

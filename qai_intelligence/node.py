@@ -49,7 +49,7 @@ from qai_intelligence.messages import battery_reading, command_reading, gps_read
 from qai_intelligence.parameters import APPLIED_PARAMETERS, PARAMETERS
 from qai_intelligence.runtime import ModelSlot, ReturnPlan
 from qai_intelligence.store import TASKS, ModelStore, StoreError
-from qai_intelligence.updates import ModelUpdater
+from qai_intelligence.updates import ModelTrust, ModelUpdater
 
 
 class IntelligenceEngine(EngineNode):
@@ -85,8 +85,8 @@ class IntelligenceEngine(EngineNode):
             self.on_parameter(name, lambda value, target=target, attribute=attribute: setattr(target, attribute, value))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="models")
         self.lock = threading.Lock()  # the ticks' thread holds it; so do the executor's uses of the core
-        self.updater = ModelUpdater(self.store, self.core.slots, gate_process.scoring,
-                                    lambda: self.param("gate_margin"), p("max_path_length"))
+        self.updater = ModelUpdater(self.store, self.core.slots, gate_process.scoring, lambda: p("gate_margin"),
+                                    p("max_path_length"), ModelTrust(p("model_keys"), p("unsigned_checkpoints")))
         self._gps_origin = None
 
         self.endurance_pub = self.create_publisher(EndurancePrediction, "predictions/endurance", 10)

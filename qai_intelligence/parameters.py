@@ -42,6 +42,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "them further to the task's speed over the ground)", min=0.1, max=50.0),
     ParamSpec("gate_margin", 0.02, "fraction of the active model's gate score a candidate must be better by "
               "(the 95 % interval of the paired difference wholly below it) to be activated", min=0.0, max=10.0),
+    ParamSpec("model_keys", ["~/.config/qai-hub/hub.mldsa65.pub"], "PEM public keys of the hub whose signature "
+              "a checkpoint given to activate_model must carry (hub_signature.json, written by qai-hub deploy-model); "
+              "a version already in the robot's store needs none", item_type=str, read_only=True),
+    ParamSpec("unsigned_checkpoints", False, "Accept checkpoints without a hub signature from any directory "
+              "(development only: then any ROS peer that can call activate_model may offer a model to the gate)",
+              read_only=True),
     ParamSpec("max_path_length", 4096, "characters allowed in a checkpoint path given to activate_model",
               min=16, max=65536, read_only=True),
 )

@@ -2,6 +2,7 @@
 
 Layout under the store's root, one directory per task (endurance, anomaly, policy):
   <task>/v0001/model.pt, meta.json    a checkpoint (qai_intelligence.checkpoint), never changed once added
+                                      (and hub_signature.json when the hub signed it)
   <task>/active.json                  {"version": "v0003", "history": ["v0001", "v0003"]} (written atomically)
   changes.jsonl                       one line per change: added, activated, refused, rolled back, with metrics
 A store starts from the checkpoints shipped with the package (qai_intelligence/models/<task>), added as v0001
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from qai_hub.model_signing import SIGNATURE_FILE
 from qai_intelligence.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError, read_meta
 from qai_intelligence.statistics import paired_difference
 
@@ -32,6 +34,8 @@ LOG_FILE = "changes.jsonl"
 
 # An evaluation: checkpoint directory -> (score, details); lower scores are better.
 Evaluate = Callable[[Path], tuple[float, dict[str, Any]]]
+# A judge of a checkpoint about to be added: (source, staged copy, task, store root) -> a note for the log.
+Verify = Callable[[Path, Path, str, Path], str]
 
 
 class StoreError(Exception):
@@ -97,8 +101,12 @@ class ModelStore:
 
     # -- Changing -----------------------------------------------------------------------------------
 
-    def add(self, task: str, checkpoint: Path, note: str = "") -> str:
-        """Copy a checkpoint directory into the store as the next version (not activated); return it."""
+    def add(self, task: str, checkpoint: Path, note: str = "", verify: Verify | None = None) -> str:
+        """Copy a checkpoint directory into the store as the next version (not activated); return it.
+
+        `verify(source, staged copy, task, root)` judges the copy before it becomes a version: it returns a note
+        for the log, or raises CheckpointError (nothing is added).
+        """
         _check_task(task)
         checkpoint = Path(checkpoint).expanduser()
         meta = read_meta(checkpoint)  # raises CheckpointError
@@ -116,11 +124,17 @@ class ModelStore:
             staging = self.root / task / f".{version}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            for name in (WEIGHTS_FILE, META_FILE):
-                shutil.copy2(checkpoint / name, staging / name)
+            for name in (WEIGHTS_FILE, META_FILE, SIGNATURE_FILE):
+                if name != SIGNATURE_FILE or (checkpoint / name).is_file():
+                    shutil.copy2(checkpoint / name, staging / name)
+            try:
+                trust = verify(checkpoint, staging, task, self.root) if verify is not None else ""
+            except CheckpointError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             os.replace(staging, target)
             self._log({"action": "added", "task": task, "version": version, "source": str(checkpoint),
-                       "metrics": meta.get("metrics", {}), "note": note})
+                       "metrics": meta.get("metrics", {}), "note": note, **({"trust": trust} if trust else {})})
         return version
 
     def promote(self, task: str, version: str, evaluate: Evaluate, margin: float = 0.0) -> Decision:

@@ -48,7 +48,52 @@ class _Followed:
     answered: bool = False
 
 
-class MissionCommands:
+class AsyncWaits:
+    """Waits for hub_link's command handlers that never block the executor: awaited futures with a deadline."""
+
+    _node: Node
+    _timeout: float
+    _reply: Reply
+
+    async def _guarded(self, handler, command: Command) -> None:
+        try:
+            await handler(command)
+        except Exception as error:  # noqa: BLE001 - a command must not take the node down; say what broke
+            self._node.get_logger().error(f"command {command.id} ({command.verb}) failed: {error!r}")
+            self._reply(command, "error", message=f"hub_link could not run the command: {error!r:.300}")
+
+    async def _wait_until(self, ready: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + self._timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                return False
+            await self._sleep(0.1)
+        return True
+
+    async def _sleep(self, seconds: float) -> None:
+        done = Future()
+        self._wait_for_future_or_timer(done, seconds)
+        await done
+
+    async def _wait_for(self, future: Future, seconds: float) -> bool:
+        done = Future()
+        future.add_done_callback(lambda _: done.done() or done.set_result(True))
+        self._wait_for_future_or_timer(done, seconds)
+        return bool(await done)
+
+    def _wait_for_future_or_timer(self, done: Future, seconds: float) -> None:
+        timer = None
+
+        def expire():
+            timer.cancel()
+            if not done.done():
+                done.set_result(False)
+
+        timer = self._node.create_timer(seconds, expire)
+        done.add_done_callback(lambda _: self._node.destroy_timer(timer))
+
+
+class MissionCommands(AsyncWaits):
     def __init__(self, node: Node, reply: Reply, ros_now: Callable[[], float], *, timeout: float,
                  progress_period: float):
         self._node = node
@@ -71,13 +116,6 @@ class MissionCommands:
         """Start handling `command` (call on the executor thread)."""
         handler = self._submit if command.verb == "submit_mission" else self._call_service
         self._node.executor.create_task(self._guarded, handler, command)
-
-    async def _guarded(self, handler, command: Command) -> None:
-        try:
-            await handler(command)
-        except Exception as error:  # noqa: BLE001 - a command must not take the node down; say what broke
-            self._node.get_logger().error(f"command {command.id} ({command.verb}) failed: {error!r}")
-            self._reply(command, "error", message=f"hub_link could not run the command: {error!r:.300}")
 
     # -- submit_mission -----------------------------------------------------------------------
 
@@ -179,38 +217,6 @@ class MissionCommands:
             self._reply(command, "done", message=response.message)
         else:
             self._reply(command, "rejected", reason="mission_rejected", message=response.message)
-
-    # -- Waiting without blocking the executor --------------------------------------------------
-
-    async def _wait_until(self, ready: Callable[[], bool]) -> bool:
-        deadline = time.monotonic() + self._timeout
-        while not ready():
-            if time.monotonic() > deadline:
-                return False
-            await self._sleep(0.1)
-        return True
-
-    async def _sleep(self, seconds: float) -> None:
-        done = Future()
-        self._wait_for_future_or_timer(done, seconds)
-        await done
-
-    async def _wait_for(self, future: Future, seconds: float) -> bool:
-        done = Future()
-        future.add_done_callback(lambda _: done.done() or done.set_result(True))
-        self._wait_for_future_or_timer(done, seconds)
-        return bool(await done)
-
-    def _wait_for_future_or_timer(self, done: Future, seconds: float) -> None:
-        timer = None
-
-        def expire():
-            timer.cancel()
-            if not done.done():
-                done.set_result(False)
-
-        timer = self._node.create_timer(seconds, expire)
-        done.add_done_callback(lambda _: self._node.destroy_timer(timer))
 
 
 def _bounded_state(response: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ ROS interface (names relative to the robot's namespace):
 - subscribes to each configured telemetry stream's topic (default: `odom`, `battery_state`,
   `mission_states`, `/diagnostics` (summarised), `events`) and always to `mission_states` for the status;
 - calls the mission engine: action `execute_mission`, services `add_tasks`, `cancel_task`,
-  `get_mission_state` (qai_io.hub_missions); serves the task kind `report` (qai_io.hub_link.reports);
+  `get_mission_state` (qai_io.hub_missions); the intelligence engine: `<intelligence_engine>/activate_model`
+  and `rollback_model` (qai_io.hub_models); serves the task kind `report` (qai_io.hub_link.reports);
 - publishes its heartbeat on `/diagnostics`: link state, queue depth, drops, round-trip time, commands
   accepted and refused by reason, one status per stream.
 
@@ -36,6 +37,7 @@ from qai_io.hub_link.queue import DiskQueue
 from qai_io.hub_link.status import link_health
 from qai_io.hub_link.streams import MissionBoard, ReplayFilter, parse_streams
 from qai_io.hub_missions import MissionCommands
+from qai_io.hub_models import ModelCommands
 from qai_io.hub_telemetry import Telemetry
 from qai_io.hub_parameters import PARAMETERS
 
@@ -76,6 +78,9 @@ class HubLinkNode(EngineNode):
         self.board = MissionBoard()
         self.missions = MissionCommands(self, self.outgoing.answer, self._ros_now, timeout=p("mission_engine_timeout"),
                                         progress_period=p("progress_period"))
+        self.models = ModelCommands(self, self.outgoing.answer, lambda: self.gate.keyring, data_dir / "deploy",
+                                    engine=p("intelligence_engine"), timeout=p("mission_engine_timeout"),
+                                    update_timeout=p("model_update_timeout"), require_ed25519=p("require_hybrid"))
         self.create_subscription(MissionState, "mission_states", self._on_mission_state, MISSION_STATES_QOS)
         self.replays = ReplayFilter(data_dir / "hub_latched.json")
         self.telemetry = Telemetry(self, self.outgoing, self.replays, self.max_telemetry_bytes)
@@ -135,7 +140,8 @@ class HubLinkNode(EngineNode):
             self.link.resend(command.body["stream"], command.body["ranges"])
             self.outgoing.answer(command, "done", message=f"sending {command.body['stream']} again")
             return
-        call_soon(self, self.missions.run, command)
+        call_soon(self, self.models.run if command.verb in ("deploy_model", "rollback_model") else self.missions.run,
+                  command)
 
     def _on_set_parameters(self, parameters):
         from rcl_interfaces.msg import SetParametersResult

@@ -88,7 +88,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("require_hybrid", False, "Require an Ed25519 signature beside the ML-DSA-65 one.", read_only=True),
     ParamSpec("command_window", 30.0, "s a command stays valid either side of this robot's clock (older or newer "
               "ones are refused as expired).", min=1.0, max=3600.0, read_only=True),
-    ParamSpec("max_command_bytes", 65536, "Largest command payload; a larger one is refused unread.",
+    ParamSpec("max_command_bytes", 327680, "Largest command payload; a larger one is refused unread (a deploy_model "
+              "carries a checkpoint of up to 192 KiB as base64).",
               min=1024, max=1 << 20, read_only=True),
     ParamSpec("max_command_depth", 32, "Deepest JSON nesting of a command.", min=4, max=256, read_only=True),
     ParamSpec("max_command_rate", 50.0, "Command signatures checked a second at most (each ML-DSA-65 check costs "
@@ -96,8 +97,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "refused before its signature is checked and does not count.", min=0.1, max=10000.0, read_only=True),
     ParamSpec("max_command_input", 4194304, "Command bytes a second parsed at most; past it commands are dropped "
               "unread and unanswered (a flood is not echoed).", min=65536, max=1 << 30, read_only=True),
-    ParamSpec("mission_engine_timeout", 10.0, "s to wait for the mission engine's action or service before "
-              "answering engine_unavailable.", min=0.5, max=600.0, read_only=True),
+    ParamSpec("mission_engine_timeout", 10.0, "s to wait for the mission (or intelligence) engine's action or "
+              "service to be there, or to answer a mission command, before answering engine_unavailable.", min=0.5,
+              max=600.0, read_only=True),
+    ParamSpec("intelligence_engine", "intelligence_engine", "Node name of the intelligence engine (in this robot's "
+              "namespace) whose activate_model and rollback_model the hub's deploy_model and rollback_model call.",
+              read_only=True),
+    ParamSpec("model_update_timeout", 300.0, "s to wait for the intelligence engine's promotion gate to decide a "
+              "deployed model before answering engine_unavailable.", min=1.0, max=3600.0, read_only=True),
     ParamSpec("progress_period", 0.5, "s between two progress replies of one mission, at least.",
               min=0.0, max=60.0, read_only=True),
 )

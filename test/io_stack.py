@@ -179,3 +179,24 @@ def set_parameters(probe, node: str, **values) -> None:
         parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]))
     for result in response.results:
         assert result.successful, result.reason
+
+
+def save_bad_endurance_model(directory) -> None:
+    """Save an endurance checkpoint far worse than the shipped one, so a gate decision between them is never close.
+
+    An untrained CfC (seed 0) with its output's bias moved by 5: its error is thousands of seconds where the
+    shipped model's is tens, on any gate seed (an untrained one alone was sometimes as good as the shipped one
+    on the gate's 16 flights, and a test that needed the gate to prefer the shipped one failed).
+    """
+    import torch
+
+    from qai_intelligence import checkpoint
+    from qai_intelligence.features import ENDURANCE
+    from qai_intelligence.models import ModelConfig, build
+
+    torch.manual_seed(0)
+    model = build(ModelConfig("endurance", "cfc", ENDURANCE.features, ("remaining_s",), units=16, motor=4,
+                              extra={"anchor": "charge_time"}))
+    with torch.no_grad():
+        model.head.bias.add_(5.0)
+    checkpoint.save(model, directory)

@@ -21,6 +21,7 @@ from hub_stack import HubKeys, HubSubscriber, now_ms, start_broker
 from qai_edge.broker import free_port, port_open
 from qai_hub.protocol import command_topic
 from qai_io.hub_link import codec
+from qai_io.hub_parameters import PARAMETERS as HUB_PARAMETERS
 from robot_identity import TestRobots
 
 # One worker runs this module: its tests share an expensive module fixture.
@@ -206,7 +207,8 @@ def test_forged_and_stale_commands_are_refused_with_replies_and_counters(robot):
 def test_oversized_malformed_and_unknown_commands_are_refused_and_nothing_else_is_lost(robot):
     topic = command_topic(FLEET, ROBOT, "get_state")
     before = len(robot.hub.on("/telemetry/diagnostics"))
-    cases = [(topic, b"{" + b" " * 70000 + b"}", "oversized"), (topic, b'{"v": 1, "id": "x1"', "malformed"),
+    limit = next(spec.default for spec in HUB_PARAMETERS if spec.name == "max_command_bytes")
+    cases = [(topic, b"{" + b" " * limit + b"}", "oversized"), (topic, b'{"v": 1, "id": "x1"', "malformed"),
              (topic, b"\xc3\x28", "malformed"), (topic, b'{"v":1}', "bad_schema")]
     for case_topic, payload, reason in cases:
         robot.hub.publish(case_topic, payload)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import status_level, status_values, wait_for
-from io_stack import STARTUP_TIMEOUT, IoStack
+from io_stack import STARTUP_TIMEOUT, IoStack, save_bad_endurance_model
 
 TIMEOUT = 120.0
 MODEL_STARTUP = 60.0  # torch and ncps load in the node before it says it is up
@@ -181,26 +181,19 @@ def test_a_model_is_activated_only_through_the_gate_hot_swapped_and_rolled_back(
         processes, ros_probe, tmp_path, close_after):
     """Activate a model only through the gate, hot-swap it and roll it back.
 
-    The store starts with an untrained endurance model active; the shipped one beats it on the gate and is
+    The store starts with a bad endurance model active; the shipped one beats it on the gate and is
     swapped in while predictions go on; a corrupt checkpoint is refused; rollback returns to the first.
+    Checkpoints are taken unsigned here (unsigned_checkpoints): signatures are test_model_deploy's.
     """
-    import torch
-
-    from qai_intelligence import checkpoint
-    from qai_intelligence.features import ENDURANCE
-    from qai_intelligence.models import ModelConfig, build
     from qai_intelligence.store import SHIPPED
     from qai_interfaces.srv import ActivateModel, RollbackModel
 
-    torch.manual_seed(0)
-    untrained = build(ModelConfig("endurance", "cfc", ENDURANCE.features, ("remaining_s",), units=16, motor=4,
-                                  extra={"anchor": "charge_time"}))
     store = tmp_path / "models"
-    checkpoint.save(untrained, store / "robot7" / "endurance" / "v0001")
+    save_bad_endurance_model(store / "robot7" / "endurance" / "v0001")
     active = {"version": "v0001", "history": ["v0001"]}
     (store / "robot7" / "endurance" / "active.json").write_text(json.dumps(active))
     stack = IntelStack(processes, ros_probe, tmp_path, start_io=False,
-                       intel_parameters={"policy_enabled": False, "robot_id": "robot7"})
+                       intel_parameters={"policy_enabled": False, "robot_id": "robot7", "unsigned_checkpoints": True})
     close_after(stack)
     stack.probe.spin_until(lambda: len(stack.endurance) >= 2, TIMEOUT, "endurance predictions")
     assert stack.endurance[-1].model_version == "v0001"

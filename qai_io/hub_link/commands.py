@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from qai_edge.text import shorten
+from qai_hub import model_signing
 from qai_hub.protocol import (ALL_ROBOTS, BODY_FIELDS, DOMAIN, MAX_SAFE_INTEGER, ML_DSA_65, NAME, NONCE,
                               REJECTION_CODES, REQUEST_ID, VERBS, VERSION, Keyring, SignatureRejected, parse_topic,
                               reply_payload, resend_ranges, signed_bytes)
@@ -273,6 +274,14 @@ def _check_body(verb: str, body: Mapping[str, Any], reject) -> None:
             raise reject("bad_schema", f"body.{error}") from None
         if not NAME.match(body["stream"]):
             raise reject("bad_schema", f"body.stream: expected a stream name, got {shorten(body['stream'], 40)}")
+    if verb in ("deploy_model", "rollback_model") and body["task"] not in model_signing.TASKS:
+        raise reject("bad_schema", f"body.task: expected one of {', '.join(model_signing.TASKS)}, got "
+                     f"{shorten(body['task'], 40)}")
+    if verb == "deploy_model":
+        try:
+            model_signing.decode_files(body["files"])
+        except model_signing.ModelRejected as error:
+            raise reject("bad_schema", f"body.{error}") from None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
