@@ -89,7 +89,8 @@ def robot_profile(base: dict, name: str, home: list[float], workdir: Path, broke
                                            hub_public_keys=[str(public_key)], username=name,
                                            password_file=str(accounts.password_file(name)),
                                            robot_key=str(robot_key_path(data, name)))
-    nodes["intelligence_engine"]["parameters"].update(model_store=str(workdir / "models"), home=home)
+    nodes["intelligence_engine"]["parameters"].update(model_store=str(workdir / "models"), home=home,
+                                                      model_keys=[str(public_key)])
     nodes["io_engine"]["parameters"].update(home=home, controller=controller, data_dir=data)
     nodes["sim_vehicle"]["parameters"].update(start_position=home, seed=int(name[-1]) if name[-1].isdigit() else 0)
     return profile
