@@ -14,7 +14,7 @@ setup(
     packages=find_packages(include=["qai_edge", "qai_edge.*", "qai_mission", "qai_mission.*",
                                     "qai_intelligence", "qai_intelligence.*", "qai_quantum_bridge",
                                     "qai_quantum_bridge.*", "qai_io", "qai_io.*", "qai_sim", "qai_sim.*",
-                                    "qai_hub", "qai_hub.*"]),
+                                    "qai_hub", "qai_hub.*", "qai_recorder", "qai_recorder.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -41,6 +41,7 @@ setup(
             "io_engine = qai_io.parameters:NODE",
             "sim_vehicle = qai_sim.parameters:NODE",
             "hub_link = qai_io.hub_parameters:NODE",
+            "recorder = qai_recorder.parameters:NODE",
         ],
         # Subcommands of qai-edge that belong to an engine package.
         "qai_edge.commands": [
@@ -54,6 +55,7 @@ setup(
             "io_engine = qai_io.node:main",
             "sim_vehicle = qai_sim.node:main",
             "hub_link = qai_io.hub_node:main",
+            "recorder = qai_recorder.node:main",
             # Command-line tools.
             "qai-edge = qai_edge.cli:main",
             "qai-mission = qai_mission.cli:main",

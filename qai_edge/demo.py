@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -92,6 +93,8 @@ def robot_profile(base: dict, name: str, home: list[float], workdir: Path, broke
     nodes["intelligence_engine"]["parameters"].update(model_store=str(workdir / "models"), home=home,
                                                       model_keys=[str(public_key)])
     nodes["io_engine"]["parameters"].update(home=home, controller=controller, data_dir=data)
+    nodes["recorder"]["enabled"] = True  # every flight recorded, one rosbag2 (MCAP) bag per mission
+    nodes["recorder"]["parameters"].update(data_dir=data, profile_name="demo")
     nodes["sim_vehicle"]["parameters"].update(start_position=home, seed=int(name[-1]) if name[-1].isdigit() else 0)
     return profile
 
@@ -441,6 +444,14 @@ class Demo:
                     if endurance else "-", solver)
         return table
 
+    def recording(self, robot: Robot) -> dict[str, Any]:
+        """Return the recorder's bag of the robot's survey mission (qai_recorder): its path and size."""
+        root = self.workdir / "data" / robot.name / "recordings"
+        label = re.sub(r"[^A-Za-z0-9_-]", "_", robot.mission_id)[:64]  # as the recorder names its bags
+        found = sorted(root.glob(f"*_{label}")) if label and root.is_dir() else []
+        size = sum(f.stat().st_size for bag in found for f in bag.iterdir() if f.is_file())
+        return {"bag": str(found[-1]) if found else "", "bytes": size}
+
     def finish(self) -> int:
         from rich.console import Console
         from rich.table import Table
@@ -464,6 +475,7 @@ class Demo:
             figures["reran_after_success"] = self.session.reran(robot.name, robot.mission_id)
             figures["telemetry"] = self.telemetry(robot.name)
             figures["trust"] = self.trust(robot.name)
+            figures["recording"] = self.recording(robot)
             figures["tasks"] = survey.task_rows(tasks)
             summary["robots"][robot.name] = figures
             succeeded &= figures["outcome"] == "succeeded"
@@ -487,6 +499,9 @@ class Demo:
                 f"{name} {s['sent']} sent, {s['received']} received, {s['dropped']} dropped (reported), "
                 f"{s['missing']} lost"
                 for name, s in sorted(streams.items())))
+            recording = figures["recording"]
+            console.print(f"  recorded: {recording['bag'] or 'NO BAG for the mission'} "
+                          f"({recording['bytes'] // 1024} KB, rosbag2 with MCAP; ros2 bag info / Foxglove open it)")
             trust = figures["trust"]
             console.print(f"  verified as {robot.name}'s own: status, replies and mission states signed (ML-DSA-65); "
                           f"{trust['sealed']} telemetry messages checked against its seals, {trust['forged']} forged, "

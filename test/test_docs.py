@@ -61,7 +61,7 @@ def test_the_readme_is_a_front_page():
     commands = re.findall(r"^make (\w+)", README, re.MULTILINE)
     assert commands[:2] == ["demo", "test"], commands
     for package in ("qai_edge", "qai_mission", "qai_quantum_bridge", "qai_intelligence", "qai_io", "qai_sim",
-                    "qai_hub", "qai_interfaces"):
+                    "qai_recorder", "qai_hub", "qai_interfaces"):
         assert f"`{package}/`" in README or f"**`{package}/`**" in README, f"README's package map lacks {package}"
 
 

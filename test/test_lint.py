@@ -13,8 +13,8 @@ from harness import tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = [str(ROOT / name) for name in ("qai_edge", "qai_hub", "qai_mission", "qai_intelligence",
-                                         "qai_quantum_bridge", "qai_io", "qai_sim", "launch", "test", "bench",
-                                         "setup.py")]
+                                         "qai_quantum_bridge", "qai_io", "qai_sim", "qai_recorder", "launch", "test",
+                                         "bench", "setup.py")]
 EXCLUDED = [str(ROOT / name) for name in (".venv", "build", "install", "qai_interfaces")]
 
 
