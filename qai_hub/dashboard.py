@@ -25,6 +25,9 @@ of the session, and an Origin, when the browser sends one, that this server know
   POST /api/missions/check  {"text", "robot"?} -> {"ok", "errors", "warnings", "name", "tasks"}
   POST /api/missions        {"text", "robot"} -> 202 {"request_id"}; 422 {"errors"}, 409 robot offline
   POST /api/cancel          {"robot", "mission_id", "task_id"?, "reason"?} -> 202 {"request_id"}
+  POST /api/models/deploy   {"robot", "files": {"meta.json": base64, "model.pt": base64}, "note"?} -> 202
+                            {"request_id", "task"}: the checkpoint signed here (qai_hub.model_signing) and sent
+  POST /api/models/rollback {"robot", "task"} -> 202 {"request_id"}
 
 start_dashboard() runs it as a subprocess on a free port (for `make demo` and tests); DashboardThread serves
 one from a thread of the calling process (tests).
@@ -47,6 +50,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from qai_hub import model_signing
 from qai_hub.client import HubClient
 from qai_hub.dashboard_auth import (HostAllowlist, LoginThrottle, OptionError, PasswordFileError, Session, Sessions,
                                     TrustedProxies, csrf_ok, read_password_file)
@@ -291,7 +295,8 @@ class Dashboard:
             web.get("/api/session", self.session_info), web.get("/api/snapshot", self.snapshot),
             web.get("/api/stats", self.stats), web.get("/ws", self.websocket),
             web.post("/api/missions/check", self.check_mission), web.post("/api/missions", self.send_mission),
-            web.post("/api/cancel", self.cancel),
+            web.post("/api/cancel", self.cancel), web.post("/api/models/deploy", self.deploy_model),
+            web.post("/api/models/rollback", self.rollback_model),
         ])
         app.router.add_static("/static", STATIC, show_index=False, follow_symlinks=False)
         return app
@@ -537,6 +542,39 @@ class Dashboard:
             command[key] = value
         what = f"cancel {command['mission_id']}" + (f" task {command['task_id']}" if "task_id" in command else "")
         request_id = await self._send(robot, "cancel_mission", command, session, what)
+        return web.json_response({"request_id": request_id}, status=202)
+
+    async def deploy_model(self, request: web.Request) -> web.Response:
+        session = self._require(request)
+        body = await _json_body(request)
+        robot = self._robot(body)
+        note = body.get("note", "")
+        if not isinstance(note, str) or len(note) > model_signing.MAX_NOTE:
+            raise ApiError(400, f"note: expected text of at most {model_signing.MAX_NOTE} characters")
+        try:
+            files = model_signing.decode_files(body.get("files"))
+            meta = orjson.loads(files["meta.json"])
+        except (model_signing.ModelRejected, orjson.JSONDecodeError) as error:
+            raise ApiError(400, f"not a checkpoint: {str(error)[:200]}") from None
+        config = meta.get("config") if isinstance(meta, dict) else None
+        task = config.get("task") if isinstance(config, dict) else None
+        if task not in model_signing.TASKS:
+            raise ApiError(400, f"meta.json: config.task: expected one of {', '.join(model_signing.TASKS)}")
+        if self.signer is None:
+            raise ApiError(503, f"no signing key: {self.signer_problem}")
+        signature = await asyncio.to_thread(model_signing.sign, self.signer, task, files, note or "from the dashboard")
+        command = {"task": task, "files": model_signing.encode_files(files), "signature": signature}
+        request_id = await self._send(robot, "deploy_model", command, session, f"the {task} model (signed)")
+        return web.json_response({"request_id": request_id, "task": task}, status=202)
+
+    async def rollback_model(self, request: web.Request) -> web.Response:
+        session = self._require(request)
+        body = await _json_body(request)
+        robot = self._robot(body)
+        task = body.get("task")
+        if task not in model_signing.TASKS:
+            raise ApiError(400, f"task: expected one of {', '.join(model_signing.TASKS)}")
+        request_id = await self._send(robot, "rollback_model", {"task": task}, session, f"roll back the {task} model")
         return web.json_response({"request_id": request_id}, status=202)
 
     async def _send(self, robot: str, verb: str, body: dict[str, Any], session: Session, summary: str) -> str:

@@ -259,6 +259,8 @@ class DashboardFeed:
                             reason=reason, **extra)
         if status == "accepted":
             return self.log(robot.name, "info", "reply", f"mission {mission} accepted", now, **extra)
+        if status in ("succeeded", "failed") and isinstance(reply.get("model"), dict):
+            return self._model_reply(robot, reply["model"], status, message, now, extra)
         if status in ("succeeded", "failed", "canceled"):
             level = "info" if status == "succeeded" else "warn"
             return self.log(robot.name, level, "reply", f"mission {mission} {status}"
@@ -268,7 +270,20 @@ class DashboardFeed:
                             **extra)
         if status == "progress":
             return []
+        if isinstance(reply.get("model"), dict):
+            return self._model_reply(robot, reply["model"], status, message, now, extra)
         return self.log(robot.name, "warn", "reply", f"{verb} {text(status, 32)}: {message}", now, **extra)
+
+    def _model_reply(self, robot: RobotView, model: dict[str, Any], status: str, message: str, now: float,
+                     extra: dict[str, Any]) -> list[list[Any]]:
+        """A deploy_model or rollback_model answer: the robot's active version of that model, and a log line."""
+        task, active = text(model.get("task", ""), 16), text(model.get("active_version", ""), 8)
+        if active and task:
+            robot.models[task] = active
+        line = (f"{task} model {active} active (was {text(model.get('previous_version', ''), 8)})"
+                if status == "succeeded" else f"{task} model not changed: {message}")
+        return [["robot", robot.name, {"models": dict(robot.models)}],
+                *self.log(robot.name, "info" if status == "succeeded" else "warn", "reply", line, now, **extra)]
 
     def _event(self, robot: RobotView, event: dict[str, Any], stamp: float) -> list[list[Any]]:
         severity = event.get("severity")
@@ -384,7 +399,8 @@ class DashboardFeed:
         view = status_view(robot, self.limits)
         view.update(battery=battery_view(robot.battery), endurance=endurance_view(robot.endurance),
                     health=health_view(robot.health, self.limits), engines=self.engines_view(robot),
-                    geofence=geofence_of(robot.engines), telemetry=self.telemetry_counts(robot))
+                    geofence=geofence_of(robot.engines), telemetry=self.telemetry_counts(robot),
+                    models=dict(robot.models))
         return view
 
     def pose_view(self, robot: RobotView) -> dict[str, Any] | None:

@@ -226,6 +226,7 @@ class RobotView:
     battery: dict[str, Any] | None = None
     endurance: dict[str, Any] | None = None  # the latest EndurancePrediction
     health: dict[str, Any] | None = None
+    models: dict[str, str] = field(default_factory=dict)  # model task -> the active version its answers last gave
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # engine -> its latest EngineCapabilities
     events: deque = field(default_factory=lambda: deque(maxlen=100))  # the latest Event data
     reports: deque = field(default_factory=lambda: deque(maxlen=20))  # the latest reports

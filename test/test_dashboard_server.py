@@ -24,7 +24,9 @@ from fake_robots import FakeRobot
 from harness import wait_for
 from hub_stack import start_broker
 from qai_hub.dashboard import DashboardOptions, DashboardThread, build
+from qai_hub import model_signing
 from qai_hub.protocol import Keyring, generate_key_pair
+from qai_intelligence.store import SHIPPED
 from qai_io.hub_link.commands import CommandGate, NonceStore
 from robot_identity import TestRobots
 
@@ -98,7 +100,7 @@ def test_nothing_but_the_login_answers_without_a_session(server):
     assert status == 303 and headers["Location"] == "/login"
     for method, path in (("GET", "/api/session"), ("GET", "/api/snapshot"), ("GET", "/api/stats"), ("GET", "/ws"),
                          ("POST", "/api/missions"), ("POST", "/api/missions/check"), ("POST", "/api/cancel"),
-                         ("POST", "/api/logout")):
+                         ("POST", "/api/models/deploy"), ("POST", "/api/models/rollback"), ("POST", "/api/logout")):
         status, data, _ = client.request(method, path, {"robot": "r1", "text": "x", "mission_id": "m"}
                                          if method == "POST" else None)
         assert (status, data.get("error")) == (401, "log in first"), (method, path)
@@ -168,6 +170,46 @@ def test_a_mission_is_checked_then_signed_so_the_robots_own_gate_accepts_it(serv
     assert client.post("/api/missions", {"robot": "<b>", "text": text})[0] == 400
     assert client.post("/api/missions", {"robot": "r1", "text": "x" * ((1 << 20) + 1)})[0] == 413
     assert client.post("/api/cancel", {"robot": "r1", "mission_id": ""})[0] == 400
+
+
+def test_a_model_from_the_page_is_signed_so_the_robot_accepts_it_and_its_answer_shows_the_active_version(
+        server, tmp_path):
+    client = Client(server["url"])
+    client.login()
+    files = model_signing.read_files(SHIPPED / "endurance")
+    encoded = model_signing.encode_files(files)
+    inbox = RobotInbox(server["broker"].port, "r1", server["dir"], tmp_path)
+    try:
+        for body, reason in (({"robot": "r1", "files": {"model.pt": encoded["model.pt"]}}, "not a checkpoint"),
+                             ({"robot": "r1", "files": {**encoded, "meta.json": "bm90IGpzb24="}}, "not a checkpoint"),
+                             ({"robot": "r1", "files": encoded, "note": "x" * 300}, "note")):
+            status, data = client.post("/api/models/deploy", body)
+            assert status == 400 and reason in data["error"], data
+        assert client.post("/api/models/rollback", {"robot": "r1", "task": "weather"})[0] == 400
+        assert not inbox.raw
+        status, data = client.post("/api/models/deploy", {"robot": "r1", "files": encoded})
+        assert status == 202 and data["task"] == "endurance", data
+        wait_for(lambda: inbox.raw, TIMEOUT, "the model at the robot")
+        command = inbox.verified(0)  # the command's signature, by the robot's own gate
+        assert command.verb == "deploy_model" and command.body["task"] == "endurance"
+        keyring, _, _ = Keyring.from_files([str(server["dir"] / "hub.pub")])
+        assert model_signing.verify(command.body["signature"], model_signing.decode_files(command.body["files"]),
+                                    keyring, "endurance")  # and the model's own
+        status, data = client.post("/api/models/rollback", {"robot": "r1", "task": "anomaly"})
+        assert status == 202
+        wait_for(lambda: len(inbox.raw) == 2, TIMEOUT, "the roll back at the robot")
+        assert inbox.verified(1).body == {"task": "anomaly"}
+    finally:
+        inbox.close()
+    # The robot's signed answer names the active version: the page shows it.
+    reply = {"id": command.id, "nonce": command.nonce, "verb": "deploy_model", "robot": "r1", "status": "succeeded",
+             "stamp": time.time(), "message": "endurance v0002 activated",
+             "model": {"task": "endurance", "activated": True, "active_version": "v0002",
+                       "previous_version": "v0001", "metrics": {"candidate": "{}"}}}
+    server["robot"]._publish("qai/srv/r1/cmd/deploy_model/reply", reply)
+    wait_for(lambda: client.request("GET", "/api/snapshot")[1]["robots"]["r1"].get("models") == {"endurance": "v0002"},
+             TIMEOUT, "the active version in the snapshot")
+    assert any("endurance model v0002 active (was v0001)" in e["text"] for e in server["dashboard"].feed.events)
 
 
 def test_the_websocket_sends_a_snapshot_then_live_operations_and_the_last_will(server):

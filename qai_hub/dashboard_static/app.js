@@ -226,6 +226,13 @@ function renderDetail() {
     `${mission.hidden} more tasks not shown` : ""].filter(Boolean).join(" \u00b7 ") : "");
   drawGraph($("graph"), mission);
   renderTasks(mission, name, robot);
+  const models = Object.entries(robot.models || {}).map(([task, version]) => `${task} ${version}`);
+  if (robot.endurance && robot.endurance.model && !(robot.models || {}).endurance) {
+    models.unshift(`endurance ${robot.endurance.model} (from its predictions)`);
+  }
+  setText($("models"), models.join(", ") || "no answer yet (the versions show after a deploy or roll back)");
+  $("deploy-model").disabled = !robot.valid_name;
+  $("rollback-model").disabled = !robot.valid_name;
   setText($("engines"), (robot.engines || []).map((engine) => `${engine.name}: ${engine.kinds.join(", ") || "no kinds"}`
     + (engine.restarts ? ` (restarted ${engine.restarts}x)` : "")).join(" \u00b7 "));
 }
@@ -316,6 +323,39 @@ async function cancelMission(robot, missionId, taskId) {
     : `cancel refused: ${answer.data.error}`);
 }
 
+async function base64Of(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+async function deployModel() {
+  const robot = state.selected;
+  const picked = [...$("model-files").files];
+  const byName = new Map(picked.map((file) => [file.name, file]));
+  if (robot === null || !byName.has("model.pt") || !byName.has("meta.json") || picked.length !== 2) {
+    setText($("send-status"), "pick a checkpoint's two files: model.pt and meta.json");
+    return;
+  }
+  if (!window.confirm(`Sign this model with the hub's key and deploy it to ${robot}? Its gate decides.`)) return;
+  const files = {"model.pt": await base64Of(byName.get("model.pt")), "meta.json": await base64Of(byName.get("meta.json"))};
+  const answer = await api("/api/models/deploy", {robot, files});
+  setText($("send-status"), answer.ok ? `${answer.data.task} model sent (request ${answer.data.request_id.slice(0, 8)}); `
+    + "the robot's answer comes to the log" : `deploy refused: ${answer.data.error}`);
+}
+
+async function rollbackModel() {
+  const robot = state.selected;
+  const task = $("rollback-task").value;
+  if (robot === null || !window.confirm(`Roll ${robot}'s ${task} model back to the version before?`)) return;
+  const answer = await api("/api/models/rollback", {robot, task});
+  setText($("send-status"), answer.ok ? `roll back sent (request ${answer.data.request_id.slice(0, 8)})`
+    : `roll back refused: ${answer.data.error}`);
+}
+
+$("deploy-model").addEventListener("click", deployModel);
+$("rollback-model").addEventListener("click", rollbackModel);
 $("cancel-mission").addEventListener("click", () => {
   if (state.selected !== null && state.mission) cancelMission(state.selected, state.mission, null);
 });
