@@ -501,8 +501,8 @@ class Demo:
                 for name, s in sorted(streams.items())))
             recording = figures["recording"]
             kept = "" if self.args.keep_dir else "; --keep-dir keeps it"
-            console.print(f"  recorded: {recording['bag'] or 'NO BAG for the mission'} ({recording['bytes'] // 1024} KB,"
-                          f" rosbag2 with MCAP: ros2 bag info, Foxglove open it{kept})")
+            console.print(f"  recorded: {recording['bag'] or 'NO BAG for the mission'} "
+                          f"({recording['bytes'] // 1024} KB, rosbag2 with MCAP; ros2 bag, Foxglove read it{kept})")
             trust = figures["trust"]
             console.print(f"  verified as {robot.name}'s own: status, replies and mission states signed (ML-DSA-65); "
                           f"{trust['sealed']} telemetry messages checked against its seals, {trust['forged']} forged, "
