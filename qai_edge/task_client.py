@@ -103,7 +103,9 @@ class TaskClient:
     def reattach(self, engine: str, goal_id: str, token: Any, cancel: bool) -> None:
         """Follow a goal sent before a restart (and cancel it, when that was in flight)."""
         client = self._clients.get(engine)
-        if client is None:
+        if client is None:  # the scheduler reattaches only to an engine that is up, which has a client
+            self._node.get_logger().error(f"cannot reattach to goal {goal_id}: no action client for {engine}")
+            self._on_outcome(token, Outcome("unknown", message=f"no action client for {engine}", reattached=True))
             return
         self._goals[goal_id] = entry = _Goal(engine, token, reattached=True)
         entry.handle = ClientGoalHandle(client, _uuid(goal_id), RunTask.Impl.SendGoalService.Response(accepted=True))
@@ -137,6 +139,9 @@ class TaskClient:
             elif up(entry.engine):
                 period = self.reattach_period if entry.reattached else self.result_period
                 if now - entry.asked_at > period:
+                    if entry.reattached:  # rare (after a restart), and its answer should be immediate: say so
+                        self._node.get_logger().info(f"asking {entry.engine} again for the result of reattached "
+                                                     f"goal {goal_id}")
                     self._ask_result(goal_id, entry)
 
     def destroy(self) -> None:
@@ -179,6 +184,8 @@ class TaskClient:
         del self._goals[goal_id]
         response = future.result()
         status, result = response.status, response.result
+        if entry.reattached:
+            self._node.get_logger().info(f"reattached goal {goal_id} on {entry.engine}: status {status}")
         if status == GoalStatus.STATUS_SUCCEEDED:
             try:
                 outcome = Outcome("succeeded", result=decoded_key_values(result.result))

@@ -276,7 +276,7 @@ class DashboardFeed:
 
     def _model_reply(self, robot: RobotView, model: dict[str, Any], status: str, message: str, now: float,
                      extra: dict[str, Any]) -> list[list[Any]]:
-        """A deploy_model or rollback_model answer: the robot's active version of that model, and a log line."""
+        """Record a deploy_model or rollback_model answer: the robot's active version of that model; log it."""
         task, active = text(model.get("task", ""), 16), text(model.get("active_version", ""), 8)
         if active and task:
             robot.models[task] = active

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from rosbags.rosbag2 import WriterError
+
 from qai_edge.engine_node import EngineNode, spin_node
 from qai_edge.health import Level
 from qai_edge.qos import MISSION_STATES_QOS
@@ -37,13 +39,13 @@ class Recorder(EngineNode):
         root = Path(p("data_dir")).expanduser() / self.robot_id / "recordings"
         self.recordings = bags.Recordings(root, bags.Budget(p("max_bag_bytes"), p("max_total_bytes"),
                                                             p("reserve_bytes")))
+        self.types = bags.TypeStore()
         for path in self.recordings.left_open():  # a crash left it open: rebuilt from what reached the disk
             try:
-                kept = bags.recover(path)
+                kept = bags.recover(path, self.types)
                 self.get_logger().warning(f"recovered {path.name}: {kept} messages, up to where it was cut")
             except (OSError, ValueError, bags.RecordingError) as error:
                 self.get_logger().error(f"cannot recover {path}: {error}")
-        self.types = bags.TypeStore()
         self.wanted = list(p("topics"))
         self.subscribed: dict[str, str] = {}  # resolved topic -> type
         self.refused: dict[str, str] = {}
@@ -92,10 +94,13 @@ class Recorder(EngineNode):
         bag = self.bag
         if bag is None:
             return
-        if topic not in bag.connections:
-            bags.add_topic(bag, self.types, topic, self.subscribed[topic])
-        bags.write(bag, topic, self.get_clock().now().nanoseconds, data)
-        self.written += 1
+        try:
+            if topic not in bag.connections:
+                bags.add_topic(bag, self.types, topic, self.subscribed[topic])
+            bags.write(bag, topic, self.get_clock().now().nanoseconds, data)
+            self.written += 1
+        except OSError as error:  # a full or failing disk: pause, never crash; what reached the disk stays
+            self._failed(error)
 
     # -- Bags: one per mission ----------------------------------------------------------------------------
 
@@ -125,12 +130,29 @@ class Recorder(EngineNode):
         now = time.time()
         path = self.recordings.root / bags.bag_name(self.recordings.next_sequence(), now, mission_id)
         info = {"robot_id": self.robot_id, "profile": self.param("profile_name"), "mission_id": mission_id}
-        self.bag = bags.open_bag(path, info, time.monotonic())
+        try:
+            self.bag = bags.open_bag(path, info, time.monotonic())
+        except (OSError, WriterError) as error:  # a full disk, or the directory exists (a clock stepped back)
+            self.paused += 1
+            self.get_logger().error(f"recording paused: cannot open {path}: {error}")
 
     def _close(self) -> None:
         bag, self.bag = self.bag, None
         if bag is not None:
-            bags.close_bag(bag)
+            try:
+                bags.close_bag(bag)
+            except OSError as error:
+                self.get_logger().error(f"{bag.path.name} could not be closed ({error}): it is rebuilt at the next "
+                                        "start from what reached the disk")
+
+    def _failed(self, error: OSError) -> None:
+        self.get_logger().error(f"recording paused: writing {self.bag.path.name} failed: {error}")
+        self.paused += 1
+        bag, self.bag = self.bag, None
+        try:
+            bag.writer.storage.bio.close()  # left marked open: the next start rebuilds it from what is on disk
+        except (OSError, AttributeError):
+            pass
 
     def _tick(self) -> None:
         bag = self.bag
@@ -138,7 +160,11 @@ class Recorder(EngineNode):
             if self.mission_id or self.param("record_idle"):
                 self._open(self.mission_id)  # the first, or after a pause for room
             return
-        bags.flush(bag, time.monotonic())
+        try:
+            bags.flush(bag, time.monotonic())
+        except OSError as error:
+            self._failed(error)
+            return
         size = bag.size()
         idle_over = not bag.mission_id and time.monotonic() - bag.started > self.param("idle_split_period")
         if size > self.param("max_bag_bytes") or idle_over:

@@ -1,14 +1,16 @@
 """The end-to-end demo as a user runs it (`qai-edge demo`), checked by its outcome, not its output text.
 
 The survey succeeded, every point was scanned, the report reached the hub, the hub received every telemetry
-sequence number (or an accounted drop), a killed engine was restarted without re-running finished tasks,
-and nothing is left running.
+sequence number (or an accounted drop), the flight's rosbag2 recording reads with two libraries, a killed
+engine was restarted without re-running finished tasks, and nothing is left running.
 """
 
 import json
 import os
 import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import psutil
 import pytest
@@ -40,6 +42,27 @@ def _ours(process, workdir: str) -> bool:
                                   and environ.get("ROS_DOMAIN_ID") == os.environ.get("ROS_DOMAIN_ID"))
 
 
+def assert_recorded(bag: Path, size: int) -> None:
+    """Check the survey's own rosbag2 (MCAP) bag: the standard topics and types, read by both libraries."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rosbags.rosbag2 import Reader
+
+    assert bag.name and size > 0, bag
+    with Reader(bag) as reader:
+        types = {c.topic.rsplit("/", 1)[-1]: c.msgtype for c in reader.connections}
+        assert reader.message_count > 100
+    assert types["odom"] == "nav_msgs/msg/Odometry" and types["data"] == "sensor_msgs/msg/Imu"
+    assert types["battery_state"] == "sensor_msgs/msg/BatteryState" and types["cmd_vel"] == "geometry_msgs/msg/Twist"
+    assert types["mission_states"] == "qai_interfaces/msg/MissionState"
+    (file,) = bag.glob("*.mcap")
+    with open(file, "rb") as stream:
+        decoded = [(channel.topic, message) for _, channel, _, message in
+                   make_reader(stream, decoder_factories=[DecoderFactory()]).iter_decoded_messages()]
+    odom = [m for topic, m in decoded if topic.endswith("/odom")]
+    assert len(odom) > 100 and max(m.pose.pose.position.z for m in odom) > 2.0  # it flew
+
+
 def assert_survey_complete(robot: dict) -> None:
     assert robot["outcome"] == "succeeded", robot
     assert robot["points_scanned"] == robot["points"] and robot["points"] >= 1
@@ -53,8 +76,13 @@ def assert_survey_complete(robot: dict) -> None:
 @pytest.mark.slow
 def test_the_demo_flies_a_signed_survey_from_the_hub_end_to_end(tmp_path):
     screenshot = tmp_path / "dashboard.png"
-    summary, _ = run_demo(tmp_path, *(("--screenshot", str(screenshot)) if chromium_paths() else ()))
-    (robot,) = summary["robots"].values()
+    summary, output = run_demo(tmp_path, "--keep-dir", *(("--screenshot", str(screenshot)) if chromium_paths() else ()))
+    workdir = Path(re.search(r"files kept in (/\S+)", output).group(1))
+    try:
+        (robot,) = summary["robots"].values()
+        assert_recorded(Path(robot["recording"]["bag"]), robot["recording"]["bytes"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     assert_survey_complete(robot)
     assert robot["telemetry"]["odom"]["received"] > 100 and robot["telemetry"]["mission_states"]["received"] > 10
     assert robot["distance_m"] > 20 and robot["energy_wh"] > 0

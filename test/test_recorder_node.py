@@ -91,3 +91,48 @@ def test_each_mission_gets_its_own_bag_and_a_killed_recorder_leaves_one_that_rea
         missions.cancel(long_id)
     finally:
         missions.close()
+
+
+FAILING_DISK = """\
+import resource
+import sys
+
+from qai_recorder.node import main
+
+if __name__ == "__main__":
+    # Every file may grow to 150 kB, then each write fails (EFBIG; Python ignores SIGXFSZ): a disk that fails.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+    sys.exit(main())
+"""
+
+
+def test_a_disk_that_fails_under_the_recorder_pauses_it_without_a_crash_and_loses_no_bag(
+        processes, ros_probe, tmp_path):
+    import sys
+
+    namespace = unique_namespace()
+    data = tmp_path / "data"
+    processes.start_node("sim_vehicle", namespace=namespace)
+    script = tmp_path / "failing_disk.py"
+    script.write_text(FAILING_DISK)
+    parameters = {"data_dir": str(data), "robot_id": "rec2", "heartbeat_period": 0.2, "topics": ["odom", "imu/data"]}
+    recorder = processes._start_ros([sys.executable, str(script)], "recorder", namespace, parameters)
+    root = data / "rec2" / "recordings"
+
+    def status():
+        found = ros_probe.latest_status(f"{namespace}/recorder")
+        return status_values(found) if found else {}
+
+    ros_probe.watch_diagnostics()
+    ros_probe.spin_until(lambda: int(status().get("pauses", "0")) >= 2, TIMEOUT,
+                         lambda: f"writes failing and the recorder pausing, again after a retry: {status()}")
+    assert recorder.popen.poll() is None, "the recorder died of a failing disk"
+    os.kill(recorder.pid, signal.SIGKILL)
+    recorder.popen.wait(10)
+    failed = [p for p in root.iterdir() if (p / "recording.json").exists()]
+    assert len(failed) >= 2
+    processes.start_node("recorder", namespace=namespace, parameters=parameters)  # a disk that works again
+    wait_for(lambda: all((p / "metadata.yaml").exists() for p in failed), TIMEOUT, "the failed bags rebuilt")
+    for bag in failed:
+        odom = [m for topic, _, m in decoded(bag) if topic.endswith("/odom")]
+        assert odom, f"{bag.name}: nothing kept"
