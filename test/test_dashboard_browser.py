@@ -78,6 +78,9 @@ class PageStack:
                               parameters={**common, "geofence_polygon": FENCE})
         self.group.start_node("mission_engine", namespace=self.namespace, parameters={
             **common, "data_dir": str(directory / "data"), "robot_id": ROBOT, "engine_timeout": 1.5})
+        self.group.start_node("intelligence_engine", namespace=self.namespace, parameters={
+            **common, "model_store": str(directory / "models"), "policy_enabled": False,
+            "model_keys": [self.keys.public]})
         self.hub_link = self.start_hub_link()
         self.dashboard = start_dashboard(write_login_file(directory), broker=BrokerOptions(port=self.broker.port),
                                          fleet=FLEET, robots=self.robots.registry_dir, key=self.keys.private,
@@ -245,6 +248,39 @@ def save_screenshot(page: PageStack, directory) -> bool:
     if wanted:
         shutil.copyfile(path, wanted)
     return path.stat().st_size > 10000
+
+
+def test_a_model_deployed_from_the_page_reaches_the_robots_gate_and_its_answer_shows_the_active_version(page):
+    """The operator picks a checkpoint's two files; the hub signs it; the robot's gate answers; the page shows it.
+
+    The shipped endurance model is offered against itself: the gate keeps the active v0001 (no better by its
+    margin), and the page shows that version from the robot's signed answer.
+    """
+    import base64
+
+    from qai_intelligence.store import SHIPPED
+
+    select_robot(page, ROBOT)
+    before = page.spy.count()
+    files = {name: base64.b64encode((SHIPPED / "endurance" / name).read_bytes()).decode() for name in
+             ("model.pt", "meta.json")}
+    page.browser.js("""
+        window.confirm = () => true;
+        const transfer = new DataTransfer();
+        for (const [name, text] of Object.entries(arguments[0])) {
+          const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], name));
+        }
+        document.getElementById("model-files").files = transfer.files;
+        document.getElementById("deploy-model").click();""", files)
+    wait_for(lambda: any(topic.endswith("/cmd/deploy_model") for topic, _ in page.spy.commands[before:]), TIMEOUT,
+             lambda: f"the deploy command on the broker\n{page.logs()}")
+    wait_for(lambda: (page.robot().get("models") or {}).get("endurance") == "v0001", TIMEOUT,
+             lambda: f"the robot's answer in the page's model\n{page.logs()}")
+    page.browser.wait("return document.getElementById('models').textContent === 'endurance v0001'", TIMEOUT,
+                      "the robot's answer on the page")
+    assert any("endurance model not changed" in text for text in page.browser.js(
+        "return [...document.querySelectorAll('#log tbody tr')].map(r => r.textContent)")), "the log line"
 
 
 def test_commands_without_a_login_or_without_the_csrf_token_are_refused_and_send_nothing(page):

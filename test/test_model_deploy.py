@@ -94,6 +94,9 @@ def test_a_model_deployed_signed_from_the_hub_is_gated_activated_and_rolled_back
                 reply = hub.wait_reply(command["id"], "rejected")
                 assert reply["reason"] == "model_refused" and reason in reply["message"], reply
             topic, command = deploy(worse, model_signing.sign(keys.signer, "endurance", worse))
+            _, meanwhile = deploy(files, signature)  # one change at a time: refused, not queued
+            busy = hub.wait_reply(meanwhile["id"], "rejected")
+            assert busy["reason"] == "engine_unavailable" and "in progress" in busy["message"], busy
             refused = hub.wait_reply(command["id"], "failed", timeout=TIMEOUT)
             assert refused["model"]["activated"] is False and refused["model"]["active_version"] == "v0002", refused
             assert set(refused["model"]["metrics"]) >= {"candidate", "active"}
