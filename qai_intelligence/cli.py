@@ -1,6 +1,7 @@
 """qai-train: train one of the intelligence engine's models from simulated data, reproducibly, on CPU.
 
     qai-train endurance|anomaly|policy|pid [--seed N] [--out DIR] [--cell cfc|ltc|gru] [--quick] [--residual]
+    qai-train anomaly --from-recordings DIR... [--base CHECKPOINT] [--seed N] [--out DIR] [--quick]
 
 Generates the data from the simulator's model (not a ROS graph), trains with a progress bar, scores the model
 beside its baseline on the two held-out sets, and writes DIR/model.pt and DIR/meta.json (data seed, metrics,
@@ -8,7 +9,9 @@ model config, library versions). The same seed gives the same model. `pid` tunes
 by CMA-ES instead (qai_intelligence.pid_tuning) and writes them as JSON to --out (default
 ./qai_models/pid_gains.json; the I/O engine ships qai_io/pid_gains.json). `policy --residual` trains a
 correction to the tuned PID instead of a full command (qai_intelligence.residual; the io_engine's
-`controller: residual`). torch and ncps are imported only once
+`controller: residual`). `anomaly --from-recordings` fine-tunes the shipped anomaly model (or --base) on
+flights the recorder wrote (rosbag2 bags, or directories of them: qai_intelligence.finetune), and names each
+recording it used by SHA-256 in meta.json. torch and ncps are imported only once
 the arguments are read, so --help is instant.
 
 Exit codes: 0 trained and written; 2 bad arguments.
@@ -35,7 +38,15 @@ def parse(argv):
     parser.add_argument("--quick", action="store_true", help="a small run (minutes less; for trying things out)")
     parser.add_argument("--residual", action="store_true",
                         help="policy: a correction to the io_engine's tuned PID (controller: residual), CfC only")
+    parser.add_argument("--from-recordings", nargs="+", metavar="DIR", default=None,
+                        help="anomaly: fine-tune on these recorded flights (bags, or directories of bags)")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="with --from-recordings: the checkpoint to start from (default: the shipped model)")
     args = parser.parse_args(argv)
+    if args.from_recordings is not None and (args.task != "anomaly" or args.cell != "cfc"):
+        parser.error("--from-recordings: only for the anomaly model (which fine-tunes the base's cell)")
+    if args.base is not None and args.from_recordings is None:
+        parser.error("--base: only with --from-recordings")
     if args.residual and (args.task != "policy" or args.cell != "cfc"):
         parser.error("--residual: only for the policy, with --cell cfc")
     if args.seed < 0:
@@ -59,6 +70,10 @@ class RichProgress:
 
 
 def _summary_rows(task: str, metrics: dict) -> list[tuple[str, str, str, str]]:
+    recorded = metrics.get("recorded_validation")
+    if recorded:  # a fine-tune on recordings: beside the base model, on the recorded validation flights
+        return [("recorded validation", f"next-tick NLL ({recorded['flights']} flights; lower is better)",
+                 f"{recorded['nll_tuned']:.3f}", f"{recorded['nll_base']:.3f} (base model)")]
     rows = []
     for name in ("training", "outside"):
         result = metrics.get(f"held_out_{name}", {})
@@ -100,6 +115,10 @@ def main(argv=None) -> int:
 
             sizes = EnduranceSizes(train=40, validation=8, test=12, iterations=60) if args.quick else EnduranceSizes()
             result = train_endurance(args.seed, args.cell, sizes, progress)
+        elif args.from_recordings is not None:
+            result = _fine_tune(args, progress)
+            if result is None:
+                return 2
         elif args.task == "anomaly":
             from qai_intelligence.training import AnomalySizes, train_anomaly
 
@@ -127,7 +146,8 @@ def main(argv=None) -> int:
                                         "training": {**result.training, "total_seconds": seconds},
                                         "command": f"qai-train {args.task} --seed {args.seed} --cell {args.cell}"
                                                    + (" --quick" if args.quick else "")
-                                                   + (" --residual" if args.residual else "")})
+                                                   + (" --residual" if args.residual else "")
+                                                   + (" --from-recordings ..." if args.from_recordings else "")})
     table = Table(title=f"{args.task} ({args.cell}, seed {args.seed}): held-out flights, model beside baseline")
     for column in ("held-out set", "metric", "model", "baseline" if args.task != "policy" else "PID"):
         table.add_column(column)
@@ -137,6 +157,26 @@ def main(argv=None) -> int:
     console.print(f"wrote {out}/model.pt and meta.json in {seconds:g} s")
     console.print(json.dumps({"seconds": seconds, "out": str(out)}))
     return 0
+
+
+def _fine_tune(args, progress):
+    """Fine-tune the anomaly model on recorded flights; None (a message printed) when they cannot be used."""
+    from qai_intelligence.finetune import fine_tune_anomaly
+    from qai_intelligence.recordings import RecordingError, find_bags, read_flight
+    from qai_intelligence.store import SHIPPED
+
+    try:
+        bags = find_bags(args.from_recordings)
+        progress.stage("reading the recorded flights", len(bags))
+        flights = []
+        for bag in bags:
+            flights.append(read_flight(bag))
+            progress.advance()
+        return fine_tune_anomaly(args.base or SHIPPED / "anomaly", flights, args.seed,
+                                 iterations=50 if args.quick else 300, progress=progress)
+    except (RecordingError, ValueError) as error:
+        print(f"qai-train: {error}", file=sys.stderr)  # plain: a path is not wrapped nor read as markup
+        return None
 
 
 def _tune_pid(args, console) -> int:

@@ -197,11 +197,7 @@ class IntelligenceCore:
         scorer = self._anomaly_scorer(slot)
         resets = slot.resets
         self.stall.gap = 5 * slot.period
-        self.stall.step(now)
-        ages = {s: now - self.last_valid[s] for s in ANOMALY_STREAMS}
-        if self.stall.holding(now):
-            ages = {s: min(age, AGE_ALLOWANCE[s]) for s, age in ages.items()}
-        features = self._anomaly_builder.build(self.latest, ages)
+        features = self.anomaly_features(now)
         prediction = slot.step(features, now)
         if prediction is None:
             return None
@@ -216,9 +212,23 @@ class IntelligenceCore:
         if event:
             self.alarms += 1
         stream = scorer.worst.removeprefix("age_") if scorer.worst.startswith("age_") else ""
-        detail = f"{stream} last heard {now - self.last_valid[stream]:.2f} s before" if stream in ages else ""
+        heard = self.last_valid.get(stream)
+        detail = f"{stream} last heard {now - heard:.2f} s before" if stream and heard is not None else ""
         self.anomaly = AnomalyOutput(scorer.score, scorer.threshold, scorer.above, scorer.worst, event, detail)
         return self.anomaly
+
+    def anomaly_features(self, now: float) -> list[float] | None:
+        """Return the anomaly model's inputs at `now` from the latest readings (None until every stream spoke).
+
+        What the model sees in the node, and what qai_intelligence.recordings replays from a recorded flight.
+        """
+        if not all(s in self.last_valid for s in ANOMALY_STREAMS):
+            return None
+        self.stall.step(now)
+        ages = {s: now - self.last_valid[s] for s in ANOMALY_STREAMS}
+        if self.stall.holding(now):
+            ages = {s: min(age, AGE_ALLOWANCE[s]) for s, age in ages.items()}
+        return self._anomaly_builder.build(self.latest, ages)
 
     def _anomaly_scorer(self, slot: ModelSlot) -> AnomalyScorer:
         key = (slot.version, slot.swaps)
