@@ -29,6 +29,8 @@ The scripts and what --quick changes (the sizes the targets are set at stay wher
                      start-up, per process, before/after
   chaos.py           missions while engines and the       quick: 4 min of chaos (30)
                      broker are SIGKILLed at random
+  learning_loop.py   flights recorded with a new payload, quick: 8 flights, 5 to train (30, 20)
+                     the anomaly model fine-tuned on them
 
 Exit status: 0 when every script ran to the end (a missed target is a figure, not a failure: figures move
 with the machine's load), 1 when one failed or timed out, 2 for bad options.
@@ -59,7 +61,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 AREAS = {"mission": "mission engine", "quantum": "quantum bridge", "intelligence": "intelligence", "io": "I/O",
-         "hub": "hub link", "dashboard": "dashboard", "system": "system", "chaos": "chaos soak"}
+         "hub": "hub link", "dashboard": "dashboard", "system": "system", "chaos": "chaos soak",
+         "learning": "learning loop"}
 LIBRARIES = ("ros-jazzy-rclpy", "numpy", "torch", "ncps", "qiskit", "qiskit-aer", "numba", "py_trees",
              "paho-mqtt", "cryptography", "rich")
 
@@ -98,6 +101,7 @@ STEPS = (
     Step("hub_dashboard.py", "dashboard", ("--seconds", "10", "--warmup", "5"), timeout=600, quick_timeout=200),
     Step("system.py", "system", ("--idle", "10", "--rounds", "1"), timeout=1500, quick_timeout=600),
     Step("chaos.py", "chaos", ("--minutes", "4"), timeout=3000, quick_timeout=900),
+    Step("learning_loop.py", "learning", ("--flights", "8", "--train", "5"), timeout=2400, quick_timeout=600),
 )
 
 

@@ -51,6 +51,8 @@ def split(flights: Sequence[RecordedFlight], validation_share: float) -> tuple[l
     ordered = sorted(flights, key=lambda f: f.sha256)
     every = max(2, round(1 / validation_share)) if validation_share > 0 else len(ordered) + 1
     validation = [f for i, f in enumerate(ordered) if i % every == every - 1]
+    if not validation and len(ordered) >= 2:
+        validation = ordered[-1:]  # too few for the share: one validates all the same
     return [f for f in ordered if f not in validation], validation
 
 
