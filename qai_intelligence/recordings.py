@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import yaml
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import NavSatStatus
 
@@ -88,7 +90,7 @@ def read_flight(bag: str | Path, tick: float = ANOMALY_TICK) -> RecordedFlight:
                 stream = TOPICS[connection.topic.rsplit("/", 1)[-1]][1]
                 message = _TYPES.deserialize_cdr(raw, connection.msgtype)
                 events.append((stamp, stream, None if stream == "gps" else CONVERTERS[stream](message), message))
-    except (OSError, KeyError, ValueError, AssertionError) as error:
+    except (OSError, KeyError, ValueError, AssertionError, IndexError, struct.error, ReaderError, SerdeError) as error:
         raise RecordingError(f"{bag}: cannot read it ({type(error).__name__}: {error})") from None
     if not events:
         raise RecordingError(f"{bag}: none of the streams the anomaly model reads ({', '.join(TOPICS)})")

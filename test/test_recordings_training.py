@@ -9,6 +9,7 @@ second instead of a minute.
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 
 import numpy as np
@@ -147,3 +148,28 @@ def test_qai_train_from_recordings_writes_a_checkpoint_naming_its_recordings_and
     assert not (tmp_path / "never").exists()
     with pytest.raises(RecordingError, match="expected one .mcap file"):
         read_flight(empty)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "metadata"])
+def test_a_damaged_recording_is_refused_naming_it_never_a_traceback(recordings, tmp_path, damage):
+    """Refuse a cut file or broken metadata, naming the bag; read flipped message bytes only as finite features.
+
+    MCAP as written carries no checksum, so those may read: then the engine's own reading checks must keep
+    every feature finite (a flipped float that became NaN or huge is refused as a reading, as in the node).
+    """
+    bag = tmp_path / "bag"
+    shutil.copytree(find_bags([recordings])[0], bag)
+    (file,) = bag.glob("*.mcap")
+    data = file.read_bytes()
+    if damage == "truncated":
+        file.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":
+        file.write_bytes(data[:2000] + bytes(b ^ 0x5A for b in data[2000:4000]) + data[4000:])
+    else:
+        (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, mapping")
+    try:
+        flight = read_flight(bag)
+    except RecordingError as error:
+        assert str(bag) in str(error)
+        return
+    assert damage == "flipped" and np.isfinite(flight.features).all()
