@@ -6,9 +6,13 @@ three legs at 2-5 m/s, land) carrying `--payload` kg, a load the shipped anomaly
 flights carry 0-0.5 kg), in light wind; the recorder writes each mission as its own rosbag2 (MCAP) bag. The
 first `--train` flights fine-tune the shipped anomaly model exactly as a user would (`qai-train anomaly
 --from-recordings DIR`, which holds a quarter of them out for its own validation); the other flights are held
-out, read by nothing but the comparison: each held-out flight's mean next-tick NLL (the model's own loss,
-lower is better) under the shipped and the fine-tuned model, their paired difference with its bootstrap 95 %
-interval, and each model's alarms on these clean flights, with the 95 % upper bound of the rate.
+out, read by nothing but the comparison, and every second one of them carries a fault the simulator injects
+2 s into its survey leg (sim_vehicle's fault parameters, set over ROS; the kinds in turn: a stuck odometry
+or IMU, a dead IMU or battery stream, a battery sag, vibration), its onset taken on the same clock the
+recorder stamps with. Figures: each clean held-out flight's mean next-tick NLL (the model's own loss, lower
+is better) under the shipped and the fine-tuned model, their paired difference with its bootstrap 95 %
+interval; and each model's detection on the held-out flights (recall of the faults within 5 s, false alarms
+on clean flights and before onsets, with the 95 % upper bound of their rate).
 
     .venv/bin/python bench/learning_loop.py [--flights 30] [--train 20] [--payload 1.0] [--seed 5]
                                             [--json PATH] [--keep-dir]
@@ -37,6 +41,14 @@ from qai_edge.isolation import isolate
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHY = re.compile(r"\[qai-edge\] all \d+ nodes healthy")
 NAMESPACE = "flyer"
+FAULT_SECONDS = 20.0  # a fault is cleared after this, if its mission has not ended
+# Fault kind (qai_intelligence.data.FAULT_KINDS) -> sim_vehicle's parameters that make it, and clear it.
+FAULTS = {"stuck_odom": ({"fault_stuck": "odom"}, {"fault_stuck": ""}),
+          "battery_sag": ({"fault_battery_sag": 2.0}, {"fault_battery_sag": 0.0}),
+          "dropout_imu": ({"fault_dropout": "imu"}, {"fault_dropout": ""}),
+          "vibration": ({"fault_vibration": 1.0}, {"fault_vibration": 0.0}),
+          "stuck_imu": ({"fault_stuck": "imu"}, {"fault_stuck": ""}),
+          "dropout_battery": ({"fault_dropout": "battery"}, {"fault_dropout": ""})}
 
 
 def profile(workdir: Path, payload: float, seed: int) -> Path:
@@ -72,26 +84,104 @@ def mission(rng: random.Random, index: int) -> dict:
     return {"id": f"flight-{index:03d}", "name": f"recorded flight {index}", "tasks": tasks}
 
 
-def record(args, workdir: Path) -> Path:
+class SimFaults:
+    """Set sim_vehicle's fault parameters over ROS (SetParameters), from a node of its own."""
+
+    def __init__(self):
+        import rclpy
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("learning_loop_faults", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.client = self.node.create_client(SetParameters, f"/{NAMESPACE}/sim_vehicle/set_parameters")
+
+    def set(self, values: dict) -> None:
+        import rclpy
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        if not self.client.wait_for_service(timeout_sec=10):
+            raise RuntimeError("sim_vehicle's set_parameters is not there")
+        future = self.client.call_async(SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]))
+        rclpy.spin_until_future_complete(self.node, future, executor=self.executor, timeout_sec=10)
+        if not future.done() or not all(r.successful for r in future.result().results):
+            raise RuntimeError(f"sim_vehicle refused {values}")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def fault_of(args, index: int) -> str | None:
+    """Return the fault of flight `index`: every second held-out flight carries one, the kinds in turn."""
+    held = index - args.train
+    return list(FAULTS)[held // 2 % len(FAULTS)] if held >= 0 and held % 2 == 1 else None
+
+
+def fly_with_fault(missions, faults: SimFaults, spec: dict, fault: str) -> tuple[int, str]:
+    """Fly a mission and inject `fault` 2 s into its survey leg; return the onset (ns, wall clock) and outcome."""
+    from qai_mission.model import TaskStatus
+
+    mission_id = missions.submit(spec)
+    deadline = time.monotonic() + 120
+    while True:
+        snapshot = missions.feedback(mission_id)
+        if snapshot is not None and any(t.id == "fly" and t.state == TaskStatus.RUNNING for t in snapshot.tasks):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{mission_id}: its survey leg did not start")
+        time.sleep(0.05)
+    time.sleep(2.0)
+    onset = time.time_ns()
+    faults.set(FAULTS[fault][0])
+    try:  # the fault lasts until the mission ends, or FAULT_SECONDS (a vehicle holding for its sensor may wait)
+        deadline = time.monotonic() + FAULT_SECONDS
+        while not missions.is_complete(mission_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        faults.set(FAULTS[fault][1])
+    return onset, missions.wait(mission_id, 300).outcome.name
+
+
+def record(args, workdir: Path) -> tuple[Path, dict]:
     from qai_mission.client import MissionClient, MissionOutcome
 
-    up = subprocess.Popen([sys.executable, "-m", "qai_edge.cli", "up", "--profile", str(profile(
-        workdir, args.payload, args.seed))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)
+    up_log = workdir / "up.log"  # a file, not a pipe: a pipe nobody reads would stop the supervisor when full
+    with open(up_log, "wb") as output:
+        up = subprocess.Popen([sys.executable, "-m", "qai_edge.cli", "up", "--profile", str(profile(
+            workdir, args.payload, args.seed))], stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        for line in up.stdout:
-            if HEALTHY.search(line):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the robot did not come up healthy within 120 s")
+        while not HEALTHY.search(up_log.read_text(errors="replace")):
+            if time.monotonic() > deadline or up.poll() is not None:
+                raise RuntimeError(f"the robot did not come up healthy within 120 s (see {up_log})")
+            time.sleep(0.2)
         rng = random.Random(args.seed)
+        onsets: dict[str, tuple[str, int]] = {}
+        faults = SimFaults()
         with MissionClient(namespace=f"/{NAMESPACE}") as missions:
             for index in range(args.flights):
-                result = missions.run(mission(rng, index), timeout=300)
-                print(f"flight {index + 1}/{args.flights}: {result.outcome.name}", flush=True)
-                if result.outcome is not MissionOutcome.SUCCEEDED:
-                    raise RuntimeError(f"flight {index}: {result.outcome.name}: {result.message}")
+                spec, fault = mission(rng, index), fault_of(args, index)
+                if fault is None:
+                    result = missions.run(spec, timeout=300)
+                    outcome = result.outcome.name
+                    if result.outcome is not MissionOutcome.SUCCEEDED:
+                        raise RuntimeError(f"flight {index}: {outcome}: {result.message}")
+                else:  # the fault may end the mission (the safety supervisor): land, whatever happened
+                    onset, outcome = fly_with_fault(missions, faults, spec, fault)
+                    onsets[spec["id"]] = (fault, onset)
+                    if outcome != "SUCCEEDED":
+                        missions.run({"id": f"land-{index:03d}", "tasks": [{"id": "land", "kind": "land"}]},
+                                     timeout=120)
+                print(f"flight {index + 1}/{args.flights}: {outcome}{' with ' + fault if fault else ''}", flush=True)
+        faults.close()
         time.sleep(2.0)  # the last bag closes 0.1 s after its mission's final state
     finally:
         up.send_signal(signal.SIGINT)
@@ -99,23 +189,24 @@ def record(args, workdir: Path) -> Path:
             up.wait(60)
         except subprocess.TimeoutExpired:
             up.kill()
-    return workdir / "data" / NAMESPACE / "recordings"
+    return workdir / "data" / NAMESPACE / "recordings", onsets
 
 
-def compare(args, recordings: Path, workdir: Path, log: FigureLog) -> None:
+def compare(args, recorded: tuple[Path, dict], workdir: Path, log: FigureLog) -> None:
     import numpy as np
     import torch
 
     from qai_intelligence import checkpoint
     from qai_intelligence.features import ANOMALY
     from qai_intelligence.finetune import nll_per_flight
-    from qai_intelligence.metrics import alarms
+    from qai_intelligence.metrics import FlightLabel, detection_metrics
     from qai_intelligence.recordings import find_bags, read_flight
     from qai_intelligence.statistics import paired_difference
     from qai_intelligence.store import SHIPPED
     from qai_intelligence.training import anomaly_scores
 
-    bags = find_bags([recordings])
+    recordings, onsets = recorded
+    bags = [bag for bag in find_bags([recordings]) if not bag.name.split("_", 2)[-1].startswith("land-")]
     if len(bags) != args.flights:
         raise RuntimeError(f"{len(bags)} mission bags recorded, {args.flights} flown")
     train_dir = workdir / "train"
@@ -131,29 +222,42 @@ def compare(args, recordings: Path, workdir: Path, log: FigureLog) -> None:
     tuning_s = time.perf_counter() - started
     torch.set_num_threads(1)
     held = [read_flight(bag) for bag in bags[args.train:]]
+
+    def label(flight) -> FlightLabel:
+        if flight.mission_id not in onsets:
+            return FlightLabel(None, None)
+        fault, onset_ns = onsets[flight.mission_id]
+        return FlightLabel(fault, max(0, round((onset_ns - flight.start_ns) * 1e-9 / 0.05)))
+
+    labels = [label(f) for f in held]
+    clean = [f for f, label in zip(held, labels) if label.fault is None]
     models = {"shipped": checkpoint.load(SHIPPED / "anomaly", "anomaly", ANOMALY.features)[0],
               "fine-tuned": checkpoint.load(out, "anomaly", ANOMALY.features)[0]}
-    nll = {name: nll_per_flight(model, [f.features for f in held]) for name, model in models.items()}
+    nll = {name: nll_per_flight(model, [f.features for f in clean]) for name, model in models.items()}
     difference = paired_difference(nll["fine-tuned"], nll["shipped"])
-    hours = sum(len(f.features) for f in held) * 0.05 / 3600
-    n = len(held)
-    log.add(f"held-out recorded flights' next-tick NLL, fine-tuned (n={n} flights of {args.payload:g} kg; "
+    n = len(clean)
+    log.add(f"clean held-out recorded flights' next-tick NLL, fine-tuned (n={n} flights of {args.payload:g} kg; "
             f"trained on {args.train}; lower is better)", float(np.mean(nll["fine-tuned"])), "nats",
             baseline=float(np.mean(nll["shipped"])))
-    log.add(f"fine-tuned minus shipped NLL, paired over the n={n} held-out flights (95 % CI "
+    log.add(f"fine-tuned minus shipped NLL, paired over the n={n} clean held-out flights (95 % CI "
             f"[{difference['low']:.3f}, {difference['high']:.3f}])", difference["mean"], "nats",
             target="interval below 0", met=bool(difference["high"] < 0))
+    detections = {}
     for name, model in models.items():
         extra = model.config.extra
         scores = anomaly_scores(model, [f.features for f in held], np.array(extra["residual_std"]),
                                 extra["smoothing"])
-        count = sum(len(alarms(s, extra["threshold"], 40)) for s in scores)
-        upper = 0.5 * _chi2_upper(count) / hours  # exact Poisson 95 % upper bound of the rate
-        log.add(f"alarms on the n={n} clean held-out flights ({hours * 60:.1f} min), {name} model "
-                f"(95 % upper bound {upper:.0f}/h)", count, "alarms")
+        found = detections[name] = detection_metrics(scores, labels, extra["threshold"], 0.05)
+        upper = 0.5 * _chi2_upper(found["false_alarms"]) / found["fault_free_hours"]  # exact Poisson 95 %
+        log.add(f"{name} model: faults detected within 5 s, of the {found['faulted_flights']} faulted held-out "
+                f"flights (by kind: {found['recall_by_fault']})", found["detected"], "faults")
+        log.add(f"{name} model: false alarms in {found['fault_free_hours'] * 60:.1f} min without a fault "
+                f"(clean flights, and faulted ones before the onset; 95 % upper bound {upper:.0f}/h)",
+                found["false_alarms"], "alarms")
     log.add("fine-tuning on the recorded training flights, wall time", tuning_s, "s")
     meta = checkpoint.read_meta(out)
     print(json.dumps({"recordings_used": len(meta["data"]["recordings"]), "nll": nll, "difference": difference,
+                      "detection": detections, "onsets": onsets,
                       "training": {k: v for k, v in meta["training"].items() if k != "history"}}, indent=1))
 
 

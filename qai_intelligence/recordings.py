@@ -49,6 +49,7 @@ class RecordedFlight:
     mission_id: str
     features: np.ndarray  # anomaly ticks x ANOMALY features
     seconds: float
+    start_ns: int = 0  # the first tick's time on the robot's clock (the bag's stamps)
 
 
 def find_bags(paths: Iterable[str | Path], missions_only: bool = True) -> list[Path]:
@@ -97,7 +98,7 @@ def read_flight(bag: str | Path, tick: float = ANOMALY_TICK) -> RecordedFlight:
     core = IntelligenceCore({}, ReturnPlan(), lambda: 0.0)
     origin = None
     ticks: list[list[float]] = []
-    start = events[0][0] * 1e-9
+    start = first = events[0][0] * 1e-9
     now, index = start, 0
     end = events[-1][0] * 1e-9
     while now <= end:
@@ -113,8 +114,10 @@ def read_flight(bag: str | Path, tick: float = ANOMALY_TICK) -> RecordedFlight:
             index += 1
         features = core.anomaly_features(now)
         if features is not None:
+            first = now if not ticks else first
             ticks.append(features)
         now += tick
     if len(ticks) < 40:
         raise RecordingError(f"{bag}: {len(ticks)} anomaly ticks with every stream heard; at least 40 (2 s) needed")
-    return RecordedFlight(str(bag), digest, _mission_id(bag), np.asarray(ticks, np.float32), end - start)
+    return RecordedFlight(str(bag), digest, _mission_id(bag), np.asarray(ticks, np.float32), end - start,
+                          round(first * 1e9))
