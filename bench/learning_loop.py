@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEALTHY = re.compile(r"\[qai-edge\] all \d+ nodes healthy")
 NAMESPACE = "flyer"
 FAULT_SECONDS = 20.0  # a fault is cleared after this, if its mission has not ended
+STREAMS_BACK = 5.0  # s after a fault is cleared: the io_engine refuses a take-off while a stream is stale
 # Fault kind (qai_intelligence.data.FAULT_KINDS) -> sim_vehicle's parameters that make it, and clear it.
 FAULTS = {"stuck_odom": ({"fault_stuck": "odom"}, {"fault_stuck": ""}),
           "dropout_imu": ({"fault_dropout": "imu"}, {"fault_dropout": ""}),
@@ -149,7 +150,9 @@ def fly_with_fault(missions, faults: SimFaults, spec: dict, fault: str) -> tuple
             time.sleep(0.1)
     finally:
         faults.set(FAULTS[fault][1])
-    return onset, missions.wait(mission_id, 300).outcome.name
+    outcome = missions.wait(mission_id, 300).outcome.name
+    time.sleep(STREAMS_BACK)  # the stream the fault stopped flows again before the next take-off is asked for
+    return onset, outcome
 
 
 def record(args, workdir: Path) -> tuple[Path, dict]:
