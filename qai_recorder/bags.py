@@ -223,6 +223,7 @@ class Recordings:
         self.budget = budget
         self.free_bytes = free_bytes
         self.removed = 0
+        self._sizes: dict[Path, int] = {}  # closed bags do not change: each is measured once, not every flush
         root.mkdir(parents=True, exist_ok=True)
 
     def bags(self) -> list[Path]:
@@ -239,11 +240,19 @@ class Recordings:
         """Remove the oldest closed bags until the budget holds; False when it still does not (pause)."""
         while True:
             closed = [p for p in self.bags() if p != open_path]
-            total = sum(directory_bytes(p) for p in closed) + open_size
+            total = sum(self._size(p) for p in closed) + open_size
             short = self.free_bytes(self.root) < self.budget.reserve_bytes
             if total <= self.budget.max_total_bytes and not short:
                 return True
             if not closed:
                 return False
             shutil.rmtree(closed[0], ignore_errors=True)
+            self._sizes.pop(closed[0], None)
             self.removed += 1
+
+    def _size(self, bag: Path) -> int:
+        if (bag / MARKER).exists():  # still open (or cut, until it is rebuilt): measured each time
+            return directory_bytes(bag)
+        if bag not in self._sizes:
+            self._sizes[bag] = directory_bytes(bag)
+        return self._sizes[bag]
